@@ -1,0 +1,1 @@
+"""Single-photon detector drivers and the telemetry checks that spot blinding."""
