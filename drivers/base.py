@@ -1,0 +1,169 @@
+"""What every device driver shares: a name, a transport, and surviving a reconnect.
+
+A driver remembers the last value of each setting it sent (switch port, SOP …). When the link
+to the device drops, ``call`` reopens the transport with exponential backoff, re-applies those
+settings in the order they were first made, and retries the operation once; if the device stays
+away the caller gets one DeviceDisconnected that says for how long it was tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from drivers.errors import DeviceDisconnected
+from drivers.transport import Transport, open_transport
+
+log = logging.getLogger("qkd.drivers")
+
+T = TypeVar("T")
+
+
+class Driver:
+    """Base of every device driver. Subclasses set ``TRANSPORT_DEFAULTS`` for their model."""
+
+    # Per-model transport defaults (baud rate, RTS/CTS, terminations …); URL options override.
+    TRANSPORT_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Reconnect policy: delays grow from the first to the cap, for at most this many attempts.
+    RECONNECT_ATTEMPTS: ClassVar[int] = 5
+    RECONNECT_FIRST_DELAY_S: ClassVar[float] = 0.05
+    RECONNECT_MAX_DELAY_S: ClassVar[float] = 1.0
+
+    def __init__(self, transport: Transport, *, name: str | None = None):
+        self.transport = transport
+        self.name = name or getattr(transport, "name", type(self).__name__)
+        self._last_settings: dict[str, tuple[Callable[..., Any], tuple]] = {}
+        self._reapplying = False
+
+    @classmethod
+    def from_url(cls, url: str, *, name: str | None = None, timeout_s: float = 1.0,
+                 **options):
+        """Open the model's transport for ``url`` (model defaults, then ``options``)."""
+        merged = {**cls.TRANSPORT_DEFAULTS, **options}
+        transport = open_transport(url, name=name or url, timeout_s=timeout_s, **merged)
+        return cls(transport, name=name or url)
+
+    # -- settings memory ----------------------------------------------------------------------
+
+    def remember(self, key: str, apply: Callable[..., Any], *args) -> None:
+        """Record that ``apply(*args)`` is the current value of setting ``key``."""
+        if not self._reapplying:
+            self._last_settings[key] = (apply, args)  # an update keeps its first-made order
+
+    def forget(self, key: str) -> None:
+        self._last_settings.pop(key, None)
+
+    @property
+    def last_settings(self) -> dict[str, tuple]:
+        """Setting name -> last arguments sent (for status pages and tests)."""
+        return {key: args for key, (_apply, args) in self._last_settings.items()}
+
+    def reapply_settings(self) -> None:
+        """Send every remembered setting again (after the device came back)."""
+        self._reapplying = True
+        try:
+            for apply, args in list(self._last_settings.values()):
+                apply(*args)
+        finally:
+            self._reapplying = False
+
+    # -- reconnect ----------------------------------------------------------------------------
+
+    def call(self, operation: Callable[[], T]) -> T:
+        """Run ``operation``; on DeviceDisconnected reconnect, re-apply settings, retry once."""
+        try:
+            return operation()
+        except DeviceDisconnected as first:
+            if self._reapplying:
+                raise
+            self.reconnect(cause=first)
+            return operation()
+
+    def reconnect(self, cause: Exception | None = None) -> None:
+        """Reopen the transport with exponential backoff, then re-apply the last settings."""
+        delay = self.RECONNECT_FIRST_DELAY_S
+        started = time.monotonic()
+        last_error: Exception | None = cause
+        for attempt in range(1, self.RECONNECT_ATTEMPTS + 1):
+            try:
+                self.transport.reopen()
+                self.on_reconnect()
+                self.reapply_settings()
+            except DeviceDisconnected as exc:
+                last_error = exc
+            else:
+                log.info("%s: reconnected after %d attempt(s)", self.name, attempt)
+                return
+            if attempt < self.RECONNECT_ATTEMPTS:
+                time.sleep(delay)
+                delay = min(delay * 2, self.RECONNECT_MAX_DELAY_S)
+        waited = time.monotonic() - started
+        raise DeviceDisconnected(
+            self.name, None,
+            f"device at {getattr(self.transport, 'url', '?')} did not come back after "
+            f"{self.RECONNECT_ATTEMPTS} reconnect attempts over {waited:.2f} s "
+            f"(last error: {last_error})") from last_error
+
+    def on_reconnect(self) -> None:
+        """Hook for a model that needs a handshake after reopening (before settings)."""
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class LineDriver(Driver):
+    """A driver whose device speaks text lines (SCPI, DiCon, OZ Optics …).
+
+    Every exchange starts from an empty input buffer so that a late reply to an earlier,
+    timed-out command cannot be taken for the answer to this one.
+    """
+
+    WRITE_TERMINATION: ClassVar[bytes] = b"\n"
+    READ_TERMINATION: ClassVar[bytes] = b"\n"
+    ENCODING: ClassVar[str] = "ascii"
+
+    def write(self, command: str) -> None:
+        self.call(lambda: self._write_now(command))
+
+    def ask(self, command: str, timeout_s: float | None = None) -> str:
+        """Send ``command`` and return its one-line reply, terminator stripped."""
+        def exchange() -> str:
+            self.transport.reset_input()
+            self._write_now(command)
+            return self._read_line_now(command, timeout_s)
+        return self.call(exchange)
+
+    def ask_lines(self, command: str, n_lines: int, timeout_s: float | None = None) -> list[str]:
+        """Send ``command`` and return exactly ``n_lines`` reply lines."""
+        def exchange() -> list[str]:
+            self.transport.reset_input()
+            self._write_now(command)
+            return [self._read_line_now(command, timeout_s) for _ in range(n_lines)]
+        return self.call(exchange)
+
+    def _write_now(self, command: str) -> None:
+        self.transport.write(command.encode(self.ENCODING) + self.WRITE_TERMINATION)
+
+    def _read_line_now(self, command: str, timeout_s: float | None = None) -> str:
+        from drivers.errors import DeviceProtocolError, DeviceTimeout
+
+        try:
+            raw = self.transport.read_until(self.READ_TERMINATION, timeout_s)
+        except DeviceTimeout as exc:
+            raise DeviceTimeout(self.name, command, str(exc).split(": ", 1)[-1]) from exc
+        try:
+            return raw[:-len(self.READ_TERMINATION)].decode(self.ENCODING).strip()
+        except UnicodeDecodeError as exc:
+            raise DeviceProtocolError(self.name, command,
+                                      f"reply is not {self.ENCODING} text: {raw[:64]!r}") from exc

@@ -1,0 +1,59 @@
+"""Open a byte transport from a device URL; drivers never see which kind they got.
+
+- ``socket://host:port`` -> raw TCP (``TcpTransport``, the fast path the board streams through)
+- VISA resources ``TCPIP::…``, ``ASRL…``, ``USB…``, ``GPIB…`` (optional ``@py``/``@sim``/
+  ``@file.yaml@sim`` suffix) -> pyvisa (``VisaTransport``)
+- anything else -> pyserial (``/dev/ttyUSB0``, a pty path, ``loop://``, ``rfc2217://host:port``)
+
+``options`` carry per-model defaults supplied by drivers (baudrate, rtscts, terminations …) and
+``log_traffic=False`` for devices that carry key-related material.
+"""
+
+from __future__ import annotations
+
+from drivers.transport.base import Transport
+from drivers.transport.buffered import BufferedTransport, traffic_log
+from drivers.transport.serial_port import SERIAL_OPTIONS, SerialTransport
+from drivers.transport.tcp import TcpTransport, parse_socket_url
+from drivers.transport.visa import VisaTransport, is_visa_resource
+
+__all__ = ["Transport", "BufferedTransport", "TcpTransport", "SerialTransport", "VisaTransport",
+           "open_transport", "transport_kind", "parse_socket_url", "traffic_log"]
+
+# Options that only make sense for one kind of transport are dropped silently for the others,
+# so a driver can state its model defaults once (e.g. a baud rate) and still run over TCP.
+_TCP_OPTIONS = frozenset({"connect_timeout_s", "recv_buffer_bytes"})
+_VISA_OPTIONS = frozenset({"visa_backend", "read_termination", "write_termination"})
+_COMMON = frozenset({"log_traffic"})
+
+
+def transport_kind(url: str) -> str:
+    """``"tcp"``, ``"visa"`` or ``"serial"``: which transport ``open_transport`` picks."""
+    if url.startswith("socket://"):
+        return "tcp"
+    if is_visa_resource(url):
+        return "visa"
+    return "serial"
+
+
+def open_transport(url: str, *, name: str | None = None, timeout_s: float = 1.0,
+                   **options) -> Transport:
+    """Open the transport for ``url``; DeviceDisconnected names the device and URL on failure."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"device URL must be a non-empty string, got {url!r}")
+    kind = transport_kind(url)
+    if kind == "tcp":
+        return TcpTransport(url, name=name, timeout_s=timeout_s,
+                            **_without(options, SERIAL_OPTIONS | _VISA_OPTIONS))
+    if kind == "visa":
+        # VISA resources take their own attributes too (baud_rate …): pass through what
+        # is not a serial-only option.
+        passed = {k: v for k, v in options.items() if k not in SERIAL_OPTIONS | _TCP_OPTIONS}
+        return VisaTransport(url, name=name, timeout_s=timeout_s, **passed)
+    return SerialTransport(url, name=name, timeout_s=timeout_s,
+                           **_without(options, _TCP_OPTIONS | _VISA_OPTIONS))
+
+
+def _without(options: dict, other_kinds: frozenset) -> dict:
+    """Drop the options that belong to other transport kinds; unknown ones still fail loudly."""
+    return {k: v for k, v in options.items() if k not in other_kinds}

@@ -1,0 +1,174 @@
+"""pyvisa-backed transport for VISA resource strings (``TCPIP::host::port::SOCKET``, ``ASRL…``,
+``USB…``, ``GPIB…``).
+
+The backend is chosen by a suffix on the resource (``…@py`` pyvisa-py, ``…@sim`` pyvisa-sim's
+default YAML, ``…@/path/devices.yaml@sim``) or the ``visa_backend`` option; the default is
+pyvisa-py, which needs no vendor library. VISA timeouts and I/O errors are mapped to the
+project's DeviceTimeout / DeviceDisconnected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+
+import pyvisa
+from pyvisa import constants
+
+from drivers.errors import DeviceDisconnected, DeviceTimeout
+from drivers.transport.buffered import BufferedTransport
+
+DEFAULT_BACKEND = "@py"
+
+_VISA_RESOURCE = re.compile(r"^((TCPIP|USB|GPIB|VXI|PXI)\d*|ASRL[^:]*)::", re.IGNORECASE)
+
+_managers: dict[str, pyvisa.ResourceManager] = {}
+_managers_lock = threading.Lock()
+
+
+def is_visa_resource(url: str) -> bool:
+    return bool(_VISA_RESOURCE.match(url))
+
+
+def split_backend(url: str, backend: str | None = None) -> tuple[str, str]:
+    """``"TCPIP::h::1::SOCKET@py"`` -> ``("TCPIP::h::1::SOCKET", "@py")``; option wins if given."""
+    resource, sep, suffix = url.partition("@")
+    chosen = backend if backend is not None else (sep + suffix if sep else DEFAULT_BACKEND)
+    if not chosen.startswith("@") and not chosen.endswith("@sim"):
+        chosen = "@" + chosen
+    return resource, chosen
+
+
+def resource_manager(backend: str) -> pyvisa.ResourceManager:
+    """One ResourceManager per backend string, shared by all transports (they are costly)."""
+    with _managers_lock:
+        rm = _managers.get(backend)
+        if rm is None:
+            rm = _managers[backend] = pyvisa.ResourceManager(backend)
+        return rm
+
+
+def _socket_error(resource) -> str | None:
+    """pyvisa-py connects without waiting for the verdict: ask the socket whether it failed."""
+    session = getattr(resource.visalib, "sessions", {}).get(resource.session)
+    sock = getattr(session, "interface", None)
+    if not isinstance(sock, socket.socket):
+        return None
+    try:
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    except OSError as exc:
+        return str(exc)
+    return os.strerror(code) if code else None
+
+
+def _as_text(term: bytes | str | None) -> str | None:
+    if term is None:
+        return None
+    return term.decode("ascii") if isinstance(term, bytes) else term
+
+
+class VisaTransport(BufferedTransport):
+    def __init__(self, url: str, *, name: str | None = None, timeout_s: float = 1.0,
+                 log_traffic: bool = True, visa_backend: str | None = None,
+                 read_termination: bytes | str | None = "\n",
+                 write_termination: bytes | str | None = None, **resource_options):
+        super().__init__(url, name=name, timeout_s=timeout_s, log_traffic=log_traffic)
+        self.resource_name, self.backend = split_backend(url, visa_backend)
+        # The read termination makes a VISA read return at end of line instead of waiting for
+        # the count or the timeout; framing itself is still done by the base class.
+        self.read_termination = _as_text(read_termination)
+        # Drivers write complete messages (their terminator included), so none is appended.
+        self.write_termination = _as_text(write_termination) or ""
+        self._resource_options = resource_options
+        self._resource = None
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            rm = resource_manager(self.backend)
+            res = rm.open_resource(self.resource_name, **self._resource_options)
+        except (pyvisa.Error, OSError, ValueError) as exc:
+            raise DeviceDisconnected(self.name, None,
+                                     f"cannot open {self.resource_name} ({self.backend}): {exc}"
+                                     ) from exc
+        failure = _socket_error(res)
+        if failure:
+            res.close()
+            raise DeviceDisconnected(self.name, None,
+                                     f"cannot open {self.resource_name} ({self.backend}): "
+                                     f"{failure}")
+        res.read_termination = self.read_termination
+        res.write_termination = self.write_termination
+        self._resource = res
+        self._timeout_ms: float | None = None
+        self._rx.clear()
+
+    def _live(self):
+        if self._resource is None:
+            raise DeviceDisconnected(self.name, None, f"{self.resource_name} is closed")
+        return self._resource
+
+    def _fill(self, max_bytes: int, timeout_s: float) -> bytes:
+        res = self._live()
+        timeout_ms = max(1, int(round(timeout_s * 1000)))
+        if timeout_ms != self._timeout_ms:
+            res.timeout = timeout_ms
+            self._timeout_ms = timeout_ms
+        try:
+            data, _status = res.visalib.read(res.session, max_bytes)
+        except pyvisa.VisaIOError as exc:
+            if exc.error_code == constants.StatusCode.error_timeout:
+                return b""
+            self._drop()
+            raise DeviceDisconnected(self.name, None,
+                                     f"{self.resource_name} read failed: {exc}") from exc
+        except (OSError, pyvisa.Error) as exc:
+            self._drop()
+            raise DeviceDisconnected(self.name, None,
+                                     f"{self.resource_name} read failed: {exc}") from exc
+        return bytes(data)
+
+    def _send(self, data: bytes) -> None:
+        res = self._live()
+        try:
+            res.write_raw(data)
+        except pyvisa.VisaIOError as exc:
+            if exc.error_code == constants.StatusCode.error_timeout:
+                raise DeviceTimeout(self.name, None,
+                                    f"{self.resource_name} write timed out") from exc
+            self._drop()
+            raise DeviceDisconnected(self.name, None,
+                                     f"{self.resource_name} write failed: {exc}") from exc
+        except (OSError, pyvisa.Error) as exc:
+            self._drop()
+            raise DeviceDisconnected(self.name, None,
+                                     f"{self.resource_name} write failed: {exc}") from exc
+
+    def _discard_pending(self) -> None:
+        res = self._live()
+        try:
+            res.flush(constants.BufferOperation.discard_read_buffer_no_io)
+        except (pyvisa.Error, NotImplementedError, AttributeError, OSError):
+            pass
+        # pyvisa-py keeps no OS-level queue we could peek at without blocking at least 1 ms,
+        # so one short read drains what already arrived.
+        while self._fill(65536, 0.001):
+            pass
+
+    def _drop(self) -> None:
+        if self._resource is not None:
+            try:
+                self._resource.close()
+            except (pyvisa.Error, OSError):
+                pass
+            self._resource = None
+
+    def close(self) -> None:
+        self._drop()
+        self._rx.clear()
+
+    def reopen(self) -> None:
+        self.close()
+        self._open()
