@@ -1,0 +1,182 @@
+"""Toeplitz matrix-vector products over GF(2) on packed words, by transposed Karatsuba.
+
+A square Toeplitz matrix T of N = 64*w rows is held by its diagonal vector ``d`` (2N - 1 bits in
+2w words, last bit ignored): T[i, j] = d[i - j + N - 1]. Splitting T into 2x2 blocks of size N/2
+gives blocks that are Toeplitz again (diagonal vectors d[0:N-1], d[N/2:3N/2-1], d[N:2N-1]), and
+    y_top = T0 (x0 + x1) + (T_-1 + T0) x1,   y_bot = T0 (x0 + x1) + (T_1 + T0) x0
+needs three half-size products instead of four (the transpose of Karatsuba's trick, so the
+middle product costs one N x N multiplication). The recursion stops at ``w <= BASE_WORDS`` words,
+where each 64 x 64 block is one carry-less multiply of a 128-bit diagonal slice by a 64-bit word.
+
+Layout: uint64 words, little-endian bit order (see ``postprocessing.gf2``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from postprocessing.gf2.clmul import clmul64_hw, clmul64_sw
+
+BASE_WORDS = 16  # schoolbook below this many words; tiles are B * 2^L words with 8 < B <= 16
+
+_U1 = np.uint64(1)
+_U63 = np.uint64(63)
+
+
+@numba.njit(cache=True, nogil=True)
+def _base_hw(buf, doff, xoff, yoff, w):
+    # acc(I) = xor_J clmul(d[I - J + w - 1], x[J]); y[I] = bits 63..126 of acc(I) ^ (acc(I+1) << 64)
+    lo0 = np.uint64(0)
+    hi0 = np.uint64(0)
+    for j in range(w):
+        lo, hi = clmul64_hw(buf[doff + w - 1 - j], buf[xoff + j])
+        lo0 ^= lo
+        hi0 ^= hi
+    for i in range(w):
+        lo1 = np.uint64(0)
+        hi1 = np.uint64(0)
+        for j in range(w):
+            lo, hi = clmul64_hw(buf[doff + i + w - j], buf[xoff + j])
+            lo1 ^= lo
+            hi1 ^= hi
+        buf[yoff + i] = (lo0 >> _U63) | (hi0 << _U1) ^ (lo1 << _U1)
+        lo0 = lo1
+        hi0 = hi1
+
+
+@numba.njit(cache=True, nogil=True)
+def _base_sw(buf, doff, xoff, yoff, w):
+    lo0 = np.uint64(0)
+    hi0 = np.uint64(0)
+    for j in range(w):
+        lo, hi = clmul64_sw(buf[doff + w - 1 - j], buf[xoff + j])
+        lo0 ^= lo
+        hi0 ^= hi
+    for i in range(w):
+        lo1 = np.uint64(0)
+        hi1 = np.uint64(0)
+        for j in range(w):
+            lo, hi = clmul64_sw(buf[doff + i + w - j], buf[xoff + j])
+            lo1 ^= lo
+            hi1 ^= hi
+        buf[yoff + i] = (lo0 >> _U63) | (hi0 << _U1) ^ (lo1 << _U1)
+        lo0 = lo1
+        hi0 = hi1
+
+
+@numba.njit(cache=True, nogil=True)
+def _toeplitz_square(buf, doff, xoff, yoff, w, woff, hw):
+    """buf[yoff:yoff+w] = T(buf[doff:doff+2w]) buf[xoff:xoff+w], scratch buf[woff:woff+4w].
+
+    Depth-first Karatsuba with an explicit stack (numba cannot cache recursive functions).
+    Frame columns: doff, xoff, yoff, woff, w, stage.
+    """
+    depth = 1
+    while (w >> (depth - 1)) > BASE_WORDS:
+        depth += 1
+    st = np.empty((depth + 1, 6), dtype=np.int64)
+    st[0, 0] = doff
+    st[0, 1] = xoff
+    st[0, 2] = yoff
+    st[0, 3] = woff
+    st[0, 4] = w
+    st[0, 5] = 0
+    top = 0
+    while top >= 0:
+        fd = st[top, 0]
+        fx = st[top, 1]
+        fy = st[top, 2]
+        fwk = st[top, 3]
+        fw = st[top, 4]
+        stage = st[top, 5]
+        if fw <= BASE_WORDS:
+            if hw:
+                _base_hw(buf, fd, fx, fy, fw)
+            else:
+                _base_sw(buf, fd, fx, fy, fw)
+            top -= 1
+            continue
+        h = fw // 2
+        xs = fwk
+        ds = fwk + h
+        p = ds + fw
+        nxt = p + h
+        if stage == 0:  # p0 = T0 (x0 + x1) -> y_top
+            for i in range(h):
+                buf[xs + i] = buf[fx + i] ^ buf[fx + h + i]
+            cd, cx, cy = fd + h, xs, fy
+        elif stage == 1:  # y_bot = p0; p1 = (T_-1 + T0) x1
+            for i in range(h):
+                buf[fy + h + i] = buf[fy + i]
+            for i in range(fw):
+                buf[ds + i] = buf[fd + i] ^ buf[fd + h + i]
+            cd, cx, cy = ds, fx + h, p
+        elif stage == 2:  # y_top += p1; p2 = (T_1 + T0) x0
+            for i in range(h):
+                buf[fy + i] ^= buf[p + i]
+            for i in range(fw):
+                buf[ds + i] = buf[fd + fw + i] ^ buf[fd + h + i]
+            cd, cx, cy = ds, fx, p
+        else:  # y_bot += p2
+            for i in range(h):
+                buf[fy + h + i] ^= buf[p + i]
+            top -= 1
+            continue
+        st[top, 5] = stage + 1
+        top += 1
+        st[top, 0] = cd
+        st[top, 1] = cx
+        st[top, 2] = cy
+        st[top, 3] = nxt
+        st[top, 4] = h
+        st[top, 5] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def toeplitz_tiled(d, x, n_row_tiles, n_col_tiles, tile_words, hw):
+    """y = T x for a (R*S) x (C*S)-word Toeplitz matrix cut into S x S tiles.
+
+    d: uint64[(R + C) * S], diagonal vector (T[i, j] = d[i - j + C*S*64 - 1]);
+    x: uint64[C * S]; returns uint64[R * S]. The scratch buffer (key-dependent) is wiped.
+    """
+    s = tile_words
+    nd = d.size
+    nx = x.size
+    # one buffer: [d | x | tile result | 4 S scratch], so kernels address everything by offset
+    buf = np.empty(nd + nx + 5 * s, dtype=np.uint64)
+    buf[:nd] = d
+    buf[nd:nd + nx] = x
+    yoff = nd + nx
+    y = np.zeros(n_row_tiles * s, dtype=np.uint64)
+    for r in range(n_row_tiles):
+        for c in range(n_col_tiles):
+            _toeplitz_square(buf, (r - c + n_col_tiles - 1) * s, nd + c * s, yoff, s,
+                             yoff + s, hw)
+            for i in range(s):
+                y[r * s + i] ^= buf[yoff + i]
+    buf[:] = 0
+    return y
+
+
+def _tile_cost(b: int, levels: int) -> float:
+    # clmuls of the base cases plus word xors of the recursion (about 4.5 per word per level)
+    return 3.0 ** levels * b * (b + 1) + 4.5 * b * (2 ** levels) * levels * 1.5 ** levels
+
+
+def choose_tiling(rows_words: int, cols_words: int) -> tuple[int, int, int]:
+    """(R, C, S): tile size S = B * 2^L words minimising the estimated work for the matrix."""
+    best = None
+    levels = 0
+    while True:
+        for b in range(BASE_WORDS // 2 + 1, BASE_WORDS + 1):
+            s = b << levels
+            r = -(-rows_words // s)
+            c = -(-cols_words // s)
+            cost = r * c * _tile_cost(b, levels)
+            if best is None or cost < best[0]:
+                best = (cost, r, c, s)
+        if (BASE_WORDS // 2 + 1) << levels > max(rows_words, cols_words):
+            break
+        levels += 1
+    return best[1], best[2], best[3]

@@ -1,0 +1,154 @@
+"""Toeplitz privacy amplification: exact against independent references, both clmul paths."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from postprocessing.amplification import (
+    AmplificationError, _toeplitz_hash, new_seed, toeplitz_hash)
+from postprocessing.gf2.clmul import HAVE_PCLMUL, clmul64, clmul64_hw, clmul64_sw
+from postprocessing.gf2.toeplitz import choose_tiling
+
+u64 = st.integers(0, (1 << 64) - 1)
+
+
+def matrix_reference(x, seed, out_len):
+    """y = T x mod 2 with T built element by element: T[i, j] = seed[i - j + n - 1]."""
+    n = x.size
+    i = np.arange(out_len)[:, None]
+    j = np.arange(n)[None, :]
+    t = seed[i - j + n - 1].astype(np.int64)
+    return ((t @ x.astype(np.int64)) % 2).astype(np.uint8)
+
+
+def bigint_reference(x, seed, out_len):
+    """Carry-less product of Python ints: y_i = coefficient i + n - 1 of seed(z) * x(z)."""
+    n = x.size
+    s = int.from_bytes(np.packbits(seed, bitorder="little").tobytes(), "little")
+    prod = 0
+    for j in np.flatnonzero(x):
+        prod ^= s << int(j)
+    window = prod >> (n - 1)
+    return np.array([(window >> i) & 1 for i in range(out_len)], dtype=np.uint8)
+
+
+def python_clmul(a, b):
+    r = 0
+    for i in range(64):
+        if (b >> i) & 1:
+            r ^= a << i
+    return r
+
+
+@st.composite
+def toeplitz_case(draw, max_n=300):
+    n = draw(st.integers(1, max_n))
+    m = draw(st.integers(1, n))
+    seed = np.random.default_rng(draw(st.integers(0, 2**32))).integers(0, 2, 2 * n + m,
+                                                                      dtype=np.uint8)
+    return seed[:n], seed[n:2 * n + m - 1].copy(), m
+
+
+@given(u64, u64)
+def test_clmul_paths_agree_with_python_carryless(a, b):
+    want = python_clmul(a, b)
+    for lo, hi in (clmul64_sw(np.uint64(a), np.uint64(b)), clmul64_hw(np.uint64(a), np.uint64(b))):
+        assert (int(hi) << 64) | int(lo) == want
+
+
+def test_clmul_choice_matches_host():
+    assert (clmul64 is clmul64_hw) == HAVE_PCLMUL or clmul64 is clmul64_sw
+
+
+@given(toeplitz_case())
+def test_matches_matrix_product_both_paths(case):
+    x, seed, m = case
+    want = matrix_reference(x, seed, m)
+    assert np.array_equal(_toeplitz_hash(x, seed, m, True), want)
+    assert np.array_equal(_toeplitz_hash(x, seed, m, False), want)
+
+
+@given(toeplitz_case(max_n=2000))
+@settings(max_examples=30)
+def test_matches_bigint_reference_multiword(case):
+    x, seed, m = case
+    assert np.array_equal(toeplitz_hash(x, seed, m), bigint_reference(x, seed, m))
+
+
+@pytest.mark.parametrize("n, m", [(10_000, 5_000), (30_017, 29_999), (100_000, 40_001),
+                                  (65_536, 1)])
+def test_large_blocks_match_bigint_reference(n, m):
+    rng = np.random.default_rng(n + m)
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    assert np.array_equal(toeplitz_hash(x, seed, m), bigint_reference(x, seed, m))
+
+
+def test_software_path_matches_on_a_multilevel_block():
+    # 2 * 10^4 bits recurses several Karatsuba levels below the tile size
+    rng = np.random.default_rng(7)
+    n, m = 20_000, 9_000
+    x = rng.integers(0, 2, n, dtype=np.uint8)
+    seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+    assert np.array_equal(_toeplitz_hash(x, seed, m, False), _toeplitz_hash(x, seed, m, True))
+
+
+def test_is_linear_in_the_key():
+    rng = np.random.default_rng(3)
+    n, m = 5_000, 2_500
+    a, b = rng.integers(0, 2, (2, n), dtype=np.uint8)
+    seed = new_seed(n, m)
+    assert np.array_equal(toeplitz_hash(a ^ b, seed, m),
+                          toeplitz_hash(a, seed, m) ^ toeplitz_hash(b, seed, m))
+
+
+def test_input_is_not_modified_and_bool_accepted():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 2, 1000, dtype=np.uint8)
+    seed = rng.integers(0, 2, 1000 + 400 - 1, dtype=np.uint8)
+    keep = x.copy()
+    y = toeplitz_hash(x.astype(bool), seed, 400)
+    assert np.array_equal(x, keep)
+    assert y.dtype == np.uint8 and y.shape == (400,)
+    assert np.array_equal(y, matrix_reference(x, seed, 400))
+
+
+def test_new_seed_shape_and_freshness():
+    a = new_seed(1000, 300)
+    b = new_seed(1000, 300)
+    assert a.dtype == np.uint8 and a.shape == (1299,) and set(np.unique(a)) <= {0, 1}
+    # two fresh 1299-bit seeds coincide with probability 2^-1299
+    assert not np.array_equal(a, b)
+
+
+def test_new_seed_is_balanced():
+    n_bits = 200_000
+    ones = int(new_seed(n_bits, 1).sum())
+    # Binomial(n, 1/2): sigma = sqrt(n)/2 ~ 224; 5 sigma
+    assert abs(ones - n_bits / 2) <= 5 * np.sqrt(n_bits) / 2
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (7, 300), (78_125, 156_250), (300, 7), (17, 17)])
+def test_tiling_covers_the_matrix(rows, cols):
+    r, c, s = choose_tiling(rows, cols)
+    assert r * s >= rows and c * s >= cols
+    b = s
+    while b > 16:
+        assert b % 2 == 0
+        b //= 2
+    assert 8 < b <= 16
+
+
+@pytest.mark.parametrize("bad", [
+    dict(bits=np.zeros(10, np.uint8), seed=np.zeros(13, np.uint8), out_len=5),  # seed short
+    dict(bits=np.zeros(10, np.uint8), seed=np.zeros(20, np.uint8), out_len=11),  # out > n
+    dict(bits=np.zeros(10, np.uint8), seed=np.zeros(9, np.uint8), out_len=0),
+    dict(bits=np.full(10, 2, np.uint8), seed=np.zeros(14, np.uint8), out_len=5),
+    dict(bits=np.zeros(10, np.int64), seed=np.zeros(14, np.uint8), out_len=5),
+    dict(bits=np.zeros((2, 5), np.uint8), seed=np.zeros(14, np.uint8), out_len=5),
+    dict(bits=np.zeros(0, np.uint8), seed=np.zeros(0, np.uint8), out_len=1),
+])
+def test_bad_input_raises_typed_error(bad):
+    with pytest.raises(AmplificationError):
+        toeplitz_hash(**bad)
