@@ -26,6 +26,9 @@ class Driver:
 
     # Per-model transport defaults (baud rate, RTS/CTS, terminations …); URL options override.
     TRANSPORT_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Keyword arguments of the driver's constructor that ``from_url`` must not pass to the
+    # transport (e.g. ``n_ports`` of a switch model).
+    DRIVER_OPTIONS: ClassVar[frozenset[str]] = frozenset()
     # Reconnect policy: delays grow from the first to the cap, for at most this many attempts.
     RECONNECT_ATTEMPTS: ClassVar[int] = 5
     RECONNECT_FIRST_DELAY_S: ClassVar[float] = 0.05
@@ -41,9 +44,14 @@ class Driver:
     def from_url(cls, url: str, *, name: str | None = None, timeout_s: float = 1.0,
                  **options):
         """Open the model's transport for ``url`` (model defaults, then ``options``)."""
+        driver_options = {k: options.pop(k) for k in list(options) if k in cls.DRIVER_OPTIONS}
         merged = {**cls.TRANSPORT_DEFAULTS, **options}
         transport = open_transport(url, name=name or url, timeout_s=timeout_s, **merged)
-        return cls(transport, name=name or url)
+        try:
+            return cls(transport, name=name or url, **driver_options)
+        except BaseException:
+            transport.close()
+            raise
 
     # -- settings memory ----------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ class ScpiProperty:
                  valid_range: tuple[float, float] | None = None,
                  valid_values: Collection | None = None,
                  validate: Callable[[Any], None] | None = None,
-                 units: str = "", doc: str = ""):
+                 units: str = "", doc: str = "", memory_key: str | None = None):
         if get is None and set is None:
             raise TypeError("a ScpiProperty needs a get or a set command")
         self.get_command, self.set_command = get, set
@@ -67,9 +67,13 @@ class ScpiProperty:
         self.units = units
         self.__doc__ = doc or f"SCPI {get or ''} {set or ''} [{units}]".strip()
         self.attr = ""
+        # Two commands that set the same physical state (an SOP given as a vector or as angles)
+        # share one memory key, so only the latest is re-applied after a reconnect.
+        self.memory_key = memory_key
 
     def __set_name__(self, owner, name: str) -> None:
         self.attr = name
+        self.memory_key = self.memory_key or name
 
     def __get__(self, instance, owner=None):
         if instance is None:
@@ -88,7 +92,7 @@ class ScpiProperty:
             raise AttributeError(f"{self.attr} is read-only ({self.get_command})")
         self.check(instance.name, value)
         instance.write(self.set_command.format(self.format(value)))
-        instance.remember(self.attr, functools.partial(self.__set__, instance), value)
+        instance.remember(self.memory_key, functools.partial(self.__set__, instance), value)
 
     def check(self, device: str, value) -> None:
         """Raise SettingOutOfRange (naming value, range and units) before anything is sent."""

@@ -1,0 +1,1 @@
+"""Polarization controllers at Bob (slow actuators for fibre-drift compensation), one per model."""
