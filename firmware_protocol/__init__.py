@@ -10,7 +10,8 @@ from firmware_protocol.messages import (MESSAGE_TYPES, Ack, Capability, Detector
                                         ModulatorCalibration, Nack, ParameterValue, PatternReply,
                                         PatternRequest, PatternUpload, Role, SetParameter,
                                         StartAcquisition, StopAcquisition, Telemetry,
-                                        TelemetryRequest)
+                                        TelemetryRequest, first_invalid_pattern_byte,
+                                        MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V)
 from firmware_protocol.params import PARAMETERS, ParamId, ParamSpec, ValueKind
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "ParamSpec", "ParameterValue", "PatternReply", "PatternRequest", "PatternUpload",
     "ProtocolAnomaly", "Role", "SYNC_WORD", "SetParameter", "StartAcquisition",
     "StopAcquisition", "Telemetry", "TelemetryRequest", "UnknownMessage", "UnsupportedVersion",
-    "ValueKind", "crc32", "encode_frame",
+    "ValueKind", "crc32", "encode_frame", "first_invalid_pattern_byte", "MODULATOR_DRIVE_MAX_V",
+    "MODULATOR_DRIVE_MIN_V",
 ]

@@ -32,9 +32,13 @@ class Encoder:
     def next_seq(self) -> int:
         return self._next_seq
 
-    def encode(self, msg: Message) -> bytes:
+    def encode(self, msg: Message, *, flags: int | None = None) -> bytes:
+        return self.encode_payload(msg.TYPE, msg.pack_payload(), flags=flags)
+
+    def encode_payload(self, msg_type: int, parts, *, flags: int | None = None) -> bytes:
+        """Frame an already packed payload (e.g. pre-packed event words) as the next frame."""
         seq = self._next_seq
-        frame = encode_frame(msg.TYPE, seq, msg.pack_payload(), flags=self.flags)
+        frame = encode_frame(msg_type, seq, parts, flags=self.flags if flags is None else flags)
         self._next_seq = (seq + 1) & 0xFFFFFFFF
         self.last_seq = seq
         return frame

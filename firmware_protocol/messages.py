@@ -333,6 +333,26 @@ class PatternReply(Message):
                 and np.array_equal(self.pattern, other.pattern))
 
 
+MODULATOR_DRIVE_MIN_V = 0.0
+MODULATOR_DRIVE_MAX_V = 10.0
+"""Drive range a board accepts for each state (a LiNbO3 modulator's V_pi is a few volts)."""
+
+PATTERN_REQUEST_MAX_SLOTS = 1 << 20
+"""Most slots one PatternRequest may ask for (and one PatternUpload may carry)."""
+
+PATTERN_RESERVED_BITS = 0xF0
+PATTERN_MAX_INTENSITY_INDEX = 2
+
+
+def first_invalid_pattern_byte(pattern: np.ndarray) -> int:
+    """Index of the first byte with reserved bits set or intensity index 3, else -1."""
+    pattern = np.asarray(pattern, dtype=np.uint8)
+    bad = ((pattern & np.uint8(PATTERN_RESERVED_BITS)) != 0) | \
+          (((pattern >> np.uint8(2)) & np.uint8(3)) > PATTERN_MAX_INTENSITY_INDEX)
+    hits = np.flatnonzero(bad)
+    return int(hits[0]) if hits.size else -1
+
+
 @dataclass
 class ModulatorCalibration(Message):
     """Drive voltages of Alice's polarization modulator for the states H, V, D, A."""
