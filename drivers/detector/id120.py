@@ -67,6 +67,13 @@ def _parse_int(reply: str) -> int:
     return int(value)
 
 
+def _parse_finite(reply: str) -> float:
+    value = float(reply)
+    if not math.isfinite(value):
+        raise ValueError("non-finite value")
+    return value
+
+
 def _parse_state(reply: str) -> bool:
     if reply not in ("0", "1"):
         raise ValueError("expected 0 or 1")
@@ -74,10 +81,7 @@ def _parse_state(reply: str) -> bool:
 
 
 def _parse_vector(reply: str) -> tuple[float, ...]:
-    values = tuple(float(p) for p in reply.split(","))
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError("non-finite value")
-    return values
+    return tuple(_parse_finite(p) for p in reply.split(","))
 
 
 def _integral(value) -> None:
@@ -125,10 +129,12 @@ class Id120(ScpiInstrument):
         "DEADTIME:TIME?", "DEADTIME:TIME {}", parse=_parse_int, format=lambda v: f"{int(v):d}",
         valid_range=(MIN_DEAD_TIME_NS, MAX_DEAD_TIME_NS), validate=_integral, units="ns")
     bias_v = ScpiProperty(
-        "BIAS:VOLTAGE?", "BIAS:VOLTAGE {}", parse=float, format=lambda v: f"{float(v):.2f}",
+        "BIAS:VOLTAGE?", "BIAS:VOLTAGE {}", parse=_parse_finite,
+        format=lambda v: f"{float(v):.2f}",
         valid_range=(MIN_BIAS_V, MAX_BIAS_V), units="V", doc="APD bias set-point")
     threshold_mv = ScpiProperty(
-        "THRESHOLD?", "THRESHOLD {}", parse=float, format=lambda v: f"{float(v):.1f}",
+        "THRESHOLD?", "THRESHOLD {}", parse=_parse_finite,
+        format=lambda v: f"{float(v):.1f}",
         valid_range=(MIN_THRESHOLD_MV, MAX_THRESHOLD_MV), units="mV")
     enabled = ScpiProperty(
         "DETECTOR:STATE?", "DETECTOR:STATE {}", parse=_parse_state,
@@ -188,7 +194,7 @@ class Id120(ScpiInstrument):
         reply = self.ask(command)
         try:
             temperature, bias_ok, mask = reply.split(",")
-            status = DetectorStatus(float(temperature), _parse_state(bias_ok),
+            status = DetectorStatus(_parse_finite(temperature), _parse_state(bias_ok),
                                     StatusAlarm(_parse_int(mask)))
         except ValueError as exc:
             raise DeviceProtocolError(self.name, command,

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Callable, Sequence
 
-from sim_backend.controls import N_DETECTORS, LinkControls
+from sim_backend.controls import N_DETECTORS, DetectorSettings, LinkControls
 from sim_backend.instruments.base import LineInstrument, TcpServer
 
 # The firmware's limits (the driver keeps its own copy and checks before sending; tests assert
@@ -167,10 +167,12 @@ class SpdInstrument(LineInstrument):
         self._gate_start = (self._clock(), self._counts())
 
     def reset(self) -> None:
-        """``*RST``: factory settings on every channel of the unit."""
+        """``*RST``: factory settings (those of a fresh ``DetectorSettings``) on every channel."""
+        factory = DetectorSettings()
         with self.controls.lock:
-            self._move_bias(50.0)
-            self._apply(efficiency_pct=10.0, dead_time_ns=100.0, threshold_mv=50.0, enabled=True)
+            self._move_bias(factory.bias_v)
+            self._apply(efficiency_pct=factory.efficiency_pct, dead_time_ns=factory.dead_time_ns,
+                        threshold_mv=factory.threshold_mv, enabled=factory.enabled)
 
     # -- settings -----------------------------------------------------------------------------
     def _apply(self, **fields) -> None:

@@ -209,3 +209,15 @@ def test_what_the_driver_accepts_the_instrument_accepts_and_applies(setting):
     # Accepted: the instrument raised no error (check_errors ran) and applied the sent value.
     applied = getattr(controls.detectors[3], attr)
     assert applied == pytest.approx(value, abs=0.005 if attr == "bias_v" else 0.05)
+
+
+@pytest.mark.parametrize("attr, query, reply", [
+    ("bias_v", b"BIAS:VOLTAGE?\n", b"nan\n"),
+    ("threshold_mv", b"THRESHOLD?\n", b"inf\n"),
+    ("enabled", b"DETECTOR:STATE?\n", b"ON\n"),
+    ("photocurrent_ua", b"MEASURE:PHOTOCURRENT?\n", b"0.01,,0.02\n"),
+])
+def test_non_numeric_or_non_finite_replies_are_protocol_errors(attr, query, reply):
+    with expected_protocol(Id120, [(query, reply)]) as det:
+        with pytest.raises(DeviceProtocolError, match=query.decode().strip().replace("?", r"\?")):
+            getattr(det, attr)
