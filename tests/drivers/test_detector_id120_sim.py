@@ -35,9 +35,11 @@ def server(controls):
     srv.close()
 
 
-@pytest.fixture
-def det(server):
-    driver = registry.create("id120", server.visa_resource + "@py", timeout_s=TIMEOUT_S)
+@pytest.fixture(params=["visa", "socket"])
+def det(request, server):
+    # The same unit as a VISA socket resource (pyvisa-py) and as a raw socket:// URL.
+    url = server.visa_resource + "@py" if request.param == "visa" else server.url
+    driver = registry.create("id120", url, timeout_s=TIMEOUT_S)
     yield driver
     driver.close()
 
