@@ -1,0 +1,212 @@
+"""``qkd-node sim``: run the simulated link without sockets, or serve the simulated devices.
+
+``run`` simulates a batch (``sim_backend.link.simulate``) and prints the measured figures beside
+the closed-form expectations (``physics.theory``) and every parameter used, so a run can be
+checked and reproduced from its output alone. ``serve`` belongs to ``sim_backend.serve``.
+Bad flags give exit code 2 and one line on stderr naming the value and the accepted range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import secrets
+import sys
+import time
+from typing import Any, Sequence
+
+from sim_backend.params import EVE_MODELS, PRESETS, PROTOCOLS, LinkParams, ParameterError
+
+MAX_PULSES = 10**13
+PROGRESS_INTERVAL_S = 2.0
+
+# Parameters with flags of their own in the usage line; the rest come from LinkParams fields.
+_EXPLICIT = {"protocol", "distance_km", "eve", "eve_fraction"}
+
+
+class UsageError(Exception):
+    """A command-line value outside its accepted range."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print usage and call sys.exit
+        raise UsageError(message)
+
+
+def _number(name: str, kind: type):
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} = {text!r} is not a number") from None
+        if kind is int:
+            if not value.is_integer():
+                raise argparse.ArgumentTypeError(f"{name} = {text!r} is not an integer")
+            return int(value)
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qkd-node sim", description="Simulated QKD link and devices")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="simulate a batch of pulses and print the link statistics")
+    run.add_argument("--protocol", default="bb84",
+                     help=f"one of {', '.join(PROTOCOLS)} (default bb84)")
+    run.add_argument("--distance-km", type=_number("distance_km", float), default=None)
+    run.add_argument("--pulses", type=_number("pulses", int), required=True,
+                     help="number of pulses (slots) to simulate, e.g. 1e9")
+    run.add_argument("--eve", default="none", help=f"one of {', '.join(EVE_MODELS)}")
+    run.add_argument("--eve-fraction", type=_number("eve_fraction", float), default=None,
+                     help="fraction of pulses attacked, in [0, 1] (default 1 when --eve is set)")
+    run.add_argument("--preset", default="gys", help=f"one of {', '.join(PRESETS)}")
+    run.add_argument("--seed", type=_number("seed", int), default=None,
+                     help="RNG seed (default: random, printed for reproduction)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    for f in dataclasses.fields(LinkParams):
+        if f.name in _EXPLICIT:
+            continue
+        kind = int if f.type in ("int", int) else float
+        run.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                         type=_number(f.name, kind), help=f"override {f.name}")
+    serve = sub.add_parser("serve", help="serve the simulated devices (sim_backend.serve)")
+    serve.add_argument("serve_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _link_params(args: argparse.Namespace) -> LinkParams:
+    overrides: dict[str, Any] = {"protocol": args.protocol, "eve": args.eve}
+    if args.distance_km is not None:
+        overrides["distance_km"] = args.distance_km
+    if args.eve_fraction is not None:
+        overrides["eve_fraction"] = args.eve_fraction
+    elif args.eve != "none":
+        overrides["eve_fraction"] = 1.0
+    for f in dataclasses.fields(LinkParams):
+        if f.name not in _EXPLICIT and getattr(args, f.name) is not None:
+            overrides[f.name] = getattr(args, f.name)
+    return LinkParams.preset(args.preset, **overrides)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: undefined figures (no sifted bits, say) become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def run_report(params: LinkParams, pulses: int, seed: int, progress=None) -> dict[str, Any]:
+    """Simulate and assemble the report: parameters, measured figures, expectations."""
+    from sim_backend.link import simulate
+    from sim_backend.physics import theory
+
+    result = simulate(params, pulses, seed=seed, progress=progress)
+    expected = theory.expected_link(params)
+    report: dict[str, Any] = {"seed": seed, **params.to_dict(), **result.to_dict()}
+    names = ("signal", "decoy1", "decoy2")
+    for k, name in enumerate(names):
+        if name in report["intensities"]:
+            report["intensities"][name]["expected_gain"] = float(expected.gains[k])
+            report["intensities"][name]["expected_error_rate"] = float(expected.error_rates[k])
+    report["expected"] = {k: (float(v) if isinstance(v, float) else v)
+                          for k, v in expected.to_dict().items()}
+    if params.eve_active:
+        sig = theory.eve_signature(params.protocol, params.eve, params.eve_fraction, params.mu,
+                                   params.transmittance)
+        report["expected"]["eve_ideal_optics"] = dataclasses.asdict(sig)
+    report["pulses_per_second"] = pulses / result.wall_time_s if result.wall_time_s else None
+    return _finite(report)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return str(x)
+
+
+def _print_table(report: dict[str, Any], out) -> None:
+    exp = report["expected"]
+    print(f"{report['protocol'].upper()} link, {report['distance_km']:g} km, "
+          f"{report['pulses']:.3g} pulses, seed {report['seed']}"
+          + (f", eve {report['eve']} on {report['eve_fraction']:g}" if report["eve"] != "none"
+             else ""), file=out)
+    rows = [("detection probability", report["detection_probability"],
+             exp["detection_probability"]),
+            ("QBER (sifted)", report["qber"], exp["qber"])]
+    if report["protocol"] == "b92":
+        rows.append(("conclusive fraction", report.get("conclusive_fraction"),
+                     exp["conclusive_fraction"]))
+    for name, s in report["intensities"].items():
+        rows.append((f"gain {name} ({s['mean_photon_number']:g})", s["gain"], s["expected_gain"]))
+        rows.append((f"error {name}", s["error_rate"], s["expected_error_rate"]))
+    print(f"{'figure':<28}{'measured':>14}{'expected':>14}", file=out)
+    for name, measured, expected in rows:
+        print(f"{name:<28}{_fmt(measured):>14}{_fmt(expected):>14}", file=out)
+    print(f"detections {report['detections']}, sifted bits {report['sifted_bits']}, "
+          f"double clicks {report['double_clicks']}, sync events {report['sync_events']}, "
+          f"{_fmt(report['wall_time_s'])} s", file=out)
+    keys = ("mu", "nu1", "nu2", "loss_db_per_km", "detector_efficiency",
+            "dark_count_probability", "misalignment", "dead_time_ns", "clock_hz")
+    print("parameters: " + ", ".join(f"{k}={_fmt(report[k])}" for k in keys), file=out)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    params = _link_params(args)
+    if args.pulses <= 0 or args.pulses > MAX_PULSES:
+        raise ParameterError(f"pulses = {args.pulses} is outside the accepted range "
+                             f"[1, {MAX_PULSES:.0e}]")
+    seed = args.seed if args.seed is not None else secrets.randbits(63)
+    if seed < 0:
+        raise ParameterError(f"seed = {seed} is outside the accepted range [0, 2^63)")
+    last = [time.monotonic()]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_INTERVAL_S:
+            last[0] = now
+            print(f"# {done / total:6.1%} of {total:.3g} pulses", file=sys.stderr, flush=True)
+
+    report = run_report(params, args.pulses, seed, progress)
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    else:
+        _print_table(report, sys.stdout)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from sim_backend.serve import main as serve_main  # lazily: the lead's module
+    return serve_main(args.serve_args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["serve"]:
+        # The serve command owns its flags: hand them over unparsed.
+        return _cmd_serve(argparse.Namespace(serve_args=argv[1:]))
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        if args.command == "serve":
+            return _cmd_serve(args)
+        return _cmd_run(args)
+    except (UsageError, ParameterError) as exc:
+        print(f"qkd-node sim: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
