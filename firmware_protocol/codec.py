@@ -96,6 +96,11 @@ class Decoder:
     def buffered_bytes(self) -> int:
         return len(self._buf)
 
+    def reset(self) -> None:
+        """Forget a partly received frame (the connection it came from is gone); count it."""
+        self.stats.bytes_discarded += len(self._buf)
+        self._buf.clear()
+
     def feed(self, data=b"") -> list:
         buf = self._buf
         if data:

@@ -99,7 +99,10 @@ class QkdBoard(Driver):
 
     def _reset_session(self) -> None:
         self._encoder = Encoder()
-        self._decoder = Decoder()
+        if hasattr(self, "_decoder"):
+            self._decoder.reset()       # statistics stay cumulative over reconnects
+        else:
+            self._decoder = Decoder()
         self._replies: deque = deque()
         self._batches: deque = deque()
         self._expected_seq = 0
@@ -127,7 +130,7 @@ class QkdBoard(Driver):
         except DeviceTimeout as exc:
             raise DeviceTimeout(self.name, command, str(exc).split(": ", 1)[-1]) from exc
         except DeviceDisconnected:
-            self._decoder = Decoder()    # drop any half frame: it can never be completed
+            self._decoder.reset()    # drop any half frame: it can never be completed
             raise
         for item in self._decoder.feed(data):
             if isinstance(item, EventBatch):
@@ -262,10 +265,8 @@ class QkdBoard(Driver):
         """The next batch (or gap record) in stream order; DeviceTimeout if none arrives."""
         deadline = time.monotonic() + (self.REPLY_TIMEOUT_S if timeout_s is None else timeout_s)
         while not self._batches:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeviceTimeout(self.name, "read_batch", "no event batch within the timeout")
-            self._pump(remaining, "read_batch")
+            # At least one read, even with timeout 0 (poll); a read that times out raises.
+            self._pump(max(0.0, deadline - time.monotonic()), "read_batch")
         return self._batches.popleft()
 
     def read_events(self, timeout_s: float | None = None) -> EventBatch:

@@ -224,3 +224,13 @@ def test_large_event_batches_split_in_pieces(batch):
     out = [m for i in range(0, len(stream), 1000) for m in dec.feed(stream[i:i + 1000])]
     assert out == [batch] * 3
     assert out[0].timestamps_ps.dtype == np.int64 and out[0].channels.dtype == np.uint8
+
+
+def test_reset_discards_a_partial_frame_and_counts_it():
+    frame = fp.Encoder().encode(fp.Heartbeat(1))
+    dec = fp.Decoder()
+    assert dec.feed(frame[:10]) == []
+    dec.reset()
+    assert dec.feed(frame[10:]) == [] and dec.stats.frames_ok == 0
+    assert dec.feed(frame) == [fp.Heartbeat(1)]
+    assert dec.stats.bytes_discarded == len(frame)
