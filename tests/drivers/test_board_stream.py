@@ -12,12 +12,12 @@ from drivers.errors import DeviceDisconnected, DeviceReportedError
 from drivers.modulator import ModulatorCalibrationLevels
 from sim_backend.board import SimBoard
 from sim_backend.pattern import pattern_at
-from tests.sim_backend.board_fakes import FakeLink
+from tests.sim_backend.board_fakes import recording_link
 
 
 @pytest.fixture
 def link():
-    return FakeLink(click_probability=0.02)
+    return recording_link()
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_identify_configure_telemetry(bob, bob_board, link):
     assert bob.configure(sync_period=2000, dead_time_ns=50.0) == {"sync_period": 2000,
                                                                   "dead_time_ns": 50.0}
     assert bob.get_parameter(fp.ParamId.SYNC_PERIOD) == 2000
-    assert all(d.dead_time_ns == 50.0 for d in link.controls.detectors)
+    assert all(d.dead_time_ns == 50.0 for d in link.controls.detectors)    # reaches the physics
     link.controls.telemetry[1].bias_v = 21.5
     tel = bob.telemetry()
     assert tel.detectors[1].bias_v == 21.5 and not tel.acquiring
@@ -131,7 +131,7 @@ def test_alice_patterns_and_modulator(link):
         alice = registry.create("qkd-board", alice_board.url)
         slots = np.array([3, 1_000_000_007, 17], np.uint64)
         np.testing.assert_array_equal(alice.request_pattern(slots),
-                                      pattern_at(link.pattern_key, slots))
+                                      link.alice_pattern(slots))
         alice.close()
         mod = registry.create("board-modulator", alice_board.url)
         mod.load_calibration(ModulatorCalibrationLevels(0.1, 3.3, 1.7, 5.0))

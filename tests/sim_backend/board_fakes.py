@@ -58,3 +58,22 @@ class FakeLink:
 
     def alice_pattern(self, slots) -> np.ndarray:
         return pattern_at(self.pattern_key, np.asarray(slots, dtype=np.uint64))
+
+
+def recording_link(seed: int = 5, **overrides):
+    """The real LinkSimulator (GYS preset) that also keeps every chunk it returned."""
+    from sim_backend.link import LinkSimulator
+    from sim_backend.params import LinkParams
+
+    class RecordingLink(LinkSimulator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.chunks = []
+
+        def run_slots(self, n_slots):
+            chunk = super().run_slots(n_slots)
+            self.chunks.append(chunk)
+            return chunk
+
+    params = LinkParams.preset("gys", **{"distance_km": 5.0, **overrides})
+    return RecordingLink(params, seed=seed)
