@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from drivers.errors import DeviceDisconnected
+from drivers.errors import DeviceDisconnected, DeviceProtocolError, DeviceTimeout
 from drivers.transport import Transport, open_transport
 
 log = logging.getLogger("qkd.drivers")
@@ -33,12 +33,52 @@ class Driver:
     RECONNECT_ATTEMPTS: ClassVar[int] = 5
     RECONNECT_FIRST_DELAY_S: ClassVar[float] = 0.05
     RECONNECT_MAX_DELAY_S: ClassVar[float] = 1.0
+    # Upper bound on the post-timeout drain, in transport timeouts (a chattering device
+    # must not hold the driver forever).
+    STALE_DRAIN_MAX_PERIODS: ClassVar[int] = 5
 
     def __init__(self, transport: Transport, *, name: str | None = None):
         self.transport = transport
         self.name = name or getattr(transport, "name", type(self).__name__)
         self._last_settings: dict[str, tuple[Callable[..., Any], tuple]] = {}
         self._reapplying = False
+        self._stale_reply_possible = False
+
+    # -- one command/reply exchange -----------------------------------------------------------
+
+    def exchange(self, operation: Callable[[], T]) -> T:
+        """Run one command/reply ``operation`` from a clean input, with reconnect.
+
+        After a timeout or an unparsable reply, a late answer to that command may still be on
+        its way; the next exchange first waits for the line to go quiet and drops it, so a
+        slow device can never hand a stale reply to the next command.
+        """
+        def clean_then_run() -> T:
+            self._drain_stale_replies()
+            self.transport.reset_input()
+            try:
+                return operation()
+            except (DeviceTimeout, DeviceProtocolError):
+                self._stale_reply_possible = True
+                raise
+        return self.call(clean_then_run)
+
+    def reply_error(self, command: str | None, message: str) -> DeviceProtocolError:
+        """A DeviceProtocolError for a reply that does not parse; the line is drained next time."""
+        self._stale_reply_possible = True
+        return DeviceProtocolError(self.name, command, message)
+
+    def _drain_stale_replies(self) -> None:
+        if not self._stale_reply_possible:
+            return
+        quiet_s = getattr(self.transport, "timeout_s", 0.0) or 0.0
+        deadline = time.monotonic() + self.STALE_DRAIN_MAX_PERIODS * quiet_s
+        while time.monotonic() < deadline:
+            try:
+                self.transport.read_some(65536, quiet_s)
+            except DeviceTimeout:
+                break
+        self._stale_reply_possible = False
 
     @classmethod
     def from_url(cls, url: str, *, name: str | None = None, timeout_s: float = 1.0,
@@ -146,26 +186,22 @@ class LineDriver(Driver):
 
     def ask(self, command: str, timeout_s: float | None = None) -> str:
         """Send ``command`` and return its one-line reply, terminator stripped."""
-        def exchange() -> str:
-            self.transport.reset_input()
+        def run() -> str:
             self._write_now(command)
             return self._read_line_now(command, timeout_s)
-        return self.call(exchange)
+        return self.exchange(run)
 
     def ask_lines(self, command: str, n_lines: int, timeout_s: float | None = None) -> list[str]:
         """Send ``command`` and return exactly ``n_lines`` reply lines."""
-        def exchange() -> list[str]:
-            self.transport.reset_input()
+        def run() -> list[str]:
             self._write_now(command)
             return [self._read_line_now(command, timeout_s) for _ in range(n_lines)]
-        return self.call(exchange)
+        return self.exchange(run)
 
     def _write_now(self, command: str) -> None:
         self.transport.write(command.encode(self.ENCODING) + self.WRITE_TERMINATION)
 
     def _read_line_now(self, command: str, timeout_s: float | None = None) -> str:
-        from drivers.errors import DeviceProtocolError, DeviceTimeout
-
         try:
             raw = self.transport.read_until(self.READ_TERMINATION, timeout_s)
         except DeviceTimeout as exc:
@@ -173,5 +209,5 @@ class LineDriver(Driver):
         try:
             return raw[:-len(self.READ_TERMINATION)].decode(self.ENCODING).strip()
         except UnicodeDecodeError as exc:
-            raise DeviceProtocolError(self.name, command,
-                                      f"reply is not {self.ENCODING} text: {raw[:64]!r}") from exc
+            raise self.reply_error(command,
+                                   f"reply is not {self.ENCODING} text: {raw[:64]!r}") from exc

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from drivers.base import LineDriver
-from drivers.errors import DeviceProtocolError, DeviceReportedError, SettingOutOfRange
+from drivers.errors import DeviceReportedError, SettingOutOfRange
 
 _ERROR_REPLY = re.compile(r'^\s*([+-]?\d+)\s*(?:,\s*"?(.*?)"?)?\s*$')
 
@@ -84,8 +84,8 @@ class ScpiProperty:
         try:
             return self.parse(reply)
         except (ValueError, TypeError, IndexError) as exc:
-            raise DeviceProtocolError(instance.name, self.get_command,
-                                      f"cannot parse reply {reply[:64]!r}: {exc}") from exc
+            raise instance.reply_error(self.get_command,
+                                       f"cannot parse reply {reply[:64]!r}: {exc}") from exc
 
     def __set__(self, instance, value) -> None:
         if self.set_command is None:
@@ -138,7 +138,7 @@ class ScpiInstrument(LineDriver):
         reply = self.ask("*IDN?")
         parts = [p.strip() for p in reply.split(",")]
         if len(parts) != 4:
-            raise DeviceProtocolError(self.name, "*IDN?", f"expected 4 fields: {reply[:80]!r}")
+            raise self.reply_error("*IDN?", f"expected 4 fields: {reply[:80]!r}")
         return Identity(*parts)
 
     def read_errors(self) -> list[tuple[int, str]]:
@@ -149,12 +149,12 @@ class ScpiInstrument(LineDriver):
             try:
                 code, message = parse_error_reply(reply)
             except ValueError as exc:
-                raise DeviceProtocolError(self.name, self.ERROR_QUERY, str(exc)) from exc
+                raise self.reply_error(self.ERROR_QUERY, str(exc)) from exc
             if code == 0:
                 return errors
             errors.append((code, message))
-        raise DeviceProtocolError(self.name, self.ERROR_QUERY,
-                                  f"error queue did not empty after {self.MAX_ERROR_QUEUE} reads")
+        raise self.reply_error(self.ERROR_QUERY,
+                               f"error queue did not empty after {self.MAX_ERROR_QUEUE} reads")
 
     def check_errors(self, command: str | None = None) -> None:
         """Raise DeviceReportedError (first code, all messages) if the queue holds any."""

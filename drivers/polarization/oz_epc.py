@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from drivers.base import LineDriver
-from drivers.errors import DeviceProtocolError, DeviceReportedError, SettingOutOfRange
+from drivers.errors import DeviceReportedError, SettingOutOfRange
 from drivers.registry import register
 
 
@@ -52,8 +52,8 @@ class OzEpc(LineDriver):
         if reply.upper().startswith("ERROR"):
             raise DeviceReportedError(self.name, command, reply)
         if done != "Done":
-            raise DeviceProtocolError(self.name, command,
-                                      f"expected 'Done' after the reply, got {done[:64]!r}")
+            raise self.reply_error(command,
+                                   f"expected 'Done' after the reply, got {done[:64]!r}")
         return reply
 
     def set_voltage(self, channel: int, voltage_mv: int) -> None:
@@ -61,8 +61,8 @@ class OzEpc(LineDriver):
         self._check(command, channel, voltage_mv)
         reply = self._exchange(command)
         if reply.replace(" ", "") != command:
-            raise DeviceProtocolError(self.name, command,
-                                      f"confirmation {reply[:64]!r} does not match")
+            raise self.reply_error(command,
+                                   f"confirmation {reply[:64]!r} does not match")
         self.remember(f"V{channel}", self.set_voltage, channel, voltage_mv)
 
     def set_voltages(self, voltages_mv: Sequence[int]) -> None:
@@ -81,8 +81,8 @@ class OzEpc(LineDriver):
         except ValueError:
             values = ()
         if len(values) != self.N_CHANNELS:
-            raise DeviceProtocolError(self.name, "V?", f"expected {self.N_CHANNELS} integers, "
-                                                       f"got {reply[:64]!r}")
+            raise self.reply_error("V?", f"expected {self.N_CHANNELS} integers, "
+                                         f"got {reply[:64]!r}")
         return values
 
     def status(self) -> EpcStatus:

@@ -12,7 +12,6 @@ import time
 from typing import ClassVar
 
 from drivers.base import Driver
-from drivers.errors import DeviceProtocolError
 from drivers.registry import register
 from drivers.switch.ports import SwitchStatus, check_port, check_port_count
 
@@ -44,26 +43,25 @@ class AgiltronSwitch(Driver):
                                         self.MAX_PORTS)
 
     def _transact(self, frame: bytes) -> bytes:
-        def exchange() -> bytes:
-            self.transport.reset_input()
+        def run() -> bytes:
             self.transport.write(frame)
             return self.transport.read_exact(FRAME_BYTES)
-        return self.call(exchange)
+        return self.exchange(run)
 
     def select_port(self, port: int) -> None:
         frame = select_frame(check_port(self.name, f"select {port}", port, self.n_ports))
         echo = self._transact(frame)
         if echo != frame:
-            raise DeviceProtocolError(self.name, frame.hex(" "),
-                                      f"echo {echo.hex(' ')} differs from the command")
+            raise self.reply_error(frame.hex(" "),
+                                   f"echo {echo.hex(' ')} differs from the command")
         time.sleep(self.SETTLE_TIME_S)
         self.remember("port", self.select_port, port)
 
     def port(self) -> int:
         reply = self._transact(QUERY_FRAME)
         if reply[:3] != QUERY_FRAME[:3] or not 1 <= reply[3] <= self.n_ports:
-            raise DeviceProtocolError(self.name, QUERY_FRAME.hex(" "),
-                                      f"unexpected reply {reply.hex(' ')}")
+            raise self.reply_error(QUERY_FRAME.hex(" "),
+                                   f"unexpected reply {reply.hex(' ')}")
         return reply[3]
 
     def status(self) -> SwitchStatus:

@@ -12,7 +12,7 @@ import time
 from typing import ClassVar
 
 from drivers.base import LineDriver
-from drivers.errors import DeviceProtocolError, DeviceReportedError
+from drivers.errors import DeviceReportedError
 from drivers.registry import register
 from drivers.switch.ports import SwitchStatus, check_port, check_port_count
 
@@ -52,11 +52,11 @@ class DiconMems(LineDriver):
         try:
             port = int(reply)
         except ValueError:
-            raise DeviceProtocolError(self.name, "I1?", f"not a port number: {reply[:64]!r}") \
+            raise self.reply_error("I1?", f"not a port number: {reply[:64]!r}") \
                 from None
         if not 1 <= port <= self.n_ports:
-            raise DeviceProtocolError(self.name, "I1?",
-                                      f"port {port} outside 1..{self.n_ports}")
+            raise self.reply_error("I1?",
+                                   f"port {port} outside 1..{self.n_ports}")
         return port
 
     def status(self) -> SwitchStatus:

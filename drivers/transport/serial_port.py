@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import serial
 
+try:
+    from termios import error as _TermiosError
+except ImportError:  # not a POSIX system
+    class _TermiosError(Exception):
+        pass
+
 from drivers.errors import DeviceDisconnected
 from drivers.transport.buffered import BufferedTransport
 
 # Options passed straight to pyserial (anything else is a programming error and is refused).
 SERIAL_OPTIONS = frozenset({"baudrate", "bytesize", "parity", "stopbits", "rtscts", "dsrdtr",
                             "xonxoff", "write_timeout", "inter_byte_timeout", "exclusive"})
+
+
+# What a vanished port raises, depending on which call notices first.
+_PORT_ERRORS = (serial.SerialException, OSError, _TermiosError)
 
 
 def is_local_port(url: str) -> bool:
@@ -42,7 +52,7 @@ class SerialTransport(BufferedTransport):
         try:
             self._port = serial.serial_for_url(self.url, timeout=self.timeout_s,
                                                **self._options)
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (*_PORT_ERRORS, ValueError) as exc:
             raise DeviceDisconnected(self.name, None, f"cannot open {self.url}: {exc}") from exc
         self._rx.clear()
 
@@ -60,7 +70,7 @@ class SerialTransport(BufferedTransport):
                 return b""
             waiting = min(port.in_waiting, max_bytes - 1)
             return first + (port.read(waiting) if waiting > 0 else b"")
-        except (serial.SerialException, OSError) as exc:
+        except _PORT_ERRORS as exc:
             self._drop()
             raise DeviceDisconnected(self.name, None, f"port {self.url} lost: {exc}") from exc
 
@@ -69,7 +79,7 @@ class SerialTransport(BufferedTransport):
         try:
             port.write(data)
             port.flush()
-        except (serial.SerialException, OSError) as exc:
+        except _PORT_ERRORS as exc:
             self._drop()
             raise DeviceDisconnected(self.name, None, f"write to {self.url} failed: {exc}") \
                 from exc
@@ -79,7 +89,7 @@ class SerialTransport(BufferedTransport):
         port = self._live_port()
         try:
             port.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except _PORT_ERRORS as exc:
             self._drop()
             raise DeviceDisconnected(self.name, None, f"port {self.url} lost: {exc}") from exc
 
@@ -87,7 +97,7 @@ class SerialTransport(BufferedTransport):
         if self._port is not None:
             try:
                 self._port.close()
-            except (serial.SerialException, OSError):
+            except _PORT_ERRORS:
                 pass
             self._port = None
 

@@ -36,10 +36,21 @@ class FaultKnobs:
     garbage: bool = False           # every reply is replaced by bytes that parse as nothing
     delay_s: float = 0.0            # every reply is sent this late
     close_mid_reply: bool = False   # half a reply is sent, then the connection is dropped
+    cut_next_replies: int = 0       # like close_mid_reply, for this many replies only
 
     def clear(self) -> None:
         self.silent = self.garbage = self.close_mid_reply = False
         self.delay_s = 0.0
+        self.cut_next_replies = 0
+
+    def take_cut(self) -> bool:
+        """True if this reply is to be cut halfway (counts down the one-shot cuts)."""
+        if self.close_mid_reply:
+            return True
+        if self.cut_next_replies > 0:
+            self.cut_next_replies -= 1
+            return True
+        return False
 
 
 class SimInstrument:
@@ -52,6 +63,10 @@ class SimInstrument:
     def respond(self, buffer: bytearray) -> bytes:
         """Consume complete requests from ``buffer``; return the reply bytes (maybe b"")."""
         raise TypeError(f"{type(self).__name__} must implement respond()")
+
+    def power_on(self) -> None:
+        """Called when an unplugged device comes back: a model that forgets its state on a
+        power cycle resets it here (so tests can see the driver re-apply its settings)."""
 
     def garble(self, reply: bytes) -> bytes:
         """What the device sends instead of ``reply`` when answering garbage."""
@@ -108,7 +123,7 @@ def deliver(instrument: SimInstrument, reply: bytes, send, drop) -> bool:
         time.sleep(faults.delay_s)
     if faults.garbage:
         reply = instrument.garble(reply)
-    if faults.close_mid_reply:
+    if faults.take_cut():
         send(reply[:max(1, len(reply) // 2)])
         drop()
         return False
@@ -214,8 +229,9 @@ class TcpServer:
         self.drop_connections()
 
     def replug(self) -> None:
-        """The device comes back on the same port."""
+        """The device comes back on the same port (powered on afresh)."""
         if self._listener is None and not self._closed:
+            self.instrument.power_on()
             self._listen()
 
     def close(self) -> None:
@@ -240,6 +256,7 @@ class PtyServer:
         self.path = os.path.join(self._dir, link_name)
         self._master: int | None = None
         self._slave: int | None = None
+        self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._plug()
@@ -325,11 +342,13 @@ class PtyServer:
         self._close_fds()
 
     def replug(self) -> None:
-        """Plugged back in: a fresh pty behind the same path."""
-        if self._master is None:
+        """Plugged back in: a fresh pty behind the same path (powered on afresh)."""
+        if self._master is None and not self._closed:
+            self.instrument.power_on()
             self._plug()
 
     def close(self) -> None:
+        self._closed = True
         self.unplug()
         with contextlib.suppress(OSError):
             os.rmdir(self._dir)

@@ -92,6 +92,13 @@ class GpPolarizationSim(LineInstrument):
     def _reset(self, _args):
         self._lock_to(H)
 
+    def power_on(self) -> None:
+        """Without power the synthesizer's waveplates relax: no rotation, target forgotten."""
+        with self.controls.lock:
+            self.controls.controller_rotation = np.eye(3)
+        self.target = H.copy()
+        self.errors.clear()
+
     def _set_sop(self, args: str):
         s = np.array(_numbers(args, 3))
         norm = float(np.linalg.norm(s))

@@ -54,6 +54,10 @@ class OzEpcSim(LineInstrument):
             return [f"V{channel},{voltage}", "Done"]
         return ["ERROR: unknown command", "Done"]
 
+    def power_on(self) -> None:
+        self.voltages_mv = [0] * N_CHANNELS
+        self._apply()
+
     def _apply(self) -> None:
         rotation = epc_rotation(self.voltages_mv)
         with self.controls.lock:

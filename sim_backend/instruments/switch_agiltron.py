@@ -10,6 +10,7 @@ from sim_backend.controls import LinkControls
 from sim_backend.instruments.base import SimInstrument
 
 FRAME_BYTES = 4
+POWER_ON_PORT = 1
 
 
 class AgiltronSwitchSim(SimInstrument):
@@ -42,6 +43,10 @@ class AgiltronSwitchSim(SimInstrument):
             with self.controls.lock:
                 return bytes((0x01, 0x11, 0x00, self.controls.switch_port))
         return b""
+
+    def power_on(self) -> None:
+        with self.controls.lock:
+            self.controls.switch_port = POWER_ON_PORT
 
     def garble(self, reply: bytes) -> bytes:
         return bytes((b ^ 0x5A) for b in reply)

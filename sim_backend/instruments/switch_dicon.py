@@ -8,6 +8,7 @@ from sim_backend.instruments.base import LineInstrument
 
 class DiconMemsSim(LineInstrument):
     REPLY_TERMINATOR = b"\r\n"
+    POWER_ON_PORT = 1     # a non-latching MEMS switch falls back to port 1 without power
 
     def __init__(self, controls: LinkControls | None = None, n_ports: int = 8):
         super().__init__()
@@ -30,3 +31,7 @@ class DiconMemsSim(LineInstrument):
                 self.controls.switch_port = port
             return None
         return "ERR 1"                   # unknown command
+
+    def power_on(self) -> None:
+        with self.controls.lock:
+            self.controls.switch_port = self.POWER_ON_PORT

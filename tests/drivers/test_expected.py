@@ -1,4 +1,4 @@
-"""The expected-exchange helper itself must fail on every deviation, or driver tests prove nothing."""
+"""The expected-exchange helper must fail on every deviation, or driver tests prove nothing."""
 
 from __future__ import annotations
 
