@@ -101,7 +101,8 @@ class LinkSimulator:
         self._kernel_state = np.array([self._rng.integers(0, 2**63)], dtype=np.uint64)
         self.next_slot = 0
         self._dead_until = np.zeros(N_DETECTORS, dtype=np.int64)
-        self._pending_afterpulse = np.full(N_DETECTORS, -1, dtype=np.int64)
+        self._pending_afterpulse = np.zeros((N_DETECTORS, sampling.AFTERPULSE_QUEUE), np.int64)
+        self._n_pending = np.zeros(N_DETECTORS, dtype=np.int64)
         self._slot_ps = params.slot_ps * (1.0 + params.clock_drift_ppm * 1e-6)
 
     @property
@@ -146,17 +147,19 @@ class LinkSimulator:
         while True:
             dead_until = self._dead_until.copy()
             pending = self._pending_afterpulse.copy()
+            n_pending = self._n_pending.copy()
             st = state.copy()
             out_slots = np.empty(cap, dtype=np.int64)
             out_dets = np.empty(cap, dtype=np.uint8)
             n = sampling.dead_time_afterpulse(raw_slots, raw_dets, np.int64(stop), dead, ap_prob,
-                                              ap_mean_slots, dead_until, pending, st,
-                                              out_slots, out_dets)
+                                              ap_mean_slots, dead_until, pending, n_pending,
+                                              st, out_slots, out_dets)
             if n >= 0:
                 break
             cap *= 2
         state[:] = st
         self._dead_until, self._pending_afterpulse = dead_until, pending
+        self._n_pending = n_pending
         click_slots, click_dets = out_slots[:n], out_dets[:n]
 
         sync = sync_slots(self.sync_key, first, stop, p.sync_period)

@@ -132,37 +132,53 @@ def photon_clicks(cand_slots, cand_pattern, p_max, outcome_cum, detector_cum, me
     return n
 
 
+AFTERPULSE_QUEUE = 16
+"""Pending afterpulses kept per detector; beyond that the latest is dropped (P^16: never)."""
+
+
 @nb.njit(cache=True, nogil=True)
 def dead_time_afterpulse(slots, dets, stop_slot, dead_slots, ap_probability, ap_mean_slots,
-                         dead_until, pending_ap, state, out_slots, out_dets):
+                         dead_until, pending, n_pending, state, out_slots, out_dets):
     """Sequential pass over raw clicks: drop those within a detector's dead time, add afterpulses.
 
     slots int64[n] ascending with dets uint8[n] (raw clicks, several detectors may share a slot);
-    dead_slots int64[4]: slots blocked after a click (the click slot itself always is);
-    dead_until, pending_ap int64[4]: per-detector state carried between chunks (first live slot;
-    slot of the next afterpulse, -1 none). An afterpulse follows a registered click with
-    ``ap_probability`` at a delay after re-arming that is geometric with mean ``ap_mean_slots``;
-    one pending afterpulse per detector (the earlier is kept). Returns rows written, or -1 if
-    ``out_*`` was too small.
+    dead_slots int64[4]: slots blocked after a click (the click slot itself always is). State
+    carried between chunks: dead_until int64[4] (first live slot of each detector), pending
+    int64[4, AFTERPULSE_QUEUE] and n_pending int64[4] (afterpulses not yet due). A registered
+    click (afterpulses included) is followed by an afterpulse with ``ap_probability``, at a
+    delay after re-arming that is geometric with mean ``ap_mean_slots``; an afterpulse falling
+    into a dead time is lost. Returns rows written, or -1 if ``out_*`` was too small.
     """
     n = 0
     i = 0
     n_in = slots.size
     log_q = math.log(ap_mean_slots / (ap_mean_slots + 1.0)) if ap_mean_slots > 0 else -math.inf
-    while True:
-        s_in = slots[i] if i < n_in else stop_slot
-        k_ap = -1
-        s_ap = stop_slot
-        for k in range(4):
-            if pending_ap[k] >= 0 and pending_ap[k] < s_ap:
-                s_ap = pending_ap[k]
+    # Earliest pending afterpulse (k_ap, j_ap) is cached; it changes only when one is added/used.
+    k_ap = -1
+    j_ap = -1
+    s_ap = stop_slot
+    for k in range(4):
+        for j in range(n_pending[k]):
+            if pending[k, j] < s_ap:
+                s_ap = pending[k, j]
                 k_ap = k
-        if k_ap >= 0 and s_ap < s_in:
+                j_ap = j
+    while True:
+        if k_ap >= 0 and s_ap < stop_slot and (i >= n_in or s_ap < slots[i]):
             s = s_ap
             k = k_ap
-            pending_ap[k] = -1
+            n_pending[k] -= 1
+            pending[k, j_ap] = pending[k, n_pending[k]]
+            k_ap = -1
+            s_ap = stop_slot
+            for kk in range(4):
+                for j in range(n_pending[kk]):
+                    if pending[kk, j] < s_ap:
+                        s_ap = pending[kk, j]
+                        k_ap = kk
+                        j_ap = j
         elif i < n_in:
-            s = s_in
+            s = slots[i]
             k = np.int64(dets[i])
             i += 1
         else:
@@ -180,6 +196,11 @@ def dead_time_afterpulse(slots, dets, stop_slot, dead_slots, ap_probability, ap_
             if ap_mean_slots > 0:
                 delay = np.int64(math.floor(math.log(uniform_open(state)) / log_q))
             t = dead_until[k] + delay
-            if pending_ap[k] < dead_until[k] or t < pending_ap[k]:
-                pending_ap[k] = t
+            if n_pending[k] < pending.shape[1]:
+                pending[k, n_pending[k]] = t
+                if t < s_ap:
+                    s_ap = t
+                    k_ap = k
+                    j_ap = n_pending[k]
+                n_pending[k] += 1
     return n
