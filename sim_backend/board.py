@@ -104,7 +104,8 @@ class SimBoard:
 
     ``link`` is a LinkSimulator (or anything with ``run_slots``/``alice_pattern``/``params``);
     Bob needs it unless ``replay`` batches are given. ``realtime`` paces Bob's batches to the
-    simulated clock instead of streaming as fast as possible.
+    simulated clock (a batch leaves once its window has passed) instead of streaming as fast as
+    possible.
     """
 
     def __init__(self, role: Role, link=None, controls: LinkControls | None = None, *,
@@ -363,8 +364,6 @@ class SimBoard:
             if early.any():
                 self.stats.events_clamped += int(early.sum())
                 ts = np.maximum(ts, t_start)
-            if self.realtime:
-                time.sleep(chunk.n_slots / p.clock_hz)
             yield t_start, t_end, ts, ch, int(ts.size)
             t_start = t_end
 
@@ -447,7 +446,13 @@ class _Connection:
         board = self.board
         stats, faults = board.stats, board.faults
         fixed = EventBatch._FIXED
+        started = time.monotonic()
+        simulated_s = 0.0
         for batch_seq, (t_start, t_end, ts, payload, n) in enumerate(board.batches(stop)):
+            if board.realtime:
+                # A batch leaves once its window has passed in (board-clock) real time.
+                simulated_s += (t_end - t_start) * 1e-12
+                stop.wait(max(0.0, started + simulated_s - time.monotonic()))
             if stop.is_set():
                 return
             batch_seq &= 0xFFFFFFFF

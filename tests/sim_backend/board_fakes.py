@@ -25,7 +25,7 @@ class FakeLink:
 
     def __init__(self, *, click_probability: float = 0.01, jitter_ps: float = 30.0,
                  clock_hz: float = 1e9, clock_offset_ps: int = 123_456, clock_drift_ppm=3.0,
-                 seed: int = 7):
+                 seed: int = 7, actual_jitter_ps: float | None = None):
         self.params = SimpleNamespace(clock_hz=clock_hz, clock_offset_ps=clock_offset_ps,
                                       clock_drift_ppm=clock_drift_ppm, jitter_ps=jitter_ps,
                                       sync_period=1000, mu=0.5, nu1=0.1, nu2=0.0, p_signal=1.0,
@@ -35,13 +35,16 @@ class FakeLink:
         self.sync_key = 0x42
         self.next_slot = 0
         self.click_probability = click_probability
+        # Jitter actually applied; larger than the declared ``jitter_ps`` to test the board's
+        # handling of events that stray outside their window.
+        self.actual_jitter_ps = jitter_ps if actual_jitter_ps is None else actual_jitter_ps
         self._rng = np.random.default_rng(seed)
         self.chunks: list[FakeChunk] = []      # everything run_slots returned, for the tests
 
     def t_ps(self, slots: np.ndarray) -> np.ndarray:
         p = self.params
         slot_ps = 1e12 / p.clock_hz * (1 + p.clock_drift_ppm * 1e-6)
-        jitter = self._rng.normal(0.0, p.jitter_ps, slots.size)
+        jitter = self._rng.normal(0.0, self.actual_jitter_ps, slots.size)
         return np.rint(p.clock_offset_ps + slots * slot_ps + jitter).astype(np.int64)
 
     def run_slots(self, n_slots: int) -> FakeChunk:
