@@ -16,8 +16,7 @@ import secrets
 
 import numpy as np
 
-from postprocessing.gf2.clmul import HAVE_PCLMUL
-from postprocessing.gf2.toeplitz import choose_tiling, toeplitz_tiled
+from postprocessing.gf2.toeplitz import BEST_PATH, choose_tiling, toeplitz_tiled
 
 MAX_INPUT_BITS = 1 << 31  # blocks are 10^6..10^8 bits; beyond this a caller has a bug
 
@@ -39,10 +38,10 @@ def toeplitz_hash(bits: np.ndarray, seed: np.ndarray, out_len: int) -> np.ndarra
 
     ``seed`` is uint8 0/1 of length n + out_len - 1. Returns uint8 0/1 of length out_len.
     """
-    return _toeplitz_hash(bits, seed, out_len, HAVE_PCLMUL)
+    return _toeplitz_hash(bits, seed, out_len, BEST_PATH)
 
 
-def _toeplitz_hash(bits, seed, out_len, hw: bool) -> np.ndarray:
+def _toeplitz_hash(bits, seed, out_len, path: int) -> np.ndarray:
     bits = _as_bits(bits, "bits")
     seed = _as_bits(seed, "seed")
     n = bits.size
@@ -63,7 +62,7 @@ def _toeplitz_hash(bits, seed, out_len, hw: bool) -> np.ndarray:
     x_bits[:n] = bits
     x = _pack_words(x_bits)
     x_bits.fill(0)
-    y = toeplitz_tiled(d, x, n_rows, n_cols, tile, hw)
+    y = toeplitz_tiled(d, x, n_rows, n_cols, tile, path)
     x.fill(0)
     out = np.unpackbits(y.view(np.uint8), count=out_len, bitorder="little")
     y.fill(0)

@@ -79,3 +79,74 @@ else:
     clmul64_hw = clmul64_sw
 
 clmul64 = clmul64_hw if HAVE_PCLMUL else clmul64_sw
+
+
+def _host_has_vpclmul512() -> bool:
+    if not HAVE_PCLMUL:
+        return False
+    try:
+        from llvmlite import binding as llb
+        feats = llb.get_host_cpu_features()
+        return all(feats.get(f, False) for f in ("vpclmulqdq", "avx512f", "avx512bw"))
+    except Exception:
+        return False
+
+
+HAVE_VPCLMUL512 = _host_has_vpclmul512()
+
+
+@intrinsic
+def clmul_rows_512(typingctx, buf, dtop, xoff, w, ngroups, acc):
+    """acc[2I], acc[2I+1] = lo, hi of xor_J clmul(buf[dtop + I - J], buf[xoff + J]), J < w,
+    for I < 8 * ngroups, eight rows per pair of ``vpclmulqdq`` (512-bit) instructions.
+
+    buf, acc: uint64 arrays; reads buf[dtop - w + 1 : dtop + 8 * ngroups]. Hosts with
+    ``HAVE_VPCLMUL512`` only (LLVM cannot lower it elsewhere).
+    """
+    if not (isinstance(buf, types.Array) and isinstance(acc, types.Array)):
+        return None
+    sig = types.void(buf, types.intp, types.intp, types.intp, types.intp, acc)
+
+    def codegen(context, builder, signature, args):
+        bufv, dtop_v, xoff_v, w_v, ng_v, accv = args
+        data = context.make_array(signature.args[0])(context, builder, bufv).data
+        adata = context.make_array(signature.args[5])(context, builder, accv).data
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        v8 = ir.VectorType(i64, 8)
+        v8p = v8.as_pointer()
+        zero = ir.Constant(v8, [0] * 8)
+        fnty = ir.FunctionType(v8, [v8, v8, ir.IntType(8)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.pclmulqdq.512")
+        acc_e = cgutils.alloca_once(builder, v8)
+        acc_o = cgutils.alloca_once(builder, v8)
+        bcast = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+        lo_mask = ir.Constant(ir.VectorType(i32, 8), [0, 1, 8, 9, 2, 3, 10, 11])
+        hi_mask = ir.Constant(ir.VectorType(i32, 8), [4, 5, 12, 13, 6, 7, 14, 15])
+        with cgutils.for_range(builder, ng_v) as gloop:
+            g = gloop.index
+            builder.store(zero, acc_e)
+            builder.store(zero, acc_o)
+            base = builder.add(dtop_v, builder.mul(g, ir.Constant(g.type, 8)))
+            with cgutils.for_range(builder, w_v) as jloop:
+                j = jloop.index
+                dptr = builder.bitcast(builder.gep(data, [builder.sub(base, j)]), v8p)
+                dvec = builder.load(dptr, align=8)
+                xval = builder.load(builder.gep(data, [builder.add(xoff_v, j)]))
+                xvec = builder.insert_element(ir.Constant(v8, None), xval, ir.Constant(i32, 0))
+                xvec = builder.shuffle_vector(xvec, ir.Constant(v8, None), bcast)
+                pe = builder.call(fn, [dvec, xvec, ir.Constant(ir.IntType(8), 0x00)])
+                po = builder.call(fn, [dvec, xvec, ir.Constant(ir.IntType(8), 0x01)])
+                builder.store(builder.xor(builder.load(acc_e), pe), acc_e)
+                builder.store(builder.xor(builder.load(acc_o), po), acc_o)
+            ae = builder.load(acc_e)
+            ao = builder.load(acc_o)
+            out = builder.gep(adata, [builder.mul(g, ir.Constant(g.type, 16))])
+            builder.store(builder.shuffle_vector(ae, ao, lo_mask), builder.bitcast(out, v8p),
+                          align=8)
+            out8 = builder.gep(out, [ir.Constant(g.type, 8)])
+            builder.store(builder.shuffle_vector(ae, ao, hi_mask), builder.bitcast(out8, v8p),
+                          align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -16,9 +16,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from postprocessing.gf2.clmul import clmul64_hw, clmul64_sw
+from postprocessing.gf2.clmul import (
+    HAVE_PCLMUL, HAVE_VPCLMUL512, clmul64_hw, clmul64_sw, clmul_rows_512)
 
-BASE_WORDS = 16  # schoolbook below this many words; tiles are B * 2^L words with 8 < B <= 16
+BASE_WORDS = 32  # schoolbook below this many words; tiles are B * 2^L words, 16 < B <= 32
+PATH_SOFTWARE, PATH_PCLMUL, PATH_VPCLMUL512 = 0, 1, 2
+BEST_PATH = PATH_VPCLMUL512 if HAVE_VPCLMUL512 else PATH_PCLMUL if HAVE_PCLMUL else PATH_SOFTWARE
+VEC_CLMUL_COST = 0.25  # one 64-bit product inside a 512-bit vpclmulqdq, relative to pclmulqdq
+XOR_WORD_COST = 0.5  # one word of Karatsuba bookkeeping (vectorised xor/copy), same unit
+_ACC_WORDS = 16 * ((BASE_WORDS + 8) // 8)  # lo/hi of the w + 1 row sums, in groups of 8 rows
+_SLACK_WORDS = 8  # the 8-row groups may read up to 7 words past a diagonal vector
 
 _U1 = np.uint64(1)
 _U63 = np.uint64(63)
@@ -65,8 +72,21 @@ def _base_sw(buf, doff, xoff, yoff, w):
         hi0 = hi1
 
 
+if HAVE_VPCLMUL512:
+    @numba.njit(cache=True, nogil=True)
+    def _base_vec(buf, doff, xoff, yoff, w, acc):
+        clmul_rows_512(buf, doff + w - 1, xoff, w, (w + 8) // 8, acc)
+        for i in range(w):
+            buf[yoff + i] = ((acc[2 * i] >> _U63) | (acc[2 * i + 1] << _U1)
+                             ^ (acc[2 * i + 2] << _U1))
+else:
+    @numba.njit(cache=True, nogil=True)
+    def _base_vec(buf, doff, xoff, yoff, w, acc):
+        _base_hw(buf, doff, xoff, yoff, w)
+
+
 @numba.njit(cache=True, nogil=True)
-def _toeplitz_square(buf, doff, xoff, yoff, w, woff, hw):
+def _toeplitz_square(buf, doff, xoff, yoff, w, woff, acc, path):
     """buf[yoff:yoff+w] = T(buf[doff:doff+2w]) buf[xoff:xoff+w], scratch buf[woff:woff+4w].
 
     Depth-first Karatsuba with an explicit stack (numba cannot cache recursive functions).
@@ -91,7 +111,9 @@ def _toeplitz_square(buf, doff, xoff, yoff, w, woff, hw):
         fw = st[top, 4]
         stage = st[top, 5]
         if fw <= BASE_WORDS:
-            if hw:
+            if path == PATH_VPCLMUL512:
+                _base_vec(buf, fd, fx, fy, fw, acc)
+            elif path == PATH_PCLMUL:
                 _base_hw(buf, fd, fx, fy, fw)
             else:
                 _base_sw(buf, fd, fx, fy, fw)
@@ -134,17 +156,19 @@ def _toeplitz_square(buf, doff, xoff, yoff, w, woff, hw):
 
 
 @numba.njit(cache=True, nogil=True)
-def toeplitz_tiled(d, x, n_row_tiles, n_col_tiles, tile_words, hw):
+def toeplitz_tiled(d, x, n_row_tiles, n_col_tiles, tile_words, path):
     """y = T x for a (R*S) x (C*S)-word Toeplitz matrix cut into S x S tiles.
 
     d: uint64[(R + C) * S], diagonal vector (T[i, j] = d[i - j + C*S*64 - 1]);
-    x: uint64[C * S]; returns uint64[R * S]. The scratch buffer (key-dependent) is wiped.
+    x: uint64[C * S]; returns uint64[R * S]. path: PATH_* (the caller checks the host has it).
+    The scratch buffers (key-dependent) are wiped.
     """
     s = tile_words
     nd = d.size
     nx = x.size
     # one buffer: [d | x | tile result | 4 S scratch], so kernels address everything by offset
-    buf = np.empty(nd + nx + 5 * s, dtype=np.uint64)
+    buf = np.zeros(nd + nx + 5 * s + _SLACK_WORDS, dtype=np.uint64)
+    acc = np.zeros(_ACC_WORDS, dtype=np.uint64)
     buf[:nd] = d
     buf[nd:nd + nx] = x
     yoff = nd + nx
@@ -152,16 +176,23 @@ def toeplitz_tiled(d, x, n_row_tiles, n_col_tiles, tile_words, hw):
     for r in range(n_row_tiles):
         for c in range(n_col_tiles):
             _toeplitz_square(buf, (r - c + n_col_tiles - 1) * s, nd + c * s, yoff, s,
-                             yoff + s, hw)
+                             yoff + s, acc, path)
             for i in range(s):
                 y[r * s + i] ^= buf[yoff + i]
     buf[:] = 0
+    acc[:] = 0
     return y
 
 
 def _tile_cost(b: int, levels: int) -> float:
-    # clmuls of the base cases plus word xors of the recursion (about 4.5 per word per level)
-    return 3.0 ** levels * b * (b + 1) + 4.5 * b * (2 ** levels) * levels * 1.5 ** levels
+    """Estimated time of one tile of b * 2^levels words, in units of one carry-less multiply."""
+    if BEST_PATH == PATH_VPCLMUL512:
+        base = ((b + 8) // 8) * 8 * b * VEC_CLMUL_COST
+    else:
+        base = b * (b + 1)
+    # each Karatsuba node of w words xors about 4.5 w words; level l has 3^l nodes of S / 2^l
+    xors = 4.5 * b * (2 ** levels) * 2.0 * (1.5 ** levels - 1.0)
+    return 3.0 ** levels * base + XOR_WORD_COST * xors
 
 
 def choose_tiling(rows_words: int, cols_words: int) -> tuple[int, int, int]:

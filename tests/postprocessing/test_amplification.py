@@ -8,7 +8,11 @@ from hypothesis import strategies as st
 from postprocessing.amplification import (
     AmplificationError, _toeplitz_hash, new_seed, toeplitz_hash)
 from postprocessing.gf2.clmul import HAVE_PCLMUL, clmul64, clmul64_hw, clmul64_sw
-from postprocessing.gf2.toeplitz import choose_tiling
+from postprocessing.gf2.toeplitz import (
+    BASE_WORDS, BEST_PATH, PATH_PCLMUL, PATH_SOFTWARE, PATH_VPCLMUL512, choose_tiling)
+
+# every path runs on every host: the hardware ones fall back to software where missing
+PATHS = (PATH_SOFTWARE, PATH_PCLMUL, PATH_VPCLMUL512)
 
 u64 = st.integers(0, (1 << 64) - 1)
 
@@ -62,11 +66,11 @@ def test_clmul_choice_matches_host():
 
 
 @given(toeplitz_case())
-def test_matches_matrix_product_both_paths(case):
+def test_matches_matrix_product_all_paths(case):
     x, seed, m = case
     want = matrix_reference(x, seed, m)
-    assert np.array_equal(_toeplitz_hash(x, seed, m, True), want)
-    assert np.array_equal(_toeplitz_hash(x, seed, m, False), want)
+    for path in PATHS:
+        assert np.array_equal(_toeplitz_hash(x, seed, m, path), want)
 
 
 @given(toeplitz_case(max_n=2000))
@@ -85,13 +89,21 @@ def test_large_blocks_match_bigint_reference(n, m):
     assert np.array_equal(toeplitz_hash(x, seed, m), bigint_reference(x, seed, m))
 
 
-def test_software_path_matches_on_a_multilevel_block():
-    # 2 * 10^4 bits recurses several Karatsuba levels below the tile size
+@pytest.mark.parametrize("path", PATHS)
+def test_every_path_matches_on_a_multilevel_block(path):
+    # 4 * 10^4 bits recurses several Karatsuba levels below the tile size
     rng = np.random.default_rng(7)
-    n, m = 20_000, 9_000
+    n, m = 40_000, 19_000
     x = rng.integers(0, 2, n, dtype=np.uint8)
     seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
-    assert np.array_equal(_toeplitz_hash(x, seed, m, False), _toeplitz_hash(x, seed, m, True))
+    assert np.array_equal(_toeplitz_hash(x, seed, m, path), bigint_reference(x, seed, m))
+
+
+def test_best_path_is_the_default():
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 2, 3000, dtype=np.uint8)
+    seed = rng.integers(0, 2, 3000 + 1000 - 1, dtype=np.uint8)
+    assert np.array_equal(toeplitz_hash(x, seed, 1000), _toeplitz_hash(x, seed, 1000, BEST_PATH))
 
 
 def test_is_linear_in_the_key():
@@ -134,10 +146,10 @@ def test_tiling_covers_the_matrix(rows, cols):
     r, c, s = choose_tiling(rows, cols)
     assert r * s >= rows and c * s >= cols
     b = s
-    while b > 16:
+    while b > BASE_WORDS:
         assert b % 2 == 0
         b //= 2
-    assert 8 < b <= 16
+    assert BASE_WORDS // 2 < b <= BASE_WORDS
 
 
 @pytest.mark.parametrize("bad", [
