@@ -95,6 +95,7 @@ class QkdBoard(Driver):
         self._request_ids = itertools.count(1)
         self._tokens = itertools.count(1)
         self.stream_stats = StreamStats()
+        self._batches: deque = deque()
         self._reset_session()
 
     def _reset_session(self) -> None:
@@ -104,7 +105,7 @@ class QkdBoard(Driver):
         else:
             self._decoder = Decoder()
         self._replies: deque = deque()
-        self._batches: deque = deque()
+        # Batches already received stay queued: they are intact, only the link after them broke.
         self._expected_seq = 0
         self._last_t_end_ps: int | None = None
 
