@@ -1,0 +1,219 @@
+"""distill(): the whole chain on synthetic slot-level blocks (fast, exact expectations)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from postprocessing import distill as dist
+from postprocessing import finite_key as fk
+from postprocessing.estimation import AbortReason
+from sim_backend.pattern import pattern_at, sync_on, sync_slots
+
+PATTERN_KEY = 0x5EED_0F_A11CE
+
+
+def bb84_events(n_pulses: int, p_click: float, qber: float, rng, *, p_signal=1.0, p_decoy1=0.0):
+    """Synthetic BB84 detections: a click per slot with probability p_click, Bob's basis 50/50,
+    matched-basis bits flipped with probability qber, unmatched bits random. No multi-clicks."""
+    slots = np.flatnonzero(rng.random(n_pulses) < p_click).astype(np.int64)
+    pat = pattern_at(PATTERN_KEY, slots, p_signal=p_signal, p_decoy1=p_decoy1)
+    a_bit, a_basis = pat & 1, (pat >> 1) & 1
+    b_basis = rng.integers(0, 2, slots.size, dtype=np.uint8)
+    flip = (rng.random(slots.size) < qber).astype(np.uint8)
+    b_bit = np.where(b_basis == a_basis, a_bit ^ flip, rng.integers(0, 2, slots.size))
+    return slots, (2 * b_basis + b_bit).astype(np.uint8)
+
+
+def b92_events(n_pulses: int, p_click: float, qber: float, rng):
+    """Synthetic B92: Alice sends |H> (0) or |D> (1); Bob measures + or x at random. A
+    conclusive outcome (V or A) happens for half the non-orthogonal cases; a fraction qber of
+    conclusive outcomes is flipped to the wrong conclusive channel (noise)."""
+    slots = np.flatnonzero(rng.random(n_pulses) < p_click).astype(np.int64)
+    a_bit = pattern_at(PATTERN_KEY, slots) & 1
+    b_basis = rng.integers(0, 2, slots.size, dtype=np.uint8)
+    coin = rng.integers(0, 2, slots.size, dtype=np.uint8)
+    # + basis: H -> H (0); D -> H/V at random. x basis: D -> D (2); H -> D/A at random.
+    outcome_bit = np.where(b_basis == 0, np.where(a_bit == 0, 0, coin),
+                           np.where(a_bit == 1, 0, coin)).astype(np.uint8)
+    conclusive = outcome_bit == 1
+    noise = (rng.random(slots.size) < qber) & conclusive
+    # a wrong conclusive result: the other analyser's conclusive port
+    b_basis = np.where(noise, 1 - b_basis, b_basis).astype(np.uint8)
+    return slots, (2 * b_basis + outcome_bit).astype(np.uint8)
+
+
+def pattern_of(slots):
+    return pattern_at(PATTERN_KEY, slots)
+
+
+@pytest.fixture(scope="module")
+def bb84_block():
+    rng = np.random.default_rng(11)
+    n_pulses = 2_000_000
+    slots, ch = bb84_events(n_pulses, 0.1, 0.02, rng)
+    return n_pulses, slots, ch
+
+
+def test_bb84_block_gives_identical_keys_of_the_bound_length(bb84_block):
+    n_pulses, slots, ch = bb84_block
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+                       n_pulses=n_pulses, rng=np.random.default_rng(1))
+    st = res.stats
+    assert not st.aborted, st.abort_details
+    assert np.array_equal(res.alice_key, res.bob_key)
+    # about half the clicks survive basis sifting: binomial, sigma = sqrt(N/4) ~ 224
+    assert abs(st.sifted_bits - slots.size / 2) < 5 * math.sqrt(slots.size / 4)
+    # the sampled QBER is binomial around 2 %: sigma = sqrt(q (1 - q) / k)
+    assert abs(st.qber_estimate - 0.02) < 5 * math.sqrt(0.02 * 0.98 / st.sample_bits)
+    expected = fk.bb84_key_length(st.key_input_bits, st.sample_bits, st.qber_estimate,
+                                  st.leak_ec, st.eps_sec, st.eps_cor)
+    assert st.key_length == expected == res.alice_key.size > 0
+    assert st.bound == fk.BOUND_TOMAMICHEL_2012 and st.eps_sec == 1e-10
+    assert st.leak_ec == st.cascade_disclosed_bits + st.tag_bits and st.tag_bits > 0
+    assert set(st.timings_s) >= {"sifting", "estimation", "reconciliation", "verification",
+                                 "finite_key", "amplification"}
+    # the final key is balanced (2-universal hashing of a high-entropy key): 5 sigma
+    assert abs(res.alice_key.mean() - 0.5) < 5 * 0.5 / math.sqrt(res.alice_key.size)
+
+
+def test_bb84_high_qber_aborts_with_the_qber_reason():
+    rng = np.random.default_rng(12)
+    n_pulses = 400_000
+    slots, ch = bb84_events(n_pulses, 0.1, 0.25, rng)  # intercept-resend on every pulse
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+                       n_pulses=n_pulses, rng=np.random.default_rng(2))
+    assert res.stats.aborted
+    assert res.stats.abort_reasons == [AbortReason.QBER_ABOVE_THRESHOLD.value]
+    assert res.alice_key.size == res.bob_key.size == 0
+    assert res.stats.qber_upper > 0.11
+
+
+def test_too_few_bits_aborts():
+    rng = np.random.default_rng(13)
+    slots, ch = bb84_events(10_000, 0.1, 0.02, rng)
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+                       n_pulses=10_000, rng=np.random.default_rng(3))
+    assert res.stats.abort_reasons == [AbortReason.TOO_FEW_SIFTED_BITS.value]
+
+
+def test_pattern_array_input_equals_callable(bb84_block):
+    n_pulses, slots, ch = bb84_block
+    pat = pattern_at(PATTERN_KEY, np.arange(n_pulses, dtype=np.int64))
+    a = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pat,
+                     n_pulses=n_pulses, rng=np.random.default_rng(5))
+    b = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+                     n_pulses=n_pulses, rng=np.random.default_rng(5))
+    assert np.array_equal(a.alice_key, b.alice_key) and a.stats.key_length == b.stats.key_length
+
+
+def test_b92_block_and_usd_yield_drop():
+    # B92 needs ~1e6 conclusive bits for Q + mu to fit under the 3.5 % ceiling (mu ~ 0.016)
+    rng = np.random.default_rng(14)
+    n_pulses, p_click = 10_000_000, 0.4
+    slots, ch = b92_events(n_pulses, p_click, 0.005, rng)
+    expected_y = p_click / 4  # conclusive: half the bases x half the outcomes
+    res = dist.distill(protocol="b92", slots=slots, channels=ch, alice_pattern=pattern_of,
+                       n_pulses=n_pulses, rng=np.random.default_rng(4),
+                       expected_conclusive_per_pulse=expected_y)
+    st = res.stats
+    assert not st.aborted, st.abort_details
+    assert np.array_equal(res.alice_key, res.bob_key) and res.alice_key.size == st.key_length > 0
+    assert st.bound == fk.BOUND_B92_RULE
+    # conclusive fraction 1/4 of clicks: binomial, sigma = sqrt(N p (1-p))
+    assert abs(st.sifted_bits - slots.size / 4) < 5 * math.sqrt(slots.size * 3 / 16)
+    # USD attack, forward successes only: yield x (1 - 1/sqrt 2), no errors
+    slots_e, ch_e = b92_events(n_pulses, p_click * (1 - 1 / math.sqrt(2)), 0.0, rng)
+    res_e = dist.distill(protocol="b92", slots=slots_e, channels=ch_e, alice_pattern=pattern_of,
+                         n_pulses=n_pulses, rng=np.random.default_rng(5),
+                         expected_conclusive_per_pulse=expected_y)
+    assert res_e.stats.aborted
+    assert AbortReason.YIELD_DROP.value in res_e.stats.abort_reasons
+    assert res_e.stats.qber_estimate < 0.01
+
+
+def test_b92_requires_calibrated_yield():
+    with pytest.raises(dist.DistillInputError, match="expected_conclusive_per_pulse"):
+        dist.distill(protocol="b92", slots=np.zeros(0, np.int64), channels=np.zeros(0, np.uint8),
+                     alice_pattern=pattern_of, n_pulses=10, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kw,word", [
+    (dict(protocol="e91"), "protocol"), (dict(eps_sec=0.0), "eps_sec"),
+    (dict(eps_cor=1.0), "eps_cor"), (dict(n_pulses=0), "n_pulses"),
+    (dict(rng=7), "Generator"), (dict(sample_fraction=1.0), "sample_fraction"),
+    (dict(qber_threshold=0.6), "qber_threshold"),
+    (dict(intensities=(0.5, 0.1, 0.0)), "intensity_probabilities"),
+])
+def test_distill_rejects_bad_input(kw, word):
+    args = dict(protocol="bb84", slots=np.zeros(0, np.int64), channels=np.zeros(0, np.uint8),
+                alice_pattern=pattern_of, n_pulses=10, rng=np.random.default_rng(0))
+    args.update(kw)
+    with pytest.raises(dist.DistillInputError, match=word):
+        dist.distill(**args)
+
+
+def test_decoy_block_uses_lim_bound_and_reports_its_terms():
+    """Clicks per intensity from the GYS-form model. A 1e6-pulse decoy block is far below what
+    Lim 2014 needs at eps_sec = 1e-10 (test_finite_key: ~1e10 pulses at 25 km), so the chain
+    must run, count per basis and intensity, and stop with no_secret_key naming the bound."""
+    rng = np.random.default_rng(15)
+    n_pulses = 1_000_000
+    mus, ps = np.array([0.5, 0.1, 0.0]), (0.8, 0.1, 0.1)
+    eta, y0, e_det = 0.1, 1e-5, 0.02  # GYS-like model (reference.md section 1), short link
+    pat = lambda s: pattern_at(PATTERN_KEY, s, p_signal=0.8, p_decoy1=0.1)  # noqa: E731
+    all_pat = pat(np.arange(n_pulses, dtype=np.int64))
+    gain = y0 + 1 - np.exp(-eta * mus)
+    err = (0.5 * y0 + e_det * (1 - np.exp(-eta * mus))) / gain
+    k = all_pat >> 2
+    slots = np.flatnonzero(rng.random(n_pulses) < gain[k]).astype(np.int64)
+    a_bit, a_basis = all_pat[slots] & 1, (all_pat[slots] >> 1) & 1
+    b_basis = rng.integers(0, 2, slots.size, dtype=np.uint8)
+    flip = (rng.random(slots.size) < err[k[slots]]).astype(np.uint8)
+    b_bit = np.where(b_basis == a_basis, a_bit ^ flip, rng.integers(0, 2, slots.size))
+    ch = (2 * b_basis + b_bit).astype(np.uint8)
+    q_model = float(np.dot(ps, gain * err) / np.dot(ps, gain))
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pat,
+                       n_pulses=n_pulses, rng=np.random.default_rng(6),
+                       intensities=tuple(mus), intensity_probabilities=ps)
+    st = res.stats
+    assert st.bound == fk.BOUND_LIM_2014
+    assert st.abort_reasons == [AbortReason.NO_SECRET_KEY.value]
+    assert {"s_x1", "phi_x", "v_z1"} <= set(st.bound_terms)
+    # key basis and test basis each get about half the sifted bits: 5 sigma
+    assert abs(st.key_input_bits - st.sifted_bits / 2) < 5 * math.sqrt(st.sifted_bits / 4)
+    sigma = math.sqrt(q_model * (1 - q_model) / st.sample_bits)
+    assert abs(st.qber_estimate - q_model) < 5 * sigma
+
+
+def test_distill_events_aligns_raw_time_tags():
+    """Raw time tags with an unknown clock offset and 5 ppm drift: alignment must recover the
+    slots, and the chain must give the same keys as when it is handed the true slots."""
+    rng = np.random.default_rng(16)
+    n_pulses, sync_period, period_ps = 2_000_000, 1000, 1000.0
+    slots, ch = bb84_events(n_pulses, 0.1, 0.02, rng)
+    sync_key = 0xC0FFEE  # jitter sigma 30 ps, gate 400 ps: no event is lost to the gate
+    s_sync = sync_slots(sync_key, 0, n_pulses, sync_period)
+    all_slots = np.concatenate([slots, s_sync])
+    all_ch = np.concatenate([ch, np.full(s_sync.size, 7, np.uint8)])
+    order = np.argsort(all_slots, kind="stable")
+    all_slots, all_ch = all_slots[order], all_ch[order]
+    offset_ps, drift = 123_456_789, 5e-6
+    t = (offset_ps + all_slots * period_ps * (1 + drift)
+         + rng.normal(0, 30, all_slots.size)).round().astype(np.int64)
+    order = np.argsort(t, kind="stable")
+    t, all_ch = t[order], all_ch[order]
+    bits = sync_on(sync_key, np.arange(n_pulses // sync_period + 1))
+    res = dist.distill_events(timestamps_ps=t, channels=all_ch, nominal_period_ps=period_ps,
+                              sync_period=sync_period, sync_on_bits=bits, gate_ps=400.0,
+                              protocol="bb84",
+                              alice_pattern=pattern_of, n_pulses=n_pulses,
+                              rng=np.random.default_rng(7))
+    ref = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+                       n_pulses=n_pulses, rng=np.random.default_rng(7))
+    assert "alignment" in res.stats.timings_s
+    assert res.stats.sifted_bits == ref.stats.sifted_bits
+    assert np.array_equal(res.alice_key, ref.alice_key)
+    assert np.array_equal(res.alice_key, res.bob_key) and res.stats.key_length > 0
