@@ -187,6 +187,10 @@ class SiftAnnouncement:
     basis: np.ndarray
 
     def validate(self) -> "SiftAnnouncement":
+        """Check every field; raises SiftMessageError. Remembered, so a message is checked once
+        (messages are treated as immutable once built)."""
+        if self.__dict__.get("_valid"):
+            return self
         _protocol_code(self.protocol)
         slots, basis = self.slots, self.basis
         if not (isinstance(slots, np.ndarray) and slots.dtype == np.int64 and slots.ndim == 1):
@@ -201,10 +205,11 @@ class SiftAnnouncement:
                                    f"{slots.size} slots, expected {expected_basis}")
         if slots.size and slots[0] < 0:
             raise SiftMessageError(f"announcement: first slot {int(slots[0])} is negative")
-        if slots.size > 1 and not _strictly_increasing(slots):
+        if not _strictly_increasing(slots):
             raise SiftMessageError("announcement: slots are not strictly increasing")
-        if basis.size and basis.max() > 1:
+        if basis.size and not _all_bits(basis):
             raise SiftMessageError("announcement: basis values must be 0 or 1")
+        object.__setattr__(self, "_valid", True)
         return self
 
     def to_bytes(self) -> bytes:
@@ -245,6 +250,9 @@ class SiftAnswer:
     intensity: np.ndarray
 
     def validate(self) -> "SiftAnswer":
+        """Check every field; raises SiftMessageError. Remembered, like SiftAnnouncement's."""
+        if self.__dict__.get("_valid"):
+            return self
         _protocol_code(self.protocol)
         keep, intensity = self.keep, self.intensity
         if not (isinstance(keep, np.ndarray) and keep.dtype == np.uint8 and keep.ndim == 1):
@@ -254,7 +262,7 @@ class SiftAnswer:
             raise SiftMessageError("answer intensity: expected a 1-D uint8 array")
         if keep.size > MAX_ANNOUNCED:
             raise SiftMessageError(f"answer: {keep.size} rows exceeds {MAX_ANNOUNCED}")
-        if keep.size and keep.max() > 1:
+        if keep.size and not _all_bits(keep):
             raise SiftMessageError("answer keep mask: values must be 0 or 1")
         n_keep = int(np.count_nonzero(keep))
         if intensity.size != n_keep:
@@ -263,6 +271,7 @@ class SiftAnswer:
         if intensity.size and intensity.max() > MAX_INTENSITY:
             raise SiftMessageError(f"answer intensity: tag {int(intensity.max())} outside "
                                    f"0..{MAX_INTENSITY}")
+        object.__setattr__(self, "_valid", True)
         return self
 
     def to_bytes(self) -> bytes:
@@ -299,11 +308,33 @@ _C_SYNC, _C_OTHER, _C_OUTSIDE, _C_HOLDOFF, _C_REPEAT, _N_COUNTS = 0, 1, 2, 3, 4,
 
 @nb.njit(cache=True, nogil=True)
 def _strictly_increasing(a):
-    """True when int64 array ``a`` is strictly increasing."""
+    """True when int64 array ``a`` is strictly increasing (branch-free scan)."""
+    bad = 0
     for i in range(1, a.size):
-        if a[i] <= a[i - 1]:
-            return False
-    return True
+        bad |= a[i] <= a[i - 1]
+    return bad == 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _all_bits(a):
+    """True when every uint8 of ``a`` is 0 or 1."""
+    acc = np.uint8(0)
+    for i in range(a.size):
+        acc |= a[i]
+    return acc <= 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _gather_window(window, window_first_slot, slots, out):
+    """out[i] = window[slots[i] - window_first_slot] (uint8 pattern bytes); returns the index of
+    the first slot outside the window, or -1."""
+    n_win = window.size
+    for i in range(slots.size):
+        j = slots[i] - window_first_slot
+        if j < 0 or j >= n_win:
+            return i
+        out[i] = window[j]
+    return -1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -315,60 +346,67 @@ def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basi
     out_* sized len(slots): out_basis/out_bits uint8 = outcome of the first click of the slot;
     multi_rows int64 / multi_masks uint8 (bit c = detector c clicked) list rows with more than
     one detector. Returns (n_rows, n_multi), or (-1, i) if slot i goes backwards.
+    One well-predicted test covers the common event (a detector click in a new slot); the rest
+    takes the slow path.
     """
     n_rows = 0
     n_multi = 0
-    have_last = False
-    last_accepted = np.int64(0)
+    last = np.int64(-(2**62))  # no detection yet: any slot >= -2**61 is new
+    n_sync = 0
+    n_other = 0
+    n_outside = 0
+    n_holdoff = 0
+    n_repeat = 0
     for i in range(slots.size):
         ch = channels[i]
+        s = slots[i]
+        if ch < N_DETECTORS and valid[i] != 0 and s - last > holdoff_slots:
+            out_slots[n_rows] = s
+            out_basis[n_rows] = ch >> 1
+            out_bits[n_rows] = ch & 1
+            n_rows += 1
+            last = s
+            continue
         if ch >= N_DETECTORS:
             if ch == SYNC_CHANNEL:
-                counts[_C_SYNC] += 1
+                n_sync += 1
             else:
-                counts[_C_OTHER] += 1
-            continue
-        if valid[i] == 0:
-            counts[_C_OUTSIDE] += 1
-            continue
-        s = slots[i]
-        if have_last:
-            if s < last_accepted:
-                return -1, i
-            if s == last_accepted:  # a further event in the last detected slot
-                bit = np.uint8(1) << ch
-                if n_multi > 0 and multi_rows[n_multi - 1] == n_rows - 1:
-                    m = multi_masks[n_multi - 1]
-                    if m & bit:
-                        counts[_C_REPEAT] += 1
-                    else:
-                        multi_masks[n_multi - 1] = m | bit
+                n_other += 1
+        elif valid[i] == 0:
+            n_outside += 1
+        elif s < last:
+            return -1, i
+        elif s == last:  # a further event in the last detected slot
+            bit = np.uint8(1) << ch
+            if n_multi > 0 and multi_rows[n_multi - 1] == n_rows - 1:
+                m = multi_masks[n_multi - 1]
+                if m & bit:
+                    n_repeat += 1
                 else:
-                    first = np.uint8(1) << ((out_basis[n_rows - 1] << 1) | out_bits[n_rows - 1])
-                    if first == bit:
-                        counts[_C_REPEAT] += 1
-                    else:
-                        multi_rows[n_multi] = n_rows - 1
-                        multi_masks[n_multi] = first | bit
-                        n_multi += 1
-                continue
-            if s - last_accepted <= holdoff_slots:
-                counts[_C_HOLDOFF] += 1
-                continue
-        out_slots[n_rows] = s
-        out_basis[n_rows] = ch >> 1
-        out_bits[n_rows] = ch & 1
-        n_rows += 1
-        last_accepted = s
-        have_last = True
+                    multi_masks[n_multi - 1] = m | bit
+            else:
+                first = np.uint8(1) << ((out_basis[n_rows - 1] << 1) | out_bits[n_rows - 1])
+                if first == bit:
+                    n_repeat += 1
+                else:
+                    multi_rows[n_multi] = n_rows - 1
+                    multi_masks[n_multi] = first | bit
+                    n_multi += 1
+        else:
+            n_holdoff += 1
+    counts[_C_SYNC] = n_sync
+    counts[_C_OTHER] = n_other
+    counts[_C_OUTSIDE] = n_outside
+    counts[_C_HOLDOFF] = n_holdoff
+    counts[_C_REPEAT] = n_repeat
     return n_rows, n_multi
 
 
 @nb.njit(cache=True, nogil=True)
-def _answer_bb84(bob_basis, pattern, keep, out_idx, out_bits, out_basis, out_intensity):
+def _answer_bb84(slots, bob_basis, pattern, keep, out_slots, out_bits, out_basis, out_intensity):
     """Alice's basis comparison. pattern uint8 per announced row (bit0 value, bit1 basis,
-    bits2-3 intensity); keep uint8 0/1 per row; out_* compacted over kept rows (out_idx int64 =
-    row index). Returns (n_kept, bad) where bad != 0 flags pattern bytes outside the layout.
+    bits2-3 intensity); keep uint8 0/1 per row; out_* compacted over kept rows (out_slots
+    int64). Returns (n_kept, bad) where bad != 0 flags pattern bytes outside the layout.
     """
     k = 0
     bad = np.uint8(0)
@@ -379,7 +417,7 @@ def _answer_bb84(bob_basis, pattern, keep, out_idx, out_bits, out_basis, out_int
         match = np.uint8(a_basis == bob_basis[i])
         keep[i] = match
         # branchless compaction: write at k, advance only on a match
-        out_idx[k] = i
+        out_slots[k] = slots[i]
         out_bits[k] = p & np.uint8(1)
         out_basis[k] = a_basis
         out_intensity[k] = (p >> 2) & np.uint8(3)
@@ -388,11 +426,14 @@ def _answer_bb84(bob_basis, pattern, keep, out_idx, out_bits, out_basis, out_int
 
 
 @nb.njit(cache=True, nogil=True)
-def _compact_rows(keep, idx_out):
-    """Row indices (int64) where uint8 ``keep`` is 1; returns how many were written."""
+def _compact_kept(keep, slots, basis, bits, out_slots, out_basis, out_bits):
+    """Rows of slots (int64), basis and bits (uint8) where uint8 ``keep`` is 1, branch-free;
+    returns how many were written."""
     k = 0
     for i in range(keep.size):
-        idx_out[k] = i
+        out_slots[k] = slots[i]
+        out_basis[k] = basis[i]
+        out_bits[k] = bits[i]
         k += keep[i]
     return k
 
@@ -463,6 +504,16 @@ def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
     return out_slots[:n_rows], out_basis[:n_rows], out_bits[:n_rows], counts_rec
 
 
+def _checked(announcement: SiftAnnouncement) -> SiftAnnouncement:
+    """Mark an announcement built here as valid: the grouping kernel guarantees strictly
+    increasing slots (it rejects backward steps and merges equal ones) and 0/1 bases."""
+    if announcement.slots.size and announcement.slots[0] < 0:
+        raise SiftError(f"slot {int(announcement.slots[0])} is negative: events before the "
+                        f"first slot of the run")
+    object.__setattr__(announcement, "_valid", True)
+    return announcement
+
+
 def bob_announce_bb84(slots, channels, rng: np.random.Generator, *, valid=None,
                       holdoff_slots: int = 0) -> tuple[SiftAnnouncement, BobDetections]:
     """Bob's BB84 announcement: every detected slot with its (squashed) basis, no bit values.
@@ -472,7 +523,7 @@ def bob_announce_bb84(slots, channels, rng: np.random.Generator, *, valid=None,
     """
     s, b, k, counts = _squashed_detections(slots, channels, rng, valid, holdoff_slots)
     counts = SiftCounts(**counts, n_announced=int(s.size))
-    return (SiftAnnouncement("bb84", s, b),
+    return (_checked(SiftAnnouncement("bb84", s, b)),
             BobDetections("bb84", s, b, k, counts))
 
 
@@ -485,12 +536,34 @@ def bob_announce_b92(slots, channels, rng: np.random.Generator, *, valid=None,
     key_bits = np.uint8(1) - b  # V -> 1 (Alice sent D), A -> 0 (Alice sent H)
     counts = SiftCounts(**counts, n_inconclusive=int(conclusive.size - s.size),
                         n_announced=int(s.size))
-    return (SiftAnnouncement("b92", s, np.zeros(0, np.uint8)),
+    return (_checked(SiftAnnouncement("b92", s, np.zeros(0, np.uint8))),
             BobDetections("b92", s, b, key_bits, counts))
 
 
 # --------------------------------------------------------------------------------------------
 # Alice: answer
+
+
+def pattern_from_window(window, window_first_slot: int, slots) -> np.ndarray:
+    """Alice's pattern bytes for ``slots`` from a window her board delivered.
+
+    window: uint8 pattern bytes of slots [window_first_slot, window_first_slot + len(window));
+    slots: int64. Raises SiftError if a slot lies outside the window (Bob announced a slot the
+    board no longer holds, or never sent).
+    """
+    window = np.ascontiguousarray(window)
+    slots = np.ascontiguousarray(slots)
+    if window.ndim != 1 or window.dtype != np.uint8:
+        raise SiftError(f"window: expected 1-D uint8 pattern bytes, got {window.dtype} "
+                        f"{window.shape}")
+    if slots.ndim != 1 or slots.dtype != np.int64:
+        raise SiftError(f"slots: expected a 1-D int64 array, got {slots.dtype} {slots.shape}")
+    out = np.empty(slots.size, np.uint8)
+    bad = _gather_window(window, np.int64(window_first_slot), slots, out)
+    if bad >= 0:
+        raise SiftError(f"slot {int(slots[bad])} outside the pattern window "
+                        f"[{window_first_slot}, {window_first_slot + window.size})")
+    return out
 
 
 def _check_pattern(pattern_bytes, n: int) -> np.ndarray:
@@ -520,16 +593,18 @@ def alice_answer_bb84(announcement: SiftAnnouncement,
     n = announcement.slots.size
     pattern = _check_pattern(pattern_bytes, n)
     keep = np.empty(n, np.uint8)
-    idx = np.empty(n, np.int64)
+    slots = np.empty(n, np.int64)
     bits = np.empty(n, np.uint8)
     basis = np.empty(n, np.uint8)
     intensity = np.empty(n, np.uint8)
-    k, bad = _answer_bb84(announcement.basis, pattern, keep, idx, bits, basis, intensity)
+    k, bad = _answer_bb84(announcement.slots, announcement.basis, pattern, keep, slots, bits,
+                          basis, intensity)
     if bad:
         raise _pattern_layout_error()
     intensity = intensity[:k]
     answer = SiftAnswer("bb84", keep, intensity)
-    return answer, AliceSifted(bits[:k], basis[:k], intensity, announcement.slots[idx[:k]])
+    object.__setattr__(answer, "_valid", True)  # built from checked pattern bytes
+    return answer, AliceSifted(bits[:k], basis[:k], intensity, slots[:k])
 
 
 def alice_answer_b92(announcement: SiftAnnouncement,
@@ -565,11 +640,14 @@ def bob_apply_answer(answer: SiftAnswer, detections: BobDetections) -> BobSifted
     n = detections.slots.size
     if answer.keep.size != n:
         raise SiftMessageError(f"answer covers {answer.keep.size} rows, Bob announced {n}")
-    idx = np.empty(n, np.int64)
-    k = _compact_rows(answer.keep, idx)
-    idx = idx[:k]
-    basis = np.zeros(k, np.uint8) if detections.protocol == "b92" else detections.basis[idx]
-    return BobSifted(detections.bits[idx], basis, answer.intensity.copy(), detections.slots[idx])
+    slots = np.empty(n, np.int64)
+    basis = np.empty(n, np.uint8)
+    bits = np.empty(n, np.uint8)
+    k = _compact_kept(answer.keep, detections.slots, detections.basis, detections.bits, slots,
+                      basis, bits)
+    if detections.protocol == "b92":
+        basis[:k] = 0
+    return BobSifted(bits[:k], basis[:k], answer.intensity.copy(), slots[:k])
 
 
 def bob_apply_answer_bb84(answer: SiftAnswer, detections: BobDetections) -> BobSifted:

@@ -17,6 +17,7 @@ from postprocessing.sifting import (
     bob_announce_bb84,
     bob_apply_answer_b92,
     bob_apply_answer_bb84,
+    pattern_from_window,
     sift_b92,
     sift_bb84,
 )
@@ -233,3 +234,18 @@ def test_role_mismatch_rejected():
 
 def test_key_basis_is_z():
     assert KEY_BASIS == 0
+
+
+def test_pattern_from_window():
+    window = np.arange(10, dtype=np.uint8)
+    got = pattern_from_window(window, 100, np.array([100, 105, 109], np.int64))
+    assert got.tolist() == [0, 5, 9]
+    for outside in (99, 110):
+        with pytest.raises(SiftError, match=str(outside)):
+            pattern_from_window(window, 100, np.array([100, outside], np.int64))
+
+
+def test_negative_slots_rejected_before_announcing():
+    with pytest.raises(SiftError, match="negative"):
+        bob_announce_bb84(np.array([-3, 4], np.int64), np.array([H, H], np.uint8),
+                          np.random.default_rng(0))
