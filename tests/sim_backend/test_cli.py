@@ -1,0 +1,114 @@
+"""``qkd-node sim``: JSON report, readable table, exit code 2 with a message for bad flags."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+
+import pytest
+
+from daemon.cli import main as qkd_node_main
+from sim_backend.cli import main
+
+PHYSICAL_KEYS = ("mu", "nu1", "nu2", "distance_km", "loss_db_per_km", "detector_efficiency",
+                 "dark_count_probability", "misalignment", "dead_time_ns", "clock_hz")
+
+
+def run_json(capsys, *argv) -> dict:
+    assert main(["run", *argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1                              # exactly one JSON object
+    return json.loads(out)
+
+
+def test_bb84_json_report(capsys):
+    r = run_json(capsys, "--protocol", "bb84", "--distance-km", "20", "--pulses", "2e7",
+                 "--seed", "7")
+    for key in ("pulses", "detections", "detection_probability", "sifted_bits", "qber",
+                "intensities", "expected", "seed", *PHYSICAL_KEYS):
+        assert key in r, key
+    assert r["pulses"] == 20_000_000 and r["distance_km"] == 20.0 and r["seed"] == 7
+    assert r["detection_probability"] == r["detections"] / r["pulses"]
+    assert set(r["intensities"]) == {"signal", "decoy1", "decoy2"}
+    sig = r["intensities"]["signal"]
+    for key in ("gain", "error_rate", "expected_gain", "expected_error_rate"):
+        assert key in sig
+    # Measured gain within 5 binomial sigma of the expectation printed beside it.
+    n = sig["pulses"]
+    q = sig["expected_gain"]
+    assert abs(sig["gain"] - q) <= 5 * math.sqrt(q * (1 - q) / n)
+    assert r["expected"]["decoy_key_rate_per_pulse"] > 0
+    assert "conclusive_fraction" not in r
+
+
+def test_same_seed_same_report(capsys):
+    a = run_json(capsys, "--pulses", "1e6", "--seed", "3", "--distance-km", "0")
+    b = run_json(capsys, "--pulses", "1e6", "--seed", "3", "--distance-km", "0")
+    assert (a["detections"], a["errors"]) == (b["detections"], b["errors"])
+
+
+def test_b92_with_eve_and_overrides(capsys):
+    r = run_json(capsys, "--protocol", "b92", "--distance-km", "0", "--pulses", "2e6",
+                 "--eve", "intercept-resend", "--mu", "0.3", "--misalignment", "0",
+                 "--dark-count-probability", "0", "--p-signal", "1", "--p-decoy1", "0",
+                 "--seed", "1")
+    assert r["mu"] == 0.3 and r["eve"] == "intercept-resend" and r["eve_fraction"] == 1.0
+    assert r["expected"]["eve_ideal_optics"]["qber"] == pytest.approx(1 / 3)
+    assert r["expected"]["eve_ideal_optics"]["conclusive_fraction"] == pytest.approx(0.375)
+    sifted = r["sifted_bits"]
+    assert abs(r["qber"] - 1 / 3) <= 5 * math.sqrt((1 / 3) * (2 / 3) / sifted)
+    assert abs(r["conclusive_fraction"] - 0.375) <= 5 * math.sqrt(
+        0.375 * 0.625 / r["detections"])
+
+
+def test_table_output(capsys):
+    assert main(["run", "--pulses", "1e6", "--seed", "2", "--protocol", "b92"]) == 0
+    out = capsys.readouterr().out
+    assert "B92 link" in out and "conclusive fraction" in out and "measured" in out
+    assert "misalignment=0.033" in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--pulses", "0"], "pulses = 0"),
+    (["--pulses", "-5"], "pulses = -5"),
+    (["--pulses", "1e6", "--distance-km", "-1"], "distance_km = -1.0 km"),
+    (["--pulses", "1e6", "--mu", "0"], "mu = 0.0"),
+    (["--pulses", "1e6", "--protocol", "e91"], "protocol = 'e91' is not one of bb84, b92"),
+    (["--pulses", "1e6", "--eve", "intercept-resend", "--eve-fraction", "1.2"],
+     "eve_fraction = 1.2 is outside the accepted range [0, 1]"),
+    (["--pulses", "1e6", "--eve", "trojan"], "eve = 'trojan'"),
+    (["--pulses", "1e6", "--eve", "usd"], "B92 states only"),
+    (["--pulses", "many"], "pulses = 'many' is not a number"),
+    (["--pulses", "1.5"], "pulses = '1.5' is not an integer"),
+    (["--pulses", "1e6", "--preset", "nope"], "preset = 'nope'"),
+    (["--pulses", "1e6", "--clock-drift-ppm", "50"], "clock_drift_ppm = 50.0 ppm"),
+    (["--pulses", "1e6", "--seed", "-1"], "seed = -1"),
+    ([], "--pulses"),
+    (["--pulses", "1e6", "--frobnicate"], "--frobnicate"),
+])
+def test_bad_flags_exit_2_with_a_message(capsys, argv, fragment):
+    assert main(["run", *argv]) == 2
+    captured = capsys.readouterr()
+    assert fragment in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_no_command_and_help():
+    assert main([]) == 2
+    assert main(["run", "--help"]) == 0
+
+
+def test_serve_is_delegated_lazily(monkeypatch):
+    seen = []
+    fake = types.ModuleType("sim_backend.serve")
+    fake.main = lambda args: seen.append(list(args)) or 0
+    monkeypatch.setitem(sys.modules, "sim_backend.serve", fake)
+    assert main(["serve", "--config", "x.toml", "--verbose"]) == 0
+    assert seen == [["--config", "x.toml", "--verbose"]]
+
+
+def test_qkd_node_dispatches_sim(capsys):
+    assert qkd_node_main(["sim", "run", "--pulses", "1e5", "--seed", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pulses"] == 100_000
