@@ -38,6 +38,11 @@ Conventions
 
 Randomness for squashing comes from an explicit ``numpy.random.Generator`` (node code seeds it
 from ``os.urandom``).
+
+Messages are validated once: ``from_bytes`` checks everything a peer could get wrong, and the
+role functions build only valid messages; a message constructed by hand is checked when a role
+function first receives it. ``pattern_from_window`` fetches Alice's pattern bytes for the
+announced slots from a window of bytes her board delivered.
 """
 
 from __future__ import annotations
