@@ -1,0 +1,20 @@
+"""Cascade information reconciliation: numba kernels, Alice/Bob roles, block schedules.
+
+Public entry points: ``reconcile`` (one frame, in process), ``reconcile_frames`` (a batch
+through the two roles and encoded messages), ``CascadeAlice``/``CascadeBob`` (sans-I/O roles
+for the daemon), ``SCHEDULES`` (by name: "original", "yan").
+"""
+
+from .errors import MessageError, ReconciliationError
+from .inprocess import (ReconcileResult, binary_entropy, efficiency_of, reconcile,
+                        reconcile_frames, run_roles)
+from .messages import CascadeSetup, FrameQuestions, ParityReply, ParityRequest, decode
+from .roles import CascadeAlice, CascadeBob
+from .schedules import SCHEDULES, CascadeSchedule, get_schedule
+
+__all__ = [
+    "CascadeAlice", "CascadeBob", "CascadeSchedule", "CascadeSetup", "FrameQuestions",
+    "MessageError", "ParityReply", "ParityRequest", "ReconcileResult", "ReconciliationError",
+    "SCHEDULES", "binary_entropy", "decode", "efficiency_of", "get_schedule", "reconcile",
+    "reconcile_frames", "run_roles",
+]

@@ -1,0 +1,364 @@
+"""Cascade kernels: Alice's parity answers, Bob's round-by-round correcting state machine.
+
+Both roles run in rounds. Each round Bob sends one batch of questions (the top-level block
+parities of a new pass, and/or the parity of one sub-range per active binary search) and Alice
+answers every question with one parity bit. Bob's decisions depend only on (Alice's parity XOR
+Bob's parity) of the ranges he asked about, so the two-role path (messages) and the fused path
+(both roles in one kernel) disclose exactly the same bits by construction: they call the same
+``bob_round`` and ``alice_answer``.
+
+Search policy (batched Cascade): Bob keeps every parity Alice disclosed (block parities and
+the left half of every split he asked about) and tracks, for each, whether his bits agree.
+A search starts from the shortest known range with an odd difference and walks down known
+splits for free; it asks only about unknown splits. Only searches of the lowest pass that has
+any ask questions in a round (a correction found in a short block often evens out a long odd
+block, whose search is then dropped), and at most ``ctl[C_MAXQ]`` of them (0 = no cap): fewer
+questions per round cost round trips but find more errors through short blocks.
+
+Data layout: key bits are unpacked uint8 0/1, one bit per byte, index = position in the frame.
+perm/inv are int32[n_passes, n_bits]; a pass's blocks are consecutive runs of ``sizes[p]``
+positions of perm[p] (the last block may be shorter). Per-block state lives in flat arrays
+indexed ``offs[p] + block``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# rows of the uint8 per-block state ``u8``
+U_APAR, U_DIFF, U_BUSY, U_CAND = 0, 1, 2, 3
+N_U8 = 4
+# rows of the int64 per-search state ``st`` (search slots) and the candidate list
+S_PASS, S_LO, S_HI, S_BLOCK, S_PENDING, S_CAND = 0, 1, 2, 3, 4, 5
+N_ST = 6
+# bits of ``node[pass, mid]``: what Bob knows about the left half [lo, mid) of the range of
+# the split tree that is cut at position ``mid`` (every range is cut at its middle)
+NODE_KNOWN, NODE_ALICE, NODE_DIFF = 1, 2, 4
+# fields of the int64 control vector ``ctl``
+C_CUR, C_NSEARCH, C_NCAND, C_REQ, C_DONE, C_DISCLOSED, C_ROUNDS, C_FLIPS, C_MAXQ = range(9)
+N_CTL = 9
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_parities(bits, perm):
+    """Alice's prefix parities: out[p, q] = XOR of bits[perm[p, :q]]; uint8[n_passes, n+1]."""
+    n_passes, n = perm.shape
+    out = np.empty((n_passes, n + 1), dtype=np.uint8)
+    for p in range(n_passes):
+        acc = np.uint8(0)
+        out[p, 0] = 0
+        for q in range(n):
+            acc ^= bits[perm[p, q]]
+            out[p, q + 1] = acc
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def alice_answer(prefix, sizes, offs, new_pass, queries, n_queries, out):
+    """Alice's reply: the block parities of ``new_pass`` (if >= 0), then one bit per query.
+
+    queries: int64[3, *] rows (pass, lo, hi), a query asks the parity of positions [lo, hi)
+    of that pass. Writes uint8 0/1 into ``out`` and returns the number of bits written.
+    """
+    n = prefix.shape[1] - 1
+    w = 0
+    if new_pass >= 0:
+        k = sizes[new_pass]
+        for b in range(offs[new_pass + 1] - offs[new_pass]):
+            lo = b * k
+            hi = min(lo + k, n)
+            out[w] = prefix[new_pass, hi] ^ prefix[new_pass, lo]
+            w += 1
+    for i in range(n_queries):
+        p = queries[0, i]
+        out[w] = prefix[p, queries[2, i]] ^ prefix[p, queries[1, i]]
+        w += 1
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_parity(bits, perm_p, lo, hi):
+    acc = np.uint8(0)
+    for q in range(lo, hi):
+        acc ^= bits[perm_p[q]]
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_candidate(u8, st, ctl, block):
+    if u8[U_CAND, block] == 0:
+        u8[U_CAND, block] = 1
+        st[S_CAND, ctl[C_NCAND]] = block
+        ctl[C_NCAND] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _flip(bits, inv, sizes, offs, u8, node, st, ctl, pos):
+    """Correct bit ``pos``: in every started pass, each known range holding it toggles its
+    parity difference (the block's in ``u8``, a known left half's in bit 2 of ``node``)."""
+    n = bits.shape[0]
+    bits[pos] ^= 1
+    ctl[C_FLIPS] += 1
+    for p in range(ctl[C_CUR] + 1):
+        q = inv[p, pos]
+        k = sizes[p]
+        b = q // k
+        block = offs[p] + b
+        u8[U_DIFF, block] ^= 1
+        lo = b * k
+        hi = min(lo + k, n)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            v = node[p, mid]
+            if v & 1 == 0:
+                break
+            if q < mid:
+                node[p, mid] = v ^ NODE_DIFF
+                hi = mid
+            else:
+                lo = mid
+        _add_candidate(u8, st, ctl, block)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pass_of_block(offs, block):
+    p = 0
+    while offs[p + 1] <= block:
+        p += 1
+    return p
+
+
+@numba.njit(cache=True, nogil=True)
+def _node_diff(node, u8, block, p, lo_block, hi_block, lo, hi):
+    """Parity difference (Alice XOR Bob) of the known range [lo, hi) of a block's split tree."""
+    d = u8[U_DIFF, block]
+    a = lo_block
+    b = hi_block
+    while a != lo or b != hi:
+        mid = (a + b) // 2
+        dl = (node[p, mid] >> 2) & 1
+        if lo < mid:
+            b = mid
+            d = dl
+        else:
+            a = mid
+            d ^= dl
+    return d
+
+
+@numba.njit(cache=True, nogil=True)
+def _smallest_odd_range(node, u8, block, p, lo_block, hi_block, stack):
+    """Shortest known range of the block with an odd parity difference, or (-1, -1)."""
+    best_lo = -1
+    best_hi = -1
+    top = 0
+    stack[0, 0] = lo_block
+    stack[1, 0] = hi_block
+    stack[2, 0] = u8[U_DIFF, block]
+    top = 1
+    while top > 0:
+        top -= 1
+        lo = stack[0, top]
+        hi = stack[1, top]
+        d = stack[2, top]
+        if d and (best_lo < 0 or hi - lo < best_hi - best_lo):
+            best_lo = lo
+            best_hi = hi
+        if hi - lo > 1:
+            mid = (lo + hi) // 2
+            v = node[p, mid]
+            if v & 1:
+                dl = (v >> 2) & 1
+                stack[0, top] = lo
+                stack[1, top] = mid
+                stack[2, top] = dl
+                stack[0, top + 1] = mid
+                stack[1, top + 1] = hi
+                stack[2, top + 1] = d ^ dl
+                top += 2
+    return best_lo, best_hi
+
+
+@numba.njit(cache=True, nogil=True)
+def bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers, n_answers, queries):
+    """One round of Bob: consume Alice's answers to the previous request, emit the next one.
+
+    Returns (n_queries, new_pass): queries[0:3, :n_queries] hold (pass, lo, hi) ranges and
+    new_pass >= 0 asks for every top-level block parity of that pass. (0, -1) means finished
+    (ctl[C_DONE] == 1) or given up on contradictory answers (ctl[C_DONE] == 2).
+    ``bits`` (Bob's key, uint8 0/1) is corrected in place.
+    """
+    n = bits.shape[0]
+    n_passes = sizes.shape[0]
+    ctl[C_DISCLOSED] += n_answers
+    stack = np.empty((3, 160), dtype=np.int64)
+    w = 0
+    # (a) top-level parities of a newly started pass
+    req = ctl[C_REQ]
+    if req >= 0:
+        ctl[C_CUR] = req
+        ctl[C_REQ] = -1
+        k = sizes[req]
+        for b in range(offs[req + 1] - offs[req]):
+            lo = b * k
+            hi = min(lo + k, n)
+            block = offs[req] + b
+            a = answers[w]
+            w += 1
+            u8[U_APAR, block] = a
+            u8[U_DIFF, block] = a ^ _range_parity(bits, perm[req], lo, hi)
+            if u8[U_DIFF, block]:
+                _add_candidate(u8, st, ctl, block)
+    # (b) record the answers to the binary-search questions, in the order they were asked
+    for s in range(ctl[C_NSEARCH]):
+        if st[S_PENDING, s] == 0:
+            continue
+        st[S_PENDING, s] = 0
+        a_left = answers[w]
+        w += 1
+        p = st[S_PASS, s]
+        lo = st[S_LO, s]
+        mid = (lo + st[S_HI, s]) // 2
+        d_left = a_left ^ _range_parity(bits, perm[p], lo, mid)
+        node[p, mid] = NODE_KNOWN | (a_left << 1) | (d_left << 2)
+    # (c) start searches on odd ranges; walk every search of the lowest pass down its known
+    # ranges, correct a bit where one is pinned down, ask about the next unknown split
+    nq = 0
+    while True:
+        if ctl[C_FLIPS] > n:
+            # more corrections than bits: the answers contradict each other
+            ctl[C_DONE] = 2
+            return 0, -1
+        keep = 0
+        for s in range(ctl[C_NSEARCH]):
+            if st[S_PASS, s] >= 0:
+                if keep != s:
+                    for r in range(S_CAND):
+                        st[r, keep] = st[r, s]
+                keep += 1
+        ctl[C_NSEARCH] = keep
+        n_cand = ctl[C_NCAND]
+        ctl[C_NCAND] = 0
+        for c in range(n_cand):
+            block = st[S_CAND, c]
+            u8[U_CAND, block] = 0
+            if u8[U_BUSY, block]:
+                continue
+            p = _pass_of_block(offs, block)
+            lo_block = (block - offs[p]) * sizes[p]
+            hi_block = min(lo_block + sizes[p], n)
+            lo, hi = _smallest_odd_range(node, u8, block, p, lo_block, hi_block, stack)
+            if lo < 0:
+                continue
+            s = ctl[C_NSEARCH]
+            ctl[C_NSEARCH] += 1
+            u8[U_BUSY, block] = 1
+            st[S_PASS, s] = p
+            st[S_LO, s] = lo
+            st[S_HI, s] = hi
+            st[S_BLOCK, s] = block
+            st[S_PENDING, s] = 0
+        if ctl[C_NSEARCH] == 0:
+            if ctl[C_NCAND] == 0:
+                break
+            continue
+        low_pass = n_passes
+        for s in range(ctl[C_NSEARCH]):
+            low_pass = min(low_pass, st[S_PASS, s])
+        changed = False
+        for s in range(ctl[C_NSEARCH]):
+            p = st[S_PASS, s]
+            if p != low_pass or (ctl[C_MAXQ] > 0 and nq >= ctl[C_MAXQ]):
+                continue
+            block = st[S_BLOCK, s]
+            lo_block = (block - offs[p]) * sizes[p]
+            hi_block = min(lo_block + sizes[p], n)
+            lo = st[S_LO, s]
+            hi = st[S_HI, s]
+            if _node_diff(node, u8, block, p, lo_block, hi_block, lo, hi) == 0:
+                # evened out by another correction: drop it, the block is looked at again
+                st[S_PASS, s] = -1
+            else:
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    v = node[p, mid]
+                    if v & NODE_KNOWN == 0:
+                        break
+                    if v & NODE_DIFF:
+                        hi = mid
+                    else:
+                        lo = mid
+                if hi - lo == 1:
+                    _flip(bits, inv, sizes, offs, u8, node, st, ctl, perm[p, lo])
+                    st[S_PASS, s] = -1
+                else:
+                    st[S_LO, s] = lo
+                    st[S_HI, s] = hi
+                    st[S_PENDING, s] = 1
+                    queries[0, nq] = p
+                    queries[1, nq] = lo
+                    queries[2, nq] = (lo + hi) // 2
+                    nq += 1
+            if st[S_PASS, s] < 0:
+                changed = True
+                u8[U_BUSY, block] = 0
+                _add_candidate(u8, st, ctl, block)
+        if nq > 0 or not changed:
+            break
+    if ctl[C_FLIPS] > n:
+        ctl[C_DONE] = 2
+        return 0, -1
+    if nq > 0:
+        ctl[C_ROUNDS] += 1
+        return nq, -1
+    # (d) nothing left to search: start the next pass or finish
+    if ctl[C_CUR] + 1 < n_passes:
+        ctl[C_REQ] = ctl[C_CUR] + 1
+        ctl[C_ROUNDS] += 1
+        return 0, ctl[C_REQ]
+    ctl[C_DONE] = 1
+    return 0, -1
+
+
+def new_bob_state(n_bits: int, sizes: np.ndarray, offs: np.ndarray):
+    """Fresh (u8, node, st, ctl, queries) arrays for one frame of Bob."""
+    n_blocks = int(offs[-1])
+    u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
+    node = np.zeros((sizes.shape[0], n_bits), dtype=np.uint8)
+    st = np.zeros((N_ST, n_blocks), dtype=np.int64)
+    ctl = np.zeros(N_CTL, dtype=np.int64)
+    ctl[C_CUR] = -1
+    ctl[C_REQ] = -1
+    queries = np.zeros((3, n_blocks), dtype=np.int64)
+    return u8, node, st, ctl, queries
+
+
+@numba.njit(cache=True, nogil=True)
+def cascade_fused(alice_bits, bob_bits, perm, inv, sizes, offs, max_questions):
+    """Both roles in one kernel: returns (Bob's corrected bits, disclosed bits, round trips,
+    status) with status 1 = finished, 2 = gave up on contradictory answers.
+
+    Same ``bob_round``/``alice_answer`` calls as the two-role path, without message objects.
+    """
+    n_blocks = offs[-1]
+    n = bob_bits.shape[0]
+    bits = bob_bits.copy()
+    prefix = prefix_parities(alice_bits, perm)
+    u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
+    node = np.zeros((sizes.shape[0], n), dtype=np.uint8)
+    st = np.zeros((N_ST, n_blocks), dtype=np.int64)
+    ctl = np.zeros(N_CTL, dtype=np.int64)
+    ctl[C_CUR] = -1
+    ctl[C_REQ] = -1
+    ctl[C_MAXQ] = max_questions
+    queries = np.zeros((3, n_blocks), dtype=np.int64)
+    answers = np.zeros(2 * n_blocks, dtype=np.uint8)
+    n_answers = 0
+    while True:
+        nq, new_pass = bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers,
+                                 n_answers, queries)
+        if nq == 0 and new_pass < 0:
+            break
+        n_answers = alice_answer(prefix, sizes, offs, new_pass, queries, nq, answers)
+    return bits, ctl[C_DISCLOSED], ctl[C_ROUNDS], ctl[C_DONE]

@@ -1,0 +1,73 @@
+"""Per-pass random permutations that Alice and Bob derive from one shared 64-bit seed.
+
+The seed travels in the protocol (``CascadeSetup``); node code draws it with ``secrets``.
+The generator is splitmix64 driving a Fisher-Yates shuffle with Lemire's unbiased bounded
+draw, so the permutation is a pure function of (seed, frame length, pass) on every platform.
+Permutations are public: they only decide which bits share a block, never reveal key bits.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True)
+def _splitmix64(state):
+    """One splitmix64 step: returns (new state, 64-bit output); all uint64."""
+    state = state + _GOLDEN
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return state, z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def shuffle_pass(seed, pass_index, n_bits, perm, inv):
+    """Fill ``perm`` (pass position -> frame index) and ``inv`` (its inverse), both int32[n_bits].
+
+    Layout: perm[q] is the frame index of the bit at position q of this pass; inv[perm[q]] == q.
+    """
+    _, state = _splitmix64(np.uint64(seed) ^ (np.uint64(pass_index + 1) * _MIX2))
+    for q in range(n_bits):
+        perm[q] = q
+    i = n_bits - 1
+    while i > 0:
+        bound = np.uint64(i + 1)  # draw j uniformly in [0, i]
+        state, r = _splitmix64(state)
+        m = (r & _LOW32) * bound
+        low = m & _LOW32
+        if low < bound:
+            threshold = ((_LOW32 + np.uint64(1)) - bound) % bound
+            while low < threshold:
+                state, r = _splitmix64(state)
+                m = (r & _LOW32) * bound
+                low = m & _LOW32
+        j = np.int64(m >> np.uint64(32))
+        t = perm[i]
+        perm[i] = perm[j]
+        perm[j] = t
+        i -= 1
+    for q in range(n_bits):
+        inv[perm[q]] = q
+
+
+@numba.njit(cache=True, nogil=True)
+def pass_permutations(seed, n_bits, n_passes):
+    """Permutations of every pass: (perm, inv), each int32[n_passes, n_bits]."""
+    perm = np.empty((n_passes, n_bits), dtype=np.int32)
+    inv = np.empty((n_passes, n_bits), dtype=np.int32)
+    for p in range(n_passes):
+        shuffle_pass(seed, p, n_bits, perm[p], inv[p])
+    return perm, inv
+
+
+def permutations_for(seed: int, n_bits: int, n_passes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Python entry: the seed is taken modulo 2**64 so any non-negative int is accepted."""
+    return pass_permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.int64(n_bits),
+                             np.int64(n_passes))

@@ -1,0 +1,217 @@
+"""Alice's parity-answering role and Bob's correcting role, for a batch of frames at once.
+
+Sans-I/O (the daemon owns the peer socket): Bob produces ``CascadeSetup`` and one
+``ParityRequest`` per round covering every frame; Alice turns each request into one
+``ParityReply``. Every parity bit Alice puts in a reply is counted as leakage in
+``CascadeAlice.disclosed_bits`` (per frame); Bob counts the same bits on his side.
+
+Layout: keys are unpacked uint8 0/1 arrays, one bit per byte.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from . import kernels
+from .errors import MessageError, ReconciliationError
+from .messages import CascadeSetup, FrameQuestions, ParityReply, ParityRequest
+from .permutations import permutations_for
+from .schedules import (SCHEDULES_BY_ID, CascadeSchedule, block_offsets, check_max_questions,
+                        get_schedule)
+
+_EMPTY_RANGES = np.zeros((0, 3), dtype=np.int64)
+
+
+def check_key(bits, what: str) -> np.ndarray:
+    """Return ``bits`` as a contiguous uint8 0/1 array; the error never shows key bits."""
+    arr = np.asarray(bits)
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ReconciliationError(f"{what}: expected a non-empty 1-D bit array, got shape "
+                                  f"{arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "ui":
+        raise ReconciliationError(f"{what}: dtype {arr.dtype} (expected uint8 0/1)")
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise ReconciliationError(f"{what}: values other than 0 and 1 (expected one bit per byte)")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+class _Permutations:
+    """Pass permutations per frame length (frames of equal length in a batch share them)."""
+
+    def __init__(self, seed: int, n_passes: int):
+        self.seed = seed
+        self.n_passes = n_passes
+        self._by_length: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+        if n_bits not in self._by_length:
+            self._by_length[n_bits] = permutations_for(self.seed, n_bits, self.n_passes)
+        return self._by_length[n_bits]
+
+
+class CascadeBob:
+    """Bob: owns the noisy frames, asks for parities, corrects his bits in place of a copy."""
+
+    def __init__(self, frames, qber: float, schedule: str = "yan", seed: int | None = None,
+                 max_questions: int | None = None):
+        self.schedule: CascadeSchedule = get_schedule(schedule)
+        self.max_questions = check_max_questions(max_questions, self.schedule)
+        frames = [check_key(f, f"Bob frame {i}") for i, f in enumerate(frames)]
+        if not frames:
+            raise ReconciliationError("Bob: no frames to reconcile (expected >= 1)")
+        self.seed = secrets.randbits(64) if seed is None else int(seed) & (2**64 - 1)
+        self.qber = float(qber)
+        self._perms = _Permutations(self.seed, self.schedule.n_passes)
+        self._frames = []
+        for bits in frames:
+            sizes = self.schedule.block_sizes(len(bits), self.qber)
+            offs = block_offsets(len(bits), sizes)
+            perm, inv = self._perms.get(len(bits))
+            u8, node, st, ctl, queries = kernels.new_bob_state(len(bits), sizes, offs)
+            ctl[kernels.C_MAXQ] = self.max_questions
+            self._frames.append(dict(bits=bits.copy(), sizes=sizes, offs=offs, perm=perm,
+                                     inv=inv, u8=u8, node=node, st=st, ctl=ctl,
+                                     queries=queries, expect=0))
+        self.round = 0
+        self._waiting = False
+
+    @property
+    def done(self) -> bool:
+        return all(f["ctl"][kernels.C_DONE] for f in self._frames)
+
+    def setup(self) -> CascadeSetup:
+        return CascadeSetup(self.seed, self.schedule.schedule_id, self.qber,
+                            tuple(len(f["bits"]) for f in self._frames))
+
+    def start(self) -> ParityRequest:
+        """First request (send after ``setup()``)."""
+        if self.round != 0:
+            raise MessageError("Bob: start() called twice")
+        empty = np.zeros(0, dtype=np.uint8)
+        return self._step([empty] * len(self._frames))
+
+    def handle_reply(self, reply: ParityReply) -> ParityRequest | None:
+        """Correct with Alice's answers; returns the next request, or None when all are done."""
+        if not self._waiting:
+            raise MessageError("Bob: reply received while no request is outstanding")
+        if reply.round != self.round:
+            raise MessageError(f"Bob: reply to round {reply.round} (expected {self.round})")
+        if len(reply.frames) != len(self._frames):
+            raise MessageError(f"Bob: reply covers {len(reply.frames)} frames "
+                               f"(expected {len(self._frames)})")
+        for i, (f, bits) in enumerate(zip(self._frames, reply.frames)):
+            if len(bits) != f["expect"]:
+                raise MessageError(f"Bob: frame {i} reply has {len(bits)} parity bits "
+                                   f"(expected {f['expect']})")
+        return self._step(reply.frames)
+
+    def _step(self, answers) -> ParityRequest | None:
+        self._waiting = False
+        out = []
+        for f, ans in zip(self._frames, answers):
+            if f["ctl"][kernels.C_DONE]:
+                out.append(FrameQuestions(-1, _EMPTY_RANGES))
+                f["expect"] = 0
+                continue
+            ans = np.ascontiguousarray(ans, dtype=np.uint8)
+            nq, new_pass = kernels.bob_round(f["bits"], f["perm"], f["inv"], f["sizes"],
+                                             f["offs"], f["u8"], f["node"], f["st"], f["ctl"],
+                                             ans, len(ans), f["queries"])
+            nq = int(nq)
+            new_pass = int(new_pass)
+            ranges = f["queries"][:, :nq].T.copy()
+            out.append(FrameQuestions(new_pass, ranges))
+            f["expect"] = nq + (int(f["offs"][new_pass + 1] - f["offs"][new_pass])
+                                if new_pass >= 0 else 0)
+        if self.done:
+            return None
+        self.round += 1
+        self._waiting = True
+        return ParityRequest(self.round, tuple(out))
+
+    # results, per frame
+    def corrected_bits(self, i: int) -> np.ndarray:
+        return self._frames[i]["bits"]
+
+    def disclosed_bits(self, i: int) -> int:
+        return int(self._frames[i]["ctl"][kernels.C_DISCLOSED])
+
+    def round_trips(self, i: int) -> int:
+        return int(self._frames[i]["ctl"][kernels.C_ROUNDS])
+
+    def gave_up(self, i: int) -> bool:
+        """True if Alice's answers contradicted each other (the frame must be discarded)."""
+        return int(self._frames[i]["ctl"][kernels.C_DONE]) == 2
+
+    def corrections(self, i: int) -> int:
+        return int(self._frames[i]["ctl"][kernels.C_FLIPS])
+
+
+class CascadeAlice:
+    """Alice: owns the reference frames, answers parity questions, counts what she discloses."""
+
+    def __init__(self, frames):
+        self._bits = [check_key(f, f"Alice frame {i}") for i, f in enumerate(frames)]
+        if not self._bits:
+            raise ReconciliationError("Alice: no frames to reconcile (expected >= 1)")
+        self.disclosed_bits = [0] * len(self._bits)
+        self._session = None
+        self._round = 0
+
+    def handle_setup(self, setup: CascadeSetup) -> None:
+        if self._session is not None:
+            raise MessageError("Alice: second CascadeSetup for one batch")
+        schedule = SCHEDULES_BY_ID.get(setup.schedule_id)
+        if schedule is None:
+            raise MessageError(f"Alice: schedule id {setup.schedule_id} unknown (accepted: "
+                               f"{sorted(SCHEDULES_BY_ID)})")
+        if tuple(len(b) for b in self._bits) != tuple(setup.frame_bits):
+            raise MessageError(f"Alice: setup announces frames of {list(setup.frame_bits)} bits"
+                               f", she holds {[len(b) for b in self._bits]}")
+        perms = _Permutations(setup.seed, schedule.n_passes)
+        session = []
+        for bits in self._bits:
+            try:
+                sizes = schedule.block_sizes(len(bits), setup.qber)
+            except ReconciliationError as exc:
+                raise MessageError(f"Alice: setup rejected: {exc}") from None
+            offs = block_offsets(len(bits), sizes)
+            perm, _ = perms.get(len(bits))
+            session.append((sizes, offs, kernels.prefix_parities(bits, perm)))
+        self._session = session
+
+    def handle_request(self, request: ParityRequest) -> ParityReply:
+        if self._session is None:
+            raise MessageError("Alice: ParityRequest before CascadeSetup")
+        if request.round != self._round + 1:
+            raise MessageError(f"Alice: request for round {request.round} "
+                               f"(expected {self._round + 1})")
+        if len(request.frames) != len(self._session):
+            raise MessageError(f"Alice: request covers {len(request.frames)} frames "
+                               f"(expected {len(self._session)})")
+        replies = []
+        for i, ((sizes, offs, prefix), fq) in enumerate(zip(self._session, request.frames)):
+            n_passes = len(sizes)
+            n = prefix.shape[1] - 1
+            if not -1 <= fq.new_pass < n_passes:
+                raise MessageError(f"Alice: frame {i} new pass {fq.new_pass} outside "
+                                   f"[-1, {n_passes - 1}]")
+            ranges = np.asarray(fq.ranges, dtype=np.int64).reshape(-1, 3)
+            if len(ranges) and (ranges[:, 0].max() >= n_passes or ranges[:, 0].min() < 0
+                                or ranges[:, 1].min() < 0 or ranges[:, 2].max() > n
+                                or (ranges[:, 1] >= ranges[:, 2]).any()):
+                raise MessageError(f"Alice: frame {i} asks for a range outside passes "
+                                   f"[0, {n_passes - 1}] x positions [0, {n}]")
+            n_new = int(offs[fq.new_pass + 1] - offs[fq.new_pass]) if fq.new_pass >= 0 else 0
+            out = np.empty(n_new + len(ranges), dtype=np.uint8)
+            queries = np.ascontiguousarray(ranges.T)
+            w = kernels.alice_answer(prefix, sizes, offs, fq.new_pass, queries, len(ranges),
+                                     out)
+            self.disclosed_bits[i] += int(w)
+            replies.append(out)
+        self._round = request.round
+        return ParityReply(request.round, tuple(replies))

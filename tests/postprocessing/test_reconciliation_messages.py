@@ -1,0 +1,168 @@
+"""Cascade messages: byte round trips, malformed input rejected with MessageError, and
+the roles refusing messages that do not fit the session."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup,
+                                           FrameQuestions, MessageError, ParityReply,
+                                           ParityRequest, decode)
+
+ranges_st = st.lists(st.tuples(st.integers(0, 63), st.integers(0, 2**31 - 2),
+                               st.integers(1, 2**31 - 1)), max_size=20).map(
+    lambda rows: np.array([(p, min(lo, hi - 1), hi) for p, lo, hi in rows],
+                          dtype=np.int64).reshape(-1, 3))
+questions_st = st.builds(FrameQuestions, st.integers(-1, 63), ranges_st)
+bits_st = st.lists(st.integers(0, 1), max_size=70).map(lambda b: np.array(b, dtype=np.uint8))
+
+
+@given(seed=st.integers(0, 2**64 - 1), sid=st.integers(0, 255),
+       qber=st.floats(0, 0.5), frames=st.lists(st.integers(1, 2**32 - 1), max_size=10))
+def test_setup_round_trip(seed, sid, qber, frames):
+    msg = CascadeSetup(seed, sid, qber, tuple(frames))
+    assert CascadeSetup.from_bytes(msg.to_bytes()) == msg
+    assert decode(msg.to_bytes()) == msg
+
+
+@given(rnd=st.integers(0, 2**32 - 1), frames=st.lists(questions_st, max_size=5))
+def test_request_round_trip(rnd, frames):
+    msg = ParityRequest(rnd, tuple(frames))
+    assert ParityRequest.from_bytes(msg.to_bytes()) == msg
+
+
+@given(rnd=st.integers(0, 2**32 - 1), frames=st.lists(bits_st, max_size=5))
+def test_reply_round_trip_and_bit_count(rnd, frames):
+    msg = ParityReply(rnd, tuple(frames))
+    back = ParityReply.from_bytes(msg.to_bytes())
+    assert back.round == rnd
+    assert [f.tolist() for f in back.frames] == [f.tolist() for f in frames]
+    assert back.n_parity_bits == sum(len(f) for f in frames)
+
+
+@given(rnd=st.integers(0, 100), frames=st.lists(questions_st, min_size=1, max_size=3),
+       data=st.data())
+def test_every_truncation_of_a_request_is_rejected(rnd, frames, data):
+    raw = ParityRequest(rnd, tuple(frames)).to_bytes()
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(MessageError):
+        ParityRequest.from_bytes(raw[:cut])
+
+
+@given(frames=st.lists(bits_st, min_size=1, max_size=3), data=st.data())
+def test_every_truncation_of_a_reply_is_rejected(frames, data):
+    raw = ParityReply(1, tuple(frames)).to_bytes()
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(MessageError):
+        ParityReply.from_bytes(raw[:cut])
+
+
+@given(junk=st.binary(max_size=64))
+def test_random_bytes_never_crash_the_decoder(junk):
+    try:
+        decode(junk)
+    except MessageError:
+        pass
+
+
+def _reply_bytes(n_bits, payload):
+    return struct.pack("<BBIII", 3, 1, 1, 1, n_bits) + payload
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (b"", "empty"),
+    (b"\x09\x01", "unknown type"),
+    (bytes([3, 2]) + bytes(8), "version"),
+    (ParityReply(1, (np.ones(3, np.uint8),)).to_bytes() + b"\x00", "trailing"),
+    (_reply_bytes(3, b"\xff"), "padding"),
+    (_reply_bytes(9, b"\xff"), "truncated"),
+    (struct.pack("<BBIIbI", 2, 1, 1, 1, -2, 0), "new pass"),
+    (struct.pack("<BBIIbIBII", 2, 1, 1, 1, 0, 1, 0, 5, 5), "empty"),
+    (struct.pack("<BBIIbIBII", 2, 1, 1, 1, 0, 1, 64, 0, 5), "pass"),
+    (struct.pack("<BBIIbI", 2, 1, 1, 1, 0, 1000), "range count"),
+    (struct.pack("<BBQBdI", 1, 1, 5, 2, float("nan"), 0), "finite"),
+    (struct.pack("<BBQBdII", 1, 1, 5, 2, 0.02, 1, 0), "0 bits"),
+])
+def test_malformed_messages_raise_message_error(raw, fragment):
+    with pytest.raises(MessageError, match=fragment):
+        decode(raw)
+
+
+def test_decode_rejects_non_bytes():
+    with pytest.raises(MessageError):
+        decode("not bytes")
+
+
+# ---------------------------------------------------------------- session checks in the roles
+
+def _session(n=1000, qber=0.03):
+    rng = np.random.default_rng(0)
+    alice_bits = rng.integers(0, 2, n, dtype=np.uint8)
+    alice = CascadeAlice([alice_bits])
+    bob = CascadeBob([alice_bits.copy()], qber, "yan", seed=1)
+    return alice, bob
+
+
+def test_alice_refuses_requests_before_setup():
+    alice, bob = _session()
+    with pytest.raises(MessageError, match="before CascadeSetup"):
+        alice.handle_request(bob.start())
+
+
+@pytest.mark.parametrize("setup, fragment", [
+    (CascadeSetup(1, 99, 0.03, (1000,)), "schedule id"),
+    (CascadeSetup(1, 2, 0.03, (999,)), "frames of"),
+    (CascadeSetup(1, 2, 0.9, (1000,)), "QBER"),
+])
+def test_alice_refuses_a_setup_that_does_not_fit(setup, fragment):
+    alice, _ = _session()
+    with pytest.raises(MessageError, match=fragment):
+        alice.handle_setup(setup)
+
+
+@pytest.mark.parametrize("frames, fragment", [
+    ((FrameQuestions(10, np.zeros((0, 3), np.int64)),), "new pass"),
+    ((FrameQuestions(-1, np.array([[0, 0, 1001]])),), "outside passes"),
+    ((FrameQuestions(-1, np.array([[10, 0, 5]])),), "outside passes"),
+    ((FrameQuestions(-1, np.zeros((0, 3), np.int64)),) * 2, "covers 2 frames"),
+])
+def test_alice_refuses_questions_outside_the_session(frames, fragment):
+    alice, bob = _session()
+    alice.handle_setup(bob.setup())
+    with pytest.raises(MessageError, match=fragment):
+        alice.handle_request(ParityRequest(1, frames))
+    assert alice.disclosed_bits == [0]  # nothing disclosed by a refused request
+
+
+def test_alice_refuses_a_replayed_round():
+    alice, bob = _session()
+    alice.handle_setup(bob.setup())
+    request = bob.start()
+    alice.handle_request(request)
+    with pytest.raises(MessageError, match="round"):
+        alice.handle_request(request)
+
+
+def test_bob_refuses_replies_that_do_not_match_his_request():
+    alice, bob = _session()
+    alice.handle_setup(bob.setup())
+    request = bob.start()
+    reply = alice.handle_request(request)
+    with pytest.raises(MessageError, match="round"):
+        bob.handle_reply(ParityReply(reply.round + 1, reply.frames))
+    with pytest.raises(MessageError, match="parity bits"):
+        bob.handle_reply(ParityReply(reply.round, (reply.frames[0][:-1],)))
+    with pytest.raises(MessageError, match="frames"):
+        bob.handle_reply(ParityReply(reply.round, reply.frames * 2))
+    assert bob.handle_reply(reply) is not None  # the genuine reply still works
+
+
+def test_bob_refuses_an_unrequested_reply():
+    _, bob = _session()
+    with pytest.raises(MessageError, match="no request"):
+        bob.handle_reply(ParityReply(0, (np.zeros(0, np.uint8),)))
