@@ -194,3 +194,33 @@ def test_tracker_without_syncs_reports_unaligned():
                           sync_on_bits=expected_bits(10**6, 64))
     slots, valid = tracker.update(np.arange(10, dtype=np.int64) * 1000, np.zeros(10, np.uint8))
     assert not valid.any() and tracker.counts.n_unaligned == 10 and tracker.fit is None
+
+
+def test_tracker_with_missing_syncs_and_noise_clicks():
+    rng = np.random.default_rng(21)
+    sp, chunk, n_chunks, jitter = 100, 400_000, 5, 30.0
+    start, offset, period = 9_000_000, -55_555_555_555, 1000.0 * (1 + 6.6e-6)
+    tracker = SlotTracker(nominal_period_ps=1000.0, sync_period=sp, gate_ps=5 * jitter,
+                          sync_on_bits=expected_bits(start + chunk * n_chunks, sp))
+    for c in range(n_chunks):
+        lo = start + c * chunk
+        sync = sync_slots(SYNC_KEY, lo, lo + chunk, sp)
+        sync = sync[rng.random(sync.size) >= 0.1]  # 10 % of sync pulses lost
+        clicks = np.sort(rng.choice(chunk, size=3000, replace=False)) + lo
+        truth = np.concatenate([sync, clicks])
+        t = clock(truth, offset, period, jitter, rng)
+        t_noise = rng.integers(t.min(), t.max(), 300)  # dark counts on the sync detector
+        t = np.concatenate([t, t_noise])
+        ch = np.concatenate([np.full(sync.size, SYNC_CHANNEL, np.uint8),
+                             np.ones(clicks.size, np.uint8),
+                             np.full(t_noise.size, SYNC_CHANNEL, np.uint8)])
+        truth = np.concatenate([truth, np.full(t_noise.size, -1, np.int64)])
+        order = np.argsort(t, kind="stable")
+        slots, valid = tracker.update(t[order], ch[order])
+        real = truth[order] >= 0
+        np.testing.assert_array_equal(slots[valid & real], truth[order][valid & real])
+    # every chunk refitted despite losses and noise
+    assert tracker.counts.n_refits == n_chunks - 1
+    assert tracker.counts.n_chunks_without_refit == 0
+    # LSQ slope sigma: 30 ps * sqrt(12 / ~1800 syncs) / 4e5 slots -> ~0.006 ppm; 0.05 is ~8 sigma
+    assert abs(tracker.fit.drift_ppm - 6.6) < 8 * drift_sigma_ppm(jitter, 1800, chunk)
