@@ -155,29 +155,51 @@ def test_distill_rejects_bad_input(kw, word):
         dist.distill(**args)
 
 
-def test_decoy_block_uses_lim_bound_and_reports_its_terms():
-    """Clicks per intensity from the GYS-form model. A 1e6-pulse decoy block is far below what
-    Lim 2014 needs at eps_sec = 1e-10 (test_finite_key: ~1e10 pulses at 25 km), so the chain
+DECOY_MUS, DECOY_PS = (0.5, 0.15, 0.0), (0.7, 0.2, 0.1)
+
+
+def decoy_pattern(slots):
+    return pattern_at(PATTERN_KEY, slots, p_signal=DECOY_PS[0], p_decoy1=DECOY_PS[1])
+
+
+def decoy_events(n_pulses: int, eta: float, rng, *, y0=1e-5, e_det=0.02, chunk=4_000_000):
+    """Synthetic decoy BB84 clicks from the GYS-form model (reference.md section 1): gain
+    Q_k = Y0 + 1 - exp(-eta mu_k), error rate (Y0/2 + e_det (1 - exp(-eta mu_k))) / Q_k.
+    Returns slots, channels and the true sifted counts/errors per [basis, intensity]."""
+    mus = np.array(DECOY_MUS)
+    gain = y0 + 1 - np.exp(-eta * mus)
+    err = (0.5 * y0 + e_det * (1 - np.exp(-eta * mus))) / gain
+    out_slots, out_ch = [], []
+    counts = np.zeros((2, 3), np.int64)
+    errors = np.zeros((2, 3), np.int64)
+    for first in range(0, n_pulses, chunk):
+        all_slots = np.arange(first, min(first + chunk, n_pulses), dtype=np.int64)
+        pat = decoy_pattern(all_slots)
+        k = pat >> 2
+        hit = rng.random(all_slots.size) < gain[k]
+        slots, pat, k = all_slots[hit], pat[hit], k[hit]
+        a_bit, a_basis = pat & 1, (pat >> 1) & 1
+        b_basis = rng.integers(0, 2, slots.size, dtype=np.uint8)
+        flip = (rng.random(slots.size) < err[k]).astype(np.uint8)
+        match = b_basis == a_basis
+        b_bit = np.where(match, a_bit ^ flip, rng.integers(0, 2, slots.size))
+        np.add.at(counts, (a_basis[match], k[match]), 1)
+        np.add.at(errors, (a_basis[match], k[match]), flip[match])
+        out_slots.append(slots)
+        out_ch.append((2 * b_basis + b_bit).astype(np.uint8))
+    q_model = float(np.dot(DECOY_PS, gain * err) / np.dot(DECOY_PS, gain))
+    return np.concatenate(out_slots), np.concatenate(out_ch), counts, errors, q_model
+
+
+def test_decoy_block_too_small_for_lim_stops_with_no_secret_key():
+    """1e6 pulses at eta = 0.1 are far below what Lim 2014 needs at eps_sec = 1e-10: the chain
     must run, count per basis and intensity, and stop with no_secret_key naming the bound."""
     rng = np.random.default_rng(15)
     n_pulses = 1_000_000
-    mus, ps = np.array([0.5, 0.1, 0.0]), (0.8, 0.1, 0.1)
-    eta, y0, e_det = 0.1, 1e-5, 0.02  # GYS-like model (reference.md section 1), short link
-    pat = lambda s: pattern_at(PATTERN_KEY, s, p_signal=0.8, p_decoy1=0.1)  # noqa: E731
-    all_pat = pat(np.arange(n_pulses, dtype=np.int64))
-    gain = y0 + 1 - np.exp(-eta * mus)
-    err = (0.5 * y0 + e_det * (1 - np.exp(-eta * mus))) / gain
-    k = all_pat >> 2
-    slots = np.flatnonzero(rng.random(n_pulses) < gain[k]).astype(np.int64)
-    a_bit, a_basis = all_pat[slots] & 1, (all_pat[slots] >> 1) & 1
-    b_basis = rng.integers(0, 2, slots.size, dtype=np.uint8)
-    flip = (rng.random(slots.size) < err[k[slots]]).astype(np.uint8)
-    b_bit = np.where(b_basis == a_basis, a_bit ^ flip, rng.integers(0, 2, slots.size))
-    ch = (2 * b_basis + b_bit).astype(np.uint8)
-    q_model = float(np.dot(ps, gain * err) / np.dot(ps, gain))
-    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pat,
+    slots, ch, _, _, q_model = decoy_events(n_pulses, 0.1, rng)
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=decoy_pattern,
                        n_pulses=n_pulses, rng=np.random.default_rng(6),
-                       intensities=tuple(mus), intensity_probabilities=ps)
+                       intensities=DECOY_MUS, intensity_probabilities=DECOY_PS)
     st = res.stats
     assert st.bound == fk.BOUND_LIM_2014
     assert st.abort_reasons == [AbortReason.NO_SECRET_KEY.value]
@@ -186,6 +208,28 @@ def test_decoy_block_uses_lim_bound_and_reports_its_terms():
     assert abs(st.key_input_bits - st.sifted_bits / 2) < 5 * math.sqrt(st.sifted_bits / 4)
     sigma = math.sqrt(q_model * (1 - q_model) / st.sample_bits)
     assert abs(st.qber_estimate - q_model) < 5 * sigma
+
+
+@pytest.mark.slow
+def test_decoy_block_gives_identical_keys_of_the_lim_length():
+    """3e7 pulses at eta = 0.3 (Lim 2014 allows ~1e5 bits): keys agree, and the length equals
+    the bound evaluated on the true per-intensity counts of the generated events."""
+    rng = np.random.default_rng(17)
+    n_pulses = 30_000_000
+    slots, ch, counts, errors, _ = decoy_events(n_pulses, 0.3, rng)
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=decoy_pattern,
+                       n_pulses=n_pulses, rng=np.random.default_rng(8),
+                       intensities=DECOY_MUS, intensity_probabilities=DECOY_PS)
+    st = res.stats
+    assert not st.aborted, st.abort_details
+    assert np.array_equal(res.alice_key, res.bob_key)
+    key_b, test_b = 0, 1  # sifting.KEY_BASIS = 0 (Z)
+    allowed = fk.decoy_key_length(n_x=counts[key_b].tolist(), n_z=counts[test_b].tolist(),
+                                  m_z=errors[test_b].tolist(), intensities=DECOY_MUS,
+                                  probabilities=DECOY_PS, eps_sec=st.eps_sec,
+                                  eps_cor=st.eps_cor, leak_ec=st.leak_ec)
+    assert res.alice_key.size == st.key_length == allowed > 0
+    assert st.key_input_bits == counts[key_b].sum() and st.sample_bits == counts[test_b].sum()
 
 
 def test_distill_events_aligns_raw_time_tags():
@@ -217,3 +261,30 @@ def test_distill_events_aligns_raw_time_tags():
     assert res.stats.sifted_bits == ref.stats.sifted_bits
     assert np.array_equal(res.alice_key, ref.alice_key)
     assert np.array_equal(res.alice_key, res.bob_key) and res.stats.key_length > 0
+
+
+def test_intermediate_key_material_is_wiped(bb84_block, monkeypatch):
+    """Sifted bits, the reconciliation inputs and Bob's corrected bits are zero once distill
+    returns; only the final keys survive."""
+    seen = {}
+    real_sift, real_reconcile = dist.sifting.sift_bb84, dist.reconcile
+
+    def spy_sift(*a, **kw):
+        seen["sift"] = real_sift(*a, **kw)
+        return seen["sift"]
+
+    def spy_reconcile(alice_bits, bob_bits, *a, **kw):
+        out = real_reconcile(alice_bits, bob_bits, *a, **kw)
+        seen["rec"] = (alice_bits, bob_bits, out.bits)
+        assert alice_bits.any() and out.bits.any()  # real key material went in and came out
+        return out
+
+    monkeypatch.setattr(dist.sifting, "sift_bb84", spy_sift)
+    monkeypatch.setattr(dist, "reconcile", spy_reconcile)
+    n_pulses, slots, ch = bb84_block
+    res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+                       n_pulses=n_pulses, rng=np.random.default_rng(9))
+    assert res.stats.key_length > 0 and res.alice_key.any()
+    assert not seen["sift"].alice.bits.any() and not seen["sift"].bob.bits.any()
+    for arr in seen["rec"]:
+        assert not arr.any()

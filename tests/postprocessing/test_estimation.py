@@ -193,3 +193,16 @@ def test_decide_abort_reasons():
                          min_sample_size=100, yield_check=drop)
     assert y.reasons == (est.AbortReason.YIELD_DROP,) and "conclusive yield" in y.details[0]
     assert est.AbortReason.YIELD_DROP.value == "conclusive_yield_drop"
+
+
+@given(n=st.integers(2, 3000), data=st.data())
+def test_announcement_wire_round_trip_property(n, data):
+    k = data.draw(st.integers(1, n - 1))
+    seed = data.draw(st.integers(0, 2**32))
+    bits = np.random.default_rng(seed).integers(0, 2, n, dtype=np.uint8)
+    ann, kept = est.announce_sample(bits, k, np.random.default_rng(seed + 1))
+    back = est.SampleAnnouncement.from_bytes(ann.to_bytes())
+    assert back.n_sifted == n and np.array_equal(back.positions, ann.positions)
+    assert np.array_equal(back.bits, bits[ann.positions]) and kept.size == n - k
+    assert est.SampleVerdict.from_bytes(est.SampleVerdict(k, k // 2).to_bytes()) == \
+        est.SampleVerdict(k, k // 2)
