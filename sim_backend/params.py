@@ -81,7 +81,8 @@ class LinkParams:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ParameterError(f"protocol = {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise ParameterError(f"protocol = {self.protocol!r} is not one of "
+                                 f"{', '.join(PROTOCOLS)}")
         _check_range("mu", self.mu, 0.0, 100.0, lo_open=True, unit="photons/pulse")
         _check_range("nu1", self.nu1, 0.0, self.mu, unit="photons/pulse")
         _check_range("nu2", self.nu2, 0.0, self.nu1, unit="photons/pulse")

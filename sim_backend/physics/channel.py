@@ -27,7 +27,7 @@ def rotation_from_vector(omega: np.ndarray) -> np.ndarray:
 
 
 def rotation_about(axis: str | np.ndarray, angle_rad: float) -> np.ndarray:
-    """Rotation about a Stokes axis ("s1", "s2", "s3" or a vector) by ``angle_rad`` on the sphere."""
+    """Rotation by ``angle_rad`` on the sphere about a Stokes axis ("s1", "s2", "s3", vector)."""
     if isinstance(axis, str):
         axis = {"s1": np.array([1.0, 0, 0]), "s2": np.array([0, 1.0, 0]),
                 "s3": np.array([0, 0, 1.0])}[axis]

@@ -31,7 +31,7 @@ def analyser_fractions(stokes_at_bob: np.ndarray, misalignment: float) -> np.nda
 
 
 def port_probabilities(stokes_at_bob: np.ndarray, misalignment: float) -> np.ndarray:
-    """(n, 4): probability that one photon arriving at Bob heads for each detector (rows sum to 1)."""
+    """(n, 4): probability that a photon arriving at Bob heads for each detector (sums to 1)."""
     return analyser_fractions(stokes_at_bob, misalignment) / 2
 
 

@@ -39,7 +39,7 @@ def prepared_stokes(protocol: str) -> np.ndarray:
 
 
 def mean_photon_numbers(intensities: tuple[float, float, float]) -> np.ndarray:
-    """(16,) float64: mean photon number of the pulse each pattern byte sends (index 3 unused: 0)."""
+    """(16,) float64: mean photon number each pattern byte sends (intensity index 3: 0)."""
     table = np.zeros(N_PATTERN_BYTES)
     for b in range(N_PATTERN_BYTES):
         idx = b >> INTENSITY_SHIFT

@@ -146,7 +146,8 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
     """Expected figures of ``simulate`` for ``params`` (first order in clicks per slot).
 
     Photon clicks follow the prepared state through ``net_rotation`` (identity: perfect
-    compensation) and the misalignment; dark counts spread evenly over the four detectors; an
+    compensation) and the misalignment; dark counts and afterpulses spread evenly over the
+    four detectors; an
     eavesdropper uses ``eve_signature``'s detection weights; dead time scales every detector by
     its live fraction (equal for all detectors when the link is symmetric).
     """
@@ -170,39 +171,49 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
         states = [(source.STOKES_H, 0, 0, pz / 2), (source.STOKES_V, 1, 0, pz / 2),
                   (source.STOKES_D, 0, 1, px / 2), (source.STOKES_A, 1, 1, px / 2)]
 
-    per_int = []
-    for mu in p.intensities:
-        det_p = sifted = errors = 0.0
-        for stokes, value, basis, weight in states:
-            q_alice = detectors.port_probabilities(rot @ stokes, p.misalignment)[0]
-            m = mu * eta_k * q_alice                                        # per detector
-            attacked = np.zeros(4)
-            if f > 0:
-                resend = eve.resend_probabilities(p.eve, stokes)[0]
-                caught = 1.0 - math.exp(-mu)
-                if p.eve == "blinding":
-                    attacked = caught * eve.blinding_fire_probability(eta) * (resend @ bright_bits)
+    def per_intensity(y0: float) -> list[tuple[float, float, float]]:
+        rows = []
+        for mu in p.intensities:
+            det_p = sifted = errors = 0.0
+            for stokes, value, basis, weight in states:
+                q_alice = detectors.port_probabilities(rot @ stokes, p.misalignment)[0]
+                m = mu * eta_k * q_alice                                        # per detector
+                attacked = np.zeros(4)
+                if f > 0:
+                    resend = eve.resend_probabilities(p.eve, stokes)[0]
+                    caught = 1.0 - math.exp(-mu)
+                    if p.eve == "blinding":
+                        fire = eve.blinding_fire_probability(eta)
+                        attacked = caught * fire * (resend @ bright_bits)
+                    else:
+                        attacked = caught * (resend @ (q_resent * eta_k[None, :]))
+                clicks = (1.0 - f) * -np.expm1(-m) + f * attacked + y0 / 4.0
+                # Unattacked: independent Poisson detectors; attacked: one photon or bright pulse.
+                detected = ((1.0 - f) * (1.0 - (1.0 - y0) * math.exp(-m.sum()))
+                            + f * (1.0 - (1.0 - y0) * (1.0 - attacked.sum())))
+                share = clicks / clicks.sum() if clicks.sum() > 0 else np.zeros(4)
+                if p.protocol == "b92":
+                    keep = np.array([0.0, 1.0, 0.0, 1.0])                     # V, A conclusive
+                    wrong = np.array([0.0, 1.0, 0.0, 0.0]) if value == 0 else np.array(
+                        [0.0, 0.0, 0.0, 1.0])
                 else:
-                    attacked = caught * (resend @ (q_resent * eta_k[None, :]))
-            clicks = (1.0 - f) * -np.expm1(-m) + f * attacked + y0 / 4.0
-            # Unattacked: independent Poisson detectors; attacked: one photon or one bright pulse.
-            detected = ((1.0 - f) * (1.0 - (1.0 - y0) * math.exp(-m.sum()))
-                        + f * (1.0 - (1.0 - y0) * (1.0 - attacked.sum())))
-            share = clicks / clicks.sum() if clicks.sum() > 0 else np.zeros(4)
-            if p.protocol == "b92":
-                keep = np.array([0.0, 1.0, 0.0, 1.0])                     # V, A conclusive
-                wrong = np.array([0.0, 1.0, 0.0, 0.0]) if value == 0 else np.array(
-                    [0.0, 0.0, 0.0, 1.0])
-            else:
-                keep = np.array([1.0, 1.0, 0.0, 0.0]) if basis == 0 else np.array(
-                    [0.0, 0.0, 1.0, 1.0])
-                wrong = keep * np.array([value == 1, value == 0, value == 1, value == 0])
-            det_p += weight * detected
-            sifted += weight * detected * float(share @ keep)
-            errors += weight * detected * float(share @ wrong)
-        per_int.append((det_p, sifted, errors))
+                    keep = np.array([1.0, 1.0, 0.0, 0.0]) if basis == 0 else np.array(
+                        [0.0, 0.0, 1.0, 1.0])
+                    wrong = keep * np.array([value == 1, value == 0, value == 1, value == 0])
+                det_p += weight * detected
+                sifted += weight * detected * float(share @ keep)
+                errors += weight * detected * float(share @ wrong)
+            rows.append((det_p, sifted, errors))
+        return rows
 
+    # Afterpulses land on slots unrelated to the pulse that caused them: to first order they
+    # are extra background clicks (random outcome, e0 = 1/2) at P/(1-P) times the click rate.
+    per_int = per_intensity(y0)
     probs = p.intensity_probabilities
+    if p.afterpulse_probability > 0:
+        raw = sum(pk * d for pk, (d, _, _) in zip(probs, per_int))
+        ap = p.afterpulse_probability
+        per_int = per_intensity(y0 + raw * ap / (1.0 - ap))
     raw_total = sum(pk * d for pk, (d, _, _) in zip(probs, per_int))
     dead = detectors.dead_slots(p.dead_time_ns, p.clock_hz)
     live = dead_time_live_fraction(raw_total / 4.0, dead)

@@ -109,6 +109,21 @@ def test_afterpulses_add_the_expected_extra_clicks():
     assert abs(total - expected) <= K * sigma
 
 
+def test_afterpulses_raise_qber_like_background_clicks():
+    # An afterpulse repeats a detector on a later, unrelated slot: a random outcome. With P the
+    # afterpulse probability, QBER -> e_det (1 - P) + P / 2 (expected_link, first order).
+    p = params(distance_km=25.0, afterpulse_probability=0.2, misalignment=0.033,
+               dark_count_probability=1.7e-6)
+    n = 50_000_000
+    r = simulate(p, n, seed=41)
+    e = theory.expected_link(p)
+    # The closed form ignores dark counts and O(eta mu) = 0.7 % terms that expected_link keeps.
+    assert e.qber == pytest.approx(0.033 * 0.8 + 0.1, rel=0.01)
+    assert abs(r.detection_probability - e.detection_probability) <= K * binomial_sigma(
+        e.detection_probability, n)
+    assert abs(r.qber - e.qber) <= K * binomial_sigma(e.qber, r.sifted_bits)
+
+
 def test_afterpulse_probability_and_delay():
     # Dark counts alone (switch away from the link), so rare that a same-detector gap shorter
     # than 12 time constants is an afterpulse (Poisson coincidence 5e-6 * 60 = 3e-4).
