@@ -311,7 +311,12 @@ class SimBoard:
             if self._acquiring_conn is not conn:
                 return
         conn.stop_stream()
+        self._end_acquisition(conn)
+
+    def _end_acquisition(self, conn: _Connection) -> None:
         with self._lock:
+            if self._acquiring_conn is not conn:
+                return
             self._acquiring_conn = None
         with self.controls.lock:
             self.controls.acquiring = False
@@ -469,6 +474,8 @@ class _Connection:
                         self.sock.sendall(faults.garbage_before_batches)
                     if faults.cut_in_batch == batch_seq:
                         self.sock.sendall(frame[:len(frame) // 2])
+                        # Acquisition ends with the link, before the host can see it drop.
+                        board._end_acquisition(self)
                         self.close()
                         return
                     self.sock.sendall(frame)
