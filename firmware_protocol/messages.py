@@ -316,7 +316,8 @@ class PatternReply(Message):
     TYPE: ClassVar[int] = 0x31
     _FIXED: ClassVar = struct.Struct("<II")
     request_id: int
-    pattern: np.ndarray        # uint8 per slot: bit0 value, bit1 basis, bits2-3 intensity
+    # uint8 per slot: bit0 value, bit1 basis, bits2-3 intensity. Key material: kept out of repr.
+    pattern: np.ndarray = field(repr=False)
 
     def pack_payload(self):
         pattern = np.ascontiguousarray(self.pattern, dtype=np.uint8)
@@ -380,7 +381,7 @@ class PatternUpload(Message):
     TYPE: ClassVar[int] = 0x33
     _FIXED: ClassVar = struct.Struct("<QI")
     first_slot: int
-    pattern: np.ndarray
+    pattern: np.ndarray = field(repr=False)     # key material: kept out of repr
 
     def pack_payload(self):
         pattern = np.ascontiguousarray(self.pattern, dtype=np.uint8)
