@@ -129,7 +129,8 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
             n_pulses: int, rng: np.random.Generator, first_slot: int = 0,
             valid: np.ndarray | None = None, holdoff_slots: int = 0,
             eps_sec: float = 1e-10, eps_cor: float = 1e-15, schedule: str = "yan",
-            qber_threshold: float = 0.11, sample_fraction: float = 0.1,
+            qber_threshold: float = 0.11, qber_tol: float | None = None,
+            sample_fraction: float = 0.1,
             min_sample_size: int = 1000, intensities: tuple | None = None,
             intensity_probabilities: tuple | None = None,
             expected_conclusive_per_pulse: float | None = None,
@@ -144,6 +145,9 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
     alice_pattern: ``pattern_of(slots) -> uint8`` (Alice's board) or the uint8 pattern of slots
     [first_slot, first_slot + len). rng: numpy Generator, seeded from os.urandom in node code;
     it draws squashing coins, the test sample, the verification points and the Toeplitz seed.
+    qber_tol: Tomamichel's Q_tol fixed in advance (abort when the sample's error rate exceeds
+    it, and the bound uses it); None takes the sample's error rate as Q_tol, so that test
+    passes by construction and the bound follows the measured QBER.
     pa_hash: a stand-in with the contract of ``amplification.toeplitz_hash`` (benchmarks run
     the chain with a plain numpy reference through it).
     """
@@ -159,6 +163,8 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
         raise DistillInputError(f"sample_fraction={sample_fraction!r} must lie in (0, 1)")
     if not (0.0 < qber_threshold < 0.5):
         raise DistillInputError(f"qber_threshold={qber_threshold!r} must lie in (0, 0.5)")
+    if qber_tol is not None and not (0.0 <= qber_tol < 0.5):
+        raise DistillInputError(f"qber_tol={qber_tol!r} must lie in [0, 0.5)")
     decoy = intensities is not None
     if decoy and (protocol != "bb84" or intensity_probabilities is None):
         raise DistillInputError("intensities= needs protocol 'bb84' and intensity_probabilities=")
@@ -181,7 +187,7 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
         if decoy:
             return _distill_decoy(sifted, stats, stage, rng, schedule, qber_threshold,
                                   tuple(intensities), tuple(intensity_probabilities), pa_hash)
-        return _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold,
+        return _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_tol,
                                 sample_fraction, min_sample_size, expected_conclusive_per_pulse,
                                 yield_eps, yield_rel_tolerance, through_wire, pa_hash)
     finally:
@@ -189,9 +195,9 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
             arr.fill(0)
 
 
-def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, sample_fraction,
-                     min_sample_size, expected_conclusive, yield_eps, yield_rel_tol,
-                     through_wire, pa_hash) -> DistillResult:
+def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_tol,
+                     sample_fraction, min_sample_size, expected_conclusive, yield_eps,
+                     yield_rel_tol, through_wire, pa_hash) -> DistillResult:
     """Tomamichel 2012 (BB84) or the B92 rule: random test sample of the sifted key."""
     n_sifted = stats.sifted_bits
     b92 = stats.protocol == "b92"
@@ -224,6 +230,12 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, sample
         decision = est.decide_abort(qber_upper=stats.qber_upper, qber_threshold=threshold,
                                     sample_size=k, min_sample_size=min_sample_size,
                                     yield_check=yield_check)
+        if (qber_tol is not None and stats.qber_estimate > qber_tol
+                and est.AbortReason.QBER_ABOVE_THRESHOLD not in decision.reasons):
+            decision = est.AbortDecision(
+                decision.reasons + (est.AbortReason.QBER_ABOVE_THRESHOLD,),
+                decision.details + (f"sample QBER {stats.qber_estimate:.4f} > Q_tol "
+                                    f"{qber_tol:.4f}",))
     if decision.abort:
         stats._abort(decision)
         alice_kept.fill(0)
@@ -231,7 +243,8 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, sample
         return _empty_result(stats)
 
     def key_length(leak: int) -> fk.KeyLengthResult:
-        args = (n_key, k, stats.qber_estimate, leak, stats.eps_sec, stats.eps_cor)
+        q_tol = stats.qber_estimate if qber_tol is None else qber_tol
+        args = (n_key, k, q_tol, leak, stats.eps_sec, stats.eps_cor)
         if b92:
             return fk.b92_key_length_result(
                 *args, conclusive_per_pulse=stats.conclusive_per_pulse,

@@ -27,7 +27,7 @@ BOUND_B92_RULE = ("B92 conservative rule: Tomamichel 2012 formula on the conclus
                   "QBER ceiling 3.5 %, USD yield-deficit bits subtracted (Tamaki-Lutkenhaus 2004)")
 
 B92_QBER_CEILING = 0.035
-"""Earliest B92 security proofs tolerate 3.5-4.2 % (Matsumoto 2013 reaches 6.5 %): take the lowest."""
+"""Earliest B92 proofs tolerate 3.5-4.2 % (Matsumoto 2013 reaches 6.5 %): take the lowest."""
 
 USD_SUCCESS_SINGLE_PHOTON = 1.0 - 1.0 / math.sqrt(2.0)
 """Unambiguous discrimination of |H> vs |D>: success 1 - |<H|D>| = 1 - 1/sqrt(2) ~ 0.293."""

@@ -288,3 +288,17 @@ def test_intermediate_key_material_is_wiped(bb84_block, monkeypatch):
     assert not seen["sift"].alice.bits.any() and not seen["sift"].bob.bits.any()
     for arr in seen["rec"]:
         assert not arr.any()
+
+
+def test_fixed_qber_tol_sets_the_bound_and_the_abort(bb84_block):
+    n_pulses, slots, ch = bb84_block
+    kw = dict(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
+              n_pulses=n_pulses)
+    res = dist.distill(rng=np.random.default_rng(21), qber_tol=0.03, **kw)
+    st = res.stats
+    assert not st.aborted and st.bound_terms["qber_tol"] == 0.03
+    assert st.key_length == fk.bb84_key_length(st.key_input_bits, st.sample_bits, 0.03,
+                                               st.leak_ec, st.eps_sec, st.eps_cor) > 0
+    low = dist.distill(rng=np.random.default_rng(21), qber_tol=0.01, **kw)
+    assert low.stats.abort_reasons == [AbortReason.QBER_ABOVE_THRESHOLD.value]
+    assert "Q_tol" in low.stats.abort_details[0]

@@ -31,7 +31,8 @@ def test_qber_upper_monotone(errors, extra, k, n):
 def test_qber_upper_covers_true_key_qber():
     """Sampling without replacement from a block with a fixed error count: the bound on the
     unsampled part may fail with probability <= (eps/2)^2 (Serfling). With eps = 0.2 the failure
-    rate over 2000 trials must stay below 0.01 + 3 binomial sigma (sqrt(0.01*0.99/2000) = 0.0022)."""
+    rate over 2000 trials must stay below 0.01 + 3 binomial sigma
+    (sqrt(0.01 * 0.99 / 2000) = 0.0022)."""
     rng = np.random.default_rng(1234)
     total, k, eps = 4000, 400, 0.2
     n = total - k
