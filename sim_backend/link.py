@@ -119,6 +119,12 @@ class LinkSimulator:
         return self.params.clock_offset_ps + np.asarray(slots, dtype=np.float64) * self._slot_ps
 
     def run_slots(self, n_slots: int) -> SlotChunk:
+        """Continue the run over slots [next_slot, next_slot + n_slots): Bob's events.
+
+        Events are sorted by timestamp within the chunk; with a jitter comparable to a slot,
+        the first events of a chunk may precede the last of the previous one. Dead time and
+        pending afterpulses carry over between chunks; the fibre drifts after each chunk.
+        """
         if isinstance(n_slots, bool) or not isinstance(n_slots, (int, np.integer)) or n_slots <= 0:
             raise ParameterError(f"n_slots = {n_slots!r} must be a positive integer")
         n_slots = int(n_slots)
@@ -140,8 +146,8 @@ class LinkSimulator:
         dead = np.array([detectors.dead_slots(t, self.params.clock_hz)
                          for t in snap.dead_time_ns], dtype=np.int64)
         p = self.params
-        ap_mean_slots = p.afterpulse_time_constant_ns * 1e-9 * p.clock_hz
-        ap_prob = p.afterpulse_probability
+        ap_mean_slots = float(p.afterpulse_time_constant_ns * 1e-9 * p.clock_hz)
+        ap_prob = float(p.afterpulse_probability)
         # Afterpulses cascade: expect n/(1 - P) clicks; leave room for 8 sigma more.
         cap = int(raw_slots.size / (1.0 - ap_prob) * 1.2 + 64 * (1 + 8 / (1 - ap_prob)))
         while True:
@@ -413,7 +419,11 @@ def simulate(params: LinkParams, n_pulses: int, seed: int | None = None,
              controls: LinkControls | None = None, *, keep_events: bool = False,
              chunk_slots: int = DEFAULT_CHUNK_SLOTS,
              progress: Callable[[int, int], None] | None = None) -> SimResult:
-    """Run ``n_pulses`` slots of a fresh link and sift them; ``keep_events`` keeps Bob's events."""
+    """Run ``n_pulses`` slots of a fresh link and sift them; ``keep_events`` keeps Bob's events.
+
+    With shared ``controls`` the detector settings there apply (their dead time included);
+    without, the link parameters do.
+    """
     if isinstance(n_pulses, bool) or not isinstance(n_pulses, (int, np.integer)) or n_pulses <= 0:
         raise ParameterError(f"n_pulses = {n_pulses!r} must be a positive integer")
     if chunk_slots <= 0:
