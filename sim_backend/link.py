@@ -148,12 +148,12 @@ class LinkSimulator:
         p = self.params
         ap_mean_slots = float(p.afterpulse_time_constant_ns * 1e-9 * p.clock_hz)
         ap_prob = float(p.afterpulse_probability)
-        # Afterpulses cascade: expect n/(1 - P) clicks; leave room for 8 sigma more.
+        # Afterpulses cascade to about n/(1 - P) clicks: 20 % headroom, doubled if short.
         cap = int(raw_slots.size / (1.0 - ap_prob) * 1.2 + 64 * (1 + 8 / (1 - ap_prob)))
         while True:
             dead_until = self._dead_until.copy()
             pending = self._pending_afterpulse.copy()
-            n_pending = self._n_pending.copy()
+            n_pending = np.where(snap.enabled, self._n_pending, 0)   # a disabled one is mute
             st = state.copy()
             out_slots = np.empty(cap, dtype=np.int64)
             out_dets = np.empty(cap, dtype=np.uint8)
