@@ -150,3 +150,54 @@ def clmul_rows_512(typingctx, buf, dtop, xoff, w, ngroups, acc):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _words_codegen(context, builder, signature, args, with_b):
+    """buf[dst + i] = buf[a + i] (^ buf[b + i]) for i < n, eight words per vector op.
+
+    Ranges may coincide exactly (dst == a) but must not otherwise overlap.
+    """
+    if with_b:
+        bufv, dst, a, b, n = args
+    else:
+        bufv, dst, a, n = args
+    data = context.make_array(signature.args[0])(context, builder, bufv).data
+    v8p = ir.VectorType(ir.IntType(64), 8).as_pointer()
+    eight = ir.Constant(n.type, 8)
+    n8 = builder.udiv(n, eight)
+    with cgutils.for_range(builder, n8) as loop:
+        off = builder.mul(loop.index, eight)
+        val = builder.load(builder.bitcast(builder.gep(data, [builder.add(a, off)]), v8p),
+                           align=8)
+        if with_b:
+            vb = builder.load(builder.bitcast(builder.gep(data, [builder.add(b, off)]), v8p),
+                              align=8)
+            val = builder.xor(val, vb)
+        builder.store(val, builder.bitcast(builder.gep(data, [builder.add(dst, off)]), v8p),
+                      align=8)
+    done = builder.mul(n8, eight)
+    with cgutils.for_range(builder, builder.sub(n, done)) as loop:
+        off = builder.add(done, loop.index)
+        val = builder.load(builder.gep(data, [builder.add(a, off)]))
+        if with_b:
+            val = builder.xor(val, builder.load(builder.gep(data, [builder.add(b, off)])))
+        builder.store(val, builder.gep(data, [builder.add(dst, off)]))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def xor_words(typingctx, buf, dst, a, b, n):
+    """buf[dst:dst+n] = buf[a:a+n] ^ buf[b:b+n] on uint64 words (dst may equal a or b)."""
+    if not isinstance(buf, types.Array):
+        return None
+    sig = types.void(buf, types.intp, types.intp, types.intp, types.intp)
+    return sig, lambda c, b_, s, args: _words_codegen(c, b_, s, args, True)
+
+
+@intrinsic
+def copy_words(typingctx, buf, dst, a, n):
+    """buf[dst:dst+n] = buf[a:a+n] on uint64 words (non-overlapping)."""
+    if not isinstance(buf, types.Array):
+        return None
+    sig = types.void(buf, types.intp, types.intp, types.intp)
+    return sig, lambda c, b_, s, args: _words_codegen(c, b_, s, args, False)

@@ -17,13 +17,12 @@ import numba
 import numpy as np
 
 from postprocessing.gf2.clmul import (
-    HAVE_PCLMUL, HAVE_VPCLMUL512, clmul64_hw, clmul64_sw, clmul_rows_512)
+    HAVE_PCLMUL, HAVE_VPCLMUL512, clmul64_hw, clmul64_sw, clmul_rows_512, copy_words,
+    xor_words)
 
-BASE_WORDS = 32  # schoolbook below this many words; tiles are B * 2^L words, 16 < B <= 32
+BASE_WORDS = 64  # schoolbook below this many words; tiles are B * 2^L words, 32 < B <= 64
 PATH_SOFTWARE, PATH_PCLMUL, PATH_VPCLMUL512 = 0, 1, 2
 BEST_PATH = PATH_VPCLMUL512 if HAVE_VPCLMUL512 else PATH_PCLMUL if HAVE_PCLMUL else PATH_SOFTWARE
-VEC_CLMUL_COST = 0.25  # one 64-bit product inside a 512-bit vpclmulqdq, relative to pclmulqdq
-XOR_WORD_COST = 0.5  # one word of Karatsuba bookkeeping (vectorised xor/copy), same unit
 _ACC_WORDS = 16 * ((BASE_WORDS + 8) // 8)  # lo/hi of the w + 1 row sums, in groups of 8 rows
 _SLACK_WORDS = 8  # the 8-row groups may read up to 7 words past a diagonal vector
 
@@ -125,24 +124,18 @@ def _toeplitz_square(buf, doff, xoff, yoff, w, woff, acc, path):
         p = ds + fw
         nxt = p + h
         if stage == 0:  # p0 = T0 (x0 + x1) -> y_top
-            for i in range(h):
-                buf[xs + i] = buf[fx + i] ^ buf[fx + h + i]
+            xor_words(buf, xs, fx, fx + h, h)
             cd, cx, cy = fd + h, xs, fy
         elif stage == 1:  # y_bot = p0; p1 = (T_-1 + T0) x1
-            for i in range(h):
-                buf[fy + h + i] = buf[fy + i]
-            for i in range(fw):
-                buf[ds + i] = buf[fd + i] ^ buf[fd + h + i]
+            copy_words(buf, fy + h, fy, h)
+            xor_words(buf, ds, fd, fd + h, fw)
             cd, cx, cy = ds, fx + h, p
         elif stage == 2:  # y_top += p1; p2 = (T_1 + T0) x0
-            for i in range(h):
-                buf[fy + i] ^= buf[p + i]
-            for i in range(fw):
-                buf[ds + i] = buf[fd + fw + i] ^ buf[fd + h + i]
+            xor_words(buf, fy, fy, p, h)
+            xor_words(buf, ds, fd + fw, fd + h, fw)
             cd, cx, cy = ds, fx, p
         else:  # y_bot += p2
-            for i in range(h):
-                buf[fy + h + i] ^= buf[p + i]
+            xor_words(buf, fy + h, fy + h, p, h)
             top -= 1
             continue
         st[top, 5] = stage + 1
@@ -185,14 +178,17 @@ def toeplitz_tiled(d, x, n_row_tiles, n_col_tiles, tile_words, path):
 
 
 def _tile_cost(b: int, levels: int) -> float:
-    """Estimated time of one tile of b * 2^levels words, in units of one carry-less multiply."""
+    """Estimated time (ns, measured on the development host) of one tile of b * 2^levels words."""
     if BEST_PATH == PATH_VPCLMUL512:
-        base = ((b + 8) // 8) * 8 * b * VEC_CLMUL_COST
+        leaf = 0.7 * 2 * ((b + 8) // 8) * b  # ~0.7 ns per 512-bit vpclmulqdq, two per 8 rows
+    elif BEST_PATH == PATH_PCLMUL:
+        leaf = 1.4 * b * (b + 1)
     else:
-        base = b * (b + 1)
-    # each Karatsuba node of w words xors about 4.5 w words; level l has 3^l nodes of S / 2^l
-    xors = 4.5 * b * (2 ** levels) * 2.0 * (1.5 ** levels - 1.0)
-    return 3.0 ** levels * base + XOR_WORD_COST * xors
+        leaf = 40.0 * b * (b + 1)
+    # Karatsuba nodes: ~130 ns of bookkeeping each plus ~4.5 w words of vector xors (~0.1 ns/word)
+    nodes = (3.0 ** levels - 1.0) / 2.0
+    xor_words = 4.5 * b * (2 ** levels) * 2.0 * (1.5 ** levels - 1.0)
+    return 3.0 ** levels * leaf + 130.0 * nodes + 0.1 * xor_words
 
 
 def choose_tiling(rows_words: int, cols_words: int) -> tuple[int, int, int]:
