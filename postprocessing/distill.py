@@ -64,6 +64,9 @@ class DistillStats:
     eps_cor: float = math.nan
     bound_terms: dict = field(default_factory=dict)
     conclusive_per_pulse: float = math.nan
+    qber_by_basis: list = field(default_factory=list)
+    decoy_counts: list = field(default_factory=list)
+    decoy_test_errors: list = field(default_factory=list)
     aborted: bool = False
     abort_reasons: list = field(default_factory=list)
     abort_details: list = field(default_factory=list)
@@ -186,7 +189,8 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
     try:
         if decoy:
             return _distill_decoy(sifted, stats, stage, rng, schedule, qber_threshold,
-                                  tuple(intensities), tuple(intensity_probabilities), pa_hash)
+                                  tuple(intensities), tuple(intensity_probabilities),
+                                  through_wire, pa_hash)
         return _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_tol,
                                 sample_fraction, min_sample_size, expected_conclusive_per_pulse,
                                 yield_eps, yield_rel_tolerance, through_wire, pa_hash)
@@ -217,15 +221,19 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_t
         announcement, bob_kept = est.announce_sample(sifted.bob.bits, k, rng)
         if through_wire:
             announcement = est.SampleAnnouncement.from_bytes(announcement.to_bytes())
-        verdict, alice_kept = est.answer_sample(sifted.alice.bits, announcement)
+        # disagreements split by the (public) basis of each sifted row
+        verdict, alice_kept = est.answer_by_class(sifted.alice.bits, announcement,
+                                                  sifted.alice.basis, est.N_BASES)
         if through_wire:
-            verdict = est.SampleVerdict.from_bytes(verdict.to_bytes())
+            verdict = est.ClassVerdict.from_bytes(verdict.to_bytes())
         announcement.bits.fill(0)
         n_key = n_sifted - k
         stats.sample_bits = k
         stats.key_input_bits = n_key
-        stats.qber_estimate = verdict.errors / k
-        stats.qber_upper = est.estimate_qber_upper(verdict.errors, k, n_key, stats.eps_sec)
+        stats.qber_estimate = verdict.total_errors / k
+        stats.qber_by_basis = est.error_rates(verdict.errors, verdict.counts).tolist()
+        stats.qber_upper = est.estimate_qber_upper(verdict.total_errors, k, n_key,
+                                                   stats.eps_sec)
         threshold = min(qber_threshold, fk.B92_QBER_CEILING) if b92 else qber_threshold
         decision = est.decide_abort(qber_upper=stats.qber_upper, qber_threshold=threshold,
                                     sample_size=k, min_sample_size=min_sample_size,
@@ -256,35 +264,40 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_t
 
 
 def _distill_decoy(sifted, stats, stage, rng, schedule, qber_threshold, intensities,
-                   probabilities, pa_hash) -> DistillResult:
+                   probabilities, through_wire, pa_hash) -> DistillResult:
     """Lim 2014: key from KEY_BASIS (all intensities), the other basis disclosed in full."""
     with stage("estimation"):
         alice, bob = sifted.alice, sifted.bob
-        key_rows = alice.basis == sifting.KEY_BASIS
-        test_rows = ~key_rows
-        # The test basis is disclosed whole: in the daemon Bob announces these bits.
-        counts = est.counts_by_basis_intensity(alice.basis, alice.intensity)
-        errors = est.errors_by_basis_intensity(alice.bits[test_rows], bob.bits[test_rows],
-                                               alice.basis[test_rows],
-                                               alice.intensity[test_rows])
         key_basis, test_basis = sifting.KEY_BASIS, 1 - sifting.KEY_BASIS
+        # both ends know every row's basis and intensity after sifting
+        counts = est.counts_by_basis_intensity(alice.basis, alice.intensity)
         n_key = int(counts[key_basis].sum())
         n_test = int(counts[test_basis].sum())
         stats.sample_bits = n_test
         stats.key_input_bits = n_key
-        m_test = int(errors[test_basis].sum())
-        if n_test >= 1 and n_key >= 1:
-            stats.qber_estimate = m_test / n_test
-            stats.qber_upper = est.estimate_qber_upper(m_test, n_test, n_key, stats.eps_sec)
-            decision = est.decide_abort(qber_upper=stats.qber_upper,
-                                        qber_threshold=qber_threshold, sample_size=n_test,
-                                        min_sample_size=1)
-        else:
-            decision = est.AbortDecision.because(
+        stats.decoy_counts = counts.tolist()
+        if n_test < 1 or n_key < 1:
+            stats._abort(est.AbortDecision.because(
                 est.AbortReason.TOO_FEW_SIFTED_BITS,
-                f"{n_key} key-basis and {n_test} test-basis bits; both must be >= 1")
-        alice_kept = alice.bits[key_rows]
-        bob_kept = bob.bits[key_rows]
+                f"{n_key} key-basis and {n_test} test-basis bits; both must be >= 1"))
+            return _empty_result(stats)
+        # Bob discloses every test-basis bit; Alice answers the disagreements per intensity.
+        test_positions = np.flatnonzero(alice.basis == test_basis)
+        announcement, bob_kept = est.announce_positions(bob.bits, test_positions)
+        if through_wire:
+            announcement = est.SampleAnnouncement.from_bytes(announcement.to_bytes())
+        verdict, alice_kept = est.answer_by_class(alice.bits, announcement, alice.intensity,
+                                                  est.N_INTENSITIES)
+        if through_wire:
+            verdict = est.ClassVerdict.from_bytes(verdict.to_bytes())
+        announcement.bits.fill(0)
+        m_test = list(verdict.errors)
+        stats.decoy_test_errors = m_test
+        stats.qber_estimate = verdict.total_errors / n_test
+        stats.qber_upper = est.estimate_qber_upper(verdict.total_errors, n_test, n_key,
+                                                   stats.eps_sec)
+        decision = est.decide_abort(qber_upper=stats.qber_upper, qber_threshold=qber_threshold,
+                                    sample_size=n_test, min_sample_size=1)
     if decision.abort:
         stats._abort(decision)
         alice_kept.fill(0)
@@ -294,7 +307,7 @@ def _distill_decoy(sifted, stats, stage, rng, schedule, qber_threshold, intensit
     def key_length(leak: int) -> fk.KeyLengthResult:
         return fk.decoy_key_length_result(
             n_x=counts[key_basis].tolist(), n_z=counts[test_basis].tolist(),
-            m_z=errors[test_basis].tolist(), intensities=intensities,
+            m_z=m_test, intensities=intensities,
             probabilities=probabilities, eps_sec=stats.eps_sec, eps_cor=stats.eps_cor,
             leak_ec=leak)
 

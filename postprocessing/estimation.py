@@ -159,6 +159,84 @@ def answer_sample(own_bits: np.ndarray, announcement: SampleAnnouncement
     return SampleVerdict(int(pos.size), errors), remove_positions(bits, pos)
 
 
+def announce_positions(own_bits: np.ndarray, positions: np.ndarray
+                       ) -> tuple[SampleAnnouncement, np.ndarray]:
+    """Announcer's role for positions fixed by the protocol rather than drawn (decoy BB84
+    discloses every test-basis bit); returns the message and the kept bits."""
+    bits = check_bits(own_bits, "own_bits")
+    pos = np.asarray(positions, dtype=np.int64)
+    if pos.ndim != 1 or (pos.size and (pos[0] < 0 or pos[-1] >= bits.size
+                                       or np.any(np.diff(pos) <= 0))):
+        raise EstimationInputError(
+            f"positions must be strictly increasing and lie in [0, {bits.size - 1}]")
+    msg = SampleAnnouncement(int(bits.size), pos, bits[pos].copy())
+    return msg, remove_positions(bits, pos)
+
+
+_CLASS_HEADER = struct.Struct(">4sB")
+_CLASS_MAGIC = b"QSC1"
+MAX_CLASSES = 16
+
+
+@dataclass(frozen=True)
+class ClassVerdict:
+    """The answerer's disclosed-bit counts and disagreements per class (basis or intensity)."""
+
+    counts: tuple[int, ...]
+    errors: tuple[int, ...]
+
+    @property
+    def k(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def total_errors(self) -> int:
+        return sum(self.errors)
+
+    def to_bytes(self) -> bytes:
+        n = len(self.counts)
+        return (_CLASS_HEADER.pack(_CLASS_MAGIC, n)
+                + struct.pack(f">{n}I{n}I", *self.counts, *self.errors))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "ClassVerdict":
+        if len(data) < _CLASS_HEADER.size:
+            raise EstimationInputError(f"class verdict: {len(data)} bytes, need at least "
+                                       f"{_CLASS_HEADER.size}")
+        magic, n = _CLASS_HEADER.unpack_from(data)
+        if magic != _CLASS_MAGIC:
+            raise EstimationInputError(f"class verdict: bad magic {magic!r}, "
+                                       f"expected {_CLASS_MAGIC!r}")
+        if not 1 <= n <= MAX_CLASSES or len(data) != _CLASS_HEADER.size + 8 * n:
+            raise EstimationInputError(f"class verdict: {len(data)} bytes do not hold {n} "
+                                       f"classes (1..{MAX_CLASSES}, 8 bytes each)")
+        vals = struct.unpack_from(f">{n}I{n}I", data, _CLASS_HEADER.size)
+        counts, errors = vals[:n], vals[n:]
+        if any(e > c for c, e in zip(counts, errors)):
+            raise EstimationInputError("class verdict: a class has more errors than bits")
+        return cls(tuple(counts), tuple(errors))
+
+
+def answer_by_class(own_bits: np.ndarray, announcement: SampleAnnouncement,
+                    classes: np.ndarray, n_classes: int) -> tuple[ClassVerdict, np.ndarray]:
+    """Answerer's role with disagreements split by a public label of each sifted row (basis,
+    or intensity for decoy analysis); classes uint8 per sifted row, values < n_classes."""
+    bits = check_bits(own_bits, "own_bits")
+    if not 1 <= n_classes <= MAX_CLASSES:
+        raise EstimationInputError(f"n_classes={n_classes!r} must lie in [1, {MAX_CLASSES}]")
+    labels = _check_labels("classes", classes, bits.size, n_classes)
+    if announcement.n_sifted != bits.size:
+        raise EstimationInputError(f"sample announcement for {announcement.n_sifted} sifted bits, "
+                                   f"but this end holds {bits.size}")
+    pos = announcement.positions
+    lab = labels[pos]
+    wrong = bits[pos] != announcement.bits
+    counts = np.bincount(lab, minlength=n_classes)
+    errors = np.bincount(lab[wrong], minlength=n_classes)
+    verdict = ClassVerdict(tuple(int(c) for c in counts), tuple(int(e) for e in errors))
+    return verdict, remove_positions(bits, pos)
+
+
 # --- yields and error counts per basis and intensity ------------------------------------------
 
 def _check_labels(name: str, arr, size: int, n_values: int) -> np.ndarray:

@@ -66,8 +66,10 @@ def test_bb84_block_gives_identical_keys_of_the_bound_length(bb84_block):
     assert np.array_equal(res.alice_key, res.bob_key)
     # about half the clicks survive basis sifting: binomial, sigma = sqrt(N/4) ~ 224
     assert abs(st.sifted_bits - slots.size / 2) < 5 * math.sqrt(slots.size / 4)
-    # the sampled QBER is binomial around 2 %: sigma = sqrt(q (1 - q) / k)
+    # the sampled QBER is binomial around 2 %: sigma = sqrt(q (1 - q) / k), per basis k/2
     assert abs(st.qber_estimate - 0.02) < 5 * math.sqrt(0.02 * 0.98 / st.sample_bits)
+    for q_basis in st.qber_by_basis:
+        assert abs(q_basis - 0.02) < 5 * math.sqrt(0.02 * 0.98 / (0.45 * st.sample_bits))
     expected = fk.bb84_key_length(st.key_input_bits, st.sample_bits, st.qber_estimate,
                                   st.leak_ec, st.eps_sec, st.eps_cor)
     assert st.key_length == expected == res.alice_key.size > 0
@@ -230,6 +232,7 @@ def test_decoy_block_gives_identical_keys_of_the_lim_length():
                                   eps_cor=st.eps_cor, leak_ec=st.leak_ec)
     assert res.alice_key.size == st.key_length == allowed > 0
     assert st.key_input_bits == counts[key_b].sum() and st.sample_bits == counts[test_b].sum()
+    assert st.decoy_counts == counts.tolist() and st.decoy_test_errors == errors[test_b].tolist()
 
 
 def test_distill_events_aligns_raw_time_tags():

@@ -207,3 +207,31 @@ def test_announcement_wire_round_trip_property(n, data):
     assert np.array_equal(back.bits, bits[ann.positions]) and kept.size == n - k
     assert est.SampleVerdict.from_bytes(est.SampleVerdict(k, k // 2).to_bytes()) == \
         est.SampleVerdict(k, k // 2)
+
+
+def test_fixed_positions_and_per_class_verdict():
+    alice = np.array([0, 1, 1, 0, 1, 0, 0, 1], np.uint8)
+    bob = np.array([0, 0, 1, 1, 1, 0, 1, 1], np.uint8)
+    intensity = np.array([0, 1, 2, 0, 1, 2, 0, 1], np.uint8)
+    ann, bob_kept = est.announce_positions(bob, np.array([1, 3, 5, 6]))
+    ann = est.SampleAnnouncement.from_bytes(ann.to_bytes())
+    verdict, alice_kept = est.answer_by_class(alice, ann, intensity, 3)
+    verdict = est.ClassVerdict.from_bytes(verdict.to_bytes())
+    # disclosed rows 1 (k=1, wrong), 3 (k=0, wrong), 5 (k=2, right), 6 (k=0, wrong)
+    assert verdict.counts == (2, 1, 1) and verdict.errors == (2, 1, 0)
+    assert verdict.k == 4 and verdict.total_errors == 3
+    assert alice_kept.tolist() == [0, 1, 1, 1] and bob_kept.tolist() == [0, 1, 1, 1]
+
+
+def test_fixed_positions_and_class_verdict_reject_bad_input():
+    with pytest.raises(est.EstimationInputError, match="strictly increasing"):
+        est.announce_positions(np.zeros(5, np.uint8), np.array([3, 1]))
+    with pytest.raises(est.EstimationInputError, match="strictly increasing"):
+        est.announce_positions(np.zeros(5, np.uint8), np.array([5]))
+    ann, _ = est.announce_positions(np.zeros(5, np.uint8), np.array([0, 2]))
+    with pytest.raises(est.EstimationInputError, match=r"\[0, 1\]"):
+        est.answer_by_class(np.zeros(5, np.uint8), ann, np.full(5, 2, np.uint8), 2)
+    with pytest.raises(est.EstimationInputError, match="more errors"):
+        est.ClassVerdict.from_bytes(est.ClassVerdict((1, 2), (2, 0)).to_bytes())
+    with pytest.raises(est.EstimationInputError, match="classes"):
+        est.ClassVerdict.from_bytes(est.ClassVerdict((1, 2), (0, 0)).to_bytes()[:-1])
