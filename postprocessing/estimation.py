@@ -282,7 +282,8 @@ def error_rates(errors: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class YieldStats:
-    """Detections per pulse sent, per intensity (float64[3]); sent/detected int64[3]."""
+    """Detections per pulse sent (float64), with the sent and detected counts (int64); shape
+    [3] per intensity, or [2, 3] per basis and intensity."""
 
     sent: np.ndarray
     detected: np.ndarray
@@ -299,6 +300,22 @@ def yields_per_intensity(detected_intensity: np.ndarray, sent_per_intensity) -> 
     detected = np.bincount(ins, minlength=N_INTENSITIES).astype(np.int64)
     if np.any(detected > sent):
         raise EstimationInputError("more detections than pulses sent at some intensity "
+                                   f"(detected {detected.tolist()}, sent {sent.tolist()})")
+    return YieldStats(sent, detected, error_rates(detected, sent))
+
+
+def yields_per_basis_intensity(basis: np.ndarray, intensity: np.ndarray,
+                               sent_per_basis_intensity) -> YieldStats:
+    """Gain per (Alice's basis, intensity) of the detected rows: arrays of shape [2, 3].
+
+    A basis-dependent gain is a detector-control or efficiency-mismatch signature."""
+    sent = np.asarray(sent_per_basis_intensity, dtype=np.int64)
+    if sent.shape != (N_BASES, N_INTENSITIES) or np.any(sent < 0):
+        raise EstimationInputError(f"sent_per_basis_intensity must be 2x3 counts >= 0, "
+                                   f"got shape {sent.shape}")
+    detected = counts_by_basis_intensity(basis, intensity)
+    if np.any(detected > sent):
+        raise EstimationInputError("more detections than pulses sent in some basis/intensity "
                                    f"(detected {detected.tolist()}, sent {sent.tolist()})")
     return YieldStats(sent, detected, error_rates(detected, sent))
 

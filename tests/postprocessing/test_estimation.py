@@ -235,3 +235,15 @@ def test_fixed_positions_and_class_verdict_reject_bad_input():
         est.ClassVerdict.from_bytes(est.ClassVerdict((1, 2), (2, 0)).to_bytes())
     with pytest.raises(est.EstimationInputError, match="classes"):
         est.ClassVerdict.from_bytes(est.ClassVerdict((1, 2), (0, 0)).to_bytes()[:-1])
+
+
+def test_yields_per_basis_intensity():
+    basis = np.array([0, 0, 1, 1, 1], np.uint8)
+    inten = np.array([0, 1, 0, 0, 2], np.uint8)
+    ys = est.yields_per_basis_intensity(basis, inten, [[100, 10, 10], [100, 10, 20]])
+    assert ys.detected.tolist() == [[1, 1, 0], [2, 0, 1]]
+    assert ys.yields.tolist() == [[0.01, 0.1, 0.0], [0.02, 0.0, 0.05]]
+    with pytest.raises(est.EstimationInputError, match="2x3"):
+        est.yields_per_basis_intensity(basis, inten, [1, 2, 3])
+    with pytest.raises(est.EstimationInputError, match="more detections"):
+        est.yields_per_basis_intensity(basis, inten, [[0, 10, 10], [100, 10, 20]])
