@@ -22,6 +22,7 @@ import numpy as np
 
 from postprocessing.bits import BitsError, check_bits, pack_bits, unpack_bits
 from postprocessing.finite_key import sampling_deviation
+from postprocessing.sifting import KEY_BASIS
 
 N_BASES = 2
 N_INTENSITIES = 3
@@ -322,18 +323,24 @@ def yields_per_basis_intensity(basis: np.ndarray, intensity: np.ndarray,
 
 @dataclass(frozen=True, eq=False)
 class DecoyStatistics:
-    """Counts Lim et al. 2014 needs: [basis, intensity] arrays, basis 0 = Z (test), 1 = X (key).
+    """Counts Lim et al. 2014 needs: int64 [basis, intensity] arrays (basis 0 = Z, 1 = X).
 
-    ``errors`` is only meaningful where the bits were disclosed (the Z basis in full).
+    ``errors`` is only meaningful where the bits were disclosed (the test basis in full).
     """
 
     counts: np.ndarray
     errors: np.ndarray
 
-    def lim_arguments(self) -> dict:
-        """Keyword arguments for ``finite_key.decoy_key_length`` (without eps, leak, mu, p)."""
-        return {"n_x": self.counts[1].tolist(), "n_z": self.counts[0].tolist(),
-                "m_z": self.errors[0].tolist(), "m_x": self.errors[1].tolist()}
+    def lim_arguments(self, key_basis: int = KEY_BASIS) -> dict:
+        """Keyword arguments for ``finite_key.decoy_key_length`` (without eps, leak, mu, p).
+
+        Lim's "X" is the key basis and "Z" the test basis, whatever our basis labels are.
+        """
+        if key_basis not in (0, 1):
+            raise EstimationInputError(f"key_basis={key_basis!r} must be 0 (Z) or 1 (X)")
+        test_basis = 1 - key_basis
+        return {"n_x": self.counts[key_basis].tolist(), "n_z": self.counts[test_basis].tolist(),
+                "m_z": self.errors[test_basis].tolist(), "m_x": self.errors[key_basis].tolist()}
 
 
 def decoy_statistics(alice_bits: np.ndarray, bob_bits: np.ndarray, basis: np.ndarray,

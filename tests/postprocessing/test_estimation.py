@@ -142,7 +142,9 @@ def test_counts_and_errors_by_basis_intensity():
     rates = est.error_rates(errs, counts)
     assert rates[1, 0] == 0.5 and np.isnan(rates[1, 1])
     stats = est.decoy_statistics(alice, bob, basis, inten)
-    assert stats.lim_arguments()["n_x"] == [2, 0, 2] and stats.lim_arguments()["m_z"] == [1, 0, 1]
+    # the key basis is sifting.KEY_BASIS = 0 (Z): Lim's "X" counts come from row 0
+    assert stats.lim_arguments()["n_x"] == [1, 1, 1] and stats.lim_arguments()["m_z"] == [1, 0, 1]
+    assert stats.lim_arguments(key_basis=1)["n_x"] == [2, 0, 2]
 
 
 def test_counts_reject_bad_labels():
