@@ -49,34 +49,39 @@ def _number(name: str, kind: type):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qkd-node sim", description="Simulated QKD link and devices")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    run = sub.add_parser("run", help="simulate a batch of pulses and print the link statistics")
-    run.add_argument("--protocol", default="bb84",
-                     help=f"one of {', '.join(PROTOCOLS)} (default bb84)")
-    run.add_argument("--distance-km", type=_number("distance_km", float), default=None)
-    run.add_argument("--pulses", type=_number("pulses", int), required=True,
-                     help="number of pulses (slots) to simulate, e.g. 1e9")
-    run.add_argument("--eve", default="none", help=f"one of {', '.join(EVE_MODELS)}")
-    run.add_argument("--eve-fraction", type=_number("eve_fraction", float), default=None,
-                     help="fraction of pulses attacked, in [0, 1] (default 1 when --eve is set)")
-    run.add_argument("--preset", default="gys", help=f"one of {', '.join(PRESETS)}")
-    run.add_argument("--seed", type=_number("seed", int), default=None,
-                     help="RNG seed (default: random, printed for reproduction)")
-    run.add_argument("--json", action="store_true", help="print one JSON object")
+def add_link_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that choose the simulated link: protocol, distance, eavesdropper, every parameter."""
+    parser.add_argument("--protocol", default="bb84",
+                        help=f"one of {', '.join(PROTOCOLS)} (default bb84)")
+    parser.add_argument("--distance-km", type=_number("distance_km", float), default=None)
+    parser.add_argument("--eve", default="none", help=f"one of {', '.join(EVE_MODELS)}")
+    parser.add_argument("--eve-fraction", type=_number("eve_fraction", float), default=None,
+                        help="fraction of pulses attacked, in [0, 1] (default 1 when --eve is set)")
+    parser.add_argument("--preset", default="gys", help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument("--seed", type=_number("seed", int), default=None,
+                        help="RNG seed (default: random, printed for reproduction)")
     for f in dataclasses.fields(LinkParams):
         if f.name in _EXPLICIT:
             continue
         kind = int if f.type in ("int", int) else float
-        run.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                         type=_number(f.name, kind), help=f"override {f.name}")
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                            type=_number(f.name, kind), help=f"override {f.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qkd-node sim", description="Simulated QKD link and devices")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="simulate a batch of pulses and print the link statistics")
+    run.add_argument("--pulses", type=_number("pulses", int), required=True,
+                     help="number of pulses (slots) to simulate, e.g. 1e9")
+    add_link_arguments(run)
+    run.add_argument("--json", action="store_true", help="print one JSON object")
     serve = sub.add_parser("serve", help="serve the simulated devices (sim_backend.serve)")
     serve.add_argument("serve_args", nargs=argparse.REMAINDER)
     return parser
 
 
-def _link_params(args: argparse.Namespace) -> LinkParams:
+def link_params_from_args(args: argparse.Namespace) -> LinkParams:
     overrides: dict[str, Any] = {"protocol": args.protocol, "eve": args.eve}
     if args.distance_km is not None:
         overrides["distance_km"] = args.distance_km
@@ -159,7 +164,7 @@ def _print_table(report: dict[str, Any], out) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    params = _link_params(args)
+    params = link_params_from_args(args)
     if args.pulses <= 0 or args.pulses > MAX_PULSES:
         raise ParameterError(f"pulses = {args.pulses} is outside the accepted range "
                              f"[1, {MAX_PULSES:.0e}]")

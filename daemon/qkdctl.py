@@ -1,0 +1,102 @@
+"""``qkdctl``: the client and administrator's command line.
+
+It starts with device administration (which drivers exist, what a device says it is); key
+requests against a node's key service join it with the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from drivers import registry
+from drivers.errors import DeviceError
+
+
+def _cmd_drivers(args: argparse.Namespace) -> int:
+    names = registry.available()
+    if args.json:
+        print(json.dumps({"drivers": names}))
+    else:
+        for name in names:
+            print(name)
+    return 0
+
+
+def _as_jsonable(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _as_jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    try:
+        cls = registry.driver_class(args.driver)
+    except registry.UnknownDriver as exc:
+        print(f"qkdctl: {exc}", file=sys.stderr)
+        return 2
+    try:
+        device = cls.from_url(args.url, timeout_s=args.timeout_s)
+    except (DeviceError, ValueError, OSError) as exc:
+        print(f"qkdctl: cannot open {args.url!r} with driver {args.driver!r}: {exc}",
+              file=sys.stderr)
+        return 1
+    report = {"driver": args.driver, "url": args.url}
+    try:
+        # Not every model can identify itself (a MEMS switch has no *IDN?); all report status.
+        for operation in ("identify", "status"):
+            if callable(getattr(device, operation, None)):
+                report[operation] = _as_jsonable(getattr(device, operation)())
+    except DeviceError as exc:
+        print(f"qkdctl: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        device.close()
+    print(json.dumps(report))
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qkdctl", description="QKD node client and admin tool")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("drivers", help="list the registered device drivers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_drivers)
+    p = sub.add_parser("status", help="open a device by driver name and URL, print its "
+                                      "identity and status")
+    p.add_argument("--driver", required=True, help="registered driver name (see 'qkdctl drivers')")
+    p.add_argument("--url", required=True, help="device URL or VISA resource string")
+    p.add_argument("--timeout-s", type=_positive_float, default=2.0)
+    p.set_defaults(handler=_cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The operator and client command lines: exit codes and messages, never tracebacks."""
+
+import json
+
+import pytest
+
+from daemon import cli, qkdctl
+
+
+def test_qkd_node_without_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "sim" in capsys.readouterr().out
+
+
+def test_qkd_node_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "frobnicate" in capsys.readouterr().err
+
+
+def test_qkdctl_lists_every_driver_family(capsys):
+    assert qkdctl.main(["drivers", "--json"]) == 0
+    names = json.loads(capsys.readouterr().out)["drivers"]
+    for expected in ("id120", "dicon-mems", "agiltron-switch", "gp-polarization", "qkd-board"):
+        assert expected in names
+
+
+def test_qkdctl_unknown_driver_names_the_known_ones(capsys):
+    assert qkdctl.main(["status", "--driver", "no-such", "--url", "loop://"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such" in err and "id120" in err
+
+
+def test_qkdctl_unreachable_device_is_a_clear_error(capsys):
+    # Nothing listens on port 9 of loopback (discard service is not run here).
+    rc = qkdctl.main(["status", "--driver", "dicon-mems", "--url", "socket://127.0.0.1:9",
+                      "--timeout-s", "0.5"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:9" in err and "Traceback" not in err
+
+
+def test_qkdctl_rejects_non_positive_timeout(capsys):
+    with pytest.raises(SystemExit) as exc:
+        qkdctl.main(["status", "--driver", "id120", "--url", "x", "--timeout-s", "0"])
+    assert exc.value.code == 2
+    assert "must be > 0" in capsys.readouterr().err
