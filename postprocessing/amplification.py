@@ -16,7 +16,7 @@ import secrets
 
 import numpy as np
 
-from postprocessing.gf2.toeplitz import BEST_PATH, choose_tiling, toeplitz_tiled
+from postprocessing.gf2.toeplitz import BEST_PATH, choose_tiling, shift_words, toeplitz_tiled
 
 MAX_INPUT_BITS = 1 << 31  # blocks are 10^6..10^8 bits; beyond this a caller has a bug
 
@@ -54,14 +54,12 @@ def _toeplitz_hash(bits, seed, out_len, path: int) -> np.ndarray:
     cols_words = -(-n // 64)
     n_rows, n_cols, tile = choose_tiling(rows_words, cols_words)
     n_pad = n_cols * tile * 64
-    # padded problem: columns j >= n are zero in x; d[k] = seed[k - (n_pad - n)]
-    d_bits = np.zeros((n_rows + n_cols) * tile * 64, dtype=np.uint8)
-    d_bits[n_pad - n: n_pad - n + seed.size] = seed
-    d = _pack_words(d_bits)
-    x_bits = np.zeros(n_pad, dtype=np.uint8)
-    x_bits[:n] = bits
-    x = _pack_words(x_bits)
-    x_bits.fill(0)
+    # padded problem: key columns j >= n are zero; diagonal d[k] = seed[k - (n_pad - n)]
+    d = shift_words(_pack_words(seed), n_pad - n, (n_rows + n_cols) * tile)
+    x = np.zeros(n_cols * tile, dtype=np.uint64)
+    packed = _pack_words(bits)
+    x[:packed.size] = packed
+    packed.fill(0)
     y = toeplitz_tiled(d, x, n_rows, n_cols, tile, path)
     x.fill(0)
     out = np.unpackbits(y.view(np.uint8), count=out_len, bitorder="little")
@@ -70,8 +68,12 @@ def _toeplitz_hash(bits, seed, out_len, path: int) -> np.ndarray:
 
 
 def _pack_words(bits01: np.ndarray) -> np.ndarray:
-    """uint8 0/1 (length a multiple of 64) -> uint64 words, little-endian bit order."""
-    return np.packbits(bits01, bitorder="little").view("<u8").astype(np.uint64, copy=False)
+    """uint8 0/1 -> uint64 words, little-endian bit order, zero padded to whole words."""
+    packed = np.packbits(bits01, bitorder="little")
+    buf = np.zeros(-(-packed.size // 8) * 8, dtype=np.uint8)
+    buf[:packed.size] = packed
+    packed.fill(0)
+    return buf.view("<u8").astype(np.uint64, copy=False)
 
 
 def _as_bits(a, name: str) -> np.ndarray:

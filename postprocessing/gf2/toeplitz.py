@@ -177,6 +177,24 @@ def toeplitz_tiled(d, x, n_row_tiles, n_col_tiles, tile_words, path):
     return y
 
 
+@numba.njit(cache=True, nogil=True)
+def shift_words(src, shift_bits, n_words):
+    """uint64[n_words] holding the polynomial src * z^shift_bits (bits past the end dropped)."""
+    out = np.zeros(n_words, dtype=np.uint64)
+    q = shift_bits // 64
+    r = np.uint64(shift_bits % 64)
+    for i in range(n_words - q):
+        if i >= src.size + 1:
+            break
+        v = np.uint64(0)
+        if i < src.size:
+            v = src[i] << r
+        if r and i >= 1 and i - 1 < src.size:
+            v |= src[i - 1] >> (np.uint64(64) - r)
+        out[q + i] = v
+    return out
+
+
 def _tile_cost(b: int, levels: int) -> float:
     """Estimated time (ns, measured on the development host) of one tile of b * 2^levels words."""
     if BEST_PATH == PATH_VPCLMUL512:

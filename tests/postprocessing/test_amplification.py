@@ -1,5 +1,6 @@
 """Toeplitz privacy amplification: exact against independent references, both clmul paths."""
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,9 +8,11 @@ from hypothesis import strategies as st
 
 from postprocessing.amplification import (
     AmplificationError, _toeplitz_hash, new_seed, toeplitz_hash)
-from postprocessing.gf2.clmul import HAVE_PCLMUL, clmul64, clmul64_hw, clmul64_sw
+from postprocessing.gf2.clmul import (
+    HAVE_PCLMUL, clmul64, clmul64_hw, clmul64_sw, copy_words, xor_words)
 from postprocessing.gf2.toeplitz import (
-    BASE_WORDS, BEST_PATH, PATH_PCLMUL, PATH_SOFTWARE, PATH_VPCLMUL512, choose_tiling)
+    BASE_WORDS, BEST_PATH, PATH_PCLMUL, PATH_SOFTWARE, PATH_VPCLMUL512, choose_tiling,
+    shift_words)
 
 # every path runs on every host: the hardware ones fall back to software where missing
 PATHS = (PATH_SOFTWARE, PATH_PCLMUL, PATH_VPCLMUL512)
@@ -164,3 +167,37 @@ def test_tiling_covers_the_matrix(rows, cols):
 def test_bad_input_raises_typed_error(bad):
     with pytest.raises(AmplificationError):
         toeplitz_hash(**bad)
+
+
+@given(st.lists(u64, min_size=1, max_size=20), st.integers(0, 700), st.integers(1, 40))
+def test_shift_words_is_multiplication_by_a_power_of_z(words, shift, n_words):
+    src = np.array(words, dtype=np.uint64)
+    as_int = sum(int(w) << (64 * i) for i, w in enumerate(words))
+    want = (as_int << shift) % (1 << (64 * n_words))
+    got = shift_words(src, shift, n_words)
+    assert sum(int(w) << (64 * i) for i, w in enumerate(got)) == want
+
+
+@given(st.integers(0, 40), st.data())
+def test_word_xor_and_copy_kernels(n, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32)))
+    buf = rng.integers(0, 2**63, 3 * n + 8, dtype=np.uint64)
+    before = buf.copy()
+    _xor(buf, 2 * n, 0, n, n)  # disjoint destination
+    assert np.array_equal(buf[2 * n:3 * n], before[:n] ^ before[n:2 * n])
+    assert np.array_equal(buf[3 * n:], before[3 * n:])  # nothing written past the range
+    mid = buf.copy()
+    _xor(buf, 0, 0, n, n)  # in place
+    assert np.array_equal(buf[:n], mid[:n] ^ mid[n:2 * n])
+    _copy(buf, n, 2 * n, n)
+    assert np.array_equal(buf[n:2 * n], mid[2 * n:3 * n])
+
+
+@numba.njit
+def _xor(buf, dst, a, b, n):
+    xor_words(buf, dst, a, b, n)
+
+
+@numba.njit
+def _copy(buf, dst, a, n):
+    copy_words(buf, dst, a, n)
