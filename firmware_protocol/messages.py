@@ -47,6 +47,7 @@ class ErrorCode(IntEnum):
     NOT_ACQUIRING = 8
     PATTERN_UNAVAILABLE = 9
     INTERNAL = 10
+    READ_ONLY_PARAMETER = 11
 
 
 _U8_STR_MAX = 255

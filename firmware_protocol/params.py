@@ -21,6 +21,7 @@ class ParamId(IntEnum):
     P_SIGNAL = 0x0006              # probability of the signal intensity
     P_DECOY1 = 0x0007              # probability of decoy 1 (decoy 2 takes the rest)
     P_BASIS_X = 0x0008             # probability of the X (diagonal) basis
+    SYNC_KEY = 0x0009              # read-only: key of the public sync on/off sequence (sync.py)
     GATE_WIDTH_PS = 0x0010         # detector gate width
     GATE_DELAY_PS = 0x0011         # detector gate delay after the slot clock edge
     DEAD_TIME_NS = 0x0012          # detector dead time
@@ -72,12 +73,17 @@ PARAMETERS: dict[ParamId, ParamSpec] = dict((
     _spec(ParamId.P_SIGNAL, ValueKind.FLOAT64, 0.0, 1.0, ""),
     _spec(ParamId.P_DECOY1, ValueKind.FLOAT64, 0.0, 1.0, ""),
     _spec(ParamId.P_BASIS_X, ValueKind.FLOAT64, 0.0, 1.0, ""),
+    _spec(ParamId.SYNC_KEY, ValueKind.INT64, 0, 2**63 - 1, ""),
     _spec(ParamId.GATE_WIDTH_PS, ValueKind.INT64, 50, 100_000, "ps"),
     _spec(ParamId.GATE_DELAY_PS, ValueKind.INT64, 0, 10_000_000, "ps"),
     _spec(ParamId.DEAD_TIME_NS, ValueKind.FLOAT64, 0.0, 100_000.0, "ns"),
     _spec(ParamId.DETECTOR_ENABLE_MASK, ValueKind.INT64, 0, 0xF, ""),
     _spec(ParamId.BATCH_SLOTS, ValueKind.INT64, 1_000, 2**28, "slots"),
 ))
+
+
+READ_ONLY = frozenset({ParamId.SYNC_KEY})
+"""Parameters a board reports but refuses to set (Nack READ_ONLY_PARAMETER)."""
 
 
 def param_id(value: int):

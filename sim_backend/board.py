@@ -38,6 +38,7 @@ from firmware_protocol import (PARAMETERS, Ack, Capability, Decoder, DetectorRea
 from firmware_protocol.messages import (MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V,
                                         PATTERN_REQUEST_MAX_SLOTS)
 from firmware_protocol.events import pack_event_words
+from firmware_protocol.params import READ_ONLY
 from firmware_protocol.framing import FLAG_REPLY
 from sim_backend.controls import LinkControls
 
@@ -96,6 +97,8 @@ def _param_defaults(link) -> dict:
                           (ParamId.P_BASIS_X, "p_basis_x"), (ParamId.DEAD_TIME_NS, "dead_time_ns")):
             if hasattr(params, attr):
                 values[pid] = PARAMETERS[pid].coerce(getattr(params, attr))
+    if hasattr(link, "sync_key"):
+        values[ParamId.SYNC_KEY] = int(link.sync_key)
     return values
 
 
@@ -239,6 +242,9 @@ class SimBoard:
             return Nack(msg.seq, msg.TYPE, ErrorCode.UNKNOWN_PARAMETER,
                         f"parameter id 0x{int(msg.param):04x} unknown")
         if isinstance(msg, SetParameter):
+            if spec.param in READ_ONLY:
+                return Nack(msg.seq, msg.TYPE, ErrorCode.READ_ONLY_PARAMETER,
+                            f"{spec.param.name} is read-only")
             problem = spec.problem(msg.value)
             if problem is not None:
                 return Nack(msg.seq, msg.TYPE, ErrorCode.VALUE_OUT_OF_RANGE, problem[:255])
