@@ -152,12 +152,24 @@ def alice_verification_message(bits: np.ndarray, eps_cor: float,
     return VerifyMessage(bits.size, b, tuple(int(p) for p in points), tuple(int(t) for t in tags))
 
 
-def bob_check(message: VerifyMessage, bits: np.ndarray) -> bool:
-    """Bob's side: True iff his key hashes to Alice's tags at her points."""
+def bob_check(message: VerifyMessage, bits: np.ndarray, eps_cor: float | None = None) -> bool:
+    """Bob's side: True iff his key hashes to Alice's tags at her points.
+
+    With eps_cor given, a message whose tags are too short for that bound is refused
+    (VerificationError) rather than trusted.
+    """
     bits = _as_bits(bits)
     if bits.size != message.n_bits:
         raise VerificationError(
             f"Bob's key has {bits.size} bits, Alice's message is for {message.n_bits}")
+    if eps_cor is not None:
+        n_words = -(-bits.size // 64)
+        bound = Fraction(n_words, 1 << message.bits_per_tag) ** len(message.tags)
+        tag_layout(eps_cor, bits.size)  # validates eps_cor
+        if bound > Fraction(eps_cor):
+            raise VerificationError(
+                f"message has {len(message.tags)} tags of {message.bits_per_tag} bits: collision "
+                f"bound {float(bound):.3g} exceeds eps_cor {eps_cor:g}")
     tags = key_tags(bits, np.array(message.points, dtype=np.uint64), message.bits_per_tag)
     return bool(np.array_equal(tags, np.array(message.tags, dtype=np.uint64)))
 
@@ -176,7 +188,7 @@ def verify(alice_bits: np.ndarray, bob_bits: np.ndarray, eps_cor: float,
             f"keys differ in length: Alice {alice_bits.size} bits, Bob {bob_bits.size} bits")
     msg = VerifyMessage.from_bytes(alice_verification_message(alice_bits, eps_cor,
                                                               rng_bytes).to_bytes())
-    ok = bob_check(msg, bob_bits)
+    ok = bob_check(msg, bob_bits, eps_cor)
     return VerifyResult(ok=ok, tag_bits=msg.tag_bits, disclosed_bits=msg.tag_bits)
 
 

@@ -200,6 +200,14 @@ def test_role_errors():
         alice_verification_message(a, 1e-9, lambda n: b"\x00" * (n - 1))
 
 
+def test_bob_refuses_tags_too_short_for_his_eps():
+    bits = np.zeros(64 * 1000, np.uint8)
+    msg = alice_verification_message(bits, 1e-6)
+    assert bob_check(msg, bits, 1e-6)
+    with pytest.raises(VerificationError):
+        bob_check(msg, bits, 1e-12)
+
+
 # ---- messages --------------------------------------------------------------------------------
 
 @st.composite
