@@ -73,12 +73,12 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
         return reconcile_frames([a], [b], qber, schedule, seed, max_questions=max_questions)[0]
     sched = get_schedule(schedule)
     max_q = check_max_questions(max_questions, sched)
-    sizes = sched.block_sizes(len(a), qber)
+    sizes, halving = sched.layout(len(a), qber)
     offs = block_offsets(len(a), sizes)
     seed = secrets.randbits(64) if seed is None else int(seed)
-    perm, inv = permutations_for(seed, len(a), sched.n_passes)
-    corrected, disclosed, rounds, status = kernels.cascade_fused(a, b, perm, inv, sizes, offs,
-                                                                  max_q)
+    perm, inv, pinfo = permutations_for(seed, len(a), halving)
+    corrected, disclosed, rounds, status = kernels.cascade_fused(a, b, perm, inv, pinfo, sizes,
+                                                                  offs, max_q)
     true_errors = int(np.count_nonzero(a != b))
     return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
 

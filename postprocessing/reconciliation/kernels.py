@@ -16,9 +16,14 @@ block, whose search is then dropped), and at most ``ctl[C_MAXQ]`` of them (0 = n
 questions per round cost round trips but find more errors through short blocks.
 
 Data layout: key bits are unpacked uint8 0/1, one bit per byte, index = position in the frame.
-perm/inv are int32[n_passes, n_bits]; a pass's blocks are consecutive runs of ``sizes[p]``
-positions of perm[p] (the last block may be shorter). Per-block state lives in flat arrays
-indexed ``offs[p] + block``.
+perm/inv are int32[n_rows, n_bits] shuffles (row r: pass position -> frame index, and back);
+``pinfo`` int64[2, n_passes] gives each pass its row and its halving bit (-1: the pass is the
+row itself). A halving pass with bit t reads the row as a random label per frame index and
+orders the frame by label with bit t = 0 first (see ``label_of_rank``), so its two blocks are
+"bit t of the label is 0 / 1": Alice's and Bob's block parities of every halving pass then
+come from one XOR of labels (``C_HACC``), updated per correction, instead of a gather per pass.
+A pass's blocks are consecutive runs of ``sizes[p]`` positions (the last may be shorter).
+Per-block state lives in flat arrays indexed ``offs[p] + block``.
 """
 
 from __future__ import annotations
@@ -36,53 +41,161 @@ N_ST = 6
 # the split tree that is cut at position ``mid`` (every range is cut at its middle)
 NODE_KNOWN, NODE_ALICE, NODE_DIFF = 1, 2, 4
 # fields of the int64 control vector ``ctl``
-C_CUR, C_NSEARCH, C_NCAND, C_REQ, C_DONE, C_DISCLOSED, C_ROUNDS, C_FLIPS, C_MAXQ = range(9)
-N_CTL = 9
+(C_CUR, C_NSEARCH, C_NCAND, C_REQ, C_DONE, C_DISCLOSED, C_ROUNDS, C_FLIPS, C_MAXQ, C_HACC,
+ C_TOT, C_BASE) = range(12)
+N_CTL = 12
 
 
 @numba.njit(cache=True, nogil=True)
-def prefix_parities(bits, perm):
-    """Alice's prefix parities: out[p, q] = XOR of bits[perm[p, :q]]; uint8[n_passes, n+1]."""
-    n_passes, n = perm.shape
-    out = np.empty((n_passes, n + 1), dtype=np.uint8)
-    for p in range(n_passes):
+def label_of_rank(q, t, z):
+    """Label at position q of a halving pass: labels with bit t = 0 (z of them) ascending,
+    then those with bit t = 1 ascending."""
+    if q < z:
+        r = q
+        one = 0
+    else:
+        r = q - z
+        one = 1 << t
+    return ((r >> t) << (t + 1)) | one | (r & ((1 << t) - 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def rank_of_label(v, t, z):
+    """Inverse of ``label_of_rank``."""
+    r = ((v >> (t + 1)) << t) | (v & ((1 << t) - 1))
+    if (v >> t) & 1:
+        r += z
+    return r
+
+
+@numba.njit(cache=True, nogil=True)
+def _pos_at(perm, pinfo, sizes, p, q):
+    """Frame index at position q of pass p."""
+    t = pinfo[1, p]
+    if t < 0:
+        return np.int64(perm[pinfo[0, p], q])
+    return np.int64(perm[pinfo[0, p], label_of_rank(q, t, sizes[p])])
+
+
+@numba.njit(cache=True, nogil=True)
+def _q_of(inv, pinfo, sizes, p, pos):
+    """Position of frame index ``pos`` in pass p."""
+    t = pinfo[1, p]
+    if t < 0:
+        return np.int64(inv[pinfo[0, p], pos])
+    return rank_of_label(np.int64(inv[pinfo[0, p], pos]), t, sizes[p])
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_parity(bits, perm, pinfo, sizes, p, lo, hi):
+    """XOR of bits at positions [lo, hi) of pass p."""
+    acc = np.uint8(0)
+    row = perm[pinfo[0, p]]
+    t = pinfo[1, p]
+    if t < 0:
+        for q in range(lo, hi):
+            acc ^= bits[row[q]]
+    else:
+        z = sizes[p]
+        for q in range(lo, hi):
+            acc ^= bits[row[label_of_rank(q, t, z)]]
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w):
+    """Parities of every block of pass p into out[w:]; returns the new write index."""
+    n = bits.shape[0]
+    t = pinfo[1, p]
+    n_blocks = offs[p + 1] - offs[p]
+    if t >= 0:
+        one = (hacc >> t) & 1
+        out[w] = tot ^ one
+        if n_blocks == 2:
+            out[w + 1] = one
+        return w + n_blocks
+    row = perm[pinfo[0, p]]
+    k = sizes[p]
+    for b in range(n_blocks):
         acc = np.uint8(0)
-        out[p, 0] = 0
-        for q in range(n):
-            acc ^= bits[perm[p, q]]
-            out[p, q + 1] = acc
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def alice_answer(prefix, sizes, offs, new_pass, queries, n_queries, out):
-    """Alice's reply: the block parities of ``new_pass`` (if >= 0), then one bit per query.
-
-    queries: int64[3, *] rows (pass, lo, hi), a query asks the parity of positions [lo, hi)
-    of that pass. Writes uint8 0/1 into ``out`` and returns the number of bits written.
-    """
-    n = prefix.shape[1] - 1
-    w = 0
-    if new_pass >= 0:
-        k = sizes[new_pass]
-        for b in range(offs[new_pass + 1] - offs[new_pass]):
-            lo = b * k
-            hi = min(lo + k, n)
-            out[w] = prefix[new_pass, hi] ^ prefix[new_pass, lo]
-            w += 1
-    for i in range(n_queries):
-        p = queries[0, i]
-        out[w] = prefix[p, queries[2, i]] ^ prefix[p, queries[1, i]]
+        for q in range(b * k, min(b * k + k, n)):
+            acc ^= bits[row[q]]
+        out[w] = acc
         w += 1
     return w
 
 
 @numba.njit(cache=True, nogil=True)
-def _range_parity(bits, perm_p, lo, hi):
-    acc = np.uint8(0)
-    for q in range(lo, hi):
-        acc ^= bits[perm_p[q]]
-    return acc
+def label_parity(bits, inv, pinfo, ctl):
+    """Set ctl[C_BASE] (row of the halving passes' labels, -1 if none), ctl[C_HACC] (XOR of
+    the labels of the 1 bits) and ctl[C_TOT] (parity of all bits)."""
+    base = -1
+    for p in range(pinfo.shape[1]):
+        if pinfo[1, p] >= 0:
+            base = pinfo[0, p]
+    ctl[C_BASE] = base
+    tot = 0
+    hacc = 0
+    if base >= 0:
+        labels = inv[base]
+        for i in range(bits.shape[0]):  # branch-free: key bits are unpredictable
+            hacc ^= labels[i] & -np.int64(bits[i])
+            tot ^= bits[i]
+    else:
+        for i in range(bits.shape[0]):
+            tot ^= bits[i]
+    ctl[C_HACC] = hacc
+    ctl[C_TOT] = tot
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_parities(bits, perm, pinfo):
+    """Alice's prefix parities of the rows used as passes: out[r, q] = XOR of bits[perm[r, :q]]
+    (uint8[n_rows, n+1]; rows used only as halving labels are left unset)."""
+    n_rows, n = perm.shape
+    out = np.empty((n_rows, n + 1), dtype=np.uint8)
+    for p in range(pinfo.shape[1]):
+        if pinfo[1, p] >= 0:
+            continue
+        r = pinfo[0, p]
+        acc = np.uint8(0)
+        out[r, 0] = 0
+        for q in range(n):
+            acc ^= bits[perm[r, q]]
+            out[r, q + 1] = acc
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries, n_queries,
+                 out):
+    """Alice's reply: the block parities of ``new_pass`` (if >= 0), then one bit per query.
+
+    queries: int64[3, *] rows (pass, lo, hi), a query asks the parity of positions [lo, hi)
+    of that pass. ``actl`` holds Alice's C_HACC/C_TOT (from ``label_parity``). Writes uint8
+    0/1 into ``out`` and returns the number of bits written.
+    """
+    n = bits.shape[0]
+    w = 0
+    if new_pass >= 0:
+        if pinfo[1, new_pass] >= 0:
+            w = _block_parities(bits, perm, pinfo, sizes, offs, new_pass, actl[C_HACC],
+                                actl[C_TOT], out, w)
+        else:
+            r = pinfo[0, new_pass]
+            k = sizes[new_pass]
+            for b in range(offs[new_pass + 1] - offs[new_pass]):
+                out[w] = prefix[r, min(b * k + k, n)] ^ prefix[r, b * k]
+                w += 1
+    for i in range(n_queries):
+        p = queries[0, i]
+        if pinfo[1, p] >= 0:
+            out[w] = _range_parity(bits, perm, pinfo, sizes, p, queries[1, i], queries[2, i])
+        else:
+            r = pinfo[0, p]
+            out[w] = prefix[r, queries[2, i]] ^ prefix[r, queries[1, i]]
+        w += 1
+    return w
 
 
 @numba.njit(cache=True, nogil=True)
@@ -94,14 +207,17 @@ def _add_candidate(u8, st, ctl, block):
 
 
 @numba.njit(cache=True, nogil=True)
-def _flip(bits, inv, sizes, offs, u8, node, st, ctl, pos):
+def _flip(bits, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
     """Correct bit ``pos``: in every started pass, each known range holding it toggles its
     parity difference (the block's in ``u8``, a known left half's in bit 2 of ``node``)."""
     n = bits.shape[0]
     bits[pos] ^= 1
     ctl[C_FLIPS] += 1
+    ctl[C_TOT] ^= 1
+    if ctl[C_BASE] >= 0:
+        ctl[C_HACC] ^= inv[ctl[C_BASE], pos]
     for p in range(ctl[C_CUR] + 1):
-        q = inv[p, pos]
+        q = _q_of(inv, pinfo, sizes, p, pos)
         k = sizes[p]
         b = q // k
         block = offs[p] + b
@@ -181,7 +297,8 @@ def _smallest_odd_range(node, u8, block, p, lo_block, hi_block, stack):
 
 
 @numba.njit(cache=True, nogil=True)
-def bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers, n_answers, queries):
+def bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n_answers,
+              queries):
     """One round of Bob: consume Alice's answers to the previous request, emit the next one.
 
     Returns (n_queries, new_pass): queries[0:3, :n_queries] hold (pass, lo, hi) ranges and
@@ -199,15 +316,15 @@ def bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers, n_answer
     if req >= 0:
         ctl[C_CUR] = req
         ctl[C_REQ] = -1
-        k = sizes[req]
-        for b in range(offs[req + 1] - offs[req]):
-            lo = b * k
-            hi = min(lo + k, n)
+        n_blocks = offs[req + 1] - offs[req]
+        mine = np.empty(n_blocks, dtype=np.uint8)
+        _block_parities(bits, perm, pinfo, sizes, offs, req, ctl[C_HACC], ctl[C_TOT], mine, 0)
+        for b in range(n_blocks):
             block = offs[req] + b
             a = answers[w]
             w += 1
             u8[U_APAR, block] = a
-            u8[U_DIFF, block] = a ^ _range_parity(bits, perm[req], lo, hi)
+            u8[U_DIFF, block] = a ^ mine[b]
             if u8[U_DIFF, block]:
                 _add_candidate(u8, st, ctl, block)
     # (b) record the answers to the binary-search questions, in the order they were asked
@@ -220,7 +337,7 @@ def bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers, n_answer
         p = st[S_PASS, s]
         lo = st[S_LO, s]
         mid = (lo + st[S_HI, s]) // 2
-        d_left = a_left ^ _range_parity(bits, perm[p], lo, mid)
+        d_left = a_left ^ _range_parity(bits, perm, pinfo, sizes, p, lo, mid)
         node[p, mid] = NODE_KNOWN | (a_left << 1) | (d_left << 2)
     # (c) start searches on odd ranges; walk every search of the lowest pass down its known
     # ranges, correct a bit where one is pinned down, ask about the next unknown split
@@ -290,7 +407,8 @@ def bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers, n_answer
                     else:
                         lo = mid
                 if hi - lo == 1:
-                    _flip(bits, inv, sizes, offs, u8, node, st, ctl, perm[p, lo])
+                    _flip(bits, inv, pinfo, sizes, offs, u8, node, st, ctl,
+                          _pos_at(perm, pinfo, sizes, p, lo))
                     st[S_PASS, s] = -1
                 else:
                     st[S_LO, s] = lo
@@ -321,30 +439,35 @@ def bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers, n_answer
     return 0, -1
 
 
-def new_bob_state(n_bits: int, sizes: np.ndarray, offs: np.ndarray):
-    """Fresh (u8, node, st, ctl, queries) arrays for one frame of Bob."""
+def new_bob_state(bits: np.ndarray, inv: np.ndarray, pinfo: np.ndarray, sizes: np.ndarray,
+                  offs: np.ndarray):
+    """Fresh (u8, node, st, ctl, queries) arrays for one frame of Bob holding ``bits``."""
     n_blocks = int(offs[-1])
     u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
-    node = np.zeros((sizes.shape[0], n_bits), dtype=np.uint8)
+    node = np.zeros((sizes.shape[0], len(bits)), dtype=np.uint8)
     st = np.zeros((N_ST, n_blocks), dtype=np.int64)
     ctl = np.zeros(N_CTL, dtype=np.int64)
     ctl[C_CUR] = -1
     ctl[C_REQ] = -1
+    label_parity(bits, inv, pinfo, ctl)
     queries = np.zeros((3, n_blocks), dtype=np.int64)
     return u8, node, st, ctl, queries
 
 
 @numba.njit(cache=True, nogil=True)
-def cascade_fused(alice_bits, bob_bits, perm, inv, sizes, offs, max_questions):
+def cascade_fused(alice_bits, bob_bits, perm, inv, pinfo, sizes, offs, max_questions):
     """Both roles in one kernel: returns (Bob's corrected bits, disclosed bits, round trips,
     status) with status 1 = finished, 2 = gave up on contradictory answers.
 
-    Same ``bob_round``/``alice_answer`` calls as the two-role path, without message objects.
+    Same ``bob_round``/``alice_answer`` calls as the two-role path, without message objects;
+    each role does its own work (no parity is shared between them).
     """
     n_blocks = offs[-1]
     n = bob_bits.shape[0]
     bits = bob_bits.copy()
-    prefix = prefix_parities(alice_bits, perm)
+    prefix = prefix_parities(alice_bits, perm, pinfo)
+    actl = np.zeros(N_CTL, dtype=np.int64)
+    label_parity(alice_bits, inv, pinfo, actl)
     u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
     node = np.zeros((sizes.shape[0], n), dtype=np.uint8)
     st = np.zeros((N_ST, n_blocks), dtype=np.int64)
@@ -352,13 +475,15 @@ def cascade_fused(alice_bits, bob_bits, perm, inv, sizes, offs, max_questions):
     ctl[C_CUR] = -1
     ctl[C_REQ] = -1
     ctl[C_MAXQ] = max_questions
+    label_parity(bits, inv, pinfo, ctl)
     queries = np.zeros((3, n_blocks), dtype=np.int64)
     answers = np.zeros(2 * n_blocks, dtype=np.uint8)
     n_answers = 0
     while True:
-        nq, new_pass = bob_round(bits, perm, inv, sizes, offs, u8, node, st, ctl, answers,
-                                 n_answers, queries)
+        nq, new_pass = bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
+                                 answers, n_answers, queries)
         if nq == 0 and new_pass < 0:
             break
-        n_answers = alice_answer(prefix, sizes, offs, new_pass, queries, nq, answers)
+        n_answers = alice_answer(alice_bits, perm, pinfo, sizes, offs, prefix, actl, new_pass,
+                                 queries, nq, answers)
     return bits, ctl[C_DISCLOSED], ctl[C_ROUNDS], ctl[C_DONE]

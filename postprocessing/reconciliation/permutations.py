@@ -57,17 +57,43 @@ def shuffle_pass(seed, pass_index, n_bits, perm, inv):
         inv[perm[q]] = q
 
 
+BASE_STREAM = 1 << 20  # stream of the label shuffle shared by the halving passes
+
+
 @numba.njit(cache=True, nogil=True)
-def pass_permutations(seed, n_bits, n_passes):
-    """Permutations of every pass: (perm, inv), each int32[n_passes, n_bits]."""
-    perm = np.empty((n_passes, n_bits), dtype=np.int32)
-    inv = np.empty((n_passes, n_bits), dtype=np.int32)
+def pass_permutations(seed, n_bits, halving_bits):
+    """Shuffles for every pass: (perm, inv) int32[n_rows, n_bits] and pinfo int64[2, passes].
+
+    Pass p without a halving bit gets its own row (stream p); all halving passes share one
+    last row (stream BASE_STREAM) read as labels. pinfo[0, p] = row, pinfo[1, p] = bit or -1.
+    """
+    n_passes = halving_bits.shape[0]
+    pinfo = np.empty((2, n_passes), dtype=np.int64)
+    n_rows = 0
+    any_halving = False
     for p in range(n_passes):
-        shuffle_pass(seed, p, n_bits, perm[p], inv[p])
-    return perm, inv
+        if halving_bits[p] < 0:
+            n_rows += 1
+        else:
+            any_halving = True
+    perm = np.empty((n_rows + (1 if any_halving else 0), n_bits), dtype=np.int32)
+    inv = np.empty_like(perm)
+    r = 0
+    for p in range(n_passes):
+        pinfo[1, p] = halving_bits[p]
+        if halving_bits[p] < 0:
+            pinfo[0, p] = r
+            shuffle_pass(seed, p, n_bits, perm[r], inv[r])
+            r += 1
+        else:
+            pinfo[0, p] = n_rows
+    if any_halving:
+        shuffle_pass(seed, BASE_STREAM, n_bits, perm[n_rows], inv[n_rows])
+    return perm, inv, pinfo
 
 
-def permutations_for(seed: int, n_bits: int, n_passes: int) -> tuple[np.ndarray, np.ndarray]:
+def permutations_for(seed: int, n_bits: int, halving_bits) -> tuple[np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
     """Python entry: the seed is taken modulo 2**64 so any non-negative int is accepted."""
     return pass_permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.int64(n_bits),
-                             np.int64(n_passes))
+                             np.asarray(halving_bits, dtype=np.int64))

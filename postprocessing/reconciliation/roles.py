@@ -40,17 +40,17 @@ def check_key(bits, what: str) -> np.ndarray:
 
 
 class _Permutations:
-    """Pass permutations per frame length (frames of equal length in a batch share them)."""
+    """Pass shuffles per frame layout (frames of equal length in a batch share them)."""
 
-    def __init__(self, seed: int, n_passes: int):
+    def __init__(self, seed: int):
         self.seed = seed
-        self.n_passes = n_passes
-        self._by_length: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def get(self, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
-        if n_bits not in self._by_length:
-            self._by_length[n_bits] = permutations_for(self.seed, n_bits, self.n_passes)
-        return self._by_length[n_bits]
+    def get(self, n_bits: int, halving_bits: np.ndarray):
+        key = (n_bits, tuple(halving_bits.tolist()))
+        if key not in self._cache:
+            self._cache[key] = permutations_for(self.seed, n_bits, halving_bits)
+        return self._cache[key]
 
 
 class CascadeBob:
@@ -65,16 +65,17 @@ class CascadeBob:
             raise ReconciliationError("Bob: no frames to reconcile (expected >= 1)")
         self.seed = secrets.randbits(64) if seed is None else int(seed) & (2**64 - 1)
         self.qber = float(qber)
-        self._perms = _Permutations(self.seed, self.schedule.n_passes)
+        perms = _Permutations(self.seed)
         self._frames = []
         for bits in frames:
-            sizes = self.schedule.block_sizes(len(bits), self.qber)
+            sizes, halving = self.schedule.layout(len(bits), self.qber)
             offs = block_offsets(len(bits), sizes)
-            perm, inv = self._perms.get(len(bits))
-            u8, node, st, ctl, queries = kernels.new_bob_state(len(bits), sizes, offs)
+            perm, inv, pinfo = perms.get(len(bits), halving)
+            bits = bits.copy()
+            u8, node, st, ctl, queries = kernels.new_bob_state(bits, inv, pinfo, sizes, offs)
             ctl[kernels.C_MAXQ] = self.max_questions
-            self._frames.append(dict(bits=bits.copy(), sizes=sizes, offs=offs, perm=perm,
-                                     inv=inv, u8=u8, node=node, st=st, ctl=ctl,
+            self._frames.append(dict(bits=bits, sizes=sizes, offs=offs, perm=perm, inv=inv,
+                                     pinfo=pinfo, u8=u8, node=node, st=st, ctl=ctl,
                                      queries=queries, expect=0))
         self.round = 0
         self._waiting = False
@@ -118,9 +119,9 @@ class CascadeBob:
                 f["expect"] = 0
                 continue
             ans = np.ascontiguousarray(ans, dtype=np.uint8)
-            nq, new_pass = kernels.bob_round(f["bits"], f["perm"], f["inv"], f["sizes"],
-                                             f["offs"], f["u8"], f["node"], f["st"], f["ctl"],
-                                             ans, len(ans), f["queries"])
+            nq, new_pass = kernels.bob_round(f["bits"], f["perm"], f["inv"], f["pinfo"],
+                                             f["sizes"], f["offs"], f["u8"], f["node"], f["st"],
+                                             f["ctl"], ans, len(ans), f["queries"])
             nq = int(nq)
             new_pass = int(new_pass)
             ranges = f["queries"][:, :nq].T.copy()
@@ -172,16 +173,19 @@ class CascadeAlice:
         if tuple(len(b) for b in self._bits) != tuple(setup.frame_bits):
             raise MessageError(f"Alice: setup announces frames of {list(setup.frame_bits)} bits"
                                f", she holds {[len(b) for b in self._bits]}")
-        perms = _Permutations(setup.seed, schedule.n_passes)
+        perms = _Permutations(setup.seed)
         session = []
         for bits in self._bits:
             try:
-                sizes = schedule.block_sizes(len(bits), setup.qber)
+                sizes, halving = schedule.layout(len(bits), setup.qber)
             except ReconciliationError as exc:
                 raise MessageError(f"Alice: setup rejected: {exc}") from None
             offs = block_offsets(len(bits), sizes)
-            perm, _ = perms.get(len(bits))
-            session.append((sizes, offs, kernels.prefix_parities(bits, perm)))
+            perm, inv, pinfo = perms.get(len(bits), halving)
+            actl = np.zeros(kernels.N_CTL, dtype=np.int64)
+            kernels.label_parity(bits, inv, pinfo, actl)
+            session.append((bits, perm, pinfo, sizes, offs,
+                            kernels.prefix_parities(bits, perm, pinfo), actl))
         self._session = session
 
     def handle_request(self, request: ParityRequest) -> ParityReply:
@@ -194,9 +198,10 @@ class CascadeAlice:
             raise MessageError(f"Alice: request covers {len(request.frames)} frames "
                                f"(expected {len(self._session)})")
         replies = []
-        for i, ((sizes, offs, prefix), fq) in enumerate(zip(self._session, request.frames)):
+        for i, (frame, fq) in enumerate(zip(self._session, request.frames)):
+            bits, perm, pinfo, sizes, offs, prefix, actl = frame
             n_passes = len(sizes)
-            n = prefix.shape[1] - 1
+            n = len(bits)
             if not -1 <= fq.new_pass < n_passes:
                 raise MessageError(f"Alice: frame {i} new pass {fq.new_pass} outside "
                                    f"[-1, {n_passes - 1}]")
@@ -209,8 +214,8 @@ class CascadeAlice:
             n_new = int(offs[fq.new_pass + 1] - offs[fq.new_pass]) if fq.new_pass >= 0 else 0
             out = np.empty(n_new + len(ranges), dtype=np.uint8)
             queries = np.ascontiguousarray(ranges.T)
-            w = kernels.alice_answer(prefix, sizes, offs, fq.new_pass, queries, len(ranges),
-                                     out)
+            w = kernels.alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, fq.new_pass,
+                                     queries, len(ranges), out)
             self.disclosed_bits[i] += int(w)
             replies.append(out)
         self._round = request.round

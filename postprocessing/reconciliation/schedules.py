@@ -16,6 +16,9 @@ from .errors import ReconciliationError
 QBER_MIN = 1e-6
 QBER_MAX = 0.25
 FRAME_BITS_MAX = (1 << 31) - 1
+# a halving pass on label bit t needs n >= 2**(t + 7): its blocks then differ from n/2 by at
+# most 2**(t-1) <= n/256 bits; shorter frames shuffle such passes like any other
+HALVING_MIN_LOG2_OVER_BIT = 7
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,17 @@ class CascadeSchedule:
 
     def block_sizes(self, n_bits: int, qber: float) -> np.ndarray:
         """Block length of every pass (int64, each in [1, n_bits]); the last block may be shorter."""
+        return self.layout(n_bits, qber)[0]
+
+    def layout(self, n_bits: int, qber: float) -> tuple[np.ndarray, np.ndarray]:
+        """(block sizes int64[passes], halving bit int64[passes], -1 for a shuffled pass).
+
+        A "half the frame" pass of a long frame becomes a halving pass on bit t of a shared
+        random label (t = 0, 1, ... in pass order): its blocks hold the labels with bit t = 0
+        (``halving_block_size`` of them, within 2**(t-1) of n/2) and with bit t = 1.
+        """
         check_frame(n_bits, qber)
+        half = math.ceil(n_bits / 2)
         if self.name == "original":
             # Brassard & Salvail 1993: k1 ~ 0.73/QBER, doubling each pass, 4 passes.
             k1 = math.ceil(0.73 / qber)
@@ -42,10 +55,23 @@ class CascadeSchedule:
         elif self.name == "yan":
             # Yan et al. 2008: k1 = 0.8/QBER, k2 = 5 k1, then half the frame; 10 passes.
             k1 = math.ceil(0.8 / qber)
-            sizes = [k1, 5 * k1] + [math.ceil(n_bits / 2)] * (self.n_passes - 2)
+            sizes = [k1, 5 * k1] + [half] * (self.n_passes - 2)
         else:  # pragma: no cover - SCHEDULES holds only the names handled above
             raise ReconciliationError(f"schedule {self.name!r} has no block-size rule")
-        return np.array([min(max(k, 1), n_bits) for k in sizes], dtype=np.int64)
+        sizes = [min(max(k, 1), n_bits) for k in sizes]
+        bits = [-1] * len(sizes)
+        t = 0
+        for p in range(2, len(sizes)):
+            if sizes[p] == half and n_bits >= 1 << (t + HALVING_MIN_LOG2_OVER_BIT):
+                bits[p] = t
+                sizes[p] = halving_block_size(n_bits, t)
+                t += 1
+        return np.array(sizes, dtype=np.int64), np.array(bits, dtype=np.int64)
+
+
+def halving_block_size(n_bits: int, t: int) -> int:
+    """How many labels in [0, n_bits) have bit t clear (>= n_bits / 2)."""
+    return ((n_bits >> (t + 1)) << t) + min(n_bits & ((1 << (t + 1)) - 1), 1 << t)
 
 
 SCHEDULES: dict[str, CascadeSchedule] = {

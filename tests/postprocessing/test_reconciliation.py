@@ -13,7 +13,8 @@ from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetu
                                            ParityRequest, ReconciliationError, get_schedule,
                                            reconcile, reconcile_frames, run_roles)
 from postprocessing.reconciliation.permutations import permutations_for
-from postprocessing.reconciliation.schedules import block_offsets
+from postprocessing.reconciliation.kernels import label_of_rank, rank_of_label
+from postprocessing.reconciliation.schedules import block_offsets, halving_block_size
 
 
 def _frame(n, error_positions, seed=0):
@@ -31,8 +32,28 @@ def test_original_schedule_doubles_from_073_over_qber():
 
 
 def test_yan_schedule_is_08_over_qber_then_5x_then_half_frame():
-    sizes = get_schedule("yan").block_sizes(10_001, 0.02).tolist()
-    assert sizes == [40, 200] + [5001] * 8
+    sizes, halving = get_schedule("yan").layout(10_001, 0.02)
+    # 10001 = 0b10011100010001; passes 3-9 halve on label bits 0-6 (10001 >= 2**(t+7)): their
+    # first block is the count of labels < 10001 with bit t clear; pass 10 (bit 7 would need
+    # n >= 2**14) is shuffled with blocks of ceil(n/2)
+    assert sizes.tolist() == [40, 200, 5001, 5001, 5001, 5001, 5008, 5009, 5009, 5001]
+    assert halving.tolist() == [-1, -1, 0, 1, 2, 3, 4, 5, 6, -1]
+
+
+def test_halving_block_size_counts_labels_with_the_bit_clear():
+    for n in (1, 2, 7, 100, 10_001, 65_536):
+        for t in range(8):
+            expected = sum(1 for v in range(n) if not (v >> t) & 1)
+            assert halving_block_size(n, t) == expected
+
+
+def test_halving_label_order_is_a_bijection():
+    n, t = 1000, 3
+    z = halving_block_size(n, t)
+    labels = [label_of_rank(q, t, z) for q in range(n)]
+    assert sorted(labels) == list(range(n))
+    assert all((v >> t) & 1 == (q >= z) for q, v in enumerate(labels))
+    assert [rank_of_label(v, t, z) for v in labels] == list(range(n))
 
 
 def test_block_sizes_are_clamped_to_the_frame():
@@ -186,14 +207,16 @@ def test_bob_terminates_on_lying_answers(n, seed, answer_seed):
 # ---------------------------------------------------------------- permutations
 
 def test_permutations_are_deterministic_inverse_pairs():
-    perm, inv = permutations_for(123, 1000, 4)
-    perm2, _ = permutations_for(123, 1000, 4)
-    assert np.array_equal(perm, perm2)
-    for p in range(4):
-        assert np.array_equal(np.sort(perm[p]), np.arange(1000))
-        assert np.array_equal(inv[p][perm[p]], np.arange(1000))
+    halving = np.array([-1, -1, 0, 1])
+    perm, inv, pinfo = permutations_for(123, 1000, halving)
+    assert perm.shape == (3, 1000)  # two shuffled passes + the label row of the halving ones
+    assert pinfo.tolist() == [[0, 1, 2, 2], [-1, -1, 0, 1]]
+    assert np.array_equal(perm, permutations_for(123, 1000, halving)[0])
+    for r in range(3):
+        assert np.array_equal(np.sort(perm[r]), np.arange(1000))
+        assert np.array_equal(inv[r][perm[r]], np.arange(1000))
     assert not np.array_equal(perm[0], perm[1])
-    assert not np.array_equal(perm[0], permutations_for(124, 1000, 4)[0][0])
+    assert not np.array_equal(perm[0], permutations_for(124, 1000, halving)[0][0])
 
 
 def test_permutations_of_three_are_uniform():
@@ -201,7 +224,7 @@ def test_permutations_of_three_are_uniform():
     # P(chi2_5 > 20.52) = 0.001, so a fair shuffle fails this (fixed-seed) test 1 time in 1000.
     counts = {}
     for seed in range(3000):
-        key = tuple(permutations_for(seed, 3, 1)[0][0].tolist())
+        key = tuple(permutations_for(seed, 3, [-1])[0][0].tolist())
         counts[key] = counts.get(key, 0) + 1
     assert len(counts) == 6
     expected = 3000 / 6

@@ -43,16 +43,16 @@ def _h(p):
 def test_mean_efficiency_within_published_range(schedule, qber):
     rng = np.random.default_rng([len(schedule), round(qber * 1000)])  # fixed per case
     sched = get_schedule(schedule)
-    sizes = sched.block_sizes(N_BITS, qber)
+    sizes, halving = sched.layout(N_BITS, qber)
     offs = block_offsets(N_BITS, sizes)
     f = np.empty(N_FRAMES)
     for i in range(N_FRAMES):
         alice = rng.integers(0, 2, N_BITS, dtype=np.uint8)
         errors = (rng.random(N_BITS) < qber).astype(np.uint8)
-        perm, inv = permutations_for(int(rng.integers(0, 2**63)), N_BITS, sched.n_passes)
+        perm, inv, pinfo = permutations_for(int(rng.integers(0, 2**63)), N_BITS, halving)
         # the fused kernel is what reconcile() runs; called directly to keep the file fast
-        _, disclosed, _, _ = kernels.cascade_fused(alice, alice ^ errors, perm, inv, sizes, offs,
-                                                   sched.default_max_questions)
+        _, disclosed, _, _ = kernels.cascade_fused(alice, alice ^ errors, perm, inv, pinfo, sizes,
+                                                   offs, sched.default_max_questions)
         f[i] = disclosed / (N_BITS * _h(errors.mean()))
     se = f.std(ddof=1) / math.sqrt(N_FRAMES)
     tol = 4 * se + TABLE_SPREAD
