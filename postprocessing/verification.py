@@ -102,7 +102,11 @@ class VerifyResult:
 
 def tag_layout(eps_cor: float, n_bits: int) -> tuple[int, int]:
     """(k points, b bits per tag) for an n-bit key, with (L / 2^b)^k <= eps_cor, L = ceil(n/64)."""
-    if not (isinstance(eps_cor, (float, int)) and 0.0 < eps_cor < 1.0):
+    try:
+        eps_cor = float(eps_cor)
+    except (TypeError, ValueError):
+        raise VerificationError(f"eps_cor {eps_cor!r} is not a number in (0, 1)") from None
+    if not 0.0 < eps_cor < 1.0:
         raise VerificationError(f"eps_cor {eps_cor!r} is outside the open interval (0, 1)")
     if not 1 <= n_bits <= MAX_KEY_BITS:
         raise VerificationError(f"key length {n_bits} bits is outside 1..{MAX_KEY_BITS}")

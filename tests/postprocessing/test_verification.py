@@ -123,6 +123,10 @@ def test_tag_layout_meets_eps_and_is_tight(eps, n_bits):
     assert tag_bits_for(eps, n_bits) == k * b
 
 
+def test_numpy_scalar_eps_is_accepted():
+    assert tag_bits_for(np.float32(1e-6), 1000) == tag_bits_for(float(np.float32(1e-6)), 1000)
+
+
 def test_tag_bits_for_short_keys_is_log2_of_inverse_eps():
     # one word: h_r(m) = m r is a bijection of r, so the bound is exactly 2^-b
     for eps in (1e-3, 1e-10, 1e-15):
@@ -134,7 +138,7 @@ def test_tag_bits_for_without_length_bounds_every_supported_key():
         assert tag_bits_for(eps) >= tag_bits_for(eps, 10 ** 8)
 
 
-@pytest.mark.parametrize("eps", [0.0, 1.0, -1e-3, 2.0, float("nan")])
+@pytest.mark.parametrize("eps", [0.0, 1.0, -1e-3, 2.0, float("nan"), "small", None])
 def test_bad_eps_raises(eps):
     with pytest.raises(VerificationError):
         tag_bits_for(eps, 1000)
