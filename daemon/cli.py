@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     demo = sub.add_parser("demo", help="run the simulated two-node demo")
     demo.set_defaults(handler=_run_demo)
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -25,7 +26,7 @@ def _run_sim(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from daemon.demo import main as demo_main
-    return demo_main()
+    return demo_main(args.demo_args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,8 +51,10 @@ def encode_frame(msg_type: int, seq: int, payload_parts, *, flags: int = 0,
     for part in payload_parts:
         length += memoryview(part).nbytes
         check = zlib.crc32(part, check)
-    if length > 0xFFFFFFFF:
-        raise ValueError(f"payload of {length} bytes exceeds the u32 length field")
+    if length > MAX_PAYLOAD_BYTES:
+        # A receiver drops such a frame as corrupt: refuse it here, where the cause is known.
+        raise ValueError(f"payload of {length} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte "
+                         f"frame limit")
     head = HEADER.pack(SYNC_WORD, version, msg_type, flags & 0xFFFF, seq & 0xFFFFFFFF, length)
     return b"".join((head, HEADER_CHECK.pack(crc32(head)), *payload_parts,
                      struct.pack("<I", check & 0xFFFFFFFF)))

@@ -339,7 +339,7 @@ MODULATOR_DRIVE_MIN_V = 0.0
 MODULATOR_DRIVE_MAX_V = 10.0
 """Drive range a board accepts for each state (a LiNbO3 modulator's V_pi is a few volts)."""
 
-PATTERN_REQUEST_MAX_SLOTS = 1 << 20
+PATTERN_REQUEST_MAX_SLOTS = 1 << 19   # 8 bytes a slot: 4 MiB, well inside MAX_PAYLOAD_BYTES
 """Most slots one PatternRequest may ask for (and one PatternUpload may carry)."""
 
 PATTERN_RESERVED_BITS = 0xF0

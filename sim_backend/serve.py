@@ -48,6 +48,9 @@ class SimulatedPair:
     def __init__(self, params: LinkParams, *, seed: int | None = None, realtime: bool = True):
         self.params = params
         self.controls = LinkControls()
+        with self.controls.lock:   # detectors power up with the link's dead time
+            for det in self.controls.detectors:
+                det.dead_time_ns = params.dead_time_ns
         self.link = LinkSimulator(params, self.controls, seed=seed)
         self._servers: list = []
         self._endpoints: list[Endpoint] = []

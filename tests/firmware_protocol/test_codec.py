@@ -234,3 +234,14 @@ def test_reset_discards_a_partial_frame_and_counts_it():
     assert dec.feed(frame[10:]) == [] and dec.stats.frames_ok == 0
     assert dec.feed(frame) == [fp.Heartbeat(1)]
     assert dec.stats.bytes_discarded == len(frame)
+
+
+def test_encoder_refuses_a_frame_the_receiver_would_drop():
+    from firmware_protocol import MAX_PAYLOAD_BYTES, PatternRequest
+    from firmware_protocol.messages import PATTERN_REQUEST_MAX_SLOTS
+    enc = fp.Encoder()
+    largest = PatternRequest(1, np.arange(PATTERN_REQUEST_MAX_SLOTS, dtype=np.uint64))
+    assert len(enc.encode(largest)) > 8 * PATTERN_REQUEST_MAX_SLOTS   # the protocol's own limit fits
+    too_big = PatternRequest(2, np.zeros(MAX_PAYLOAD_BYTES // 8 + 1, dtype=np.uint64))
+    with pytest.raises(ValueError, match="frame limit"):
+        enc.encode(too_big)
