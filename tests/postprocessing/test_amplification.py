@@ -244,5 +244,5 @@ def test_block_reference_helper_agrees_with_the_matrix_product():
     n, m = 900, 400
     x = rng.integers(0, 2, n, dtype=np.uint8)
     seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
-    got = block_reference(x, seed, m, [0, 123, 250, m], [0, 300, 555, 700, n])
+    got = block_reference(x, seed, m, [0, 123, 250, m], [0, 300, 555, 740, n])
     assert np.array_equal(got, matrix_reference(x, seed, m))
