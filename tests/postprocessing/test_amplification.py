@@ -246,3 +246,33 @@ def test_block_reference_helper_agrees_with_the_matrix_product():
     seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
     got = block_reference(x, seed, m, [0, 123, 250, m], [0, 300, 555, 740, n])
     assert np.array_equal(got, matrix_reference(x, seed, m))
+
+
+@pytest.mark.slow
+def test_generic_cpu_falls_back_to_software_at_import(tmp_path):
+    # numba told to target a generic x86-64 cannot emit pclmulqdq: the import must notice and
+    # choose the portable kernels, and the hash must not change
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from postprocessing.gf2 import clmul, toeplitz\n"
+        "from postprocessing.amplification import toeplitz_hash\n"
+        "assert not clmul.HAVE_PCLMUL and not clmul.HAVE_VPCLMUL512\n"
+        "assert clmul.clmul64 is clmul.clmul64_sw\n"
+        "assert toeplitz.BEST_PATH == toeplitz.PATH_SOFTWARE\n"
+        "rng = np.random.default_rng(5)\n"
+        "x = rng.integers(0, 2, 3000, dtype=np.uint8)\n"
+        "s = rng.integers(0, 2, 3000 + 1200 - 1, dtype=np.uint8)\n"
+        "print(''.join(map(str, toeplitz_hash(x, s, 1200))))\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2, 3000, dtype=np.uint8)
+    s = rng.integers(0, 2, 3000 + 1200 - 1, dtype=np.uint8)
+    assert out.stdout.strip() == "".join(map(str, bigint_reference(x, s, 1200)))
