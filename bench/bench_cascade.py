@@ -1,0 +1,173 @@
+"""Cascade reconciliation: corrected Mbit/s per core, efficiency f, frame errors, round trips.
+
+Figures per schedule and QBER (frames of 1e5 bits, and 1e6 for the yan schedule):
+  * fused_fresh_perms: ``cascade_fused`` with a new seed (new shuffles) for every frame;
+  * fused_batch_perms: one seed per batch of 16 equal-length frames (one CascadeSetup per
+    batch, as the two-role protocol does), shuffle time included once per batch;
+  * two_role_messages: CascadeAlice/CascadeBob through encoded messages, a batch of frames;
+  * baseline_numpy: a plain numpy/Python sequential Cascade (below) on 1e4-bit frames,
+    throughput extrapolated per bit; ``ratio`` = our Mbit/s / baseline Mbit/s.
+Both roles run on the same single core in every figure (each does its own parity work), so
+a node running one role needs about half the time shown. f = disclosed / (n h(e)), e = true
+error rate of the frame; frame_error_rate is before verification.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import numpy as np
+
+from bench.common import emit, progress
+from postprocessing.reconciliation import (CascadeAlice, CascadeBob, binary_entropy,
+                                           get_schedule, run_roles)
+from postprocessing.reconciliation import kernels
+from postprocessing.reconciliation.permutations import permutations_for
+from postprocessing.reconciliation.schedules import block_offsets
+
+BENCH = "cascade"
+QBERS = (0.01, 0.02, 0.05)
+BATCH = 16
+
+
+def reference_cascade(alice: np.ndarray, bob: np.ndarray, qber: float, schedule: str,
+                      rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Plain sequential Cascade (numpy parities, Python binary search, no parity reuse).
+
+    Returns (Bob's corrected bits, disclosed parity bits).
+    """
+    n = len(alice)
+    sizes = get_schedule(schedule).block_sizes(n, qber)
+    sizes = [int(k) if k < n else n for k in sizes]
+    bits = bob.copy()
+    disclosed = 0
+    perms, invs, alice_par = [], [], []
+
+    def block_range(p, b):
+        return b * sizes[p], min(b * sizes[p] + sizes[p], n)
+
+    def odd(p, b):
+        lo, hi = block_range(p, b)
+        return (np.bitwise_xor.reduce(bits[perms[p][lo:hi]]) != alice_par[p][b])
+
+    for p, k in enumerate(sizes):
+        perm = rng.permutation(n)
+        perms.append(perm)
+        inv = np.empty(n, dtype=np.int64)
+        inv[perm] = np.arange(n)
+        invs.append(inv)
+        starts = np.arange(0, n, k)
+        alice_par.append(np.add.reduceat(alice[perm], starts) & 1)
+        disclosed += len(starts)
+        queue = [(p, b) for b in np.flatnonzero(np.add.reduceat(bits[perm], starts) & 1
+                                                != alice_par[p])]
+        while queue:
+            queue.sort(key=lambda pb: -sizes[pb[0]])  # smallest blocks last = popped first
+            j, b = queue.pop()
+            if not odd(j, b):
+                continue
+            lo, hi = block_range(j, b)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                a_left = np.bitwise_xor.reduce(alice[perms[j][lo:mid]])
+                disclosed += 1
+                if np.bitwise_xor.reduce(bits[perms[j][lo:mid]]) != a_left:
+                    hi = mid
+                else:
+                    lo = mid
+            pos = perms[j][lo]
+            bits[pos] ^= 1
+            for i in range(p + 1):
+                if i != j:
+                    bi = invs[i][pos] // sizes[i]
+                    if odd(i, bi):
+                        queue.append((i, bi))
+    return bits, disclosed
+
+
+def _frames(rng, n, qber, count):
+    out = []
+    for _ in range(count):
+        alice = rng.integers(0, 2, n, dtype=np.uint8)
+        errors = (rng.random(n) < qber).astype(np.uint8)
+        out.append((alice, alice ^ errors, float(errors.mean())))
+    return out
+
+
+def _summary(n, results, seconds):
+    f = [d / (n * binary_entropy(e)) for (d, _, _, e) in results]
+    return dict(mbit_per_s=round(n * len(results) / seconds / 1e6, 2),
+                mean_f=round(float(np.mean(f)), 4),
+                sd_f=round(float(np.std(f, ddof=1)), 4) if len(f) > 1 else None,
+                frame_errors=int(sum(r[1] for r in results)), frames=len(results),
+                round_trips_mean=round(float(np.mean([r[2] for r in results])), 1))
+
+
+def run_fused(schedule, qber, n, frames, fresh):
+    sched = get_schedule(schedule)
+    sizes, halving = sched.layout(n, qber)
+    offs = block_offsets(n, sizes)
+    max_q = sched.default_max_questions
+    results = []
+    t0 = time.perf_counter()
+    for i, (alice, bob, e) in enumerate(frames):
+        if fresh or i % BATCH == 0:
+            perm, inv, pinfo = permutations_for(secrets.randbits(64), n, halving)
+        bits, disclosed, rounds, _ = kernels.cascade_fused(alice, bob, perm, inv, pinfo, sizes,
+                                                           offs, max_q)
+        results.append((int(disclosed), not np.array_equal(bits, alice), int(rounds), e))
+    return _summary(n, results, time.perf_counter() - t0)
+
+
+def run_two_role(schedule, qber, n, frames):
+    t0 = time.perf_counter()
+    alice = CascadeAlice([a for a, _, _ in frames])
+    bob = CascadeBob([b for _, b, _ in frames], qber, schedule)
+    run_roles(alice, bob)
+    seconds = time.perf_counter() - t0
+    results = [(alice.disclosed_bits[i], not np.array_equal(bob.corrected_bits(i), a),
+                bob.round_trips(i), e) for i, (a, _, e) in enumerate(frames)]
+    return _summary(n, results, seconds)
+
+
+def run_baseline(schedule, qber, n, frames, rng):
+    results = []
+    t0 = time.perf_counter()
+    for alice, bob, e in frames:
+        bits, disclosed = reference_cascade(alice, bob, qber, schedule, rng)
+        results.append((disclosed, not np.array_equal(bits, alice), float("nan"), e))
+    out = _summary(n, results, time.perf_counter() - t0)
+    out.pop("round_trips_mean")
+    return out
+
+
+def main() -> None:
+    rng = np.random.default_rng(20261126)
+    # compile (cache=True makes this a load after the first run)
+    warm = _frames(rng, 2000, 0.02, 1)
+    for schedule in ("original", "yan"):
+        run_fused(schedule, 0.02, 2000, warm, fresh=True)
+        run_two_role(schedule, 0.02, 2000, warm)
+    for schedule in ("original", "yan"):
+        for qber in QBERS:
+            progress(f"{schedule} QBER {qber}")
+            base = run_baseline(schedule, qber, 10_000, _frames(rng, 10_000, qber, 3), rng)
+            emit(BENCH, figure="baseline_numpy", schedule=schedule, qber=qber, n_bits=10_000,
+                 **base)
+            sizes = [(100_000, 48)] + ([(1_000_000, 4)] if schedule == "yan" else [])
+            for n, count in sizes:
+                frames = _frames(rng, n, qber, count)
+                for fresh in (True, False):
+                    fig = run_fused(schedule, qber, n, frames, fresh)
+                    emit(BENCH, figure="fused_fresh_perms" if fresh else "fused_batch_perms",
+                         schedule=schedule, qber=qber, n_bits=n, **fig,
+                         ratio=round(fig["mbit_per_s"] / base["mbit_per_s"], 1))
+                if n == 100_000:
+                    fig = run_two_role(schedule, qber, n, frames[:BATCH])
+                    emit(BENCH, figure="two_role_messages", schedule=schedule, qber=qber,
+                         n_bits=n, **fig, ratio=round(fig["mbit_per_s"] / base["mbit_per_s"], 1))
+
+
+if __name__ == "__main__":
+    main()
