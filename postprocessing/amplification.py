@@ -6,8 +6,9 @@ the output is y = T x over GF(2). Toeplitz matrices with a uniform seed form a 2
 (Pr[T a = T b] = 2^-out_len for a != b), which the leftover hash lemma needs.
 
 y is the middle product of two GF(2) polynomials, computed on packed 64-bit words with carry-less
-multiplication and a transposed Karatsuba recursion (``postprocessing.gf2.toeplitz``), so a
-10^7-bit block costs one Karatsuba-size product and a few tens of MB of memory.
+multiplication (512-bit vpclmulqdq, pclmulqdq or portable code, whichever the host has) and a
+transposed Karatsuba recursion (``postprocessing.gf2.toeplitz``). Memory is linear: about 2 bytes
+of temporaries per input bit, so a 10^7-bit block needs ~20 MB beyond its inputs.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ The hardware path is the x86 ``pclmulqdq`` instruction, reached from numba throu
 ``@intrinsic`` that calls LLVM's ``llvm.x86.pclmulqdq``. Hosts without it (or a numba configured
 for a generic CPU) get a portable shift-and-xor version instead; ``HAVE_PCLMUL`` says which one
 ``clmul64`` is. Both return ``(lo, hi)`` uint64 words of the 128-bit product.
+
+``clmul_rows_512`` (AVX-512 VPCLMULQDQ hosts, ``HAVE_VPCLMUL512``) does eight such products per
+instruction pair for the Toeplitz base case; ``xor_words``/``copy_words`` are 512-bit word loops
+for the Karatsuba bookkeeping (numba cannot vectorise offset-indexed loops on one buffer).
+All arrays are uint64, offsets and lengths in words.
 """
 
 from __future__ import annotations
@@ -95,6 +100,12 @@ def _host_has_vpclmul512() -> bool:
 HAVE_VPCLMUL512 = _host_has_vpclmul512()
 
 
+def _is_u64_array(t) -> bool:
+    # the intrinsics address raw data: only contiguous 1-D uint64 arrays are safe
+    return (isinstance(t, types.Array) and t.dtype == types.uint64 and t.ndim == 1
+            and t.layout == "C")
+
+
 @intrinsic
 def clmul_rows_512(typingctx, buf, dtop, xoff, w, ngroups, acc):
     """acc[2I], acc[2I+1] = lo, hi of xor_J clmul(buf[dtop + I - J], buf[xoff + J]), J < w,
@@ -103,7 +114,7 @@ def clmul_rows_512(typingctx, buf, dtop, xoff, w, ngroups, acc):
     buf, acc: uint64 arrays; reads buf[dtop - w + 1 : dtop + 8 * ngroups]. Hosts with
     ``HAVE_VPCLMUL512`` only (LLVM cannot lower it elsewhere).
     """
-    if not (isinstance(buf, types.Array) and isinstance(acc, types.Array)):
+    if not (_is_u64_array(buf) and _is_u64_array(acc)):
         return None
     sig = types.void(buf, types.intp, types.intp, types.intp, types.intp, acc)
 
@@ -188,7 +199,7 @@ def _words_codegen(context, builder, signature, args, with_b):
 @intrinsic
 def xor_words(typingctx, buf, dst, a, b, n):
     """buf[dst:dst+n] = buf[a:a+n] ^ buf[b:b+n] on uint64 words (dst may equal a or b)."""
-    if not isinstance(buf, types.Array):
+    if not _is_u64_array(buf):
         return None
     sig = types.void(buf, types.intp, types.intp, types.intp, types.intp)
     return sig, lambda c, b_, s, args: _words_codegen(c, b_, s, args, True)
@@ -197,7 +208,7 @@ def xor_words(typingctx, buf, dst, a, b, n):
 @intrinsic
 def copy_words(typingctx, buf, dst, a, n):
     """buf[dst:dst+n] = buf[a:a+n] on uint64 words (non-overlapping)."""
-    if not isinstance(buf, types.Array):
+    if not _is_u64_array(buf):
         return None
     sig = types.void(buf, types.intp, types.intp, types.intp)
     return sig, lambda c, b_, s, args: _words_codegen(c, b_, s, args, False)
