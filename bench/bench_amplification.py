@@ -12,10 +12,11 @@ import numpy as np
 
 from bench.common import best_time, emit, progress
 from postprocessing.amplification import new_seed, toeplitz_hash
-from postprocessing.gf2.clmul import HAVE_PCLMUL
+from postprocessing.gf2.toeplitz import BEST_PATH
 from postprocessing.verification import alice_verification_message
 
 BENCH = "amplification"
+PATH_NAMES = {0: "software", 1: "pclmulqdq", 2: "vpclmulqdq-512"}
 
 
 def toeplitz_fft_numpy(bits: np.ndarray, seed: np.ndarray, out_len: int) -> np.ndarray:
@@ -52,7 +53,7 @@ def main() -> None:
         t_base = best_time(lambda: toeplitz_fft_numpy(bits, seed, out_len), repeat=1)
         cpu_base = best_cpu_time(lambda: toeplitz_fft_numpy(bits, seed, out_len), 1)
         emit(BENCH, figure="toeplitz_hash", input_bits=n, output_bits=out_len,
-             pclmul=HAVE_PCLMUL, seconds=round(t_ours, 4),
+             clmul_path=PATH_NAMES[BEST_PATH], seconds=round(t_ours, 4),
              input_mbit_s=round(n / t_ours / 1e6, 2),
              baseline="numpy float FFT", baseline_seconds=round(t_base, 4),
              baseline_input_mbit_s=round(n / t_base / 1e6, 2),
