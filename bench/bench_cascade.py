@@ -113,9 +113,9 @@ def run_fused(schedule, qber, n, frames, fresh):
     t0 = time.perf_counter()
     for i, (alice, bob, e) in enumerate(frames):
         if fresh or i % BATCH == 0:
-            perm, inv, pinfo = permutations_for(secrets.randbits(64), n, halving)
-        bits, disclosed, rounds, _ = kernels.cascade_fused(alice, bob, perm, inv, pinfo, sizes,
-                                                           offs, max_q)
+            order, perm, inv, pinfo = permutations_for(secrets.randbits(64), n, halving)
+        bits, disclosed, rounds, _ = kernels.cascade_fused(alice, bob, order, perm, inv, pinfo,
+                                                           sizes, offs, max_q)
         results.append((int(disclosed), not np.array_equal(bits, alice), int(rounds), e))
     return _summary(n, results, time.perf_counter() - t0)
 

@@ -76,9 +76,9 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
     sizes, halving = sched.layout(len(a), qber)
     offs = block_offsets(len(a), sizes)
     seed = secrets.randbits(64) if seed is None else int(seed)
-    perm, inv, pinfo = permutations_for(seed, len(a), halving)
-    corrected, disclosed, rounds, status = kernels.cascade_fused(a, b, perm, inv, pinfo, sizes,
-                                                                  offs, max_q)
+    order, perm, inv, pinfo = permutations_for(seed, len(a), halving)
+    corrected, disclosed, rounds, status = kernels.cascade_fused(a, b, order, perm, inv, pinfo,
+                                                                  sizes, offs, max_q)
     true_errors = int(np.count_nonzero(a != b))
     return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
 

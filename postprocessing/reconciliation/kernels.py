@@ -15,10 +15,12 @@ any ask questions in a round (a correction found in a short block often evens ou
 block, whose search is then dropped), and at most ``ctl[C_MAXQ]`` of them (0 = no cap): fewer
 questions per round cost round trips but find more errors through short blocks.
 
-Data layout: key bits are unpacked uint8 0/1, one bit per byte, index = position in the frame.
-perm/inv are int32[n_rows, n_bits] shuffles (row r: pass position -> frame index, and back);
-``pinfo`` int64[2, n_passes] gives each pass its row and its halving bit (-1: the pass is the
-row itself). A halving pass with bit t reads the row as a random label per frame index and
+Data layout: key bits are unpacked uint8 0/1, one bit per byte, in PASS-1 ORDER: both parties
+first reorder their frame by the first pass's shuffle (``order``), so the first pass reads
+consecutive bits (its searches, which find most errors, then stay in cache) and every later
+pass is a shuffle of that order. perm/inv are int32[n_rows, n_bits] shuffles (row r: pass
+position -> index, and back); ``pinfo`` int64[2, n_passes] gives each pass its row (-1: no
+shuffle, the first pass) and its halving bit (-1: the pass reads the row as it is). A halving pass with bit t reads the row as a random label per frame index and
 orders the frame by label with bit t = 0 first (see ``label_of_rank``), so its two blocks are
 "bit t of the label is 0 / 1": Alice's and Bob's block parities of every halving pass then
 come from one XOR of labels (``C_HACC``), updated per correction, instead of a gather per pass.
@@ -36,7 +38,9 @@ U_APAR, U_DIFF, U_BUSY, U_CAND = 0, 1, 2, 3
 N_U8 = 4
 # rows of the int64 per-search state ``st`` (search slots) and the candidate list
 S_PASS, S_LO, S_HI, S_BLOCK, S_PENDING, S_CAND = 0, 1, 2, 3, 4, 5
-N_ST = 6
+S_STACK = 6  # rows 6-8: depth-first stack of _smallest_odd_range
+N_ST = 9
+MIN_ST_COLUMNS = 160  # the stack needs 2 per tree level (< 32 levels) + 1
 # bits of ``node[pass, mid]``: what Bob knows about the left half [lo, mid) of the range of
 # the split tree that is cut at position ``mid`` (every range is cut at its middle)
 NODE_KNOWN, NODE_ALICE, NODE_DIFF = 1, 2, 4
@@ -46,7 +50,7 @@ NODE_KNOWN, NODE_ALICE, NODE_DIFF = 1, 2, 4
 N_CTL = 12
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def label_of_rank(q, t, z):
     """Label at position q of a halving pass: labels with bit t = 0 (z of them) ascending,
     then those with bit t = 1 ascending."""
@@ -59,7 +63,7 @@ def label_of_rank(q, t, z):
     return ((r >> t) << (t + 1)) | one | (r & ((1 << t) - 1))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def rank_of_label(v, t, z):
     """Inverse of ``label_of_rank``."""
     r = ((v >> (t + 1)) << t) | (v & ((1 << t) - 1))
@@ -68,37 +72,58 @@ def rank_of_label(v, t, z):
     return r
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _pos_at(perm, pinfo, sizes, p, q):
     """Frame index at position q of pass p."""
     t = pinfo[1, p]
+    if pinfo[0, p] < 0:
+        return np.int64(q)
     if t < 0:
         return np.int64(perm[pinfo[0, p], q])
     return np.int64(perm[pinfo[0, p], label_of_rank(q, t, sizes[p])])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _q_of(inv, pinfo, sizes, p, pos):
     """Position of frame index ``pos`` in pass p."""
     t = pinfo[1, p]
+    if pinfo[0, p] < 0:
+        return np.int64(pos)
     if t < 0:
         return np.int64(inv[pinfo[0, p], pos])
     return rank_of_label(np.int64(inv[pinfo[0, p], pos]), t, sizes[p])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _range_parity(bits, perm, pinfo, sizes, p, lo, hi):
     """XOR of bits at positions [lo, hi) of pass p."""
     acc = np.uint8(0)
-    row = perm[pinfo[0, p]]
+    if pinfo[0, p] < 0:
+        for q in range(lo, hi):
+            acc ^= bits[q]
+        return acc
+    r = pinfo[0, p]
     t = pinfo[1, p]
     if t < 0:
         for q in range(lo, hi):
-            acc ^= bits[row[q]]
+            acc ^= bits[perm[r, q]]
     else:
         z = sizes[p]
         for q in range(lo, hi):
-            acc ^= bits[row[label_of_rank(q, t, z)]]
+            acc ^= bits[perm[r, label_of_rank(q, t, z)]]
+    return acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bob_range_parity(bits, bp, perm, pinfo, sizes, p, lo, hi):
+    """Bob's XOR over positions [lo, hi) of pass p, read from his copy of the bits in that
+    pass's order when the pass has one (consecutive bytes instead of a gather)."""
+    row = pinfo[0, p]
+    if row < 0 or pinfo[1, p] >= 0:
+        return _range_parity(bits, perm, pinfo, sizes, p, lo, hi)
+    acc = np.uint8(0)
+    for q in range(lo, hi):
+        acc ^= bp[row, q]
     return acc
 
 
@@ -114,8 +139,16 @@ def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w):
         if n_blocks == 2:
             out[w + 1] = one
         return w + n_blocks
-    row = perm[pinfo[0, p]]
     k = sizes[p]
+    if pinfo[0, p] < 0:
+        for b in range(n_blocks):
+            acc = np.uint8(0)
+            for q in range(b * k, min(b * k + k, n)):
+                acc ^= bits[q]
+            out[w] = acc
+            w += 1
+        return w
+    row = perm[pinfo[0, p]]
     for b in range(n_blocks):
         acc = np.uint8(0)
         for q in range(b * k, min(b * k + k, n)):
@@ -150,19 +183,43 @@ def label_parity(bits, inv, pinfo, ctl):
 
 @numba.njit(cache=True, nogil=True)
 def prefix_parities(bits, perm, pinfo):
-    """Alice's prefix parities of the rows used as passes: out[r, q] = XOR of bits[perm[r, :q]]
-    (uint8[n_rows, n+1]; rows used only as halving labels are left unset)."""
-    n_rows, n = perm.shape
-    out = np.empty((n_rows, n + 1), dtype=np.uint8)
-    for p in range(pinfo.shape[1]):
+    """Alice's prefix parities per shuffled pass: out[p, q] = XOR of the bits at positions
+    [0, q) of pass p (uint8[n_passes, n+1]; rows of halving passes are left unset)."""
+    n = bits.shape[0]
+    n_passes = pinfo.shape[1]
+    out = np.empty((n_passes, n + 1), dtype=np.uint8)
+    for p in range(n_passes):
         if pinfo[1, p] >= 0:
             continue
-        r = pinfo[0, p]
         acc = np.uint8(0)
-        out[r, 0] = 0
-        for q in range(n):
-            acc ^= bits[perm[r, q]]
-            out[r, q + 1] = acc
+        out[p, 0] = 0
+        if pinfo[0, p] < 0:
+            for q in range(n):
+                acc ^= bits[q]
+                out[p, q + 1] = acc
+        else:
+            row = perm[pinfo[0, p]]
+            for q in range(n):
+                acc ^= bits[row[q]]
+                out[p, q + 1] = acc
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def reorder(bits, order):
+    """Frame order -> pass-1 order: out[q] = bits[order[q]]."""
+    out = np.empty_like(bits)
+    for q in range(bits.shape[0]):
+        out[q] = bits[order[q]]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def restore_order(bits, order):
+    """Pass-1 order -> frame order (inverse of ``reorder``)."""
+    out = np.empty_like(bits)
+    for q in range(bits.shape[0]):
+        out[order[q]] = bits[q]
     return out
 
 
@@ -182,23 +239,21 @@ def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries
             w = _block_parities(bits, perm, pinfo, sizes, offs, new_pass, actl[C_HACC],
                                 actl[C_TOT], out, w)
         else:
-            r = pinfo[0, new_pass]
             k = sizes[new_pass]
             for b in range(offs[new_pass + 1] - offs[new_pass]):
-                out[w] = prefix[r, min(b * k + k, n)] ^ prefix[r, b * k]
+                out[w] = prefix[new_pass, min(b * k + k, n)] ^ prefix[new_pass, b * k]
                 w += 1
     for i in range(n_queries):
         p = queries[0, i]
         if pinfo[1, p] >= 0:
             out[w] = _range_parity(bits, perm, pinfo, sizes, p, queries[1, i], queries[2, i])
         else:
-            r = pinfo[0, p]
-            out[w] = prefix[r, queries[2, i]] ^ prefix[r, queries[1, i]]
+            out[w] = prefix[p, queries[2, i]] ^ prefix[p, queries[1, i]]
         w += 1
     return w
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _add_candidate(u8, st, ctl, block):
     if u8[U_CAND, block] == 0:
         u8[U_CAND, block] = 1
@@ -206,8 +261,8 @@ def _add_candidate(u8, st, ctl, block):
         ctl[C_NCAND] += 1
 
 
-@numba.njit(cache=True, nogil=True)
-def _flip(bits, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flip(bits, bp, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
     """Correct bit ``pos``: in every started pass, each known range holding it toggles its
     parity difference (the block's in ``u8``, a known left half's in bit 2 of ``node``)."""
     n = bits.shape[0]
@@ -218,6 +273,8 @@ def _flip(bits, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
         ctl[C_HACC] ^= inv[ctl[C_BASE], pos]
     for p in range(ctl[C_CUR] + 1):
         q = _q_of(inv, pinfo, sizes, p, pos)
+        if pinfo[0, p] >= 0 and pinfo[1, p] < 0:
+            bp[pinfo[0, p], q] ^= 1
         k = sizes[p]
         b = q // k
         block = offs[p] + b
@@ -237,7 +294,7 @@ def _flip(bits, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
         _add_candidate(u8, st, ctl, block)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _pass_of_block(offs, block):
     p = 0
     while offs[p + 1] <= block:
@@ -245,7 +302,7 @@ def _pass_of_block(offs, block):
     return p
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _node_diff(node, u8, block, p, lo_block, hi_block, lo, hi):
     """Parity difference (Alice XOR Bob) of the known range [lo, hi) of a block's split tree."""
     d = u8[U_DIFF, block]
@@ -263,7 +320,7 @@ def _node_diff(node, u8, block, p, lo_block, hi_block, lo, hi):
     return d
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _smallest_odd_range(node, u8, block, p, lo_block, hi_block, stack):
     """Shortest known range of the block with an odd parity difference, or (-1, -1)."""
     best_lo = -1
@@ -297,19 +354,20 @@ def _smallest_odd_range(node, u8, block, p, lo_block, hi_block, stack):
 
 
 @numba.njit(cache=True, nogil=True)
-def bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n_answers,
+def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n_answers,
               queries):
     """One round of Bob: consume Alice's answers to the previous request, emit the next one.
 
     Returns (n_queries, new_pass): queries[0:3, :n_queries] hold (pass, lo, hi) ranges and
     new_pass >= 0 asks for every top-level block parity of that pass. (0, -1) means finished
     (ctl[C_DONE] == 1) or given up on contradictory answers (ctl[C_DONE] == 2).
-    ``bits`` (Bob's key, uint8 0/1) is corrected in place.
+    ``bits`` (Bob's key, uint8 0/1) is corrected in place; ``bp`` (uint8[n_rows, n]) holds
+    his bits in the order of each shuffled pass once it started.
     """
     n = bits.shape[0]
     n_passes = sizes.shape[0]
     ctl[C_DISCLOSED] += n_answers
-    stack = np.empty((3, 160), dtype=np.int64)
+    stack = st[S_STACK:S_STACK + 3]
     w = 0
     # (a) top-level parities of a newly started pass
     req = ctl[C_REQ]
@@ -318,7 +376,21 @@ def bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n
         ctl[C_REQ] = -1
         n_blocks = offs[req + 1] - offs[req]
         mine = np.empty(n_blocks, dtype=np.uint8)
-        _block_parities(bits, perm, pinfo, sizes, offs, req, ctl[C_HACC], ctl[C_TOT], mine, 0)
+        row = pinfo[0, req]
+        if row >= 0 and pinfo[1, req] < 0:
+            x = bp[row]
+            prow = perm[row]
+            for q in range(n):
+                x[q] = bits[prow[q]]
+            k = sizes[req]
+            for b in range(n_blocks):
+                acc = np.uint8(0)
+                for q in range(b * k, min(b * k + k, n)):
+                    acc ^= x[q]
+                mine[b] = acc
+        else:
+            _block_parities(bits, perm, pinfo, sizes, offs, req, ctl[C_HACC], ctl[C_TOT], mine,
+                            0)
         for b in range(n_blocks):
             block = offs[req] + b
             a = answers[w]
@@ -337,7 +409,7 @@ def bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n
         p = st[S_PASS, s]
         lo = st[S_LO, s]
         mid = (lo + st[S_HI, s]) // 2
-        d_left = a_left ^ _range_parity(bits, perm, pinfo, sizes, p, lo, mid)
+        d_left = a_left ^ _bob_range_parity(bits, bp, perm, pinfo, sizes, p, lo, mid)
         node[p, mid] = NODE_KNOWN | (a_left << 1) | (d_left << 2)
     # (c) start searches on odd ranges; walk every search of the lowest pass down its known
     # ranges, correct a bit where one is pinned down, ask about the next unknown split
@@ -407,7 +479,7 @@ def bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n
                     else:
                         lo = mid
                 if hi - lo == 1:
-                    _flip(bits, inv, pinfo, sizes, offs, u8, node, st, ctl,
+                    _flip(bits, bp, inv, pinfo, sizes, offs, u8, node, st, ctl,
                           _pos_at(perm, pinfo, sizes, p, lo))
                     st[S_PASS, s] = -1
                 else:
@@ -439,38 +511,42 @@ def bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers, n
     return 0, -1
 
 
-def new_bob_state(bits: np.ndarray, inv: np.ndarray, pinfo: np.ndarray, sizes: np.ndarray,
-                  offs: np.ndarray):
-    """Fresh (u8, node, st, ctl, queries) arrays for one frame of Bob holding ``bits``."""
+def new_bob_state(bits: np.ndarray, perm: np.ndarray, inv: np.ndarray, pinfo: np.ndarray,
+                  sizes: np.ndarray, offs: np.ndarray):
+    """Fresh (bp, u8, node, st, ctl, queries) arrays for one frame of Bob holding ``bits``."""
     n_blocks = int(offs[-1])
+    bp = np.empty_like(perm, dtype=np.uint8)
     u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
     node = np.zeros((sizes.shape[0], len(bits)), dtype=np.uint8)
-    st = np.zeros((N_ST, n_blocks), dtype=np.int64)
+    st = np.zeros((N_ST, max(n_blocks, MIN_ST_COLUMNS)), dtype=np.int64)
     ctl = np.zeros(N_CTL, dtype=np.int64)
     ctl[C_CUR] = -1
     ctl[C_REQ] = -1
     label_parity(bits, inv, pinfo, ctl)
     queries = np.zeros((3, n_blocks), dtype=np.int64)
-    return u8, node, st, ctl, queries
+    return bp, u8, node, st, ctl, queries
 
 
 @numba.njit(cache=True, nogil=True)
-def cascade_fused(alice_bits, bob_bits, perm, inv, pinfo, sizes, offs, max_questions):
+def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions):
     """Both roles in one kernel: returns (Bob's corrected bits, disclosed bits, round trips,
-    status) with status 1 = finished, 2 = gave up on contradictory answers.
+    status) with status 1 = finished, 2 = gave up on contradictory answers. Keys in and out
+    are in frame order.
 
     Same ``bob_round``/``alice_answer`` calls as the two-role path, without message objects;
     each role does its own work (no parity is shared between them).
     """
     n_blocks = offs[-1]
     n = bob_bits.shape[0]
-    bits = bob_bits.copy()
-    prefix = prefix_parities(alice_bits, perm, pinfo)
+    alice = reorder(alice_bits, order)
+    bits = reorder(bob_bits, order)
+    prefix = prefix_parities(alice, perm, pinfo)
     actl = np.zeros(N_CTL, dtype=np.int64)
-    label_parity(alice_bits, inv, pinfo, actl)
+    label_parity(alice, inv, pinfo, actl)
+    bp = np.empty(perm.shape, dtype=np.uint8)
     u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
     node = np.zeros((sizes.shape[0], n), dtype=np.uint8)
-    st = np.zeros((N_ST, n_blocks), dtype=np.int64)
+    st = np.zeros((N_ST, max(n_blocks, MIN_ST_COLUMNS)), dtype=np.int64)
     ctl = np.zeros(N_CTL, dtype=np.int64)
     ctl[C_CUR] = -1
     ctl[C_REQ] = -1
@@ -480,10 +556,10 @@ def cascade_fused(alice_bits, bob_bits, perm, inv, pinfo, sizes, offs, max_quest
     answers = np.zeros(2 * n_blocks, dtype=np.uint8)
     n_answers = 0
     while True:
-        nq, new_pass = bob_round(bits, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
+        nq, new_pass = bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
                                  answers, n_answers, queries)
         if nq == 0 and new_pass < 0:
             break
-        n_answers = alice_answer(alice_bits, perm, pinfo, sizes, offs, prefix, actl, new_pass,
+        n_answers = alice_answer(alice, perm, pinfo, sizes, offs, prefix, actl, new_pass,
                                  queries, nq, answers)
-    return bits, ctl[C_DISCLOSED], ctl[C_ROUNDS], ctl[C_DONE]
+    return restore_order(bits, order), ctl[C_DISCLOSED], ctl[C_ROUNDS], ctl[C_DONE]

@@ -62,24 +62,32 @@ BASE_STREAM = 1 << 20  # stream of the label shuffle shared by the halving passe
 
 @numba.njit(cache=True, nogil=True)
 def pass_permutations(seed, n_bits, halving_bits):
-    """Shuffles for every pass: (perm, inv) int32[n_rows, n_bits] and pinfo int64[2, passes].
+    """Shuffles of every pass: (order int32[n], perm, inv int32[n_rows, n], pinfo int64[2, P]).
 
-    Pass p without a halving bit gets its own row (stream p); all halving passes share one
-    last row (stream BASE_STREAM) read as labels. pinfo[0, p] = row, pinfo[1, p] = bit or -1.
+    ``order`` (stream 0) is the first pass: both parties reorder their frame by it and the
+    first pass then reads the reordered frame as it is (pinfo row -1). Every later pass p
+    without a halving bit shuffles the reordered frame with its own row (stream p); all halving
+    passes share one last row (stream BASE_STREAM) read as labels. pinfo[0, p] = row,
+    pinfo[1, p] = halving bit or -1.
     """
     n_passes = halving_bits.shape[0]
     pinfo = np.empty((2, n_passes), dtype=np.int64)
+    order = np.empty(n_bits, dtype=np.int32)
+    scratch = np.empty(n_bits, dtype=np.int32)
+    shuffle_pass(seed, 0, n_bits, order, scratch)
     n_rows = 0
     any_halving = False
-    for p in range(n_passes):
+    for p in range(1, n_passes):
         if halving_bits[p] < 0:
             n_rows += 1
         else:
             any_halving = True
     perm = np.empty((n_rows + (1 if any_halving else 0), n_bits), dtype=np.int32)
     inv = np.empty_like(perm)
+    pinfo[0, 0] = -1
+    pinfo[1, 0] = -1
     r = 0
-    for p in range(n_passes):
+    for p in range(1, n_passes):
         pinfo[1, p] = halving_bits[p]
         if halving_bits[p] < 0:
             pinfo[0, p] = r
@@ -89,11 +97,10 @@ def pass_permutations(seed, n_bits, halving_bits):
             pinfo[0, p] = n_rows
     if any_halving:
         shuffle_pass(seed, BASE_STREAM, n_bits, perm[n_rows], inv[n_rows])
-    return perm, inv, pinfo
+    return order, perm, inv, pinfo
 
 
-def permutations_for(seed: int, n_bits: int, halving_bits) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
+def permutations_for(seed: int, n_bits: int, halving_bits):
     """Python entry: the seed is taken modulo 2**64 so any non-negative int is accepted."""
     return pass_permutations(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), np.int64(n_bits),
                              np.asarray(halving_bits, dtype=np.int64))

@@ -44,7 +44,7 @@ class _Permutations:
 
     def __init__(self, seed: int):
         self.seed = seed
-        self._cache: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple, tuple] = {}
 
     def get(self, n_bits: int, halving_bits: np.ndarray):
         key = (n_bits, tuple(halving_bits.tolist()))
@@ -70,13 +70,14 @@ class CascadeBob:
         for bits in frames:
             sizes, halving = self.schedule.layout(len(bits), self.qber)
             offs = block_offsets(len(bits), sizes)
-            perm, inv, pinfo = perms.get(len(bits), halving)
-            bits = bits.copy()
-            u8, node, st, ctl, queries = kernels.new_bob_state(bits, inv, pinfo, sizes, offs)
+            order, perm, inv, pinfo = perms.get(len(bits), halving)
+            bits = kernels.reorder(bits, order)
+            bp, u8, node, st, ctl, queries = kernels.new_bob_state(bits, perm, inv, pinfo, sizes,
+                                                                   offs)
             ctl[kernels.C_MAXQ] = self.max_questions
-            self._frames.append(dict(bits=bits, sizes=sizes, offs=offs, perm=perm, inv=inv,
-                                     pinfo=pinfo, u8=u8, node=node, st=st, ctl=ctl,
-                                     queries=queries, expect=0))
+            self._frames.append(dict(bits=bits, bp=bp, order=order, sizes=sizes, offs=offs,
+                                     perm=perm, inv=inv, pinfo=pinfo, u8=u8, node=node, st=st,
+                                     ctl=ctl, queries=queries, expect=0))
         self.round = 0
         self._waiting = False
 
@@ -119,7 +120,7 @@ class CascadeBob:
                 f["expect"] = 0
                 continue
             ans = np.ascontiguousarray(ans, dtype=np.uint8)
-            nq, new_pass = kernels.bob_round(f["bits"], f["perm"], f["inv"], f["pinfo"],
+            nq, new_pass = kernels.bob_round(f["bits"], f["bp"], f["perm"], f["inv"], f["pinfo"],
                                              f["sizes"], f["offs"], f["u8"], f["node"], f["st"],
                                              f["ctl"], ans, len(ans), f["queries"])
             nq = int(nq)
@@ -136,7 +137,8 @@ class CascadeBob:
 
     # results, per frame
     def corrected_bits(self, i: int) -> np.ndarray:
-        return self._frames[i]["bits"]
+        """Bob's bits of frame i as corrected so far, in frame order (a new array)."""
+        return kernels.restore_order(self._frames[i]["bits"], self._frames[i]["order"])
 
     def disclosed_bits(self, i: int) -> int:
         return int(self._frames[i]["ctl"][kernels.C_DISCLOSED])
@@ -181,7 +183,8 @@ class CascadeAlice:
             except ReconciliationError as exc:
                 raise MessageError(f"Alice: setup rejected: {exc}") from None
             offs = block_offsets(len(bits), sizes)
-            perm, inv, pinfo = perms.get(len(bits), halving)
+            order, perm, inv, pinfo = perms.get(len(bits), halving)
+            bits = kernels.reorder(bits, order)
             actl = np.zeros(kernels.N_CTL, dtype=np.int64)
             kernels.label_parity(bits, inv, pinfo, actl)
             session.append((bits, perm, pinfo, sizes, offs,

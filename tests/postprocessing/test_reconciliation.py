@@ -208,15 +208,19 @@ def test_bob_terminates_on_lying_answers(n, seed, answer_seed):
 
 def test_permutations_are_deterministic_inverse_pairs():
     halving = np.array([-1, -1, 0, 1])
-    perm, inv, pinfo = permutations_for(123, 1000, halving)
-    assert perm.shape == (3, 1000)  # two shuffled passes + the label row of the halving ones
-    assert pinfo.tolist() == [[0, 1, 2, 2], [-1, -1, 0, 1]]
-    assert np.array_equal(perm, permutations_for(123, 1000, halving)[0])
-    for r in range(3):
+    order, perm, inv, pinfo = permutations_for(123, 1000, halving)
+    # pass 1 reorders the frame; one shuffled pass + the label row of the two halving passes
+    assert perm.shape == (2, 1000)
+    assert pinfo.tolist() == [[-1, 0, 1, 1], [-1, -1, 0, 1]]
+    again = permutations_for(123, 1000, halving)
+    assert np.array_equal(order, again[0]) and np.array_equal(perm, again[1])
+    assert np.array_equal(np.sort(order), np.arange(1000))
+    for r in range(2):
         assert np.array_equal(np.sort(perm[r]), np.arange(1000))
         assert np.array_equal(inv[r][perm[r]], np.arange(1000))
+    assert not np.array_equal(order, perm[0])
     assert not np.array_equal(perm[0], perm[1])
-    assert not np.array_equal(perm[0], permutations_for(124, 1000, halving)[0][0])
+    assert not np.array_equal(order, permutations_for(124, 1000, halving)[0])
 
 
 def test_permutations_of_three_are_uniform():
@@ -224,7 +228,7 @@ def test_permutations_of_three_are_uniform():
     # P(chi2_5 > 20.52) = 0.001, so a fair shuffle fails this (fixed-seed) test 1 time in 1000.
     counts = {}
     for seed in range(3000):
-        key = tuple(permutations_for(seed, 3, [-1])[0][0].tolist())
+        key = tuple(permutations_for(seed, 3, [-1])[0].tolist())
         counts[key] = counts.get(key, 0) + 1
     assert len(counts) == 6
     expected = 3000 / 6
