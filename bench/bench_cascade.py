@@ -108,7 +108,7 @@ def run_fused(schedule, qber, n, frames, fresh):
     sched = get_schedule(schedule)
     sizes, halving = sched.layout(n, qber)
     offs = block_offsets(n, sizes)
-    max_q = sched.default_max_questions
+    max_q = sched.default_max_questions(n, qber)
     results = []
     t0 = time.perf_counter()
     for i, (alice, bob, e) in enumerate(frames):

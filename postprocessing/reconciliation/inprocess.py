@@ -72,7 +72,7 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
     if via_messages:
         return reconcile_frames([a], [b], qber, schedule, seed, max_questions=max_questions)[0]
     sched = get_schedule(schedule)
-    max_q = check_max_questions(max_questions, sched)
+    max_q = check_max_questions(max_questions, sched, len(a), qber)
     sizes, halving = sched.layout(len(a), qber)
     offs = block_offsets(len(a), sizes)
     seed = secrets.randbits(64) if seed is None else int(seed)

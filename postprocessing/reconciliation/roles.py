@@ -59,7 +59,6 @@ class CascadeBob:
     def __init__(self, frames, qber: float, schedule: str = "yan", seed: int | None = None,
                  max_questions: int | None = None):
         self.schedule: CascadeSchedule = get_schedule(schedule)
-        self.max_questions = check_max_questions(max_questions, self.schedule)
         frames = [check_key(f, f"Bob frame {i}") for i, f in enumerate(frames)]
         if not frames:
             raise ReconciliationError("Bob: no frames to reconcile (expected >= 1)")
@@ -74,7 +73,8 @@ class CascadeBob:
             bits = kernels.reorder(bits, order)
             bp, u8, node, st, ctl, queries = kernels.new_bob_state(bits, perm, inv, pinfo, sizes,
                                                                    offs)
-            ctl[kernels.C_MAXQ] = self.max_questions
+            ctl[kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, len(bits),
+                                                      self.qber)
             self._frames.append(dict(bits=bits, bp=bp, order=order, sizes=sizes, offs=offs,
                                      perm=perm, inv=inv, pinfo=pinfo, u8=u8, node=node, st=st,
                                      ctl=ctl, queries=queries, expect=0))

@@ -29,11 +29,18 @@ class CascadeSchedule:
     schedule_id: int
     n_passes: int
     reference: str
-    # Bob-local default for how many binary-search questions per frame he asks in one round
-    # (0 = all open searches at once). Fewer means more round trips but more errors are found
-    # through short blocks first, as in the one-block-at-a-time original: at n = 1e4, QBER 1 %,
-    # "original" measures f = 1.12 asking 1 per round, 1.15 asking 8, 1.16 asking all.
-    default_max_questions: int = 0
+    # Bob-local default cap on binary-search questions per frame and round: one per this many
+    # first-pass blocks (0 = no cap, every open search asks at once). A cap costs round trips
+    # but more errors are then found through short blocks first, as in the one-block-at-a-time
+    # original: at n = 1e4, QBER 1 % (137 first-pass blocks), "original" measures f = 1.12
+    # asking 1 question per round, 1.15 asking 8, 1.16 asking all.
+    first_pass_blocks_per_question: int = 0
+
+    def default_max_questions(self, n_bits: int, qber: float) -> int:
+        if not self.first_pass_blocks_per_question:
+            return 0
+        k1 = int(self.block_sizes(n_bits, qber)[0])
+        return -(-(-(-n_bits // k1)) // self.first_pass_blocks_per_question)
 
     def block_sizes(self, n_bits: int, qber: float) -> np.ndarray:
         """Block length of every pass (int64, each in [1, n_bits]); the last block may be shorter."""
@@ -76,8 +83,8 @@ def halving_block_size(n_bits: int, t: int) -> int:
 
 SCHEDULES: dict[str, CascadeSchedule] = {
     "original": CascadeSchedule("original", 1, 4, "Brassard & Salvail 1993",
-                                default_max_questions=8),
-    "yan": CascadeSchedule("yan", 2, 10, "Yan et al. 2008", default_max_questions=0),
+                                first_pass_blocks_per_question=16),
+    "yan": CascadeSchedule("yan", 2, 10, "Yan et al. 2008"),
 }
 SCHEDULES_BY_ID = {s.schedule_id: s for s in SCHEDULES.values()}
 
@@ -90,9 +97,10 @@ def get_schedule(name: str) -> CascadeSchedule:
             f"unknown Cascade schedule {name!r}; accepted: {sorted(SCHEDULES)}") from None
 
 
-def check_max_questions(max_questions: int | None, schedule: CascadeSchedule) -> int:
+def check_max_questions(max_questions: int | None, schedule: CascadeSchedule, n_bits: int,
+                        qber: float) -> int:
     if max_questions is None:
-        return schedule.default_max_questions
+        return schedule.default_max_questions(n_bits, qber)
     if not isinstance(max_questions, (int, np.integer)) or not 0 <= max_questions <= 1 << 30:
         raise ReconciliationError(f"max_questions {max_questions!r} outside [0, {1 << 30}] "
                                   "(0 = no limit)")
