@@ -9,6 +9,7 @@ away the caller gets one DeviceDisconnected that says for how long it was tried.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -43,6 +44,8 @@ class Driver:
         self._last_settings: dict[str, tuple[Callable[..., Any], tuple]] = {}
         self._reapplying = False
         self._stale_reply_possible = False
+        # One exchange at a time: a control loop and a status request may share a driver.
+        self._io_lock = threading.RLock()
 
     # -- one command/reply exchange -----------------------------------------------------------
 
@@ -121,13 +124,14 @@ class Driver:
 
     def call(self, operation: Callable[[], T]) -> T:
         """Run ``operation``; on DeviceDisconnected reconnect, re-apply settings, retry once."""
-        try:
-            return operation()
-        except DeviceDisconnected as first:
-            if self._reapplying:
-                raise
-            self.reconnect(cause=first)
-            return operation()
+        with self._io_lock:
+            try:
+                return operation()
+            except DeviceDisconnected as first:
+                if self._reapplying:
+                    raise
+                self.reconnect(cause=first)
+                return operation()
 
     def reconnect(self, cause: Exception | None = None) -> None:
         """Reopen the transport with exponential backoff, then re-apply the last settings."""

@@ -87,16 +87,19 @@ class GpPolarizationController(ScpiInstrument):
 
     def set_sop(self, sop: StokesVector | tuple[float, float, float]) -> None:
         """Lock the output to ``sop``; the error queue is checked so a refusal is not silent."""
-        self.target_sop = sop
-        self.check_errors(":CONT:SOP")
+        with self._io_lock:
+            self.target_sop = sop
+            self.check_errors(":CONT:SOP")
 
     def set_angles(self, theta_deg: float, phi_deg: float) -> None:
-        self.target_angles_deg = (theta_deg, phi_deg)
-        self.check_errors(":CONT:ANGL")
+        with self._io_lock:
+            self.target_angles_deg = (theta_deg, phi_deg)
+            self.check_errors(":CONT:ANGL")
 
     def measure_sop(self) -> StokesVector:
         return self.measured_sop
 
     def status(self) -> PolarizationStatus:
-        target, measured = self.target_sop, self.measured_sop
+        with self._io_lock:
+            target, measured = self.target_sop, self.measured_sop
         return PolarizationStatus(target, measured, target.angle_to_deg(measured))

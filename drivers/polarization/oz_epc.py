@@ -71,8 +71,9 @@ class OzEpc(LineDriver):
                                                      f"EPC has {self.N_CHANNELS} channels")
         for command_channel, voltage in enumerate(voltages_mv, start=1):
             self._check(f"V{command_channel},{voltage}", command_channel, voltage)
-        for channel, voltage in enumerate(voltages_mv, start=1):
-            self.set_voltage(channel, voltage)
+        with self._io_lock:
+            for channel, voltage in enumerate(voltages_mv, start=1):
+                self.set_voltage(channel, voltage)
 
     def voltages_mv(self) -> tuple[int, ...]:
         reply = self._exchange("V?")

@@ -37,13 +37,14 @@ class DiconMems(LineDriver):
     def select_port(self, port: int) -> None:
         command = f"I1 {port}"
         check_port(self.name, command, port, self.n_ports)
-        self.write(command)
-        time.sleep(self.SETTLE_TIME_S)
-        now = self.port()
-        if now != port:
-            raise DeviceReportedError(self.name, command,
-                                      f"switch reports port {now} after selecting {port}")
-        self.remember("port", self.select_port, port)
+        with self._io_lock:
+            self.write(command)
+            time.sleep(self.SETTLE_TIME_S)
+            now = self.port()
+            if now != port:
+                raise DeviceReportedError(self.name, command,
+                                          f"switch reports port {now} after selecting {port}")
+            self.remember("port", self.select_port, port)
 
     def port(self) -> int:
         reply = self.ask("I1?")

@@ -35,8 +35,14 @@ def is_visa_resource(url: str) -> bool:
 def split_backend(url: str, backend: str | None = None) -> tuple[str, str]:
     """``"TCPIP::h::1::SOCKET@py"`` -> ``("TCPIP::h::1::SOCKET", "@py")``; option wins if given."""
     resource, sep, suffix = url.partition("@")
-    chosen = backend if backend is not None else (sep + suffix if sep else DEFAULT_BACKEND)
-    if not chosen.startswith("@") and not chosen.endswith("@sim"):
+    if backend is not None:
+        chosen = backend
+    elif not sep:
+        chosen = DEFAULT_BACKEND
+    else:
+        # "@py" / "@sim" name a backend; "@/path/devices.yaml@sim" names a pyvisa-sim file
+        chosen = suffix if "@" in suffix else "@" + suffix
+    if not chosen.startswith("@") and "@" not in chosen:
         chosen = "@" + chosen
     return resource, chosen
 

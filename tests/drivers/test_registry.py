@@ -38,3 +38,22 @@ def test_a_name_cannot_be_taken_twice():
         @registry.register("test-loop-driver")
         class Other(LineDriver):
             pass
+
+
+def test_the_polarization_and_switch_models_are_registered():
+    from drivers.polarization.gp_scpi import GpPolarizationController
+    from drivers.polarization.oz_epc import OzEpc
+    from drivers.switch.agiltron import AgiltronSwitch
+    from drivers.switch.dicon_mems import DiconMems
+    expected = {"gp-polarization": GpPolarizationController, "oz-epc": OzEpc,
+                "dicon-mems": DiconMems, "agiltron-switch": AgiltronSwitch}
+    for name, cls in expected.items():
+        assert registry.driver_class(name) is cls and cls.driver_name == name
+
+
+def test_driver_options_are_split_from_transport_options():
+    drv = registry.create("dicon-mems", "loop://", n_ports=16, baudrate=19200, timeout_s=0.05)
+    try:
+        assert drv.n_ports == 16 and drv.transport._port.baudrate == 19200
+    finally:
+        drv.close()

@@ -218,3 +218,35 @@ def test_traffic_log_can_be_switched_off(echo_tcp, caplog):
     text = caplog.text
     assert "loud > b'visible\\n'" in text and "loud < b'echo:visible\\n'" in text
     assert "secret" not in text and "quiet" not in text
+
+
+@pytest.mark.parametrize("url,option,expected", [
+    ("TCPIP::h::5025::SOCKET", None, ("TCPIP::h::5025::SOCKET", "@py")),
+    ("TCPIP::h::5025::SOCKET@py", None, ("TCPIP::h::5025::SOCKET", "@py")),
+    ("ASRL1::INSTR@sim", None, ("ASRL1::INSTR", "@sim")),
+    ("ASRL1::INSTR@/etc/qkd/dev.yaml@sim", None, ("ASRL1::INSTR", "/etc/qkd/dev.yaml@sim")),
+    ("ASRL1::INSTR", "sim", ("ASRL1::INSTR", "@sim")),
+    ("ASRL1::INSTR@py", "dev.yaml@sim", ("ASRL1::INSTR", "dev.yaml@sim")),
+])
+def test_visa_backend_suffix_and_option(url, option, expected):
+    from drivers.transport.visa import split_backend
+    assert split_backend(url, option) == expected
+
+
+def test_visa_sim_backend_with_pyvisa_sim_default_devices():
+    # pyvisa-sim's bundled default.yaml: device 1 answers "?IDN" (CR LF) on ASRL1::INSTR
+    with open_transport("ASRL1::INSTR@sim", name="simdev", timeout_s=T,
+                        read_termination="\n") as t:
+        t.write(b"?IDN\r\n")
+        assert t.read_until(b"\n") == b"LSG Serial #1234\n"
+
+
+def test_visa_sim_backend_from_a_yaml_path(tmp_path):
+    spec = tmp_path / "dev.yaml"
+    spec.write_text('spec: "1.1"\ndevices:\n  d:\n    eom:\n      ASRL INSTR:\n'
+                    '        q: "\\n"\n        r: "\\n"\n    dialogues:\n'
+                    '      - q: "PING?"\n        r: "PONG"\n'
+                    'resources:\n  ASRL7::INSTR:\n    device: d\n')
+    with open_transport(f"ASRL7::INSTR@{spec}@sim", timeout_s=T) as t:
+        t.write(b"PING?\n")
+        assert t.read_until(b"\n") == b"PONG\n"

@@ -71,3 +71,25 @@ def test_agiltron_sim_swallows_invalid_channel():
         with pytest.raises(DeviceTimeout):
             sw.select_port(6)
         assert controls.switch_port == 1
+
+
+def test_concurrent_selects_never_interleave():
+    """Two threads switching the same device: each select's read-back sees its own port."""
+    import threading
+
+    controls = LinkControls()
+    errors = []
+    with TcpServer(DiconMemsSim(controls)) as server, \
+            DiconMems.from_url(server.url, timeout_s=1.0) as sw:
+        def worker(port):
+            try:
+                for _ in range(20):
+                    sw.select_port(port)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+        threads = [threading.Thread(target=worker, args=(p,)) for p in (2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10.0)
+    assert errors == []
