@@ -2,7 +2,7 @@
 
 The seed travels in the protocol (``CascadeSetup``); node code draws it with ``secrets``.
 The generator is splitmix64 driving a Fisher-Yates shuffle with Lemire's unbiased bounded
-draw, so the permutation is a pure function of (seed, frame length, pass) on every platform.
+draw (two 32-bit draws per 64-bit output), so the permutation is a pure function of (seed, frame length, pass) on every platform.
 Permutations are public: they only decide which bits share a block, never reveal key bits.
 """
 
@@ -27,32 +27,45 @@ def _splitmix64(state):
     return state, z ^ (z >> np.uint64(31))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bounded(state, x, bound):
+    """Lemire's unbiased draw in [0, bound) from the 32-bit word ``x`` (uint64 < 2**32);
+    a rejected word is replaced by the low half of a fresh output. Returns (state, j)."""
+    m = x * bound
+    low = m & _LOW32
+    if low < bound:
+        threshold = ((_LOW32 + np.uint64(1)) - bound) % bound
+        while low < threshold:
+            state, r = _splitmix64(state)
+            m = (r & _LOW32) * bound
+            low = m & _LOW32
+    return state, np.int64(m >> np.uint64(32))
+
+
 @numba.njit(cache=True, nogil=True)
 def shuffle_pass(seed, pass_index, n_bits, perm, inv):
     """Fill ``perm`` (pass position -> frame index) and ``inv`` (its inverse), both int32[n_bits].
 
     Layout: perm[q] is the frame index of the bit at position q of this pass; inv[perm[q]] == q.
+    Fisher-Yates from the top; each 64-bit output gives the draws of two steps.
     """
     _, state = _splitmix64(np.uint64(seed) ^ (np.uint64(pass_index + 1) * _MIX2))
     for q in range(n_bits):
         perm[q] = q
     i = n_bits - 1
     while i > 0:
-        bound = np.uint64(i + 1)  # draw j uniformly in [0, i]
         state, r = _splitmix64(state)
-        m = (r & _LOW32) * bound
-        low = m & _LOW32
-        if low < bound:
-            threshold = ((_LOW32 + np.uint64(1)) - bound) % bound
-            while low < threshold:
-                state, r = _splitmix64(state)
-                m = (r & _LOW32) * bound
-                low = m & _LOW32
-        j = np.int64(m >> np.uint64(32))
+        state, j = _bounded(state, r & _LOW32, np.uint64(i + 1))
         t = perm[i]
         perm[i] = perm[j]
         perm[j] = t
         i -= 1
+        if i > 0:
+            state, j = _bounded(state, r >> np.uint64(32), np.uint64(i + 1))
+            t = perm[i]
+            perm[i] = perm[j]
+            perm[j] = t
+            i -= 1
     for q in range(n_bits):
         inv[perm[q]] = q
 
