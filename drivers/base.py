@@ -46,6 +46,7 @@ class Driver:
         self._stale_reply_possible = False
         # One exchange at a time: a control loop and a status request may share a driver.
         self._io_lock = threading.RLock()
+        self._closed = False
 
     # -- one command/reply exchange -----------------------------------------------------------
 
@@ -125,6 +126,8 @@ class Driver:
     def call(self, operation: Callable[[], T]) -> T:
         """Run ``operation``; on DeviceDisconnected reconnect, re-apply settings, retry once."""
         with self._io_lock:
+            if self._closed:
+                raise DeviceDisconnected(self.name, None, "driver was closed")
             try:
                 return operation()
             except DeviceDisconnected as first:
@@ -162,7 +165,10 @@ class Driver:
         """Hook for a model that needs a handshake after reopening (before settings)."""
 
     def close(self) -> None:
-        self.transport.close()
+        """Close for good: later calls raise DeviceDisconnected instead of reconnecting."""
+        with self._io_lock:
+            self._closed = True
+            self.transport.close()
 
     def __enter__(self):
         return self

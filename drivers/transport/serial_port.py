@@ -64,7 +64,9 @@ class SerialTransport(BufferedTransport):
     def _fill(self, max_bytes: int, timeout_s: float) -> bytes:
         port = self._live_port()
         try:
-            port.timeout = max(0.0, timeout_s)
+            timeout_s = max(0.0, timeout_s)
+            if port.timeout != timeout_s:   # pyserial re-runs tcsetattr on every change
+                port.timeout = timeout_s
             first = port.read(1)
             if not first:
                 return b""

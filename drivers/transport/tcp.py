@@ -101,7 +101,8 @@ class TcpTransport(BufferedTransport):
         n = self._recv_into(view, self._timeout(timeout_s))
         if n == 0:
             raise DeviceTimeout(self.name, None, f"no data within {self._timeout(timeout_s):g} s")
-        self._log("<", bytes(view[:min(n, 256)]))
+        if self.log_traffic:
+            self._log("<", bytes(view[:min(n, 256)]))
         return n
 
     def _send(self, data: bytes) -> None:

@@ -196,3 +196,14 @@ def test_fault_proxy_in_front_of_a_device():
             assert sw.port() == 3
         finally:
             sw.close()
+
+
+def test_a_closed_driver_stays_closed(gp_tcp):
+    driver, _, server, _ = gp_tcp
+    driver.close()
+    with pytest.raises(DeviceDisconnected, match="driver was closed"):
+        driver.measure_sop()
+    deadline = time.monotonic() + 2.0          # the server notices the hang-up asynchronously
+    while server.connection_count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.connection_count == 0        # and nothing reconnected behind our back
