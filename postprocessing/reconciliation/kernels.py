@@ -15,17 +15,20 @@ any ask questions in a round (a correction found in a short block often evens ou
 block, whose search is then dropped), and at most ``ctl[C_MAXQ]`` of them (0 = no cap): fewer
 questions per round cost round trips but find more errors through short blocks.
 
-Data layout: key bits are unpacked uint8 0/1, one bit per byte, in PASS-1 ORDER: both parties
-first reorder their frame by the first pass's shuffle (``order``), so the first pass reads
-consecutive bits (its searches, which find most errors, then stay in cache) and every later
-pass is a shuffle of that order. perm/inv are int32[n_rows, n_bits] shuffles (row r: pass
-position -> index, and back); ``pinfo`` int64[2, n_passes] gives each pass its row (-1: no
-shuffle, the first pass) and its halving bit (-1: the pass reads the row as it is). A halving pass with bit t reads the row as a random label per frame index and
-orders the frame by label with bit t = 0 first (see ``label_of_rank``), so its two blocks are
-"bit t of the label is 0 / 1": Alice's and Bob's block parities of every halving pass then
-come from one XOR of labels (``C_HACC``), updated per correction, instead of a gather per pass.
+Data layout: key bits are unpacked uint8 0/1, one bit per byte, in FIRST-PASS ORDER: both
+parties first reorder their frame by the first pass's shuffle (``order``), so the first pass
+reads consecutive bytes (its searches, which find most errors, then stay in cache) and every
+later pass is a shuffle of that order. perm/inv are int32[n_rows, n_bits] shuffles (row r:
+pass position -> index, and back); ``pinfo`` int64[2, n_passes] gives each pass its row (-1:
+the first pass, no shuffle) and its halving bit (-1: none, the pass reads its row as is).
+A halving pass with bit t reads its row as a random label per index and orders the frame by
+label, bit t = 0 first (``label_of_rank``), so its two blocks are "bit t of the label is 0 /
+1": both parties get the block parities of every halving pass from one XOR of the labels of
+their 1 bits (``C_HACC``, updated per correction) instead of a gather per pass.
 A pass's blocks are consecutive runs of ``sizes[p]`` positions (the last may be shorter).
-Per-block state lives in flat arrays indexed ``offs[p] + block``.
+Per-block state lives in flat arrays indexed ``offs[p] + block``; Bob's knowledge of split
+halves in ``node`` (uint8[n_passes, n_bits]), his bits in each shuffled pass's order in
+``bp`` (uint8[n_rows, n_bits]).
 """
 
 from __future__ import annotations
@@ -325,7 +328,6 @@ def _smallest_odd_range(node, u8, block, p, lo_block, hi_block, stack):
     """Shortest known range of the block with an odd parity difference, or (-1, -1)."""
     best_lo = -1
     best_hi = -1
-    top = 0
     stack[0, 0] = lo_block
     stack[1, 0] = hi_block
     stack[2, 0] = u8[U_DIFF, block]

@@ -2,7 +2,8 @@
 
 The seed travels in the protocol (``CascadeSetup``); node code draws it with ``secrets``.
 The generator is splitmix64 driving a Fisher-Yates shuffle with Lemire's unbiased bounded
-draw (two 32-bit draws per 64-bit output), so the permutation is a pure function of (seed, frame length, pass) on every platform.
+draw (two 32-bit draws per 64-bit output), so a shuffle is a pure function of (seed, frame
+length, pass) on every platform.
 Permutations are public: they only decide which bits share a block, never reveal key bits.
 """
 

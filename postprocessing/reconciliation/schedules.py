@@ -43,7 +43,7 @@ class CascadeSchedule:
         return -(-(-(-n_bits // k1)) // self.first_pass_blocks_per_question)
 
     def block_sizes(self, n_bits: int, qber: float) -> np.ndarray:
-        """Block length of every pass (int64, each in [1, n_bits]); the last block may be shorter."""
+        """Block length of every pass (int64, in [1, n_bits]); the last block may be shorter."""
         return self.layout(n_bits, qber)[0]
 
     def layout(self, n_bits: int, qber: float) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ def test_mean_efficiency_within_published_range(schedule, qber):
     sched = get_schedule(schedule)
     sizes, halving = sched.layout(N_BITS, qber)
     offs = block_offsets(N_BITS, sizes)
+    max_questions = sched.default_max_questions(N_BITS, qber)
     f = np.empty(N_FRAMES)
     for i in range(N_FRAMES):
         alice = rng.integers(0, 2, N_BITS, dtype=np.uint8)
@@ -52,7 +53,7 @@ def test_mean_efficiency_within_published_range(schedule, qber):
         order, perm, inv, pinfo = permutations_for(int(rng.integers(0, 2**63)), N_BITS, halving)
         # the fused kernel is what reconcile() runs; called directly to keep the file fast
         _, disclosed, _, _ = kernels.cascade_fused(alice, alice ^ errors, order, perm, inv, pinfo,
-                                                   sizes, offs, sched.default_max_questions(N_BITS, qber))
+                                                   sizes, offs, max_questions)
         f[i] = disclosed / (N_BITS * _h(errors.mean()))
     se = f.std(ddof=1) / math.sqrt(N_FRAMES)
     tol = 4 * se + TABLE_SPREAD
