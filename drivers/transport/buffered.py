@@ -65,8 +65,9 @@ class BufferedTransport(Transport):
     def read_exact(self, n: int, timeout_s: float | None = None) -> bytes:
         deadline = time.monotonic() + self._timeout(timeout_s)
         while len(self._rx) < n:
-            remaining = deadline - time.monotonic()
-            chunk = self._fill(n - len(self._rx), remaining) if remaining > 0 else b""
+            # past the deadline this is still one non-blocking poll: bytes that already
+            # arrived are never reported as a timeout
+            chunk = self._fill(n - len(self._rx), max(0.0, deadline - time.monotonic()))
             if not chunk:
                 raise DeviceTimeout(self.name, None,
                                     f"short read: {len(self._rx)} of {n} bytes within "
@@ -93,8 +94,7 @@ class BufferedTransport(Transport):
             if searched > max_bytes:
                 raise DeviceTimeout(self.name, None,
                                     f"no terminator {terminator!r} within {max_bytes} bytes")
-            remaining = deadline - time.monotonic()
-            chunk = self._fill(4096, remaining) if remaining > 0 else b""
+            chunk = self._fill(4096, max(0.0, deadline - time.monotonic()))
             if not chunk:
                 raise DeviceTimeout(self.name, None,
                                     f"no terminator {terminator!r} within "
