@@ -49,6 +49,8 @@ def open_transport(url: str, *, name: str | None = None, timeout_s: float = 1.0,
         # VISA resources take their own attributes too (baud_rate …): pass through what
         # is not a serial-only option.
         passed = {k: v for k, v in options.items() if k not in SERIAL_OPTIONS | _TCP_OPTIONS}
+        if url.upper().startswith("ASRL") and "baudrate" in options:
+            passed.setdefault("baud_rate", options["baudrate"])   # VISA's name for it
         return VisaTransport(url, name=name, timeout_s=timeout_s, **passed)
     return SerialTransport(url, name=name, timeout_s=timeout_s,
                            **_without(options, _TCP_OPTIONS | _VISA_OPTIONS))
