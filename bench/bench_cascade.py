@@ -24,7 +24,7 @@ import numpy as np
 from bench.common import emit, progress
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, binary_entropy,
                                            get_schedule, run_roles)
-from postprocessing.reconciliation import kernels
+from postprocessing.reconciliation.inprocess import run_fused
 from postprocessing.reconciliation.permutations import permutations_for
 from postprocessing.reconciliation.schedules import block_offsets
 
@@ -107,7 +107,7 @@ def _summary(n, results, seconds, cpu_seconds):
                 round_trips_mean=round(float(np.mean([r[2] for r in results])), 1))
 
 
-def run_fused(schedule, qber, n, frames, fresh):
+def measure_fused(schedule, qber, n, frames, fresh):
     sched = get_schedule(schedule)
     sizes, halving = sched.layout(n, qber)
     offs = block_offsets(n, sizes)
@@ -118,13 +118,13 @@ def run_fused(schedule, qber, n, frames, fresh):
     for i, (alice, bob, e) in enumerate(frames):
         if fresh or i % BATCH == 0:
             order, perm, inv, pinfo = permutations_for(secrets.randbits(64), n, halving)
-        bits, disclosed, rounds, _ = kernels.cascade_fused(alice, bob, order, perm, inv, pinfo,
+        bits, disclosed, rounds, _ = run_fused(alice, bob, order, perm, inv, pinfo,
                                                            sizes, offs, max_q)
         results.append((int(disclosed), not np.array_equal(bits, alice), int(rounds), e))
     return _summary(n, results, time.perf_counter() - t0, time.thread_time() - c0)
 
 
-def run_two_role(schedule, qber, n, frames):
+def measure_two_role(schedule, qber, n, frames):
     t0 = time.perf_counter()
     c0 = time.thread_time()
     alice = CascadeAlice([a for a, _, _ in frames])
@@ -137,7 +137,7 @@ def run_two_role(schedule, qber, n, frames):
     return _summary(n, results, seconds, cpu_seconds)
 
 
-def run_baseline(schedule, qber, n, frames, rng):
+def measure_baseline(schedule, qber, n, frames, rng):
     results = []
     t0 = time.perf_counter()
     c0 = time.thread_time()
@@ -154,24 +154,24 @@ def main() -> None:
     # compile (cache=True makes this a load after the first run)
     warm = _frames(rng, 2000, 0.02, 1)
     for schedule in ("original", "yan"):
-        run_fused(schedule, 0.02, 2000, warm, fresh=True)
-        run_two_role(schedule, 0.02, 2000, warm)
+        measure_fused(schedule, 0.02, 2000, warm, fresh=True)
+        measure_two_role(schedule, 0.02, 2000, warm)
     for schedule in ("original", "yan"):
         for qber in QBERS:
             progress(f"{schedule} QBER {qber}")
-            base = run_baseline(schedule, qber, 10_000, _frames(rng, 10_000, qber, 3), rng)
+            base = measure_baseline(schedule, qber, 10_000, _frames(rng, 10_000, qber, 3), rng)
             emit(BENCH, figure="baseline_numpy", schedule=schedule, qber=qber, n_bits=10_000,
                  **base)
             sizes = [(100_000, 48)] + ([(1_000_000, 4)] if schedule == "yan" else [])
             for n, count in sizes:
                 frames = _frames(rng, n, qber, count)
                 for fresh in (True, False):
-                    fig = run_fused(schedule, qber, n, frames, fresh)
+                    fig = measure_fused(schedule, qber, n, frames, fresh)
                     emit(BENCH, figure="fused_fresh_perms" if fresh else "fused_batch_perms",
                          schedule=schedule, qber=qber, n_bits=n, **fig,
                          ratio=round(fig["mbit_per_cpu_s"] / base["mbit_per_cpu_s"], 1))
                 if n == 100_000:
-                    fig = run_two_role(schedule, qber, n, frames[:BATCH])
+                    fig = measure_two_role(schedule, qber, n, frames[:BATCH])
                     emit(BENCH, figure="two_role_messages", schedule=schedule, qber=qber,
                          n_bits=n, **fig,
                          ratio=round(fig["mbit_per_cpu_s"] / base["mbit_per_cpu_s"], 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,10 +78,27 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
     offs = block_offsets(len(a), sizes)
     seed = secrets.randbits(64) if seed is None else int(seed)
     order, perm, inv, pinfo = permutations_for(seed, len(a), halving)
-    corrected, disclosed, rounds, status = kernels.cascade_fused(a, b, order, perm, inv, pinfo,
-                                                                  sizes, offs, max_q)
+    corrected, disclosed, rounds, status = run_fused(a, b, order, perm, inv, pinfo, sizes, offs,
+                                                     max_q)
     true_errors = int(np.count_nonzero(a != b))
     return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
+
+
+_scratch = threading.local()
+
+
+def run_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions):
+    """``kernels.cascade_fused`` with this thread's scratch buffers (grown when too small)."""
+    need_u8, need_i64 = kernels.fused_workspace_size(len(bob_bits), len(sizes), perm.shape[0],
+                                                     int(offs[-1]))
+    ubuf = getattr(_scratch, "u8", None)
+    if ubuf is None or len(ubuf) < need_u8:
+        ubuf = _scratch.u8 = np.empty(need_u8, dtype=np.uint8)
+    ibuf = getattr(_scratch, "i64", None)
+    if ibuf is None or len(ibuf) < need_i64:
+        ibuf = _scratch.i64 = np.empty(need_i64, dtype=np.int64)
+    return kernels.cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs,
+                                 max_questions, ubuf, ibuf)
 
 
 def run_roles(alice: CascadeAlice, bob: CascadeBob, *, encode: bool = True,

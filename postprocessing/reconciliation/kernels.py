@@ -185,13 +185,11 @@ def label_parity(bits, inv, pinfo, ctl):
 
 
 @numba.njit(cache=True, nogil=True)
-def prefix_parities(bits, perm, pinfo):
+def prefix_parities_into(bits, perm, pinfo, out):
     """Alice's prefix parities per shuffled pass: out[p, q] = XOR of the bits at positions
-    [0, q) of pass p (uint8[n_passes, n+1]; rows of halving passes are left unset)."""
+    [0, q) of pass p (uint8[n_passes, n+1]; rows of halving passes are left as they are)."""
     n = bits.shape[0]
-    n_passes = pinfo.shape[1]
-    out = np.empty((n_passes, n + 1), dtype=np.uint8)
-    for p in range(n_passes):
+    for p in range(pinfo.shape[1]):
         if pinfo[1, p] >= 0:
             continue
         acc = np.uint8(0)
@@ -201,19 +199,30 @@ def prefix_parities(bits, perm, pinfo):
                 acc ^= bits[q]
                 out[p, q + 1] = acc
         else:
-            row = perm[pinfo[0, p]]
+            r = pinfo[0, p]
             for q in range(n):
-                acc ^= bits[row[q]]
+                acc ^= bits[perm[r, q]]
                 out[p, q + 1] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_parities(bits, perm, pinfo):
+    out = np.empty((pinfo.shape[1], bits.shape[0] + 1), dtype=np.uint8)
+    prefix_parities_into(bits, perm, pinfo, out)
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def reorder(bits, order):
-    """Frame order -> pass-1 order: out[q] = bits[order[q]]."""
-    out = np.empty_like(bits)
+def reorder_into(bits, order, out):
+    """Frame order -> first-pass order: out[q] = bits[order[q]]."""
     for q in range(bits.shape[0]):
         out[q] = bits[order[q]]
+
+
+@numba.njit(cache=True, nogil=True)
+def reorder(bits, order):
+    out = np.empty_like(bits)
+    reorder_into(bits, order, out)
     return out
 
 
@@ -529,33 +538,58 @@ def new_bob_state(bits: np.ndarray, perm: np.ndarray, inv: np.ndarray, pinfo: np
     return bp, u8, node, st, ctl, queries
 
 
+def fused_workspace_size(n_bits: int, n_passes: int, n_rows: int, n_blocks: int):
+    """Lengths of the (uint8, int64) scratch buffers ``cascade_fused`` needs."""
+    u8_len = (n_passes * (n_bits + 1) + n_rows * n_bits + n_passes * n_bits + 2 * n_bits
+              + N_U8 * n_blocks + 2 * n_blocks)
+    i64_len = N_ST * max(n_blocks, MIN_ST_COLUMNS) + 3 * n_blocks
+    return u8_len, i64_len
+
+
 @numba.njit(cache=True, nogil=True)
-def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions):
+def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions,
+                  ubuf, ibuf):
     """Both roles in one kernel: returns (Bob's corrected bits, disclosed bits, round trips,
     status) with status 1 = finished, 2 = gave up on contradictory answers. Keys in and out
-    are in frame order.
+    are in frame order; ``ubuf``/``ibuf`` are scratch (uint8/int64, ``fused_workspace_size``),
+    reused across frames so that no fresh pages are touched per frame.
 
     Same ``bob_round``/``alice_answer`` calls as the two-role path, without message objects;
     each role does its own work (no parity is shared between them).
     """
     n_blocks = offs[-1]
     n = bob_bits.shape[0]
-    alice = reorder(alice_bits, order)
-    bits = reorder(bob_bits, order)
-    prefix = prefix_parities(alice, perm, pinfo)
+    n_passes = sizes.shape[0]
+    n_rows = perm.shape[0]
+    w = 0
+    prefix = ubuf[w:w + n_passes * (n + 1)].reshape((n_passes, n + 1))
+    w += n_passes * (n + 1)
+    bp = ubuf[w:w + n_rows * n].reshape((n_rows, n))
+    w += n_rows * n
+    node = ubuf[w:w + n_passes * n].reshape((n_passes, n))
+    w += n_passes * n
+    alice = ubuf[w:w + n]
+    w += n
+    bits = ubuf[w:w + n]
+    w += n
+    u8 = ubuf[w:w + N_U8 * n_blocks].reshape((N_U8, n_blocks))
+    w += N_U8 * n_blocks
+    answers = ubuf[w:w + 2 * n_blocks]
+    st_cols = max(n_blocks, MIN_ST_COLUMNS)
+    st = ibuf[:N_ST * st_cols].reshape((N_ST, st_cols))
+    queries = ibuf[N_ST * st_cols:N_ST * st_cols + 3 * n_blocks].reshape((3, n_blocks))
+    node[:] = 0
+    u8[:] = 0
+    reorder_into(alice_bits, order, alice)
+    reorder_into(bob_bits, order, bits)
+    prefix_parities_into(alice, perm, pinfo, prefix)
     actl = np.zeros(N_CTL, dtype=np.int64)
     label_parity(alice, inv, pinfo, actl)
-    bp = np.empty(perm.shape, dtype=np.uint8)
-    u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
-    node = np.zeros((sizes.shape[0], n), dtype=np.uint8)
-    st = np.zeros((N_ST, max(n_blocks, MIN_ST_COLUMNS)), dtype=np.int64)
     ctl = np.zeros(N_CTL, dtype=np.int64)
     ctl[C_CUR] = -1
     ctl[C_REQ] = -1
     ctl[C_MAXQ] = max_questions
     label_parity(bits, inv, pinfo, ctl)
-    queries = np.zeros((3, n_blocks), dtype=np.int64)
-    answers = np.zeros(2 * n_blocks, dtype=np.uint8)
     n_answers = 0
     while True:
         nq, new_pass = bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from postprocessing.reconciliation import get_schedule, reconcile
+from postprocessing.reconciliation.inprocess import run_fused
 from postprocessing.reconciliation.schedules import block_offsets
-from postprocessing.reconciliation import kernels
 from postprocessing.reconciliation.permutations import permutations_for
 
 PUBLISHED_F = {
@@ -52,7 +52,7 @@ def test_mean_efficiency_within_published_range(schedule, qber):
         errors = (rng.random(N_BITS) < qber).astype(np.uint8)
         order, perm, inv, pinfo = permutations_for(int(rng.integers(0, 2**63)), N_BITS, halving)
         # the fused kernel is what reconcile() runs; called directly to keep the file fast
-        _, disclosed, _, _ = kernels.cascade_fused(alice, alice ^ errors, order, perm, inv, pinfo,
+        _, disclosed, _, _ = run_fused(alice, alice ^ errors, order, perm, inv, pinfo,
                                                    sizes, offs, max_questions)
         f[i] = disclosed / (N_BITS * _h(errors.mean()))
     se = f.std(ddof=1) / math.sqrt(N_FRAMES)
