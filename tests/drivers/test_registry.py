@@ -43,10 +43,12 @@ def test_a_name_cannot_be_taken_twice():
 def test_the_polarization_and_switch_models_are_registered():
     from drivers.polarization.gp_scpi import GpPolarizationController
     from drivers.polarization.oz_epc import OzEpc
+    from drivers.polarization.thorlabs_mpc320 import ThorlabsMpc320
     from drivers.switch.agiltron import AgiltronSwitch
     from drivers.switch.dicon_mems import DiconMems
     expected = {"gp-polarization": GpPolarizationController, "oz-epc": OzEpc,
-                "dicon-mems": DiconMems, "agiltron-switch": AgiltronSwitch}
+                "thorlabs-mpc320": ThorlabsMpc320, "dicon-mems": DiconMems,
+                "agiltron-switch": AgiltronSwitch}
     for name, cls in expected.items():
         assert registry.driver_class(name) is cls and cls.driver_name == name
 
