@@ -5,7 +5,7 @@ real instrument behind a bridge) and damage what the device sends back:
 
     with FaultProxy(device_url) as proxy:
         drv = SomeDriver.from_url(proxy.url)
-        proxy.faults.garbage = True          # or silent / delay_s / close_mid_reply / cut_next_replies
+        proxy.faults.garbage = True      # or silent, delay_s, close_mid_reply, cut_next_replies
         proxy.unplug(); proxy.replug()       # the device disappears and comes back
 
 The knobs are the simulated instruments' own (``sim_backend.instruments.base.FaultKnobs``) and

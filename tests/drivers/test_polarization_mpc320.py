@@ -12,7 +12,8 @@ from drivers.polarization.thorlabs_mpc320 import ThorlabsMpc320
 from tests.drivers.expected import expected_protocol
 
 STATUS_P2_85DEG = bytes.fromhex("0200" "ad020000" "0000" "0000" "00040080")  # homed, enabled
-MOVE_P2_85DEG = bytes.fromhex("530406 00d001".replace(" ", "")) + bytes.fromhex("0200ad020000")
+# MOVE_ABSOLUTE (0x0453), 6 data bytes, to 0x50|0x80 from 0x01: channel 2, 685 counts (85 deg)
+MOVE_P2_85DEG = bytes.fromhex("53040600d001" "0200ad020000")
 
 
 def test_move_absolute_frame_and_completion():
@@ -81,7 +82,7 @@ def test_no_completion_is_a_timeout_naming_the_message(monkeypatch):
 
 def test_short_status_is_a_protocol_error():
     with expected_protocol(ThorlabsMpc320, [
-        (bytes.fromhex("900401005001"), bytes.fromhex("91040200815001 00".replace(" ", ""))),
+        (bytes.fromhex("900401005001"), bytes.fromhex("910402008150" "0100")),
     ]) as mpc:
         with pytest.raises(DeviceProtocolError, match="status data is 2 bytes"):
             mpc.paddle_status(1)
@@ -109,4 +110,4 @@ def test_decoder_recovers_every_message_under_any_chunking(msgs, sizes):
 
 def test_decoder_refuses_absurd_length():
     with pytest.raises(apt.AptFrameError, match="claims 4096 data bytes"):
-        apt.AptDecoder().feed(bytes.fromhex("64040010 8150"))
+        apt.AptDecoder().feed(bytes.fromhex("640400108150"))
