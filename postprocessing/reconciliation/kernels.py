@@ -97,23 +97,36 @@ def _q_of(inv, pinfo, sizes, p, pos):
     return rank_of_label(np.int64(inv[pinfo[0, p], pos]), t, sizes[p])
 
 
+# Hot loops index with uint64 (U(...)): numba then skips its negative-index wrap-around test,
+# which lets LLVM vectorize the XOR over consecutive bytes (~10x on 100 bytes). A uint64 must
+# only ever be used as an index: uint64 mixed with int64 arithmetic turns into float64.
+U = np.uint64
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _xor_bytes(x, lo, hi):
+    """XOR of x[lo:hi] (uint8 0/1, consecutive)."""
+    acc = np.uint8(0)
+    for q in range(U(lo), U(hi)):
+        acc ^= x[q]
+    return acc
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _range_parity(bits, perm, pinfo, sizes, p, lo, hi):
     """XOR of bits at positions [lo, hi) of pass p."""
-    acc = np.uint8(0)
     if pinfo[0, p] < 0:
-        for q in range(lo, hi):
-            acc ^= bits[q]
-        return acc
+        return _xor_bytes(bits, lo, hi)
+    acc = np.uint8(0)
     r = pinfo[0, p]
     t = pinfo[1, p]
     if t < 0:
-        for q in range(lo, hi):
-            acc ^= bits[perm[r, q]]
+        for q in range(U(lo), U(hi)):
+            acc ^= bits[U(perm[r, q])]
     else:
         z = sizes[p]
         for q in range(lo, hi):
-            acc ^= bits[perm[r, label_of_rank(q, t, z)]]
+            acc ^= bits[U(perm[r, U(label_of_rank(q, t, z))])]
     return acc
 
 
@@ -124,10 +137,7 @@ def _bob_range_parity(bits, bp, perm, pinfo, sizes, p, lo, hi):
     row = pinfo[0, p]
     if row < 0 or pinfo[1, p] >= 0:
         return _range_parity(bits, perm, pinfo, sizes, p, lo, hi)
-    acc = np.uint8(0)
-    for q in range(lo, hi):
-        acc ^= bp[row, q]
-    return acc
+    return _xor_bytes(bp[row], lo, hi)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -145,17 +155,14 @@ def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w):
     k = sizes[p]
     if pinfo[0, p] < 0:
         for b in range(n_blocks):
-            acc = np.uint8(0)
-            for q in range(b * k, min(b * k + k, n)):
-                acc ^= bits[q]
-            out[w] = acc
+            out[w] = _xor_bytes(bits, b * k, min(b * k + k, n))
             w += 1
         return w
-    row = perm[pinfo[0, p]]
+    r = pinfo[0, p]
     for b in range(n_blocks):
         acc = np.uint8(0)
-        for q in range(b * k, min(b * k + k, n)):
-            acc ^= bits[row[q]]
+        for q in range(U(b * k), U(min(b * k + k, n))):
+            acc ^= bits[U(perm[r, q])]
         out[w] = acc
         w += 1
     return w
@@ -174,12 +181,11 @@ def label_parity(bits, inv, pinfo, ctl):
     hacc = 0
     if base >= 0:
         labels = inv[base]
-        for i in range(bits.shape[0]):  # branch-free: key bits are unpredictable
+        for i in range(U(bits.shape[0])):  # branch-free: key bits are unpredictable
             hacc ^= labels[i] & -np.int64(bits[i])
             tot ^= bits[i]
     else:
-        for i in range(bits.shape[0]):
-            tot ^= bits[i]
+        tot = _xor_bytes(bits, 0, bits.shape[0])
     ctl[C_HACC] = hacc
     ctl[C_TOT] = tot
 
@@ -201,7 +207,7 @@ def prefix_parities_into(bits, perm, pinfo, out):
         else:
             r = pinfo[0, p]
             for q in range(n):
-                acc ^= bits[perm[r, q]]
+                acc ^= bits[U(perm[r, q])]
                 out[p, q + 1] = acc
 
 
@@ -215,8 +221,8 @@ def prefix_parities(bits, perm, pinfo):
 @numba.njit(cache=True, nogil=True)
 def reorder_into(bits, order, out):
     """Frame order -> first-pass order: out[q] = bits[order[q]]."""
-    for q in range(bits.shape[0]):
-        out[q] = bits[order[q]]
+    for q in range(U(bits.shape[0])):
+        out[q] = bits[U(order[q])]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -228,10 +234,10 @@ def reorder(bits, order):
 
 @numba.njit(cache=True, nogil=True)
 def restore_order(bits, order):
-    """Pass-1 order -> frame order (inverse of ``reorder``)."""
+    """First-pass order -> frame order (inverse of ``reorder``)."""
     out = np.empty_like(bits)
-    for q in range(bits.shape[0]):
-        out[order[q]] = bits[q]
+    for q in range(U(bits.shape[0])):
+        out[U(order[q])] = bits[q]
     return out
 
 
@@ -390,15 +396,11 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
         row = pinfo[0, req]
         if row >= 0 and pinfo[1, req] < 0:
             x = bp[row]
-            prow = perm[row]
-            for q in range(n):
-                x[q] = bits[prow[q]]
+            for q in range(U(n)):
+                x[q] = bits[U(perm[row, q])]
             k = sizes[req]
             for b in range(n_blocks):
-                acc = np.uint8(0)
-                for q in range(b * k, min(b * k + k, n)):
-                    acc ^= x[q]
-                mine[b] = acc
+                mine[b] = _xor_bytes(x, b * k, min(b * k + k, n))
         else:
             _block_parities(bits, perm, pinfo, sizes, offs, req, ctl[C_HACC], ctl[C_TOT], mine,
                             0)

@@ -51,24 +51,25 @@ def shuffle_pass(seed, pass_index, n_bits, perm, inv):
     Fisher-Yates from the top; each 64-bit output gives the draws of two steps.
     """
     _, state = _splitmix64(np.uint64(seed) ^ (np.uint64(pass_index + 1) * _MIX2))
-    for q in range(n_bits):
+    # uint64 indices: no negative-index wrap-around test in the loops
+    for q in range(np.uint64(n_bits)):
         perm[q] = q
     i = n_bits - 1
     while i > 0:
         state, r = _splitmix64(state)
         state, j = _bounded(state, r & _LOW32, np.uint64(i + 1))
-        t = perm[i]
-        perm[i] = perm[j]
-        perm[j] = t
+        t = perm[np.uint64(i)]
+        perm[np.uint64(i)] = perm[np.uint64(j)]
+        perm[np.uint64(j)] = t
         i -= 1
         if i > 0:
             state, j = _bounded(state, r >> np.uint64(32), np.uint64(i + 1))
-            t = perm[i]
-            perm[i] = perm[j]
-            perm[j] = t
+            t = perm[np.uint64(i)]
+            perm[np.uint64(i)] = perm[np.uint64(j)]
+            perm[np.uint64(j)] = t
             i -= 1
-    for q in range(n_bits):
-        inv[perm[q]] = q
+    for q in range(np.uint64(n_bits)):
+        inv[np.uint64(perm[q])] = q
 
 
 BASE_STREAM = 1 << 20  # stream of the label shuffle shared by the halving passes
