@@ -45,7 +45,8 @@ def _bounded(state, x, bound):
 
 @numba.njit(cache=True, nogil=True)
 def shuffle_pass(seed, pass_index, n_bits, perm, inv):
-    """Fill ``perm`` (pass position -> frame index) and ``inv`` (its inverse), both int32[n_bits].
+    """Fill ``perm`` (pass position -> frame index) and ``inv`` (its inverse), both int32[n_bits];
+    an ``inv`` of length 0 skips the inverse.
 
     Layout: perm[q] is the frame index of the bit at position q of this pass; inv[perm[q]] == q.
     Fisher-Yates from the top; each 64-bit output gives the draws of two steps.
@@ -68,8 +69,9 @@ def shuffle_pass(seed, pass_index, n_bits, perm, inv):
             perm[np.uint64(i)] = perm[np.uint64(j)]
             perm[np.uint64(j)] = t
             i -= 1
-    for q in range(np.uint64(n_bits)):
-        inv[np.uint64(perm[q])] = q
+    if inv.shape[0] == n_bits:
+        for q in range(np.uint64(n_bits)):
+            inv[np.uint64(perm[q])] = q
 
 
 BASE_STREAM = 1 << 20  # stream of the label shuffle shared by the halving passes
@@ -88,8 +90,7 @@ def pass_permutations(seed, n_bits, halving_bits):
     n_passes = halving_bits.shape[0]
     pinfo = np.empty((2, n_passes), dtype=np.int64)
     order = np.empty(n_bits, dtype=np.int32)
-    scratch = np.empty(n_bits, dtype=np.int32)
-    shuffle_pass(seed, 0, n_bits, order, scratch)
+    shuffle_pass(seed, 0, n_bits, order, np.empty(0, dtype=np.int32))
     n_rows = 0
     any_halving = False
     for p in range(1, n_passes):
