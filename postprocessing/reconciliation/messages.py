@@ -5,11 +5,14 @@ frames. Wire format (little-endian), first byte = message type, second = format 
 
   CascadeSetup  : type 1, ver, seed u64, schedule_id u8, qber f64, n_frames u32,
                   n_frames x frame_bits u32
-  ParityRequest : type 2, ver, round u32, n_frames u32, per frame:
-                  new_pass i8 (-1 = none), n_ranges u32, n_ranges x (pass u8, lo u32, hi u32)
-  ParityReply   : type 3, ver, round u32, n_frames u32, per frame:
-                  n_bits u32, ceil(n_bits/8) bytes of parity bits (np.packbits order, big-endian
-                  within a byte, unused low bits zero)
+  ParityRequest : type 2, ver, round u32, n_frames u32, n_frames x new_pass i8 (-1 = none),
+                  n_frames x n_ranges u32, then every frame's ranges in frame order,
+                  each (pass u8, lo u32, hi u32)
+  ParityReply   : type 3, ver, round u32, n_frames u32, n_frames x n_bits u32, then the parity
+                  bits of all frames in frame order, ceil(total/8) bytes (np.packbits order,
+                  big-endian within a byte, unused low bits zero)
+
+Each message is decoded with a fixed number of numpy calls whatever the number of frames.
 
 ``from_bytes`` checks lengths, types, ranges and padding and raises ``MessageError``; whether a
 request fits a session (pass count, frame length) is checked by the roles.
@@ -119,22 +122,50 @@ class FrameQuestions:
                 and np.array_equal(self.ranges, other.ranges))
 
 
-@dataclass(frozen=True)
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+
+
+@dataclass(frozen=True, eq=False)
 class ParityRequest:
+    """Bob's questions for every frame of a batch, flat: frame i asks for the top-level
+    parities of pass ``new_pass[i]`` (-1: none) and for the ``counts[i]`` next rows of
+    ``ranges`` (int64[m, 3]: pass, lo, hi)."""
+
     round: int
-    frames: tuple[FrameQuestions, ...]
+    new_pass: np.ndarray
+    counts: np.ndarray
+    ranges: np.ndarray
+
+    @classmethod
+    def from_frames(cls, round: int, frames) -> "ParityRequest":
+        ranges = [np.asarray(f.ranges, dtype=np.int64).reshape(-1, 3) for f in frames]
+        return cls(round, np.array([f.new_pass for f in frames], dtype=np.int64),
+                   np.array([len(r) for r in ranges], dtype=np.int64),
+                   np.concatenate(ranges) if ranges else np.zeros((0, 3), dtype=np.int64))
+
+    @property
+    def frames(self) -> tuple[FrameQuestions, ...]:
+        off = _offsets(self.counts)
+        return tuple(FrameQuestions(int(p), self.ranges[off[i]:off[i + 1]])
+                     for i, p in enumerate(self.new_pass))
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, ParityRequest) and self.round == other.round
+                and np.array_equal(self.new_pass, other.new_pass)
+                and np.array_equal(self.counts, other.counts)
+                and np.array_equal(self.ranges, other.ranges))
 
     def to_bytes(self) -> bytes:
-        parts = [struct.pack("<BBII", TYPE_REQUEST, VERSION, self.round, len(self.frames))]
-        for f in self.frames:
-            rec = np.empty(len(f.ranges), dtype=_RANGE_DTYPE)
-            if len(f.ranges):
-                rec["pass"] = f.ranges[:, 0]
-                rec["lo"] = f.ranges[:, 1]
-                rec["hi"] = f.ranges[:, 2]
-            parts.append(struct.pack("<bI", f.new_pass, len(rec)))
-            parts.append(rec.tobytes())
-        return b"".join(parts)
+        rec = np.empty(len(self.ranges), dtype=_RANGE_DTYPE)
+        if len(rec):
+            rec["pass"] = self.ranges[:, 0]
+            rec["lo"] = self.ranges[:, 1]
+            rec["hi"] = self.ranges[:, 2]
+        return b"".join([struct.pack("<BBII", TYPE_REQUEST, VERSION, self.round,
+                                     len(self.new_pass)),
+                         np.asarray(self.new_pass, dtype="i1").tobytes(),
+                         np.asarray(self.counts, dtype="<u4").tobytes(), rec.tobytes()])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ParityRequest":
@@ -142,44 +173,61 @@ class ParityRequest:
         r = _Reader(data, "ParityRequest")
         (rnd,) = r.take("<I")
         n_frames = r.count("frame count", MAX_FRAMES)
-        frames = []
-        for i in range(n_frames):
-            (new_pass,) = r.take("<b")
-            if not -1 <= new_pass < MAX_PASSES:
-                raise MessageError(f"ParityRequest: frame {i} new pass {new_pass} "
-                                   f"outside [-1, {MAX_PASSES - 1}]")
-            n_ranges = r.count(f"frame {i} range count", (len(r.data) - r.pos) // 9)
-            rec = np.frombuffer(r.raw(9 * n_ranges), dtype=_RANGE_DTYPE)
-            ranges = np.stack([rec["pass"].astype(np.int64), rec["lo"].astype(np.int64),
-                               rec["hi"].astype(np.int64)], axis=1).reshape(-1, 3)
-            bad = (ranges[:, 0] >= MAX_PASSES) | (ranges[:, 1] >= ranges[:, 2])
-            if bad.any():
-                j = int(np.argmax(bad))
-                raise MessageError(f"ParityRequest: frame {i} range {j} (pass {ranges[j, 0]}, "
-                                   f"[{ranges[j, 1]}, {ranges[j, 2]})) is empty or its pass "
-                                   f"is outside [0, {MAX_PASSES - 1}]")
-            frames.append(FrameQuestions(new_pass, ranges))
+        new_pass = np.frombuffer(r.raw(n_frames), dtype="i1").astype(np.int64)
+        counts = np.frombuffer(r.raw(4 * n_frames), dtype="<u4").astype(np.int64)
+        bad = (new_pass < -1) | (new_pass >= MAX_PASSES)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise MessageError(f"ParityRequest: frame {i} new pass {new_pass[i]} "
+                               f"outside [-1, {MAX_PASSES - 1}]")
+        total = int(counts.sum())
+        if 9 * total != len(r.data) - r.pos:
+            raise MessageError(f"ParityRequest: range counts add up to {total} ranges, the "
+                               f"message holds {(len(r.data) - r.pos) / 9:g}")
+        rec = np.frombuffer(r.raw(9 * total), dtype=_RANGE_DTYPE)
+        ranges = np.empty((total, 3), dtype=np.int64)
+        ranges[:, 0] = rec["pass"]
+        ranges[:, 1] = rec["lo"]
+        ranges[:, 2] = rec["hi"]
         r.end()
-        return cls(rnd, tuple(frames))
+        bad = (ranges[:, 0] >= MAX_PASSES) | (ranges[:, 1] >= ranges[:, 2])
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise MessageError(f"ParityRequest: range {j} (pass {ranges[j, 0]}, "
+                               f"[{ranges[j, 1]}, {ranges[j, 2]})) is empty or its pass "
+                               f"is outside [0, {MAX_PASSES - 1}]")
+        return cls(rnd, new_pass, counts, ranges)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParityReply:
-    """Alice's parity bits per frame (uint8 0/1 arrays), in the order of the questions."""
+    """Alice's parity bits for every frame of a batch, flat: frame i's answers are the
+    ``counts[i]`` next bits of ``bits`` (uint8 0/1), in the order of Bob's questions."""
 
     round: int
-    frames: tuple[np.ndarray, ...]
+    counts: np.ndarray
+    bits: np.ndarray
+
+    @classmethod
+    def from_frames(cls, round: int, frames) -> "ParityReply":
+        frames = [np.asarray(f, dtype=np.uint8) for f in frames]
+        return cls(round, np.array([len(f) for f in frames], dtype=np.int64),
+                   np.concatenate(frames) if frames else np.zeros(0, dtype=np.uint8))
+
+    @property
+    def frames(self) -> tuple[np.ndarray, ...]:
+        off = _offsets(self.counts)
+        return tuple(self.bits[off[i]:off[i + 1]] for i in range(len(self.counts)))
 
     @property
     def n_parity_bits(self) -> int:
-        return sum(len(f) for f in self.frames)
+        return len(self.bits)
 
     def to_bytes(self) -> bytes:
-        parts = [struct.pack("<BBII", TYPE_REPLY, VERSION, self.round, len(self.frames))]
-        for bits in self.frames:
-            parts.append(struct.pack("<I", len(bits)))
-            parts.append(np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes())
-        return b"".join(parts)
+        return b"".join([struct.pack("<BBII", TYPE_REPLY, VERSION, self.round,
+                                     len(self.counts)),
+                         np.asarray(self.counts, dtype="<u4").tobytes(),
+                         np.packbits(np.asarray(self.bits, dtype=np.uint8)).tobytes()])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ParityReply":
@@ -187,16 +235,16 @@ class ParityReply:
         r = _Reader(data, "ParityReply")
         (rnd,) = r.take("<I")
         n_frames = r.count("frame count", MAX_FRAMES)
-        frames = []
-        for i in range(n_frames):
-            n_bits = r.count(f"frame {i} bit count", 8 * (len(r.data) - r.pos))
-            packed = np.frombuffer(r.raw((n_bits + 7) // 8), dtype=np.uint8)
-            bits = np.unpackbits(packed)
-            if bits[n_bits:].any():
-                raise MessageError(f"ParityReply: frame {i} has nonzero padding bits")
-            frames.append(bits[:n_bits].copy())
+        counts = np.frombuffer(r.raw(4 * n_frames), dtype="<u4").astype(np.int64)
+        total = int(counts.sum())
+        if (total + 7) // 8 != len(r.data) - r.pos:
+            raise MessageError(f"ParityReply: bit counts add up to {total} bits, the message "
+                               f"holds {len(r.data) - r.pos} bytes of bits")
+        bits = np.unpackbits(np.frombuffer(r.raw((total + 7) // 8), dtype=np.uint8))
         r.end()
-        return cls(rnd, tuple(frames))
+        if bits[total:].any():
+            raise MessageError("ParityReply: nonzero padding bits")
+        return cls(rnd, counts, bits[:total])
 
 
 def decode(data: bytes):

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import kernels
 from .errors import MessageError, ReconciliationError
-from .messages import CascadeSetup, FrameQuestions, ParityReply, ParityRequest
+from .messages import CascadeSetup, ParityReply, ParityRequest
 from .permutations import permutations_for
 from .schedules import (SCHEDULES_BY_ID, CascadeSchedule, block_offsets, check_max_questions,
                         get_schedule)
@@ -102,38 +102,48 @@ class CascadeBob:
             raise MessageError("Bob: reply received while no request is outstanding")
         if reply.round != self.round:
             raise MessageError(f"Bob: reply to round {reply.round} (expected {self.round})")
-        if len(reply.frames) != len(self._frames):
-            raise MessageError(f"Bob: reply covers {len(reply.frames)} frames "
+        if len(reply.counts) != len(self._frames):
+            raise MessageError(f"Bob: reply covers {len(reply.counts)} frames "
                                f"(expected {len(self._frames)})")
-        for i, (f, bits) in enumerate(zip(self._frames, reply.frames)):
-            if len(bits) != f["expect"]:
-                raise MessageError(f"Bob: frame {i} reply has {len(bits)} parity bits "
-                                   f"(expected {f['expect']})")
-        return self._step(reply.frames)
+        if len(reply.bits) != int(np.sum(reply.counts)):
+            raise MessageError(f"Bob: reply holds {len(reply.bits)} parity bits for counts "
+                               f"adding up to {int(np.sum(reply.counts))}")
+        expect = np.array([f["expect"] for f in self._frames], dtype=np.int64)
+        wrong = np.flatnonzero(np.asarray(reply.counts) != expect)
+        if len(wrong):
+            i = int(wrong[0])
+            raise MessageError(f"Bob: frame {i} reply has {int(reply.counts[i])} parity bits "
+                               f"(expected {int(expect[i])})")
+        bits = np.ascontiguousarray(reply.bits, dtype=np.uint8)
+        off = np.concatenate(([0], np.cumsum(expect)))
+        return self._step([bits[off[i]:off[i + 1]] for i in range(len(self._frames))])
 
     def _step(self, answers) -> ParityRequest | None:
         self._waiting = False
-        out = []
-        for f, ans in zip(self._frames, answers):
+        n_frames = len(self._frames)
+        new_passes = np.full(n_frames, -1, dtype=np.int64)
+        counts = np.zeros(n_frames, dtype=np.int64)
+        ranges = []
+        for i, (f, ans) in enumerate(zip(self._frames, answers)):
+            f["expect"] = 0
             if f["ctl"][kernels.C_DONE]:
-                out.append(FrameQuestions(-1, _EMPTY_RANGES))
-                f["expect"] = 0
                 continue
-            ans = np.ascontiguousarray(ans, dtype=np.uint8)
             nq, new_pass = kernels.bob_round(f["bits"], f["bp"], f["perm"], f["inv"], f["pinfo"],
                                              f["sizes"], f["offs"], f["u8"], f["node"], f["st"],
                                              f["ctl"], ans, len(ans), f["queries"])
             nq = int(nq)
             new_pass = int(new_pass)
-            ranges = f["queries"][:, :nq].T.copy()
-            out.append(FrameQuestions(new_pass, ranges))
+            new_passes[i] = new_pass
+            counts[i] = nq
+            ranges.append(f["queries"][:, :nq].T)
             f["expect"] = nq + (int(f["offs"][new_pass + 1] - f["offs"][new_pass])
                                 if new_pass >= 0 else 0)
         if self.done:
             return None
         self.round += 1
         self._waiting = True
-        return ParityRequest(self.round, tuple(out))
+        return ParityRequest(self.round, new_passes, counts,
+                             np.concatenate(ranges) if ranges else _EMPTY_RANGES)
 
     # results, per frame
     def corrected_bits(self, i: int) -> np.ndarray:
@@ -197,29 +207,49 @@ class CascadeAlice:
         if request.round != self._round + 1:
             raise MessageError(f"Alice: request for round {request.round} "
                                f"(expected {self._round + 1})")
-        if len(request.frames) != len(self._session):
-            raise MessageError(f"Alice: request covers {len(request.frames)} frames "
-                               f"(expected {len(self._session)})")
-        replies = []
-        for i, (frame, fq) in enumerate(zip(self._session, request.frames)):
+        n_frames = len(self._session)
+        if len(request.new_pass) != n_frames or len(request.counts) != n_frames:
+            raise MessageError(f"Alice: request covers {len(request.new_pass)} frames "
+                               f"(expected {n_frames})")
+        ranges = np.asarray(request.ranges, dtype=np.int64).reshape(-1, 3)
+        counts = np.asarray(request.counts, dtype=np.int64)
+        if len(ranges) != int(counts.sum()):
+            raise MessageError(f"Alice: request holds {len(ranges)} ranges for counts adding "
+                               f"up to {int(counts.sum())}")
+        n_passes = len(self._session[0][3])
+        lengths = np.array([len(frame[0]) for frame in self._session], dtype=np.int64)
+        new_pass = np.asarray(request.new_pass, dtype=np.int64)
+        bad = np.flatnonzero((new_pass < -1) | (new_pass >= n_passes))
+        if len(bad):
+            i = int(bad[0])
+            raise MessageError(f"Alice: frame {i} new pass {new_pass[i]} outside "
+                               f"[-1, {n_passes - 1}]")
+        frame_of = np.repeat(np.arange(n_frames), counts)
+        bad = np.flatnonzero((ranges[:, 0] < 0) | (ranges[:, 0] >= n_passes) | (ranges[:, 1] < 0)
+                             | (ranges[:, 1] >= ranges[:, 2])
+                             | (ranges[:, 2] > lengths[frame_of]))
+        if len(bad):
+            i = int(frame_of[bad[0]])
+            raise MessageError(f"Alice: frame {i} asks for a range outside passes "
+                               f"[0, {n_passes - 1}] x positions [0, {lengths[i]}]")
+        n_new = np.array([int(frame[4][p + 1] - frame[4][p]) if p >= 0 else 0
+                          for frame, p in zip(self._session, new_pass)], dtype=np.int64)
+        answer_counts = n_new + counts
+        out = np.empty(int(answer_counts.sum()), dtype=np.uint8)
+        queries = np.ascontiguousarray(ranges.T)
+        w = 0
+        r = 0
+        for i, frame in enumerate(self._session):
+            if answer_counts[i] == 0:
+                continue
             bits, perm, pinfo, sizes, offs, prefix, actl = frame
-            n_passes = len(sizes)
-            n = len(bits)
-            if not -1 <= fq.new_pass < n_passes:
-                raise MessageError(f"Alice: frame {i} new pass {fq.new_pass} outside "
-                                   f"[-1, {n_passes - 1}]")
-            ranges = np.asarray(fq.ranges, dtype=np.int64).reshape(-1, 3)
-            if len(ranges) and (ranges[:, 0].max() >= n_passes or ranges[:, 0].min() < 0
-                                or ranges[:, 1].min() < 0 or ranges[:, 2].max() > n
-                                or (ranges[:, 1] >= ranges[:, 2]).any()):
-                raise MessageError(f"Alice: frame {i} asks for a range outside passes "
-                                   f"[0, {n_passes - 1}] x positions [0, {n}]")
-            n_new = int(offs[fq.new_pass + 1] - offs[fq.new_pass]) if fq.new_pass >= 0 else 0
-            out = np.empty(n_new + len(ranges), dtype=np.uint8)
-            queries = np.ascontiguousarray(ranges.T)
-            w = kernels.alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, fq.new_pass,
-                                     queries, len(ranges), out)
-            self.disclosed_bits[i] += int(w)
-            replies.append(out)
+            m = int(counts[i])
+            got = kernels.alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl,
+                                       int(new_pass[i]),
+                                       np.ascontiguousarray(queries[:, r:r + m]), m,
+                                       out[w:w + int(answer_counts[i])])
+            self.disclosed_bits[i] += int(got)
+            w += int(answer_counts[i])
+            r += m
         self._round = request.round
-        return ParityReply(request.round, tuple(replies))
+        return ParityReply(request.round, answer_counts, out)

@@ -199,7 +199,7 @@ def test_bob_terminates_on_lying_answers(n, seed, answer_seed):
             n_new = int(block_offsets(n, sizes)[fq.new_pass + 1] -
                         block_offsets(n, sizes)[fq.new_pass])
         bits = rng.integers(0, 2, n_new + len(fq.ranges), dtype=np.uint8)
-        request = b_role.handle_reply(ParityReply(request.round, (bits,)))
+        request = b_role.handle_reply(ParityReply.from_frames(request.round, (bits,)))
     # more corrections than bits is where Bob gives up on the frame
     assert b_role.gave_up(0) == (b_role.corrections(0) > n)
 

@@ -32,13 +32,15 @@ def test_setup_round_trip(seed, sid, qber, frames):
 
 @given(rnd=st.integers(0, 2**32 - 1), frames=st.lists(questions_st, max_size=5))
 def test_request_round_trip(rnd, frames):
-    msg = ParityRequest(rnd, tuple(frames))
-    assert ParityRequest.from_bytes(msg.to_bytes()) == msg
+    msg = ParityRequest.from_frames(rnd, frames)
+    back = ParityRequest.from_bytes(msg.to_bytes())
+    assert back == msg
+    assert back.frames == tuple(frames)
 
 
 @given(rnd=st.integers(0, 2**32 - 1), frames=st.lists(bits_st, max_size=5))
 def test_reply_round_trip_and_bit_count(rnd, frames):
-    msg = ParityReply(rnd, tuple(frames))
+    msg = ParityReply.from_frames(rnd, frames)
     back = ParityReply.from_bytes(msg.to_bytes())
     assert back.round == rnd
     assert [f.tolist() for f in back.frames] == [f.tolist() for f in frames]
@@ -48,7 +50,7 @@ def test_reply_round_trip_and_bit_count(rnd, frames):
 @given(rnd=st.integers(0, 100), frames=st.lists(questions_st, min_size=1, max_size=3),
        data=st.data())
 def test_every_truncation_of_a_request_is_rejected(rnd, frames, data):
-    raw = ParityRequest(rnd, tuple(frames)).to_bytes()
+    raw = ParityRequest.from_frames(rnd, frames).to_bytes()
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(MessageError):
         ParityRequest.from_bytes(raw[:cut])
@@ -56,7 +58,7 @@ def test_every_truncation_of_a_request_is_rejected(rnd, frames, data):
 
 @given(frames=st.lists(bits_st, min_size=1, max_size=3), data=st.data())
 def test_every_truncation_of_a_reply_is_rejected(frames, data):
-    raw = ParityReply(1, tuple(frames)).to_bytes()
+    raw = ParityReply.from_frames(1, frames).to_bytes()
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(MessageError):
         ParityReply.from_bytes(raw[:cut])
@@ -74,19 +76,28 @@ def _reply_bytes(n_bits, payload):
     return struct.pack("<BBIII", 3, 1, 1, 1, n_bits) + payload
 
 
+def _request_bytes(new_pass, n_ranges, *ranges):
+    head = struct.pack("<BBIIbI", 2, 1, 1, 1, new_pass, n_ranges)
+    return head + b"".join(struct.pack("<BII", *r) for r in ranges)
+
+
 @pytest.mark.parametrize("raw, fragment", [
     (b"", "empty"),
     (b"\x09\x01", "unknown type"),
     (bytes([3, 2]) + bytes(8), "version"),
-    (ParityReply(1, (np.ones(3, np.uint8),)).to_bytes() + b"\x00", "trailing"),
+    (ParityReply.from_frames(1, (np.ones(3, np.uint8),)).to_bytes() + b"\x00", "holds"),
     (_reply_bytes(3, b"\xff"), "padding"),
-    (_reply_bytes(9, b"\xff"), "truncated"),
-    (struct.pack("<BBIIbI", 2, 1, 1, 1, -2, 0), "new pass"),
-    (struct.pack("<BBIIbIBII", 2, 1, 1, 1, 0, 1, 0, 5, 5), "empty"),
-    (struct.pack("<BBIIbIBII", 2, 1, 1, 1, 0, 1, 64, 0, 5), "pass"),
-    (struct.pack("<BBIIbI", 2, 1, 1, 1, 0, 1000), "range count"),
+    (_reply_bytes(9, b"\xff"), "holds"),
+    (struct.pack("<BBIII", 3, 1, 1, 2, 0), "truncated"),
+    (_request_bytes(-2, 0), "new pass"),
+    (_request_bytes(0, 1, (0, 5, 5)), "empty"),
+    (_request_bytes(0, 1, (64, 0, 5)), "pass"),
+    (_request_bytes(0, 1000), "range counts"),
+    (_request_bytes(0, 1, (0, 0, 5)) + b"\x00", "range counts"),
+    (struct.pack("<BBII", 2, 1, 1, 3) + b"\x00", "truncated"),
     (struct.pack("<BBQBdI", 1, 1, 5, 2, float("nan"), 0), "finite"),
     (struct.pack("<BBQBdII", 1, 1, 5, 2, 0.02, 1, 0), "0 bits"),
+    (struct.pack("<BBQBdII", 1, 1, 5, 2, 0.02, 1, 7) + b"\x00", "trailing"),
 ])
 def test_malformed_messages_raise_message_error(raw, fragment):
     with pytest.raises(MessageError, match=fragment):
@@ -130,12 +141,13 @@ def test_alice_refuses_a_setup_that_does_not_fit(setup, fragment):
     ((FrameQuestions(-1, np.array([[0, 0, 1001]])),), "outside passes"),
     ((FrameQuestions(-1, np.array([[10, 0, 5]])),), "outside passes"),
     ((FrameQuestions(-1, np.zeros((0, 3), np.int64)),) * 2, "covers 2 frames"),
+    ((FrameQuestions(-1, np.array([[0, 5, 3]])),), "outside passes"),
 ])
 def test_alice_refuses_questions_outside_the_session(frames, fragment):
     alice, bob = _session()
     alice.handle_setup(bob.setup())
     with pytest.raises(MessageError, match=fragment):
-        alice.handle_request(ParityRequest(1, frames))
+        alice.handle_request(ParityRequest.from_frames(1, frames))
     assert alice.disclosed_bits == [0]  # nothing disclosed by a refused request
 
 
@@ -154,15 +166,17 @@ def test_bob_refuses_replies_that_do_not_match_his_request():
     request = bob.start()
     reply = alice.handle_request(request)
     with pytest.raises(MessageError, match="round"):
-        bob.handle_reply(ParityReply(reply.round + 1, reply.frames))
+        bob.handle_reply(ParityReply.from_frames(reply.round + 1, reply.frames))
     with pytest.raises(MessageError, match="parity bits"):
-        bob.handle_reply(ParityReply(reply.round, (reply.frames[0][:-1],)))
+        bob.handle_reply(ParityReply.from_frames(reply.round, (reply.frames[0][:-1],)))
     with pytest.raises(MessageError, match="frames"):
-        bob.handle_reply(ParityReply(reply.round, reply.frames * 2))
+        bob.handle_reply(ParityReply.from_frames(reply.round, reply.frames * 2))
+    with pytest.raises(MessageError, match="adding up"):
+        bob.handle_reply(ParityReply(reply.round, reply.counts, reply.bits[:-1]))
     assert bob.handle_reply(reply) is not None  # the genuine reply still works
 
 
 def test_bob_refuses_an_unrequested_reply():
     _, bob = _session()
     with pytest.raises(MessageError, match="no request"):
-        bob.handle_reply(ParityReply(0, (np.zeros(0, np.uint8),)))
+        bob.handle_reply(ParityReply.from_frames(0, (np.zeros(0, np.uint8),)))
