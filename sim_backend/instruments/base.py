@@ -179,7 +179,13 @@ class TcpServer:
                 return  # listener closed (unplug or close)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._conns_lock:
-                self._conns.add(conn)
+                # accepted just as the device was unplugged: it must not survive the unplug
+                alive = listener is self._listener
+                if alive:
+                    self._conns.add(conn)
+            if not alive:
+                self._drop(conn)
+                return
             threading.Thread(target=self._serve, args=(conn,), daemon=True,
                              name=f"sim-conn-{self._port}").start()
 
@@ -221,11 +227,12 @@ class TcpServer:
 
     def unplug(self) -> None:
         """The device disappears: connections cut, new ones refused."""
-        if self._listener is not None:
+        with self._conns_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
             with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         self.drop_connections()
 
     def replug(self) -> None:

@@ -72,7 +72,12 @@ class FaultProxy:
                 continue
             pair = (client, device)
             with self._lock:
-                self._pairs.add(pair)
+                alive = listener is self._listener     # not unplugged meanwhile
+                if alive:
+                    self._pairs.add(pair)
+            if not alive:
+                self._cut(pair)
+                return
             threading.Thread(target=self._pump_to_device, args=(pair,), daemon=True).start()
             threading.Thread(target=self._pump_to_client, args=(pair,), daemon=True).start()
 
@@ -114,11 +119,12 @@ class FaultProxy:
             self._cut(pair)
 
     def unplug(self) -> None:
-        if self._listener is not None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
             with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
         self.drop_connections()
 
     def replug(self) -> None:
