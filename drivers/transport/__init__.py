@@ -43,8 +43,12 @@ def open_transport(url: str, *, name: str | None = None, timeout_s: float = 1.0,
         raise ValueError(f"device URL must be a non-empty string, got {url!r}")
     kind = transport_kind(url)
     if kind == "tcp":
-        return TcpTransport(url, name=name, timeout_s=timeout_s,
-                            **_without(options, SERIAL_OPTIONS | _VISA_OPTIONS))
+        passed = _without(options, SERIAL_OPTIONS | _VISA_OPTIONS)
+        unknown = set(passed) - _TCP_OPTIONS - _COMMON
+        if unknown:
+            raise TypeError(f"{name or url}: unknown option(s) {sorted(unknown)} for a TCP "
+                            f"device; accepted: {sorted(_TCP_OPTIONS | _COMMON)}")
+        return TcpTransport(url, name=name, timeout_s=timeout_s, **passed)
     if kind == "visa":
         # VISA resources take their own attributes too (baud_rate …): pass through what
         # is not a serial-only option.

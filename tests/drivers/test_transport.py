@@ -250,3 +250,10 @@ def test_visa_sim_backend_from_a_yaml_path(tmp_path):
     with open_transport(f"ASRL7::INSTR@{spec}@sim", timeout_s=T) as t:
         t.write(b"PING?\n")
         assert t.read_until(b"\n") == b"PONG\n"
+
+
+def test_unknown_tcp_option_fails_loudly(echo_tcp):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['nodelay'\] for a TCP device"):
+        open_transport(echo_tcp.url, nodelay=True)
+    # a serial-only model default is dropped for TCP, not refused
+    open_transport(echo_tcp.url, baudrate=115200, rtscts=True, timeout_s=T).close()
