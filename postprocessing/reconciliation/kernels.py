@@ -246,7 +246,7 @@ def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries
                  out):
     """Alice's reply: the block parities of ``new_pass`` (if >= 0), then one bit per query.
 
-    queries: int64[3, *] rows (pass, lo, hi), a query asks the parity of positions [lo, hi)
+    queries: int64[*, 3] rows (pass, lo, hi), a query asks the parity of positions [lo, hi)
     of that pass. ``actl`` holds Alice's C_HACC/C_TOT (from ``label_parity``). Writes uint8
     0/1 into ``out`` and returns the number of bits written.
     """
@@ -262,11 +262,11 @@ def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries
                 out[w] = prefix[new_pass, min(b * k + k, n)] ^ prefix[new_pass, b * k]
                 w += 1
     for i in range(n_queries):
-        p = queries[0, i]
+        p = queries[i, 0]
         if pinfo[1, p] >= 0:
-            out[w] = _range_parity(bits, perm, pinfo, sizes, p, queries[1, i], queries[2, i])
+            out[w] = _range_parity(bits, perm, pinfo, sizes, p, queries[i, 1], queries[i, 2])
         else:
-            out[w] = prefix[p, queries[2, i]] ^ prefix[p, queries[1, i]]
+            out[w] = prefix[p, queries[i, 2]] ^ prefix[p, queries[i, 1]]
         w += 1
     return w
 
@@ -375,7 +375,7 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
               queries):
     """One round of Bob: consume Alice's answers to the previous request, emit the next one.
 
-    Returns (n_queries, new_pass): queries[0:3, :n_queries] hold (pass, lo, hi) ranges and
+    Returns (n_queries, new_pass): queries[:n_queries] hold (pass, lo, hi) rows and
     new_pass >= 0 asks for every top-level block parity of that pass. (0, -1) means finished
     (ctl[C_DONE] == 1) or given up on contradictory answers (ctl[C_DONE] == 2).
     ``bits`` (Bob's key, uint8 0/1) is corrected in place; ``bp`` (uint8[n_rows, n]) holds
@@ -499,9 +499,9 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
                     st[S_LO, s] = lo
                     st[S_HI, s] = hi
                     st[S_PENDING, s] = 1
-                    queries[0, nq] = p
-                    queries[1, nq] = lo
-                    queries[2, nq] = (lo + hi) // 2
+                    queries[nq, 0] = p
+                    queries[nq, 1] = lo
+                    queries[nq, 2] = (lo + hi) // 2
                     nq += 1
             if st[S_PASS, s] < 0:
                 changed = True
@@ -524,20 +524,104 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
     return 0, -1
 
 
-def new_bob_state(bits: np.ndarray, perm: np.ndarray, inv: np.ndarray, pinfo: np.ndarray,
-                  sizes: np.ndarray, offs: np.ndarray):
-    """Fresh (bp, u8, node, st, ctl, queries) arrays for one frame of Bob holding ``bits``."""
+def new_bob_states(bits: np.ndarray, perm: np.ndarray, inv: np.ndarray, pinfo: np.ndarray,
+                   sizes: np.ndarray, offs: np.ndarray):
+    """Bob's state for F frames of one layout, stacked on a leading frame axis:
+    (bp, u8, node, st, ctl, queries) for ``bits`` uint8[F, n] (first-pass order)."""
+    n_frames, n_bits = bits.shape
     n_blocks = int(offs[-1])
-    bp = np.empty_like(perm, dtype=np.uint8)
-    u8 = np.zeros((N_U8, n_blocks), dtype=np.uint8)
-    node = np.zeros((sizes.shape[0], len(bits)), dtype=np.uint8)
-    st = np.zeros((N_ST, max(n_blocks, MIN_ST_COLUMNS)), dtype=np.int64)
-    ctl = np.zeros(N_CTL, dtype=np.int64)
-    ctl[C_CUR] = -1
-    ctl[C_REQ] = -1
-    label_parity(bits, inv, pinfo, ctl)
-    queries = np.zeros((3, n_blocks), dtype=np.int64)
+    bp = np.empty((n_frames,) + perm.shape, dtype=np.uint8)
+    u8 = np.zeros((n_frames, N_U8, n_blocks), dtype=np.uint8)
+    node = np.zeros((n_frames, sizes.shape[0], n_bits), dtype=np.uint8)
+    st = np.zeros((n_frames, N_ST, max(n_blocks, MIN_ST_COLUMNS)), dtype=np.int64)
+    ctl = np.zeros((n_frames, N_CTL), dtype=np.int64)
+    ctl[:, C_CUR] = -1
+    ctl[:, C_REQ] = -1
+    for f in range(n_frames):
+        label_parity(bits[f], inv, pinfo, ctl[f])
+    queries = np.zeros((n_frames, n_blocks, 3), dtype=np.int64)
     return bp, u8, node, st, ctl, queries
+
+
+@numba.njit(cache=True, nogil=True)
+def bob_round_frames(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers,
+                     expect, queries, n_queries, new_pass):
+    """``bob_round`` for every unfinished frame of one layout (state stacked on axis 0);
+    frame f's answers are the next expect[f] bits of ``answers``. Writes each frame's
+    question count and new pass into ``n_queries``/``new_pass`` (0, -1 when finished) and the
+    number of answer bits its request will get into ``expect``."""
+    a0 = 0
+    for f in range(bits.shape[0]):
+        a1 = a0 + expect[f]
+        n_queries[f] = 0
+        new_pass[f] = -1
+        expect[f] = 0
+        if ctl[f, C_DONE] == 0:
+            nq, np_ = bob_round(bits[f], bp[f], perm, inv, pinfo, sizes, offs, u8[f], node[f],
+                                st[f], ctl[f], answers[a0:a1], a1 - a0, queries[f])
+            n_queries[f] = nq
+            new_pass[f] = np_
+            expect[f] = nq + (offs[np_ + 1] - offs[np_] if np_ >= 0 else 0)
+        a0 = a1
+
+
+@numba.njit(cache=True, nogil=True)
+def check_questions(new_pass, counts, ranges, lengths, n_passes):
+    """First frame whose questions fall outside its session, or -1: a new pass outside
+    [-1, n_passes), or a range with a pass outside [0, n_passes) or not 0 <= lo < hi <= n."""
+    r = 0
+    for f in range(new_pass.shape[0]):
+        if new_pass[f] < -1 or new_pass[f] >= n_passes:
+            return f
+        for i in range(r, r + counts[f]):
+            if (ranges[i, 0] < 0 or ranges[i, 0] >= n_passes or ranges[i, 1] < 0
+                    or ranges[i, 1] >= ranges[i, 2] or ranges[i, 2] > lengths[f]):
+                return f
+        r += counts[f]
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def answer_counts(offs, new_pass, counts):
+    """Answer bits per frame: the block count of its new pass plus one per range."""
+    out = np.empty(new_pass.shape[0], dtype=np.int64)
+    for f in range(new_pass.shape[0]):
+        p = new_pass[f]
+        out[f] = counts[f] + (offs[p + 1] - offs[p] if p >= 0 else 0)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def stack_questions(queries, n_queries):
+    """The first n_queries[f] rows of queries[f] for every frame, one after the other."""
+    out = np.empty((n_queries.sum(), 3), dtype=np.int64)
+    w = 0
+    for f in range(queries.shape[0]):
+        for i in range(n_queries[f]):
+            out[w, 0] = queries[f, i, 0]
+            out[w, 1] = queries[f, i, 1]
+            out[w, 2] = queries[f, i, 2]
+            w += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def alice_answer_frames(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, ranges,
+                        counts, out):
+    """``alice_answer`` for F frames of one layout (bits, prefix, actl stacked on axis 0):
+    frame f's questions are the next counts[f] rows of ``ranges``; its answers go to the next
+    bits of ``out``. Returns the number of bits written per frame (int64[F])."""
+    written = np.zeros(bits.shape[0], dtype=np.int64)
+    r = 0
+    w = 0
+    for f in range(bits.shape[0]):
+        m = counts[f]
+        got = alice_answer(bits[f], perm, pinfo, sizes, offs, prefix[f], actl[f], new_pass[f],
+                           ranges[r:r + m], m, out[w:])
+        written[f] = got
+        r += m
+        w += got
+    return written
 
 
 def fused_workspace_size(n_bits: int, n_passes: int, n_rows: int, n_blocks: int):
@@ -579,7 +663,7 @@ def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, ma
     answers = ubuf[w:w + 2 * n_blocks]
     st_cols = max(n_blocks, MIN_ST_COLUMNS)
     st = ibuf[:N_ST * st_cols].reshape((N_ST, st_cols))
-    queries = ibuf[N_ST * st_cols:N_ST * st_cols + 3 * n_blocks].reshape((3, n_blocks))
+    queries = ibuf[N_ST * st_cols:N_ST * st_cols + 3 * n_blocks].reshape((n_blocks, 3))
     node[:] = 0
     u8[:] = 0
     reorder_into(alice_bits, order, alice)
@@ -599,5 +683,5 @@ def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, ma
         if nq == 0 and new_pass < 0:
             break
         n_answers = alice_answer(alice, perm, pinfo, sizes, offs, prefix, actl, new_pass,
-                                 queries, nq, answers)
+                                 queries[:nq], nq, answers)
     return restore_order(bits, order), ctl[C_DISCLOSED], ctl[C_ROUNDS], ctl[C_DONE]

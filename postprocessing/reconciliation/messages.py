@@ -6,8 +6,8 @@ frames. Wire format (little-endian), first byte = message type, second = format 
   CascadeSetup  : type 1, ver, seed u64, schedule_id u8, qber f64, n_frames u32,
                   n_frames x frame_bits u32
   ParityRequest : type 2, ver, round u32, n_frames u32, n_frames x new_pass i8 (-1 = none),
-                  n_frames x n_ranges u32, then every frame's ranges in frame order,
-                  each (pass u8, lo u32, hi u32)
+                  n_frames x n_ranges u32, then the M ranges of all frames in frame order as
+                  three columns: M x pass u8, M x lo u32, M x hi u32
   ParityReply   : type 3, ver, round u32, n_frames u32, n_frames x n_bits u32, then the parity
                   bits of all frames in frame order, ceil(total/8) bytes (np.packbits order,
                   big-endian within a byte, unused low bits zero)
@@ -32,7 +32,6 @@ VERSION = 1
 TYPE_SETUP, TYPE_REQUEST, TYPE_REPLY = 1, 2, 3
 MAX_FRAMES = 1 << 20
 MAX_PASSES = 64
-_RANGE_DTYPE = np.dtype([("pass", "u1"), ("lo", "<u4"), ("hi", "<u4")])
 
 
 def _header(data: bytes, msg_type: int, name: str) -> None:
@@ -157,15 +156,14 @@ class ParityRequest:
                 and np.array_equal(self.ranges, other.ranges))
 
     def to_bytes(self) -> bytes:
-        rec = np.empty(len(self.ranges), dtype=_RANGE_DTYPE)
-        if len(rec):
-            rec["pass"] = self.ranges[:, 0]
-            rec["lo"] = self.ranges[:, 1]
-            rec["hi"] = self.ranges[:, 2]
+        ranges = np.asarray(self.ranges).reshape(-1, 3)
         return b"".join([struct.pack("<BBII", TYPE_REQUEST, VERSION, self.round,
                                      len(self.new_pass)),
                          np.asarray(self.new_pass, dtype="i1").tobytes(),
-                         np.asarray(self.counts, dtype="<u4").tobytes(), rec.tobytes()])
+                         np.asarray(self.counts, dtype="<u4").tobytes(),
+                         ranges[:, 0].astype("u1").tobytes(),
+                         ranges[:, 1].astype("<u4").tobytes(),
+                         ranges[:, 2].astype("<u4").tobytes()])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ParityRequest":
@@ -184,11 +182,10 @@ class ParityRequest:
         if 9 * total != len(r.data) - r.pos:
             raise MessageError(f"ParityRequest: range counts add up to {total} ranges, the "
                                f"message holds {(len(r.data) - r.pos) / 9:g}")
-        rec = np.frombuffer(r.raw(9 * total), dtype=_RANGE_DTYPE)
         ranges = np.empty((total, 3), dtype=np.int64)
-        ranges[:, 0] = rec["pass"]
-        ranges[:, 1] = rec["lo"]
-        ranges[:, 2] = rec["hi"]
+        ranges[:, 0] = np.frombuffer(r.raw(total), dtype="u1")
+        ranges[:, 1] = np.frombuffer(r.raw(4 * total), dtype="<u4")
+        ranges[:, 2] = np.frombuffer(r.raw(4 * total), dtype="<u4")
         r.end()
         bad = (ranges[:, 0] >= MAX_PASSES) | (ranges[:, 1] >= ranges[:, 2])
         if bad.any():

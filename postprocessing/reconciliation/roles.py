@@ -5,6 +5,10 @@ Sans-I/O (the daemon owns the peer socket): Bob produces ``CascadeSetup`` and on
 ``ParityReply``. Every parity bit Alice puts in a reply is counted as leakage in
 ``CascadeAlice.disclosed_bits`` (per frame); Bob counts the same bits on his side.
 
+Frames of equal length share one layout (block sizes, shuffles) and are processed as a group
+with their state stacked on a leading frame axis, so a round costs one kernel call per group,
+not per frame.
+
 Layout: keys are unpacked uint8 0/1 arrays, one bit per byte.
 """
 
@@ -21,9 +25,6 @@ from .permutations import permutations_for
 from .schedules import (SCHEDULES_BY_ID, CascadeSchedule, block_offsets, check_max_questions,
                         get_schedule)
 
-_EMPTY_RANGES = np.zeros((0, 3), dtype=np.int64)
-
-
 def check_key(bits, what: str) -> np.ndarray:
     """Return ``bits`` as a contiguous uint8 0/1 array; the error never shows key bits."""
     arr = np.asarray(bits)
@@ -39,22 +40,47 @@ def check_key(bits, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-class _Permutations:
-    """Pass shuffles per frame layout (frames of equal length in a batch share them)."""
+def _ragged_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices starts[0]..starts[0]+lengths[0]-1, then the same for each next pair (int64)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
 
-    def __init__(self, seed: int):
-        self.seed = seed
-        self._cache: dict[tuple, tuple] = {}
 
-    def get(self, n_bits: int, halving_bits: np.ndarray):
-        key = (n_bits, tuple(halving_bits.tolist()))
-        if key not in self._cache:
-            self._cache[key] = permutations_for(self.seed, n_bits, halving_bits)
-        return self._cache[key]
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+
+
+class _Layout:
+    """Block sizes and shuffles shared by every frame of one length in a batch."""
+
+    def __init__(self, schedule: CascadeSchedule, seed: int, n_bits: int, qber: float):
+        self.n_bits = n_bits
+        self.sizes, halving = schedule.layout(n_bits, qber)
+        self.offs = block_offsets(n_bits, self.sizes)
+        self.order, self.perm, self.inv, self.pinfo = permutations_for(seed, n_bits, halving)
+
+    def blocks_of(self, new_pass: np.ndarray) -> np.ndarray:
+        """Number of top-level parities a request for ``new_pass`` (-1: none) asks for."""
+        p = np.asarray(new_pass, dtype=np.int64)
+        counts = self.offs[np.maximum(p, 0) + 1] - self.offs[np.maximum(p, 0)]
+        return np.where(p >= 0, counts, 0)
+
+
+def _group_by_length(lengths) -> list[np.ndarray]:
+    """Frame indices per distinct length, each ascending, groups in order of first frame."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(i)
+    return [np.array(idx, dtype=np.int64) for idx in groups.values()]
 
 
 class CascadeBob:
-    """Bob: owns the noisy frames, asks for parities, corrects his bits in place of a copy."""
+    """Bob: owns the noisy frames, asks for parities, corrects (copies of) his bits."""
 
     def __init__(self, frames, qber: float, schedule: str = "yan", seed: int | None = None,
                  max_questions: int | None = None):
@@ -64,37 +90,39 @@ class CascadeBob:
             raise ReconciliationError("Bob: no frames to reconcile (expected >= 1)")
         self.seed = secrets.randbits(64) if seed is None else int(seed) & (2**64 - 1)
         self.qber = float(qber)
-        perms = _Permutations(self.seed)
-        self._frames = []
-        for bits in frames:
-            sizes, halving = self.schedule.layout(len(bits), self.qber)
-            offs = block_offsets(len(bits), sizes)
-            order, perm, inv, pinfo = perms.get(len(bits), halving)
-            bits = kernels.reorder(bits, order)
-            bp, u8, node, st, ctl, queries = kernels.new_bob_state(bits, perm, inv, pinfo, sizes,
-                                                                   offs)
-            ctl[kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, len(bits),
-                                                      self.qber)
-            self._frames.append(dict(bits=bits, bp=bp, order=order, sizes=sizes, offs=offs,
-                                     perm=perm, inv=inv, pinfo=pinfo, u8=u8, node=node, st=st,
-                                     ctl=ctl, queries=queries, expect=0))
+        self._lengths = [len(f) for f in frames]
+        self._groups = []
+        self._where = {}  # frame index -> (group, row)
+        for g, idx in enumerate(_group_by_length(self._lengths)):
+            n = self._lengths[idx[0]]
+            layout = _Layout(self.schedule, self.seed, n, self.qber)
+            bits = np.stack([kernels.reorder(frames[i], layout.order) for i in idx])
+            bp, u8, node, st, ctl, queries = kernels.new_bob_states(
+                bits, layout.perm, layout.inv, layout.pinfo, layout.sizes, layout.offs)
+            ctl[:, kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, n,
+                                                         self.qber)
+            self._groups.append(dict(idx=idx, layout=layout, bits=bits, bp=bp, u8=u8,
+                                     node=node, st=st, ctl=ctl, queries=queries,
+                                     expect=np.zeros(len(idx), dtype=np.int64)))
+            for row, i in enumerate(idx):
+                self._where[int(i)] = (g, row)
+        self._expect = np.zeros(len(frames), dtype=np.int64)
         self.round = 0
         self._waiting = False
 
     @property
     def done(self) -> bool:
-        return all(f["ctl"][kernels.C_DONE] for f in self._frames)
+        return all(bool(np.all(g["ctl"][:, kernels.C_DONE])) for g in self._groups)
 
     def setup(self) -> CascadeSetup:
         return CascadeSetup(self.seed, self.schedule.schedule_id, self.qber,
-                            tuple(len(f["bits"]) for f in self._frames))
+                            tuple(self._lengths))
 
     def start(self) -> ParityRequest:
         """First request (send after ``setup()``)."""
         if self.round != 0:
             raise MessageError("Bob: start() called twice")
-        empty = np.zeros(0, dtype=np.uint8)
-        return self._step([empty] * len(self._frames))
+        return self._step(np.zeros(0, dtype=np.uint8))
 
     def handle_reply(self, reply: ParityReply) -> ParityRequest | None:
         """Correct with Alice's answers; returns the next request, or None when all are done."""
@@ -102,66 +130,87 @@ class CascadeBob:
             raise MessageError("Bob: reply received while no request is outstanding")
         if reply.round != self.round:
             raise MessageError(f"Bob: reply to round {reply.round} (expected {self.round})")
-        if len(reply.counts) != len(self._frames):
+        if len(reply.counts) != len(self._lengths):
             raise MessageError(f"Bob: reply covers {len(reply.counts)} frames "
-                               f"(expected {len(self._frames)})")
+                               f"(expected {len(self._lengths)})")
         if len(reply.bits) != int(np.sum(reply.counts)):
             raise MessageError(f"Bob: reply holds {len(reply.bits)} parity bits for counts "
                                f"adding up to {int(np.sum(reply.counts))}")
-        expect = np.array([f["expect"] for f in self._frames], dtype=np.int64)
-        wrong = np.flatnonzero(np.asarray(reply.counts) != expect)
+        wrong = np.flatnonzero(np.asarray(reply.counts) != self._expect)
         if len(wrong):
             i = int(wrong[0])
             raise MessageError(f"Bob: frame {i} reply has {int(reply.counts[i])} parity bits "
-                               f"(expected {int(expect[i])})")
-        bits = np.ascontiguousarray(reply.bits, dtype=np.uint8)
-        off = np.concatenate(([0], np.cumsum(expect)))
-        return self._step([bits[off[i]:off[i + 1]] for i in range(len(self._frames))])
+                               f"(expected {int(self._expect[i])})")
+        return self._step(np.ascontiguousarray(reply.bits, dtype=np.uint8))
 
-    def _step(self, answers) -> ParityRequest | None:
+    def _step(self, answers: np.ndarray) -> ParityRequest | None:
         self._waiting = False
-        n_frames = len(self._frames)
-        new_passes = np.full(n_frames, -1, dtype=np.int64)
-        counts = np.zeros(n_frames, dtype=np.int64)
-        ranges = []
-        for i, (f, ans) in enumerate(zip(self._frames, answers)):
-            f["expect"] = 0
-            if f["ctl"][kernels.C_DONE]:
-                continue
-            nq, new_pass = kernels.bob_round(f["bits"], f["bp"], f["perm"], f["inv"], f["pinfo"],
-                                             f["sizes"], f["offs"], f["u8"], f["node"], f["st"],
-                                             f["ctl"], ans, len(ans), f["queries"])
-            nq = int(nq)
-            new_pass = int(new_pass)
-            new_passes[i] = new_pass
-            counts[i] = nq
-            ranges.append(f["queries"][:, :nq].T)
-            f["expect"] = nq + (int(f["offs"][new_pass + 1] - f["offs"][new_pass])
-                                if new_pass >= 0 else 0)
+        n_frames = len(self._lengths)
+        if len(self._groups) == 1:  # one frame length: frames are already in message order
+            g = self._groups[0]
+            lay = g["layout"]
+            counts = np.empty(n_frames, dtype=np.int64)
+            new_passes = np.empty(n_frames, dtype=np.int64)
+            kernels.bob_round_frames(g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo,
+                                     lay.sizes, lay.offs, g["u8"], g["node"], g["st"], g["ctl"],
+                                     answers, self._expect, g["queries"], counts, new_passes)
+            ranges = kernels.stack_questions(g["queries"], counts)
+        else:
+            answer_offs = _offsets(self._expect)
+            new_passes = np.full(n_frames, -1, dtype=np.int64)
+            counts = np.zeros(n_frames, dtype=np.int64)
+            group_ranges = []
+            for g in self._groups:
+                idx = g["idx"]
+                lay = g["layout"]
+                mine = answers[_ragged_index(answer_offs[idx], self._expect[idx])]
+                expect = self._expect[idx]
+                nq = np.zeros(len(idx), dtype=np.int64)
+                npass = np.zeros(len(idx), dtype=np.int64)
+                kernels.bob_round_frames(g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo,
+                                         lay.sizes, lay.offs, g["u8"], g["node"], g["st"],
+                                         g["ctl"], mine, expect, g["queries"], nq, npass)
+                new_passes[idx] = npass
+                counts[idx] = nq
+                self._expect[idx] = expect
+                group_ranges.append(kernels.stack_questions(g["queries"], nq))
+            # put each group's rows where its frames sit in the message
+            ranges = np.empty((int(counts.sum()), 3), dtype=np.int64)
+            starts = _offsets(counts)
+            for g, rows in zip(self._groups, group_ranges):
+                ranges[_ragged_index(starts[g["idx"]], counts[g["idx"]])] = rows
         if self.done:
             return None
         self.round += 1
         self._waiting = True
-        return ParityRequest(self.round, new_passes, counts,
-                             np.concatenate(ranges) if ranges else _EMPTY_RANGES)
+        return ParityRequest(self.round, new_passes, counts, ranges)
 
     # results, per frame
+    def _state(self, i: int):
+        g, row = self._where[i]
+        return self._groups[g], row
+
     def corrected_bits(self, i: int) -> np.ndarray:
         """Bob's bits of frame i as corrected so far, in frame order (a new array)."""
-        return kernels.restore_order(self._frames[i]["bits"], self._frames[i]["order"])
+        g, row = self._state(i)
+        return kernels.restore_order(g["bits"][row], g["layout"].order)
+
+    def _ctl(self, i: int, field: int) -> int:
+        g, row = self._state(i)
+        return int(g["ctl"][row, field])
 
     def disclosed_bits(self, i: int) -> int:
-        return int(self._frames[i]["ctl"][kernels.C_DISCLOSED])
+        return self._ctl(i, kernels.C_DISCLOSED)
 
     def round_trips(self, i: int) -> int:
-        return int(self._frames[i]["ctl"][kernels.C_ROUNDS])
+        return self._ctl(i, kernels.C_ROUNDS)
 
     def gave_up(self, i: int) -> bool:
         """True if Alice's answers contradicted each other (the frame must be discarded)."""
-        return int(self._frames[i]["ctl"][kernels.C_DONE]) == 2
+        return self._ctl(i, kernels.C_DONE) == 2
 
     def corrections(self, i: int) -> int:
-        return int(self._frames[i]["ctl"][kernels.C_FLIPS])
+        return self._ctl(i, kernels.C_FLIPS)
 
 
 class CascadeAlice:
@@ -171,85 +220,88 @@ class CascadeAlice:
         self._bits = [check_key(f, f"Alice frame {i}") for i, f in enumerate(frames)]
         if not self._bits:
             raise ReconciliationError("Alice: no frames to reconcile (expected >= 1)")
-        self.disclosed_bits = [0] * len(self._bits)
-        self._session = None
+        self._disclosed = np.zeros(len(self._bits), dtype=np.int64)
+        self._groups = None
         self._round = 0
 
+    @property
+    def disclosed_bits(self) -> list[int]:
+        """Parity bits disclosed so far, per frame: exactly the bits of her replies."""
+        return [int(x) for x in self._disclosed]
+
     def handle_setup(self, setup: CascadeSetup) -> None:
-        if self._session is not None:
+        if self._groups is not None:
             raise MessageError("Alice: second CascadeSetup for one batch")
         schedule = SCHEDULES_BY_ID.get(setup.schedule_id)
         if schedule is None:
             raise MessageError(f"Alice: schedule id {setup.schedule_id} unknown (accepted: "
                                f"{sorted(SCHEDULES_BY_ID)})")
-        if tuple(len(b) for b in self._bits) != tuple(setup.frame_bits):
+        lengths = [len(b) for b in self._bits]
+        if tuple(lengths) != tuple(setup.frame_bits):
             raise MessageError(f"Alice: setup announces frames of {list(setup.frame_bits)} bits"
-                               f", she holds {[len(b) for b in self._bits]}")
-        perms = _Permutations(setup.seed)
-        session = []
-        for bits in self._bits:
+                               f", she holds {lengths}")
+        groups = []
+        for idx in _group_by_length(lengths):
             try:
-                sizes, halving = schedule.layout(len(bits), setup.qber)
+                layout = _Layout(schedule, setup.seed, lengths[idx[0]], setup.qber)
             except ReconciliationError as exc:
                 raise MessageError(f"Alice: setup rejected: {exc}") from None
-            offs = block_offsets(len(bits), sizes)
-            order, perm, inv, pinfo = perms.get(len(bits), halving)
-            bits = kernels.reorder(bits, order)
-            actl = np.zeros(kernels.N_CTL, dtype=np.int64)
-            kernels.label_parity(bits, inv, pinfo, actl)
-            session.append((bits, perm, pinfo, sizes, offs,
-                            kernels.prefix_parities(bits, perm, pinfo), actl))
-        self._session = session
+            bits = np.stack([kernels.reorder(self._bits[i], layout.order) for i in idx])
+            prefix = np.stack([kernels.prefix_parities(b, layout.perm, layout.pinfo)
+                               for b in bits])
+            actl = np.zeros((len(idx), kernels.N_CTL), dtype=np.int64)
+            for row in range(len(idx)):
+                kernels.label_parity(bits[row], layout.inv, layout.pinfo, actl[row])
+            groups.append(dict(idx=idx, layout=layout, bits=bits, prefix=prefix, actl=actl))
+        self._n_passes = len(groups[0]["layout"].sizes)
+        self._lengths = np.array(lengths, dtype=np.int64)
+        self._groups = groups
 
     def handle_request(self, request: ParityRequest) -> ParityReply:
-        if self._session is None:
+        if self._groups is None:
             raise MessageError("Alice: ParityRequest before CascadeSetup")
         if request.round != self._round + 1:
             raise MessageError(f"Alice: request for round {request.round} "
                                f"(expected {self._round + 1})")
-        n_frames = len(self._session)
+        n_frames = len(self._bits)
         if len(request.new_pass) != n_frames or len(request.counts) != n_frames:
             raise MessageError(f"Alice: request covers {len(request.new_pass)} frames "
                                f"(expected {n_frames})")
-        ranges = np.asarray(request.ranges, dtype=np.int64).reshape(-1, 3)
-        counts = np.asarray(request.counts, dtype=np.int64)
+        ranges = np.ascontiguousarray(np.asarray(request.ranges, dtype=np.int64).reshape(-1, 3))
+        counts = np.ascontiguousarray(request.counts, dtype=np.int64)
         if len(ranges) != int(counts.sum()):
             raise MessageError(f"Alice: request holds {len(ranges)} ranges for counts adding "
                                f"up to {int(counts.sum())}")
-        n_passes = len(self._session[0][3])
-        lengths = np.array([len(frame[0]) for frame in self._session], dtype=np.int64)
-        new_pass = np.asarray(request.new_pass, dtype=np.int64)
-        bad = np.flatnonzero((new_pass < -1) | (new_pass >= n_passes))
-        if len(bad):
-            i = int(bad[0])
-            raise MessageError(f"Alice: frame {i} new pass {new_pass[i]} outside "
-                               f"[-1, {n_passes - 1}]")
-        frame_of = np.repeat(np.arange(n_frames), counts)
-        bad = np.flatnonzero((ranges[:, 0] < 0) | (ranges[:, 0] >= n_passes) | (ranges[:, 1] < 0)
-                             | (ranges[:, 1] >= ranges[:, 2])
-                             | (ranges[:, 2] > lengths[frame_of]))
-        if len(bad):
-            i = int(frame_of[bad[0]])
-            raise MessageError(f"Alice: frame {i} asks for a range outside passes "
-                               f"[0, {n_passes - 1}] x positions [0, {lengths[i]}]")
-        n_new = np.array([int(frame[4][p + 1] - frame[4][p]) if p >= 0 else 0
-                          for frame, p in zip(self._session, new_pass)], dtype=np.int64)
-        answer_counts = n_new + counts
-        out = np.empty(int(answer_counts.sum()), dtype=np.uint8)
-        queries = np.ascontiguousarray(ranges.T)
-        w = 0
-        r = 0
-        for i, frame in enumerate(self._session):
-            if answer_counts[i] == 0:
-                continue
-            bits, perm, pinfo, sizes, offs, prefix, actl = frame
-            m = int(counts[i])
-            got = kernels.alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl,
-                                       int(new_pass[i]),
-                                       np.ascontiguousarray(queries[:, r:r + m]), m,
-                                       out[w:w + int(answer_counts[i])])
-            self.disclosed_bits[i] += int(got)
-            w += int(answer_counts[i])
-            r += m
+        n_passes = self._n_passes
+        new_pass = np.ascontiguousarray(request.new_pass, dtype=np.int64)
+        bad = kernels.check_questions(new_pass, counts, ranges, self._lengths, n_passes)
+        if bad >= 0:
+            raise MessageError(f"Alice: frame {bad} asks for a pass outside [0, {n_passes - 1}]"
+                               f" or a range outside positions [0, {self._lengths[bad]}]")
+        if len(self._groups) == 1:
+            g = self._groups[0]
+            lay = g["layout"]
+            n_answers = kernels.answer_counts(lay.offs, new_pass, counts)
+            out = np.empty(int(n_answers.sum()), dtype=np.uint8)
+            kernels.alice_answer_frames(g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs,
+                                        g["prefix"], g["actl"], new_pass, ranges, counts, out)
+        else:
+            n_answers = np.empty(n_frames, dtype=np.int64)
+            for g in self._groups:
+                n_answers[g["idx"]] = kernels.answer_counts(g["layout"].offs,
+                                                            new_pass[g["idx"]], counts[g["idx"]])
+            out = np.empty(int(n_answers.sum()), dtype=np.uint8)
+            range_starts = _offsets(counts)
+            answer_starts = _offsets(n_answers)
+            for g in self._groups:
+                idx = g["idx"]
+                lay = g["layout"]
+                mine = np.ascontiguousarray(ranges[_ragged_index(range_starts[idx], counts[idx])])
+                answers = np.empty(int(n_answers[idx].sum()), dtype=np.uint8)
+                kernels.alice_answer_frames(g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs,
+                                            g["prefix"], g["actl"], new_pass[idx], mine,
+                                            counts[idx], answers)
+                out[_ragged_index(answer_starts[idx], n_answers[idx])] = answers
+        self._disclosed += n_answers
         self._round = request.round
-        return ParityReply(request.round, answer_counts, out)
+        return ParityReply(request.round, n_answers, out)

@@ -78,7 +78,9 @@ def _reply_bytes(n_bits, payload):
 
 def _request_bytes(new_pass, n_ranges, *ranges):
     head = struct.pack("<BBIIbI", 2, 1, 1, 1, new_pass, n_ranges)
-    return head + b"".join(struct.pack("<BII", *r) for r in ranges)
+    return head + b"".join([bytes(r[0] for r in ranges)]
+                           + [struct.pack(f"<{len(ranges)}I", *(r[c] for r in ranges))
+                              for c in (1, 2)])
 
 
 @pytest.mark.parametrize("raw, fragment", [
@@ -137,11 +139,11 @@ def test_alice_refuses_a_setup_that_does_not_fit(setup, fragment):
 
 
 @pytest.mark.parametrize("frames, fragment", [
-    ((FrameQuestions(10, np.zeros((0, 3), np.int64)),), "new pass"),
-    ((FrameQuestions(-1, np.array([[0, 0, 1001]])),), "outside passes"),
-    ((FrameQuestions(-1, np.array([[10, 0, 5]])),), "outside passes"),
+    ((FrameQuestions(10, np.zeros((0, 3), np.int64)),), "frame 0 asks for a pass outside"),
+    ((FrameQuestions(-1, np.array([[0, 0, 1001]])),), "range outside positions"),
+    ((FrameQuestions(-1, np.array([[10, 0, 5]])),), "range outside positions"),
     ((FrameQuestions(-1, np.zeros((0, 3), np.int64)),) * 2, "covers 2 frames"),
-    ((FrameQuestions(-1, np.array([[0, 5, 3]])),), "outside passes"),
+    ((FrameQuestions(-1, np.array([[0, 5, 3]])),), "range outside positions"),
 ])
 def test_alice_refuses_questions_outside_the_session(frames, fragment):
     alice, bob = _session()
