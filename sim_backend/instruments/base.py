@@ -106,7 +106,7 @@ class LineInstrument(SimInstrument):
             if reply is None:
                 continue
             for item in [reply] if isinstance(reply, str) else reply:
-                out += item.encode(self.ENCODING) + self.REPLY_TERMINATOR
+                out += item.encode(self.ENCODING, "replace") + self.REPLY_TERMINATOR
         return bytes(out)
 
     def undecodable(self, raw: bytes) -> str | list[str] | None:
