@@ -25,6 +25,7 @@ from .permutations import permutations_for
 from .schedules import (SCHEDULES_BY_ID, CascadeSchedule, block_offsets, check_max_questions,
                         get_schedule)
 
+
 def check_key(bits, what: str) -> np.ndarray:
     """Return ``bits`` as a contiguous uint8 0/1 array; the error never shows key bits."""
     arr = np.asarray(bits)
@@ -64,12 +65,6 @@ class _Layout:
         self.offs = block_offsets(n_bits, self.sizes)
         self.order, self.perm, self.inv, self.pinfo = permutations_for(seed, n_bits, halving)
 
-    def blocks_of(self, new_pass: np.ndarray) -> np.ndarray:
-        """Number of top-level parities a request for ``new_pass`` (-1: none) asks for."""
-        p = np.asarray(new_pass, dtype=np.int64)
-        counts = self.offs[np.maximum(p, 0) + 1] - self.offs[np.maximum(p, 0)]
-        return np.where(p >= 0, counts, 0)
-
 
 def _group_by_length(lengths) -> list[np.ndarray]:
     """Frame indices per distinct length, each ascending, groups in order of first frame."""
@@ -102,11 +97,10 @@ class CascadeBob:
             ctl[:, kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, n,
                                                          self.qber)
             self._groups.append(dict(idx=idx, layout=layout, bits=bits, bp=bp, u8=u8,
-                                     node=node, st=st, ctl=ctl, queries=queries,
-                                     expect=np.zeros(len(idx), dtype=np.int64)))
+                                     node=node, st=st, ctl=ctl, queries=queries))
             for row, i in enumerate(idx):
                 self._where[int(i)] = (g, row)
-        self._expect = np.zeros(len(frames), dtype=np.int64)
+        self._expect = np.zeros(len(frames), dtype=np.int64)  # answer bits due per frame
         self.round = 0
         self._waiting = False
 
