@@ -153,13 +153,8 @@ class VisaTransport(BufferedTransport):
                                      f"{self.resource_name} write failed: {exc}") from exc
 
     def _discard_pending(self) -> None:
-        res = self._live()
-        try:
-            res.flush(constants.BufferOperation.discard_read_buffer_no_io)
-        except (pyvisa.Error, AttributeError, OSError):   # a backend without the flush
-            pass
-        # pyvisa-py keeps no OS-level queue we could peek at without blocking at least 1 ms,
-        # so one short read drains what already arrived.
+        # Not every backend implements viFlush (pyvisa-sim does not), and a VISA read cannot
+        # poll without blocking at least 1 ms: short reads drain what already arrived.
         while self._fill(65536, 0.001):
             pass
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 import pytest
 
@@ -257,3 +258,14 @@ def test_unknown_tcp_option_fails_loudly(echo_tcp):
         open_transport(echo_tcp.url, nodelay=True)
     # a serial-only model default is dropped for TCP, not refused
     open_transport(echo_tcp.url, baudrate=115200, rtscts=True, timeout_s=T).close()
+
+
+def test_visa_reset_input_works_on_a_backend_without_flush():
+    with open_transport("ASRL1::INSTR@sim", timeout_s=T) as t:
+        t.write(b"?IDN\r\n")
+        time.sleep(0.01)
+        t.reset_input()                        # drops the unread answer
+        with pytest.raises(DeviceTimeout):
+            t.read_until(b"\n", timeout_s=0.05)
+        t.write(b"?IDN\r\n")
+        assert t.read_until(b"\n") == b"LSG Serial #1234\n"
