@@ -3,8 +3,8 @@
 One ``LinkSimulator`` and one ``LinkControls`` are shared by every device, so what a driver sets
 on one instrument shows up in what the boards stream. Each device is served the way its real
 counterpart is reached: the boards on TCP (pyserial ``socket://``), the SCPI detector and the SCPI
-polarization controller on TCP (VISA ``TCPIP::…::SOCKET``), the serial-style OZ Optics controller
-and DiCon switch on ptys, the Agiltron switch on TCP. ``endpoints()`` lists them as
+polarization controller on TCP (VISA ``TCPIP::…::SOCKET``), the serial-style OZ Optics and Thorlabs
+MPC320 controllers and the DiCon switch on ptys, the Agiltron switch on TCP. ``endpoints()`` lists them as
 driver-name + URL pairs, the same shape as a node's config, so a node can be pointed at them.
 """
 
@@ -26,6 +26,7 @@ from sim_backend.cli import UsageError, _Parser, _number, add_link_arguments, \
 from sim_backend.controls import LinkControls
 from sim_backend.instruments.base import PtyServer, TcpServer
 from sim_backend.instruments.polarization_gp import GpPolarizationSim
+from sim_backend.instruments.polarization_mpc320 import Mpc320Sim
 from sim_backend.instruments.polarization_oz import OzEpcSim
 from sim_backend.instruments.spd import SpdInstrument
 from sim_backend.instruments.switch_agiltron import AgiltronSwitchSim
@@ -57,6 +58,9 @@ class SimulatedPair:
         try:
             self.alice_board = self._add(SimBoard(Role.ALICE, self.link, self.controls),
                                          "alice", "board", "qkd-board")
+            # Alice's polarization modulator is driven through her board's connection.
+            self._endpoints.append(Endpoint("alice", "modulator", "board-modulator",
+                                            self.alice_board.url))
             self.bob_board = self._add(SimBoard(Role.BOB, self.link, self.controls,
                                                 realtime=realtime),
                                        "bob", "board", "qkd-board")
@@ -66,6 +70,9 @@ class SimulatedPair:
                                           "polarization", "gp-polarization", visa=True)
             self.polarization_epc = self._add(PtyServer(OzEpcSim(self.controls), "ttySIM-EPC"),
                                               "bob", "polarization-epc", "oz-epc")
+            self.polarization_mpc320 = self._add(
+                PtyServer(Mpc320Sim(self.controls), "ttySIM-MPC320"), "bob", "polarization-mpc320",
+                "thorlabs-mpc320")
             self.switch = self._add(PtyServer(DiconMemsSim(self.controls), "ttySIM-SWITCH"),
                                     "bob", "switch", "dicon-mems")
             self.switch_agiltron = self._add(TcpServer(AgiltronSwitchSim(self.controls)),
@@ -144,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"simulated {params.protocol.upper()} link, {params.distance_km:g} km, "
                       f"seed {seed}; devices:")
                 for ep in pair.endpoints():
-                    print(f"  {ep.node:<6} {ep.device:<17} {ep.driver:<16} {ep.url}")
+                    print(f"  {ep.node:<6} {ep.device:<20} {ep.driver:<16} {ep.url}")
                 print("\n# Alice's node config:\n" + pair.config_toml("alice"))
                 print("# Bob's node config:\n" + pair.config_toml("bob"))
                 print("serving; Ctrl-C to stop", flush=True)
