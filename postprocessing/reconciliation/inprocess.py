@@ -4,6 +4,8 @@
 encoded messages with ``via_messages=True``; both disclose exactly the same parities.
 Efficiency f = disclosed_bits / (n * h(e)) with e the TRUE error rate of the frame
 (fraction of positions where Alice's and Bob's input bits differ), not the estimate.
+``reconcile`` may be called from several threads at once (the kernels release the GIL and
+each thread has its own scratch buffers).
 """
 
 from __future__ import annotations

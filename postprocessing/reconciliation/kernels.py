@@ -462,9 +462,7 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
             st[S_BLOCK, s] = block
             st[S_PENDING, s] = 0
         if ctl[C_NSEARCH] == 0:
-            if ctl[C_NCAND] == 0:
-                break
-            continue
+            break
         low_pass = n_passes
         for s in range(ctl[C_NSEARCH]):
             low_pass = min(low_pass, st[S_PASS, s])

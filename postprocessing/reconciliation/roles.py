@@ -10,6 +10,16 @@ with their state stacked on a leading frame axis, so a round costs one kernel ca
 not per frame.
 
 Layout: keys are unpacked uint8 0/1 arrays, one bit per byte.
+
+Use (one role object per batch, driven by one thread; the daemon moves the bytes)::
+
+    bob = CascadeBob(frames, qber_estimate, "yan")         # seed from secrets
+    send(bob.setup().to_bytes()); request = bob.start()
+    while request is not None:
+        send(request.to_bytes())
+        request = bob.handle_reply(ParityReply.from_bytes(receive()))
+    # Alice: alice.handle_setup(CascadeSetup.from_bytes(...)), then for every request
+    # send(alice.handle_request(ParityRequest.from_bytes(...)).to_bytes())
 """
 
 from __future__ import annotations
