@@ -7,6 +7,11 @@ Bob applying it, giving both sifted keys. Events are synthetic: a GHz slot clock
 encoding and the clock acquisition are not in the timed step. Alice's pattern comes from a
 window of the synthetic board pattern covering the whole run (a 200 MB array, so its lookups
 miss the caches as a board query would not).
+
+Figures: the role-split chain (what the two nodes run, with the messages between them), the
+fused in-process path (``sifting_fused.align_and_sift_bb84``, one pass, same keys), the work of
+each node (Bob: assign + announce + apply; Alice: pattern lookup + answer, per Bob event), and
+each stage. Every throughput figure carries the plain-numpy version of the same work as ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from bench.common import best_time, emit, progress
 from postprocessing.alignment import ClockFit, assign_slots
 from postprocessing.sifting import (alice_answer_bb84, bob_announce_bb84, bob_apply_answer,
                                    pattern_from_window)
+from postprocessing.sifting_fused import align_and_sift_bb84
 
 BENCH = "bench_sifting"
 N_EVENTS = 4_000_000
@@ -59,35 +65,84 @@ def kernel_step(t, channels, pattern, first, fit, rng):
     return n
 
 
+def fused_step(t, channels, pattern, first, fit, rng, keep=None):
+    """The fused in-process path over the same chunks; ``keep`` collects the results."""
+    n = 0
+    for lo in range(0, t.size, CHUNK_EVENTS):
+        res = align_and_sift_bb84(t[lo:lo + CHUNK_EVENTS], channels[lo:lo + CHUNK_EVENTS], fit,
+                                  GATE_PS, pattern, first, rng)
+        n += res.bob.bits.size
+        if keep is not None:
+            keep.append(res)
+    return n
+
+
+def numpy_bob_announce(tt, ch, fit, rng):
+    """Bob in plain numpy: slots, gate, one row per slot, squashed basis and bit."""
+    x = (tt - fit.ref_time_ps) / fit.period_ps
+    r = np.rint(x)
+    slots = fit.ref_slot + r.astype(np.int64)
+    valid = np.abs(x - r) * fit.period_ps <= GATE_PS
+    keep = valid & (ch < 4)
+    s, c = slots[keep], ch[keep].astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    mask = np.bitwise_or.reduceat(1 << c, starts) if s.size else np.zeros(0, np.int64)
+    s = s[starts]
+    plus, cross = mask & 3, mask >> 2
+    coin = rng.integers(0, 2, (2, mask.size))
+    both = (plus > 0) & (cross > 0)
+    basis = np.where(both, coin[0], (cross > 0).astype(np.int64))
+    half = np.where(basis == 0, plus, cross)
+    bit = np.where(half == 3, coin[1], half >> 1)
+    bit = np.where(both, coin[1], bit)
+    return s, basis, bit
+
+
+def numpy_alice_answer(s, basis, pattern, first):
+    """Alice in plain numpy: pattern lookup, basis comparison, her bits and intensity tags."""
+    pat = pattern[s - first]
+    match = ((pat >> 1) & 1) == basis
+    return match, pat[match] & 1, (pat[match] >> 2) & 3
+
+
+def numpy_bob_apply(match, bit):
+    return bit[match].astype(np.uint8)
+
+
 def numpy_step(t, channels, pattern, first, fit, rng):
     """The same step written plainly with numpy array operations."""
     n = 0
     for lo in range(0, t.size, CHUNK_EVENTS):
-        tt = t[lo:lo + CHUNK_EVENTS]
-        ch = channels[lo:lo + CHUNK_EVENTS]
-        x = (tt - fit.ref_time_ps) / fit.period_ps
-        r = np.rint(x)
-        slots = fit.ref_slot + r.astype(np.int64)
-        valid = np.abs(x - r) * fit.period_ps <= GATE_PS
-        keep = valid & (ch < 4)
-        s, c = slots[keep], ch[keep].astype(np.int64)
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        mask = np.bitwise_or.reduceat(1 << c, starts) if s.size else np.zeros(0, np.int64)
-        s = s[starts]
-        plus, cross = mask & 3, mask >> 2
-        coin = rng.integers(0, 2, (2, mask.size))
-        both = (plus > 0) & (cross > 0)
-        basis = np.where(both, coin[0], (cross > 0).astype(np.int64))
-        half = np.where(basis == 0, plus, cross)
-        bit = np.where(half == 3, coin[1], half >> 1)
-        bit = np.where(both, coin[1], bit)
-        pat = pattern[s - first]
-        match = ((pat >> 1) & 1) == basis
-        alice_bits = pat[match] & 1
-        alice_intensity = (pat[match] >> 2) & 3
-        bob_bits = bit[match].astype(np.uint8)
+        s, basis, bit = numpy_bob_announce(t[lo:lo + CHUNK_EVENTS],
+                                           channels[lo:lo + CHUNK_EVENTS], fit, rng)
+        match, alice_bits, alice_intensity = numpy_alice_answer(s, basis, pattern, first)
+        bob_bits = numpy_bob_apply(match, bit)
         n += min(bob_bits.size, alice_bits.size, alice_intensity.size)
     return n
+
+
+def identical(chain_results, fused_results) -> bool:
+    """Both paths gave the same keys, tags, slots and counts, chunk by chunk."""
+    for a, b in zip(chain_results, fused_results, strict=True):
+        for side in ("alice", "bob"):
+            for name in ("bits", "basis", "intensity", "slots"):
+                if not np.array_equal(getattr(getattr(a, side), name),
+                                      getattr(getattr(b, side), name)):
+                    return False
+        if a.counts != b.counts:
+            return False
+    return True
+
+
+def chain_results(t, channels, pattern, first, fit, rng):
+    """The role-split chain's results per chunk, in the form the fused path returns."""
+    from postprocessing.sifting import sift_bb84
+    out = []
+    for lo in range(0, t.size, CHUNK_EVENTS):
+        slots, valid = assign_slots(t[lo:lo + CHUNK_EVENTS], fit, GATE_PS)
+        out.append(sift_bb84(slots, channels[lo:lo + CHUNK_EVENTS],
+                             lambda s: pattern_from_window(pattern, first, s), rng, valid=valid))
+    return out
 
 
 def main() -> None:
@@ -107,10 +162,58 @@ def main() -> None:
          kernel_s=round(tk, 5), kernel_mevents_per_s=round(N_EVENTS / tk / 1e6, 1),
          numpy_s=round(tn, 5), numpy_mevents_per_s=round(N_EVENTS / tn / 1e6, 1),
          speedup_vs_numpy=round(tn / tk, 2), target_mevents_per_s=300)
-    progress("timing stages")
-    for name, seconds in stage_times(t, channels, pattern, first, fit).items():
+    progress("timing the fused path")
+    fused = []
+    n_fused = fused_step(t, channels, pattern, first, fit, np.random.default_rng(2), fused)
+    same = identical(chain_results(t, channels, pattern, first, fit, np.random.default_rng(2)),
+                     fused)
+    tf = best_time(lambda: fused_step(t, channels, pattern, first, fit,
+                                      np.random.default_rng(2)), repeat=5)
+    emit(BENCH, figure="align_and_sift_bb84_fused", data="synthetic", events=N_EVENTS,
+         chunk_events=CHUNK_EVENTS, sifted_bits=n_fused, identical_to_chain=same,
+         kernel_s=round(tf, 5), kernel_mevents_per_s=round(N_EVENTS / tf / 1e6, 1),
+         numpy_s=round(tn, 5), speedup_vs_numpy=round(tn / tf, 2),
+         speedup_vs_chain=round(tk / tf, 2), target_mevents_per_s=300)
+    progress("timing stages and nodes")
+    stages = stage_times(t, channels, pattern, first, fit)
+    numpy_nodes = numpy_node_times(t, channels, pattern, first, fit)
+    for node, names in NODES.items():
+        seconds = sum(stages[name] for name in names)
+        emit(BENCH, figure=f"node_{node}_bb84", data="synthetic", events=N_EVENTS,
+             chunk_events=CHUNK_EVENTS, stages=list(names), kernel_s=round(seconds, 5),
+             kernel_mevents_per_s=round(N_EVENTS / seconds / 1e6, 1),
+             numpy_s=round(numpy_nodes[node], 5),
+             numpy_mevents_per_s=round(N_EVENTS / numpy_nodes[node] / 1e6, 1),
+             speedup_vs_numpy=round(numpy_nodes[node] / seconds, 2))
+    for name, seconds in stages.items():
         emit(BENCH, figure=f"stage_{name}", data="synthetic", events=N_EVENTS,
              seconds=round(seconds, 5), mevents_per_s=round(N_EVENTS / seconds / 1e6, 1))
+
+
+NODES = {"bob": ("assign_slots", "bob_announce", "bob_apply"),
+         "alice": ("board_pattern_lookup", "alice_answer")}
+"""The stages each node runs (Alice's per Bob event: she sees only the announced rows)."""
+
+
+def numpy_node_times(t, channels, pattern, first, fit, repeat: int = 3) -> dict[str, float]:
+    """Best-of-``repeat`` wall time of each node's share of the numpy step, summed over chunks."""
+    best = {"bob": np.inf, "alice": np.inf}
+    for _ in range(repeat):
+        acc = {"bob": 0.0, "alice": 0.0}
+        rng = np.random.default_rng(2)
+        for lo in range(0, t.size, CHUNK_EVENTS):
+            t0 = time.perf_counter()
+            s, basis, bit = numpy_bob_announce(t[lo:lo + CHUNK_EVENTS],
+                                               channels[lo:lo + CHUNK_EVENTS], fit, rng)
+            t1 = time.perf_counter()
+            match, _, _ = numpy_alice_answer(s, basis, pattern, first)
+            t2 = time.perf_counter()
+            numpy_bob_apply(match, bit)
+            t3 = time.perf_counter()
+            acc["bob"] += (t1 - t0) + (t3 - t2)
+            acc["alice"] += t2 - t1
+        best = {k: min(v, best[k]) for k, v in acc.items()}
+    return best
 
 
 def stage_times(t, channels, pattern, first, fit, repeat: int = 3) -> dict[str, float]:
@@ -136,6 +239,7 @@ def stage_times(t, channels, pattern, first, fit, repeat: int = 3) -> dict[str, 
                 acc[key] += dt
         best = {k: min(v, best.get(k, np.inf)) for k, v in acc.items()}
     return best
+
 
 if __name__ == "__main__":
     main()

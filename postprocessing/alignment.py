@@ -85,6 +85,18 @@ class FitReport:
 # Kernels
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def nearest_slot(t_ps, ref_time_ps, ref_slot, inv_period, period_ps, gate_ps):
+    """(slot, within gate) of one int64 ps time tag; inv_period = 1.0 / period_ps.
+
+    The one definition of the rounding, shared by ``assign_slots`` and the fused sifting path
+    so that both give the same slot and gate decision to the last bit.
+    """
+    x = np.float64(t_ps - ref_time_ps) * inv_period
+    r = np.floor(x + 0.5)
+    return ref_slot + np.int64(r), abs(x - r) * period_ps <= gate_ps
+
+
 @nb.njit(cache=True, nogil=True)
 def _assign_kernel(timestamps_ps, ref_time_ps, ref_slot, period_ps, gate_ps, slots, valid):
     """Nearest slot of each int64 ps time tag; valid (uint8 0/1) when within gate_ps of its
@@ -92,10 +104,8 @@ def _assign_kernel(timestamps_ps, ref_time_ps, ref_slot, period_ps, gate_ps, slo
     inv = 1.0 / period_ps
     rejected = 0
     for i in range(timestamps_ps.size):
-        x = np.float64(timestamps_ps[i] - ref_time_ps) * inv
-        r = np.floor(x + 0.5)
-        slots[i] = ref_slot + np.int64(r)
-        ok = abs(x - r) * period_ps <= gate_ps
+        s, ok = nearest_slot(timestamps_ps[i], ref_time_ps, ref_slot, inv, period_ps, gate_ps)
+        slots[i] = s
         valid[i] = ok
         rejected += 1 - ok
     return rejected

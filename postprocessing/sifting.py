@@ -469,6 +469,13 @@ def _as_events(slots, channels, valid) -> tuple[np.ndarray, np.ndarray, np.ndarr
             np.ascontiguousarray(valid))
 
 
+def squash_coins(rng: np.random.Generator, n_multi: int) -> np.ndarray:
+    """The squashing coins of one announcement: uint8 0/1 of shape (2, n_multi), row 0 the basis
+    coin and row 1 the bit coin of each multi-click slot in slot order. Drawn once, after the
+    grouping, by every path (role-split or fused), so equal seeds give equal keys."""
+    return rng.integers(0, 2, size=(2, n_multi), dtype=np.uint8)
+
+
 def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
     """One squashed (basis, bit) per detected slot, and the counts (shared by BB84 and B92)."""
     if not isinstance(rng, np.random.Generator):
@@ -495,7 +502,7 @@ def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
     same_basis = ((masks & 0b0011) == 0) | ((masks & 0b1100) == 0)
     n_same = int(np.count_nonzero(same_basis))
     if n_multi:
-        coins = rng.integers(0, 2, size=(2, n_multi), dtype=np.uint8)
+        coins = squash_coins(rng, n_multi)
         # same basis: keep the basis (both detectors share it), draw the bit;
         # both bases: draw basis and bit.
         shared_basis = ((masks & 0b1100) != 0).astype(np.uint8)
