@@ -40,9 +40,10 @@ import numpy as np
 U_APAR, U_DIFF, U_BUSY, U_CAND = 0, 1, 2, 3
 N_U8 = 4
 # rows of the int64 per-search state ``st`` (search slots) and the candidate list
-S_PASS, S_LO, S_HI, S_BLOCK, S_PENDING, S_CAND = 0, 1, 2, 3, 4, 5
-S_STACK = 6  # rows 6-8: depth-first stack of _smallest_odd_range
-N_ST = 9
+S_PASS, S_LO, S_HI, S_BLOCK, S_PENDING, S_SEEN, S_CAND = 0, 1, 2, 3, 4, 5, 6
+S_STACK = 7  # rows 7-9: depth-first stack of _smallest_odd_range
+S_VER = 10  # per block: corrections that landed in it so far (a search whose S_SEEN equals
+N_ST = 11   # it knows its range is still odd without walking the split tree)
 MIN_ST_COLUMNS = 160  # the stack needs 2 per tree level (< 32 levels) + 1
 # bits of ``node[pass, mid]``: what Bob knows about the left half [lo, mid) of the range of
 # the split tree that is cut at position ``mid`` (every range is cut at its middle)
@@ -297,6 +298,7 @@ def _flip(bits, bp, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
         b = q // k
         block = offs[p] + b
         u8[U_DIFF, block] ^= 1
+        st[S_VER, block] += 1
         lo = b * k
         hi = min(lo + k, n)
         while hi - lo > 1:
@@ -461,6 +463,7 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
             st[S_HI, s] = hi
             st[S_BLOCK, s] = block
             st[S_PENDING, s] = 0
+            st[S_SEEN, s] = st[S_VER, block]
         if ctl[C_NSEARCH] == 0:
             break
         low_pass = n_passes
@@ -476,10 +479,12 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
             hi_block = min(lo_block + sizes[p], n)
             lo = st[S_LO, s]
             hi = st[S_HI, s]
-            if _node_diff(node, u8, block, p, lo_block, hi_block, lo, hi) == 0:
+            if (st[S_SEEN, s] != st[S_VER, block]
+                    and _node_diff(node, u8, block, p, lo_block, hi_block, lo, hi) == 0):
                 # evened out by another correction: drop it, the block is looked at again
                 st[S_PASS, s] = -1
             else:
+                st[S_SEEN, s] = st[S_VER, block]
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
                     v = node[p, mid]
