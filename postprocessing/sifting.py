@@ -352,7 +352,8 @@ def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basi
     multi_rows int64 / multi_masks uint8 (bit c = detector c clicked) list rows with more than
     one detector. Returns (n_rows, n_multi), or (-1, i) if slot i goes backwards.
     One well-predicted test covers the common event (a detector click in a new slot); the rest
-    takes the slow path.
+    takes the slow path. The test's three conditions are combined with ``&`` so that it
+    compiles to one branch, not three.
     """
     n_rows = 0
     n_multi = 0
@@ -365,7 +366,7 @@ def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basi
     for i in range(slots.size):
         ch = channels[i]
         s = slots[i]
-        if ch < N_DETECTORS and valid[i] != 0 and s - last > holdoff_slots:
+        if (ch < N_DETECTORS) & (valid[i] != 0) & (s - last > holdoff_slots):
             out_slots[n_rows] = s
             out_basis[n_rows] = ch >> 1
             out_bits[n_rows] = ch & 1
@@ -407,6 +408,14 @@ def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basi
     return n_rows, n_multi
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _layout_flags(seen, pairs):
+    """Nonzero when the pattern bytes OR-ed into ``seen`` use bits 4-7, or some byte had both
+    intensity bits set (bit 2 of ``pairs``, the OR of ``p & (p >> 1)``): two OR accumulators
+    check the layout inside the pass that reads the bytes, at a fraction of a per-byte test."""
+    return (seen & np.uint8(0xF0)) | (pairs & np.uint8(0x04))
+
+
 @nb.njit(cache=True, nogil=True)
 def _answer_bb84(slots, bob_basis, pattern, keep, out_slots, out_bits, out_basis, out_intensity):
     """Alice's basis comparison. pattern uint8 per announced row (bit0 value, bit1 basis,
@@ -414,10 +423,12 @@ def _answer_bb84(slots, bob_basis, pattern, keep, out_slots, out_bits, out_basis
     int64). Returns (n_kept, bad) where bad != 0 flags pattern bytes outside the layout.
     """
     k = 0
-    bad = np.uint8(0)
+    seen = np.uint8(0)
+    pairs = np.uint8(0)
     for i in range(pattern.size):
         p = pattern[i]
-        bad |= (p & np.uint8(0xF0)) | np.uint8((p & np.uint8(0x0C)) == np.uint8(0x0C))
+        seen |= p
+        pairs |= p & (p >> np.uint8(1))
         a_basis = (p >> 1) & np.uint8(1)
         match = np.uint8(a_basis == bob_basis[i])
         keep[i] = match
@@ -427,7 +438,38 @@ def _answer_bb84(slots, bob_basis, pattern, keep, out_slots, out_bits, out_basis
         out_basis[k] = a_basis
         out_intensity[k] = (p >> 2) & np.uint8(3)
         k += match
-    return k, bad
+    return k, _layout_flags(seen, pairs)
+
+
+@nb.njit(cache=True, nogil=True)
+def _answer_b92(pattern, bits, intensity):
+    """Alice's B92 columns from her pattern bytes in one pass (bits, intensity uint8 out);
+    returns nonzero when a byte breaks the layout."""
+    seen = np.uint8(0)
+    pairs = np.uint8(0)
+    for i in range(pattern.size):
+        p = pattern[i]
+        seen |= p
+        pairs |= p & (p >> np.uint8(1))
+        bits[i] = p & np.uint8(1)
+        intensity[i] = (p >> np.uint8(2)) & np.uint8(3)
+    return _layout_flags(seen, pairs)
+
+
+@nb.njit(cache=True, nogil=True)
+def _squash_multi(rows, masks, coins, out_basis, out_bits):
+    """Squash the multi-click rows in place: a same-basis double keeps its basis and takes the
+    bit coin; a cross-basis one takes the basis coin and the bit coin (coins uint8 (2, n)).
+    Returns the number of same-basis rows."""
+    n_same = 0
+    for m in range(rows.size):
+        mask = masks[m]
+        same = (mask & np.uint8(0b0011)) == 0 or (mask & np.uint8(0b1100)) == 0
+        n_same += same
+        r = rows[m]
+        out_basis[r] = np.uint8((mask & np.uint8(0b1100)) != 0) if same else coins[0, m]
+        out_bits[r] = coins[1, m]
+    return n_same
 
 
 @nb.njit(cache=True, nogil=True)
@@ -497,17 +539,10 @@ def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
     if n_rows < 0:
         raise SiftError(f"slots go backwards at event {n_multi}: events must be sorted by time "
                         f"and assigned by a monotonic clock fit")
-    rows = multi_rows[:n_multi]
-    masks = multi_masks[:n_multi]
-    same_basis = ((masks & 0b0011) == 0) | ((masks & 0b1100) == 0)
-    n_same = int(np.count_nonzero(same_basis))
+    n_same = 0
     if n_multi:
-        coins = squash_coins(rng, n_multi)
-        # same basis: keep the basis (both detectors share it), draw the bit;
-        # both bases: draw basis and bit.
-        shared_basis = ((masks & 0b1100) != 0).astype(np.uint8)
-        out_basis[rows] = np.where(same_basis, shared_basis, coins[0])
-        out_bits[rows] = coins[1]
+        n_same = int(_squash_multi(multi_rows[:n_multi], multi_masks[:n_multi],
+                                   squash_coins(rng, n_multi), out_basis, out_bits))
     counts_rec = dict(
         n_events=n, n_sync=int(counts[_C_SYNC]), n_other_channel=int(counts[_C_OTHER]),
         n_outside_slot=int(counts[_C_OUTSIDE]), n_holdoff=int(counts[_C_HOLDOFF]),
@@ -629,12 +664,13 @@ def alice_answer_b92(announcement: SiftAnnouncement,
         raise SiftMessageError(f"announcement is for {announcement.protocol!r}, expected 'b92'")
     n = announcement.slots.size
     pattern = _check_pattern(pattern_bytes, n)
-    if n and (np.any(pattern & 0xF0) or np.any((pattern & 0x0C) == 0x0C)):
+    bits = np.empty(n, np.uint8)
+    intensity = np.empty(n, np.uint8)
+    if _answer_b92(pattern, bits, intensity):
         raise _pattern_layout_error()
-    intensity = (pattern >> 2) & np.uint8(3)
     answer = SiftAnswer("b92", np.ones(n, np.uint8), intensity)
-    return answer, AliceSifted(pattern & np.uint8(1), np.zeros(n, np.uint8), intensity,
-                               announcement.slots.copy())
+    object.__setattr__(answer, "_valid", True)  # built from checked pattern bytes
+    return answer, AliceSifted(bits, np.zeros(n, np.uint8), intensity, announcement.slots.copy())
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Equality with the chain is the contract: same inputs and the same ``rng`` state 
 same state. Squashing coins are drawn exactly as the chain draws them (``sifting.squash_coins``,
 once, after the grouping), so rows whose outcome depends on a coin (cross-basis multi-clicks in
 BB84, every multi-click in B92) are written tentatively and settled after the pass; a rejected
-one is removed by shifting the rows after it. Anything off the common path (unsorted events, a
+one is left out when the row codes are split into columns. Anything off the common path (unsorted events, a
 slot outside the pattern window, a malformed pattern byte, a window starting below slot 0, an
 unexpected dtype)
 is handed to the chain itself, which raises its usual error or returns its usual result; the
@@ -121,7 +121,7 @@ def _fused_pass(protocol, timestamps_ps, channels, ref_time_ps, ref_slot, period
     for i in range(timestamps_ps.size):
         ch = channels[i]
         s, ok = nearest_slot(timestamps_ps[i], ref_time_ps, ref_slot, inv, period_ps, gate_ps)
-        if ch < N_DETECTORS and ok and s > bar:
+        if (ch < N_DETECTORS) & ok & (s > bar):  # one branch, not three
             j = np.uint64(s - window_first_slot)
             inside = j < n_win
             p = window[j if inside else np.uint64(0)]
@@ -151,24 +151,13 @@ def _fused_pass(protocol, timestamps_ps, channels, ref_time_ps, ref_slot, period
 
 
 @nb.njit(cache=True, nogil=True)
-def _move_rows(out_slots, out_code, src, end, dst):
-    """Rows [src, end) to dst <= src (overlapping ranges are copied correctly)."""
-    n = end - src
-    out_slots[dst:dst + n] = out_slots[src:end]
-    out_code[dst:dst + n] = out_code[src:end]
-    return dst + n
-
-
-@nb.njit(cache=True, nogil=True)
-def _settle_multi(protocol, coins, multi_pos, multi_masks, n_multi, n_kept, out_slots,
-                  out_code):
+def _settle_multi(protocol, coins, multi_pos, multi_masks, n_multi, out_code, removed):
     """Apply the squashing coins (uint8 (2, n_multi): basis coin, bit coin) to the multi-click
     rows, exactly as the chain does: the squashed outcome replaces Bob's detector in the row
-    code, and a tentative row that the coins reject is removed by shifting the rows after it.
-    Returns (rows kept, same-basis multi-clicks)."""
+    code, and the output rows of tentative rows that the coins reject are listed, ascending, in
+    ``removed``. Returns (rows removed, same-basis multi-clicks)."""
     n_same = 0
-    w = -1  # write cursor once a row has been removed
-    gap_end = 0  # first row after the last removed one
+    n_removed = 0
     for m in range(n_multi):
         mask = multi_masks[m]
         cross = _cross_basis(mask)
@@ -184,28 +173,55 @@ def _settle_multi(protocol, coins, multi_pos, multi_masks, n_multi, n_kept, out_
         else:
             keep = bit == 1
         out_code[pos] = (code & np.uint8(0x0F)) | (((basis << np.uint8(1)) | bit) << np.uint8(4))
-        if keep:
-            continue
-        w = pos if w < 0 else _move_rows(out_slots, out_code, gap_end, pos, w)
-        gap_end = pos + 1
-    if w < 0:
-        return n_kept, n_same
-    return _move_rows(out_slots, out_code, gap_end, n_kept, w), n_same
+        if not keep:
+            removed[n_removed] = pos
+            n_removed += 1
+    return n_removed, n_same
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _decode_run(protocol, code, alice_bits, bob_bits, basis, intensity):
+    """Columns of one run of row codes (equal-length views; a loop the compiler vectorises)."""
+    if protocol == _BB84:
+        for r in range(code.size):
+            c = code[r]
+            alice_bits[r] = c & np.uint8(1)
+            intensity[r] = (c >> np.uint8(2)) & np.uint8(3)
+            basis[r] = (c >> np.uint8(1)) & np.uint8(1)
+            bob_bits[r] = (c >> np.uint8(4)) & np.uint8(1)
+    else:
+        for r in range(code.size):
+            c = code[r]
+            alice_bits[r] = c & np.uint8(1)
+            intensity[r] = (c >> np.uint8(2)) & np.uint8(3)
+            basis[r] = 0
+            bob_bits[r] = np.uint8(1) - ((c >> np.uint8(5)) & np.uint8(1))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _copy_run(src, dst):
+    for r in range(src.size):
+        dst[r] = src[r]
 
 
 @nb.njit(cache=True, nogil=True)
-def _decode_rows(protocol, out_code, alice_bits, bob_bits, basis, intensity):
-    """Both ends' columns from the row codes (a vectorised pass over the kept rows)."""
-    for r in range(out_code.size):
-        c = out_code[r]
-        alice_bits[r] = c & np.uint8(1)
-        intensity[r] = (c >> np.uint8(2)) & np.uint8(3)
-        if protocol == _BB84:
-            basis[r] = (c >> np.uint8(1)) & np.uint8(1)
-            bob_bits[r] = (c >> np.uint8(4)) & np.uint8(1)
-        else:
-            basis[r] = 0
-            bob_bits[r] = np.uint8(1) - ((c >> np.uint8(5)) & np.uint8(1))
+def _decode_rows(protocol, out_slots, out_code, n_rows, removed, alice_bits, bob_bits, basis,
+                 intensity, slots):
+    """Both ends' columns from the first n_rows row codes, leaving out the ``removed`` rows
+    (ascending); ``slots`` gets the kept slots unless it is empty (nothing removed: the caller
+    uses out_slots as it is). Runs between removed rows are copied whole, so rejected
+    multi-clicks cost no row-by-row shifting."""
+    w = 0
+    start = 0
+    for q in range(removed.size + 1):
+        end = removed[q] if q < removed.size else n_rows
+        m = end - start
+        _decode_run(protocol, out_code[start:end], alice_bits[w:w + m], bob_bits[w:w + m],
+                    basis[w:w + m], intensity[w:w + m])
+        if slots.size:
+            _copy_run(out_slots[start:end], slots[w:w + m])
+        w += m
+        start = end + 1
 
 
 def _common_path(timestamps_ps, channels, fit, gate_ps, window, window_first_slot,
@@ -253,17 +269,23 @@ def _align_and_sift(protocol, timestamps_ps, channels, fit, gate_ps, window, win
     if off_path:
         return chain()
     n_multi = int(counts[_C_MULTI])
-    k = int(counts[_C_KEPT])
+    n_written = int(counts[_C_KEPT])
     n_same = 0
+    removed = multi_pos[:0]
     if n_multi:
-        k, n_same = _settle_multi(protocol, squash_coins(rng, n_multi), multi_pos, multi_masks,
-                                  n_multi, k, slots, code)
-    slots = slots[:k]
+        removed = np.empty(n_multi, np.int64)
+        n_removed, n_same = _settle_multi(protocol, squash_coins(rng, n_multi), multi_pos,
+                                          multi_masks, n_multi, code, removed)
+        removed = removed[:n_removed]
+    k = n_written - removed.size
     alice_bits = np.empty(k, np.uint8)
     bob_bits = np.empty(k, np.uint8)
     basis = np.empty(k, np.uint8)
     intensity = np.empty(k, np.uint8)
-    _decode_rows(protocol, code[:k], alice_bits, bob_bits, basis, intensity)
+    kept_slots = np.empty(k if removed.size else 0, np.int64)
+    _decode_rows(protocol, slots, code, n_written, removed, alice_bits, bob_bits, basis,
+                 intensity, kept_slots)
+    slots = kept_slots if removed.size else slots[:k]
     # every event not otherwise counted started a row
     n_rows = n - int(counts[:_C_FURTHER + 1].sum())
     sift_counts = SiftCounts(

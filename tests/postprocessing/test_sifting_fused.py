@@ -153,3 +153,21 @@ def test_errors_match_the_chain():
             chain("bb84", t, channels, fit, 100.0, w, 0, np.random.default_rng(0), 0)
         with pytest.raises(exc, match=match):
             align_and_sift_bb84(t, channels, fit, 100.0, w, 0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("protocol", ["bb84", "b92"])
+def test_window_starting_below_slot_zero_goes_through_the_chain(protocol):
+    # the fused kernel relies on window_first_slot >= 0 to rule out negative slots
+    fit = ClockFit(0, 0, PERIOD_PS, PERIOD_PS, 0.0, 0)
+    window = np.full(40, 0b0101, np.uint8)  # value 1, basis Z, intensity 1
+    for slots, raises in (([2, 5, 9], False), ([-3, 5], True)):
+        t = np.array(slots, np.int64) * 1000
+        channels = np.full(len(slots), V, np.uint8)
+        if raises:
+            with pytest.raises(SiftError, match="negative"):
+                FUSED[protocol](t, channels, fit, 100.0, window, -10, np.random.default_rng(0))
+            continue
+        got = FUSED[protocol](t, channels, fit, 100.0, window, -10, np.random.default_rng(0))
+        assert_same(got, chain(protocol, t, channels, fit, 100.0, window, -10,
+                               np.random.default_rng(0), 0))
+        assert got.alice.slots.tolist() == slots
