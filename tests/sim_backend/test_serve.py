@@ -41,8 +41,10 @@ def test_every_endpoint_opens_with_its_driver(pair):
         finally:
             device.close()
         seen.add(ep.driver)
-    # Every registered driver has a simulated device in the pair.
-    assert seen == set(registry.available())
+    # Every built-in driver has a simulated device in the pair (tests may register others).
+    builtin = {name for name in registry.available()
+               if registry.driver_class(name).__module__.startswith("drivers.")}
+    assert seen == builtin
 
 
 def test_switch_on_another_port_stops_the_clicks(pair):
