@@ -2,9 +2,9 @@
 
 The protocol is the role-split chain of ``postprocessing.sifting`` (Bob announces, Alice answers,
 Bob applies the answer): the link engine puts those messages on the peer channel. When both
-ends live in one process (tests, benchmarks, ``distill`` with a simulated link) the messages need
-not exist, and the chain ``assign_slots -> bob_announce -> pattern_from_window -> alice_answer
--> bob_apply_answer`` makes five passes, each with its own arrays, where one will do.
+ends live in one process (tests, benchmarks, a distillation run with both ends local) the
+messages need not exist, and the chain ``assign_slots -> bob_announce -> pattern_from_window ->
+alice_answer -> bob_apply_answer`` makes five passes, each with its own arrays, where one will do.
 ``align_and_sift_bb84`` and ``align_and_sift_b92`` make that one pass over the events: slot and
 gate, grouping of multi-clicks, holdoff, Alice's pattern byte, the basis comparison (B92: the
 conclusive test), and each kept row written once as (slot, code byte); a last vectorised pass over
@@ -15,11 +15,11 @@ Equality with the chain is the contract: same inputs and the same ``rng`` state 
 same state. Squashing coins are drawn exactly as the chain draws them (``sifting.squash_coins``,
 once, after the grouping), so rows whose outcome depends on a coin (cross-basis multi-clicks in
 BB84, every multi-click in B92) are written tentatively and settled after the pass; a rejected
-one is left out when the row codes are split into columns. Anything off the common path (unsorted events, a
-slot outside the pattern window, a malformed pattern byte, a window starting below slot 0, an
-unexpected dtype)
-is handed to the chain itself, which raises its usual error or returns its usual result; the
-fused kernel draws no coins before that decision, so the hand-over leaves no trace.
+one is left out when the row codes are split into columns. Anything off the common path
+(unsorted events, a slot outside the pattern window, a malformed pattern byte, a window starting
+below slot 0, an unexpected dtype) is handed to the chain itself, which raises its usual error or
+returns its usual result; the fused kernel draws no coins before that decision, so the hand-over
+leaves no trace.
 
 Alice's and Bob's records share their ``slots``, ``basis`` and ``intensity`` arrays (public after
 sifting and equal at both ends by construction); ``bits`` are separate arrays.
