@@ -39,6 +39,22 @@ class BufferedTransport(Transport):
         """Wait up to ``timeout_s`` for 1..max_bytes new bytes; b"" on timeout."""
 
     @abc.abstractmethod
+    def _open(self) -> None:
+        """Open the underlying port, socket or VISA session (raises DeviceDisconnected)."""
+
+    @abc.abstractmethod
+    def _drop(self) -> None:
+        """Release the underlying port, socket or session, ignoring errors from a dead one."""
+
+    def close(self) -> None:
+        self._drop()
+        self._rx.clear()
+
+    def reopen(self) -> None:
+        self.close()
+        self._open()
+
+    @abc.abstractmethod
     def _send(self, data: bytes) -> None:
         """Send all of ``data`` or raise DeviceDisconnected."""
 

@@ -102,11 +102,3 @@ class SerialTransport(BufferedTransport):
             except _PORT_ERRORS:
                 pass
             self._port = None
-
-    def close(self) -> None:
-        self._drop()
-        self._rx.clear()
-
-    def reopen(self) -> None:
-        self.close()
-        self._open()

@@ -121,11 +121,3 @@ class TcpTransport(BufferedTransport):
                 self._sock.close()
             finally:
                 self._sock = None
-
-    def close(self) -> None:
-        self._drop()
-        self._rx.clear()
-
-    def reopen(self) -> None:
-        self.close()
-        self._open()

@@ -165,11 +165,3 @@ class VisaTransport(BufferedTransport):
             except (pyvisa.Error, OSError):
                 pass
             self._resource = None
-
-    def close(self) -> None:
-        self._drop()
-        self._rx.clear()
-
-    def reopen(self) -> None:
-        self.close()
-        self._open()

@@ -32,10 +32,10 @@ class ChunkedTransport(BufferedTransport):
     def _send(self, data):
         self.sent += data
 
-    def close(self):
+    def _open(self):
         pass
 
-    def reopen(self):
+    def _drop(self):
         pass
 
 
