@@ -1,6 +1,7 @@
 """Cascade reconciliation: corrected Mbit/s per core, efficiency f, frame errors, round trips.
 
-Figures per schedule and QBER (frames of 1e5 bits, and 1e6 for the yan schedule):
+Figures per schedule ("original", "yan-plain" = Yan et al. as published, "yan" = the default,
+Yan et al. + label tail) and QBER (frames of 1e5 bits, and 1e6 for "yan"):
   * fused_fresh_perms: ``cascade_fused`` with a new seed (new shuffles) for every frame;
   * fused_batch_perms: one seed per batch of 16 equal-length frames (one CascadeSetup per
     batch, as the two-role protocol does), shuffle time included once per batch;
@@ -11,12 +12,16 @@ Both roles run on the same single core in every figure (each does its own parity
 a node running one role needs about half the time shown. mbit_per_s is wall time,
 mbit_per_cpu_s this thread's CPU time (less disturbed by other processes on the machine);
 ratio uses CPU time. f = disclosed / (n h(e)), e = true error rate of the frame;
-frame_errors (out of frames) are before verification; the frame_error_rate figure counts
-them over many frames with a 95 % upper bound, and how many of them verification let through.
+frame_errors (out of frames) are before verification; the frame_error_rate figures count
+them over as many frames as fit in about 30 s (``FRAME_ERROR_RUNS``) with a 95 % upper bound,
+and how many of them verification let through; at 1e4 bits for the reduction factor of the
+tail ("yan" against "yan-plain"), where the count gets further.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 import time
 
@@ -32,6 +37,7 @@ from postprocessing.reconciliation.schedules import block_offsets
 BENCH = "cascade"
 QBERS = (0.01, 0.02, 0.05)
 BATCH = 16
+SCHEDULE_FIGURES = ("original", "yan-plain", "yan")
 
 
 def reference_cascade(alice: np.ndarray, bob: np.ndarray, qber: float, schedule: str,
@@ -120,7 +126,7 @@ def measure_fused(schedule, qber, n, frames, fresh):
         if fresh or i % BATCH == 0:
             order, perm, inv, pinfo = permutations_for(secrets.randbits(64), n, halving)
         bits, disclosed, rounds, _ = run_fused(alice, bob, order, perm, inv, pinfo,
-                                                           sizes, offs, max_q)
+                                               sizes, offs, max_q, sched.omit_first_parity)
         results.append((int(disclosed), not np.array_equal(bits, alice), int(rounds), e))
     return _summary(n, results, time.perf_counter() - t0, time.thread_time() - c0)
 
@@ -150,35 +156,68 @@ def measure_baseline(schedule, qber, n, frames, rng):
     return out
 
 
-def measure_frame_errors(rng, n: int = 100_000, qber: float = 0.02, frames: int = 1500,
+def measure_frame_errors(rng, schedule: str, n: int, qber: float, seconds: float,
                          eps_cor: float = 1e-15) -> dict:
-    """Frames Cascade leaves wrong (yan, batch shuffles), and how many verification lets through.
+    """Frames Cascade leaves wrong (batch shuffles), and how many verification lets through.
 
-    Before verification the rate is bounded from the count (one-sided 95 %: Clopper-Pearson);
-    after verification each wrong frame is hashed as distill does it, so a wrong frame that
-    passed would be counted (the hash's collision bound is eps_cor per frame).
+    Runs as many frames as fit in ``seconds`` (wall time; at least BATCH). Before verification
+    the rate is bounded from the count (one-sided 95 %, Clopper-Pearson: with 0 wrong in N
+    frames the bound is 1 - 0.05^(1/N) ~ 3/N); after verification each wrong frame is hashed as
+    distill does it, so a wrong frame that passed would be counted (the hash's collision bound
+    is eps_cor per frame).
+    Cascade's questions and corrections depend only on where Alice's and Bob's bits differ
+    (every decision reads Alice's parity XOR Bob's), so Alice's frame is drawn once per batch
+    and each frame draws only its i.i.d. error positions (geometric gaps: ~n q draws, not n).
     """
     from postprocessing.verification import verify
 
-    sched = get_schedule("yan")
+    sched = get_schedule(schedule)
     sizes, halving = sched.layout(n, qber)
     offs = block_offsets(n, sizes)
     max_q = sched.default_max_questions(n, qber)
-    wrong = undetected = 0
-    for i in range(frames):
-        alice = rng.integers(0, 2, n, dtype=np.uint8)
-        bob = alice ^ (rng.random(n) < qber).astype(np.uint8)
-        if i % BATCH == 0:
+    wrong = undetected = frames = 0
+    t0 = time.perf_counter()
+    while frames < BATCH or time.perf_counter() - t0 < seconds:
+        if frames % BATCH == 0:
             order, perm, inv, pinfo = permutations_for(secrets.randbits(64), n, halving)
-        bits = run_fused(alice, bob, order, perm, inv, pinfo, sizes, offs, max_q)[0]
+            alice = rng.integers(0, 2, n, dtype=np.uint8)
+        bob = alice.copy()
+        bob[_error_positions(rng, n, qber)] ^= 1
+        bits = run_fused(alice, bob, order, perm, inv, pinfo, sizes, offs, max_q,
+                         sched.omit_first_parity)[0]
+        frames += 1
         if not np.array_equal(bits, alice):
             wrong += 1
             undetected += int(verify(alice, bits, eps_cor).ok)
-    # Clopper-Pearson one-sided 95 % upper limit; for 0 failures it is 1 - 0.05^(1/N).
     upper = _binomial_upper(wrong, frames, 0.05)
-    return dict(schedule="yan", qber=qber, n_bits=n, frames=frames, frame_errors=wrong,
+    return dict(schedule=schedule, qber=qber, n_bits=n, frames=frames, frame_errors=wrong,
+                frame_error_rate=float(f"{wrong / frames:.3g}"),
                 frame_error_rate_upper95=float(f"{upper:.3g}"),
                 undetected_after_verification=undetected, eps_cor=eps_cor)
+
+
+# (schedule, frame bits, QBER, seconds): about 30 s in all. "yan" is the default (Yan et al.
+# passes + label tail), "yan-plain" the published 10 passes, for the reduction factor; 1e4-bit
+# frames are 10x cheaper, so their count (and the bound) gets further.
+# BENCH_CASCADE_FER_SCALE=10 runs each 10x longer (e.g. to bound 1e-4 at 1e5 bits)
+FER_SCALE = float(os.environ.get("BENCH_CASCADE_FER_SCALE", "1"))
+FRAME_ERROR_RUNS = (
+    ("yan", 100_000, 0.02, 12.0),
+    ("yan", 10_000, 0.02, 7.0),
+    ("yan", 10_000, 0.01, 3.0),
+    ("yan", 10_000, 0.05, 3.0),
+    ("yan-plain", 100_000, 0.02, 3.0),
+    ("yan-plain", 10_000, 0.02, 2.0),
+)
+
+
+def _error_positions(rng, n: int, qber: float) -> np.ndarray:
+    """Positions of i.i.d. Bernoulli(qber) errors in n bits, from geometric gaps."""
+    k = int(n * qber + 10 * math.sqrt(n * qber) + 10)
+    pos = np.cumsum(rng.geometric(qber, size=k)) - 1
+    while pos[-1] < n:  # not enough gaps drawn (rare): draw more
+        pos = np.concatenate((pos, pos[-1] + np.cumsum(rng.geometric(qber, size=k))))
+    return pos[:np.searchsorted(pos, n)]
 
 
 def _binomial_upper(k: int, n: int, alpha: float) -> float:
@@ -198,10 +237,10 @@ def main() -> None:
     rng = np.random.default_rng(20261126)
     # compile (cache=True makes this a load after the first run)
     warm = _frames(rng, 2000, 0.02, 1)
-    for schedule in ("original", "yan"):
+    for schedule in SCHEDULE_FIGURES:
         measure_fused(schedule, 0.02, 2000, warm, fresh=True)
         measure_two_role(schedule, 0.02, 2000, warm)
-    for schedule in ("original", "yan"):
+    for schedule in SCHEDULE_FIGURES:
         for qber in QBERS:
             progress(f"{schedule} QBER {qber}")
             base = measure_baseline(schedule, qber, 10_000, _frames(rng, 10_000, qber, 3), rng)
@@ -220,8 +259,10 @@ def main() -> None:
                     emit(BENCH, figure="two_role_messages", schedule=schedule, qber=qber,
                          n_bits=n, **fig,
                          ratio=round(fig["mbit_per_cpu_s"] / base["mbit_per_cpu_s"], 1))
-    progress("frame error rate, yan QBER 0.02")
-    emit(BENCH, figure="frame_error_rate", **measure_frame_errors(rng))
+    for schedule, n, qber, seconds in FRAME_ERROR_RUNS:
+        progress(f"frame error rate, {schedule} n {n} QBER {qber}")
+        emit(BENCH, figure="frame_error_rate",
+             **measure_frame_errors(rng, schedule, n, qber, seconds * FER_SCALE))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Public entry points: ``reconcile`` (one frame, in process), ``reconcile_frames`` (a batch
 through the two roles and encoded messages), ``CascadeAlice``/``CascadeBob`` (sans-I/O roles
-for the daemon), ``SCHEDULES`` (by name: "original", "yan").
+for the daemon), ``SCHEDULES`` (by name: "original", "yan-plain", "yan"; "yan", the default,
+is Yan et al. followed by a label tail that leaves far fewer frames wrong; see ``schedules``).
 """
 
 from .errors import MessageError, ReconciliationError

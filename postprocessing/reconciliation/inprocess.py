@@ -81,7 +81,7 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
     seed = secrets.randbits(64) if seed is None else int(seed)
     order, perm, inv, pinfo = permutations_for(seed, len(a), halving)
     corrected, disclosed, rounds, status = run_fused(a, b, order, perm, inv, pinfo, sizes, offs,
-                                                     max_q)
+                                                     max_q, sched.omit_first_parity)
     true_errors = int(np.count_nonzero(a != b))
     return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
 
@@ -89,8 +89,10 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
 _scratch = threading.local()
 
 
-def run_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions):
-    """``kernels.cascade_fused`` with this thread's scratch buffers (grown when too small)."""
+def run_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions,
+              omit_first_parity):
+    """``kernels.cascade_fused`` with this thread's scratch buffers (grown when too small);
+    ``omit_first_parity`` is the schedule's (``CascadeSchedule.omit_first_parity``)."""
     need_u8, need_i64 = kernels.fused_workspace_size(len(bob_bits), len(sizes), perm.shape[0],
                                                      int(offs[-1]))
     ubuf = getattr(_scratch, "u8", None)
@@ -100,7 +102,7 @@ def run_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_qu
     if ibuf is None or len(ibuf) < need_i64:
         ibuf = _scratch.i64 = np.empty(need_i64, dtype=np.int64)
     return kernels.cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs,
-                                 max_questions, ubuf, ibuf)
+                                 max_questions, int(bool(omit_first_parity)), ubuf, ibuf)
 
 
 def run_roles(alice: CascadeAlice, bob: CascadeBob, *, encode: bool = True,

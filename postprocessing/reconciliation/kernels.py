@@ -2,10 +2,11 @@
 
 Both roles run in rounds. Each round Bob sends one batch of questions (the top-level block
 parities of a new pass, and/or the parity of one sub-range per active binary search) and Alice
-answers every question with one parity bit. Bob's decisions depend only on (Alice's parity XOR
-Bob's parity) of the ranges he asked about, so the two-role path (messages) and the fused path
-(both roles in one kernel) disclose exactly the same bits by construction: they call the same
-``bob_round`` and ``alice_answer``.
+answers every question with one parity bit (a schedule with C_OMIT leaves out the parity of
+block 0 of every pass after the first: Bob derives it from the first pass's parities). Bob's
+decisions depend only on (Alice's parity XOR Bob's parity) of the ranges he asked about, so
+the two-role path (messages) and the fused path (both roles in one kernel) disclose exactly the
+same bits by construction: they call the same ``bob_round`` and ``alice_answer``.
 
 Search policy (batched Cascade): Bob keeps every parity Alice disclosed (block parities and
 the left half of every split he asked about) and tracks, for each, whether his bits agree.
@@ -50,8 +51,12 @@ MIN_ST_COLUMNS = 160  # the stack needs 2 per tree level (< 32 levels) + 1
 NODE_KNOWN, NODE_ALICE, NODE_DIFF = 1, 2, 4
 # fields of the int64 control vector ``ctl``
 (C_CUR, C_NSEARCH, C_NCAND, C_REQ, C_DONE, C_DISCLOSED, C_ROUNDS, C_FLIPS, C_MAXQ, C_HACC,
- C_TOT, C_BASE) = range(12)
-N_CTL = 12
+ C_TOT, C_BASE, C_OMIT, C_ATOT) = range(14)
+N_CTL = 14
+# C_OMIT (both roles, from the schedule): 1 = every pass after the first leaves out the parity
+# of its block 0, which Bob derives as Alice's total parity (C_ATOT, the XOR of her first-pass
+# block parities) XOR the parities of the pass's other blocks: it carries no information, so
+# it is neither sent nor counted.
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -142,25 +147,29 @@ def _bob_range_parity(bits, bp, perm, pinfo, sizes, p, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w):
-    """Parities of every block of pass p into out[w:]; returns the new write index."""
+def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w, first):
+    """Parities of blocks first, first + 1, ... of pass p into out[w:]; returns the new write
+    index."""
     n = bits.shape[0]
     t = pinfo[1, p]
     n_blocks = offs[p + 1] - offs[p]
     if t >= 0:
         one = (hacc >> t) & 1
-        out[w] = tot ^ one
+        if first == 0:
+            out[w] = tot ^ one
+            w += 1
         if n_blocks == 2:
-            out[w + 1] = one
-        return w + n_blocks
+            out[w] = one
+            w += 1
+        return w
     k = sizes[p]
     if pinfo[0, p] < 0:
-        for b in range(n_blocks):
+        for b in range(first, n_blocks):
             out[w] = _xor_bytes(bits, b * k, min(b * k + k, n))
             w += 1
         return w
     r = pinfo[0, p]
-    for b in range(n_blocks):
+    for b in range(first, n_blocks):
         acc = np.uint8(0)
         for q in range(U(b * k), U(min(b * k + k, n))):
             acc ^= bits[U(perm[r, q])]
@@ -245,7 +254,8 @@ def restore_order(bits, order):
 @numba.njit(cache=True, nogil=True)
 def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries, n_queries,
                  out):
-    """Alice's reply: the block parities of ``new_pass`` (if >= 0), then one bit per query.
+    """Alice's reply: the block parities of ``new_pass`` (if >= 0; block 0 left out for a
+    pass after the first if actl[C_OMIT]), then one bit per query.
 
     queries: int64[*, 3] rows (pass, lo, hi), a query asks the parity of positions [lo, hi)
     of that pass. ``actl`` holds Alice's C_HACC/C_TOT (from ``label_parity``). Writes uint8
@@ -254,12 +264,13 @@ def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries
     n = bits.shape[0]
     w = 0
     if new_pass >= 0:
+        first = 1 if new_pass > 0 and actl[C_OMIT] else 0
         if pinfo[1, new_pass] >= 0:
             w = _block_parities(bits, perm, pinfo, sizes, offs, new_pass, actl[C_HACC],
-                                actl[C_TOT], out, w)
+                                actl[C_TOT], out, w, first)
         else:
             k = sizes[new_pass]
-            for b in range(offs[new_pass + 1] - offs[new_pass]):
+            for b in range(first, offs[new_pass + 1] - offs[new_pass]):
                 out[w] = prefix[new_pass, min(b * k + k, n)] ^ prefix[new_pass, b * k]
                 w += 1
     for i in range(n_queries):
@@ -405,11 +416,23 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
                 mine[b] = _xor_bytes(x, b * k, min(b * k + k, n))
         else:
             _block_parities(bits, perm, pinfo, sizes, offs, req, ctl[C_HACC], ctl[C_TOT], mine,
-                            0)
+                            0, 0)
+        first = 1 if req > 0 and ctl[C_OMIT] else 0
+        a0 = 0
+        if first:
+            # Alice's block 0 parity: her total parity XOR that of her other blocks
+            a0 = ctl[C_ATOT]
+            for b in range(1, n_blocks):
+                a0 ^= answers[w + b - 1]
         for b in range(n_blocks):
             block = offs[req] + b
-            a = answers[w]
-            w += 1
+            if b < first:
+                a = np.uint8(a0)
+            else:
+                a = answers[w]
+                w += 1
+            if req == 0:
+                ctl[C_ATOT] ^= a
             u8[U_APAR, block] = a
             u8[U_DIFF, block] = a ^ mine[b]
             if u8[U_DIFF, block]:
@@ -564,7 +587,7 @@ def bob_round_frames(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
                                 st[f], ctl[f], answers[a0:a1], a1 - a0, queries[f])
             n_queries[f] = nq
             new_pass[f] = np_
-            expect[f] = nq + (offs[np_ + 1] - offs[np_] if np_ >= 0 else 0)
+            expect[f] = nq + pass_answer_bits(offs, np_, ctl[f, C_OMIT])
         a0 = a1
 
 
@@ -585,12 +608,20 @@ def check_questions(new_pass, counts, ranges, lengths, n_passes):
 
 
 @numba.njit(cache=True, nogil=True)
-def answer_counts(offs, new_pass, counts):
-    """Answer bits per frame: the block count of its new pass plus one per range."""
+def pass_answer_bits(offs, p, omit):
+    """Block parities Alice sends when pass p (-1: none) starts: its block count, less block 0
+    for a pass after the first when ``omit``."""
+    if p < 0:
+        return 0
+    return offs[p + 1] - offs[p] - (1 if p > 0 and omit else 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def answer_counts(offs, new_pass, counts, omit):
+    """Answer bits per frame: the block parities of its new pass plus one per range."""
     out = np.empty(new_pass.shape[0], dtype=np.int64)
     for f in range(new_pass.shape[0]):
-        p = new_pass[f]
-        out[f] = counts[f] + (offs[p + 1] - offs[p] if p >= 0 else 0)
+        out[f] = counts[f] + pass_answer_bits(offs, new_pass[f], omit)
     return out
 
 
@@ -637,11 +668,12 @@ def fused_workspace_size(n_bits: int, n_passes: int, n_rows: int, n_blocks: int)
 
 @numba.njit(cache=True, nogil=True)
 def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_questions,
-                  ubuf, ibuf):
+                  omit, ubuf, ibuf):
     """Both roles in one kernel: returns (Bob's corrected bits, disclosed bits, round trips,
     status) with status 1 = finished, 2 = gave up on contradictory answers. Keys in and out
-    are in frame order; ``ubuf``/``ibuf`` are scratch (uint8/int64, ``fused_workspace_size``),
-    reused across frames so that no fresh pages are touched per frame.
+    are in frame order; ``omit`` is the schedule's C_OMIT (0/1); ``ubuf``/``ibuf`` are
+    scratch (uint8/int64, ``fused_workspace_size``), reused across frames so that no fresh
+    pages are touched per frame.
 
     Same ``bob_round``/``alice_answer`` calls as the two-role path, without message objects;
     each role does its own work (no parity is shared between them).
@@ -673,11 +705,13 @@ def cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, ma
     reorder_into(bob_bits, order, bits)
     prefix_parities_into(alice, perm, pinfo, prefix)
     actl = np.zeros(N_CTL, dtype=np.int64)
+    actl[C_OMIT] = omit
     label_parity(alice, inv, pinfo, actl)
     ctl = np.zeros(N_CTL, dtype=np.int64)
     ctl[C_CUR] = -1
     ctl[C_REQ] = -1
     ctl[C_MAXQ] = max_questions
+    ctl[C_OMIT] = omit
     label_parity(bits, inv, pinfo, ctl)
     n_answers = 0
     while True:

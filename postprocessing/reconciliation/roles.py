@@ -106,6 +106,7 @@ class CascadeBob:
                 bits, layout.perm, layout.inv, layout.pinfo, layout.sizes, layout.offs)
             ctl[:, kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, n,
                                                          self.qber)
+            ctl[:, kernels.C_OMIT] = int(self.schedule.omit_first_parity)
             self._groups.append(dict(idx=idx, layout=layout, bits=bits, bp=bp, u8=u8,
                                      node=node, st=st, ctl=ctl, queries=queries))
             for row, i in enumerate(idx):
@@ -254,10 +255,12 @@ class CascadeAlice:
             prefix = np.stack([kernels.prefix_parities(b, layout.perm, layout.pinfo)
                                for b in bits])
             actl = np.zeros((len(idx), kernels.N_CTL), dtype=np.int64)
+            actl[:, kernels.C_OMIT] = int(schedule.omit_first_parity)
             for row in range(len(idx)):
                 kernels.label_parity(bits[row], layout.inv, layout.pinfo, actl[row])
             groups.append(dict(idx=idx, layout=layout, bits=bits, prefix=prefix, actl=actl))
         self._n_passes = len(groups[0]["layout"].sizes)
+        self._omit = int(schedule.omit_first_parity)
         self._lengths = np.array(lengths, dtype=np.int64)
         self._groups = groups
 
@@ -285,7 +288,7 @@ class CascadeAlice:
         if len(self._groups) == 1:
             g = self._groups[0]
             lay = g["layout"]
-            n_answers = kernels.answer_counts(lay.offs, new_pass, counts)
+            n_answers = kernels.answer_counts(lay.offs, new_pass, counts, self._omit)
             out = np.empty(int(n_answers.sum()), dtype=np.uint8)
             kernels.alice_answer_frames(g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs,
                                         g["prefix"], g["actl"], new_pass, ranges, counts, out)
@@ -293,7 +296,8 @@ class CascadeAlice:
             n_answers = np.empty(n_frames, dtype=np.int64)
             for g in self._groups:
                 n_answers[g["idx"]] = kernels.answer_counts(g["layout"].offs,
-                                                            new_pass[g["idx"]], counts[g["idx"]])
+                                                            new_pass[g["idx"]], counts[g["idx"]],
+                                                            self._omit)
             out = np.empty(int(n_answers.sum()), dtype=np.uint8)
             range_starts = _offsets(counts)
             answer_starts = _offsets(n_answers)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup, ParityReply,
@@ -32,12 +32,28 @@ def test_original_schedule_doubles_from_073_over_qber():
 
 
 def test_yan_schedule_is_08_over_qber_then_5x_then_half_frame():
-    sizes, halving = get_schedule("yan").layout(10_001, 0.02)
+    sizes, halving = get_schedule("yan-plain").layout(10_001, 0.02)
     # 10001 = 0b10011100010001; passes 3-9 halve on label bits 0-6 (10001 >= 2**(t+7)): their
     # first block is the count of labels < 10001 with bit t clear; pass 10 (bit 7 would need
     # n >= 2**14) is shuffled with blocks of ceil(n/2)
     assert sizes.tolist() == [40, 200, 5001, 5001, 5001, 5001, 5008, 5009, 5009, 5001]
     assert halving.tolist() == [-1, -1, 0, 1, 2, 3, 4, 5, 6, -1]
+    assert not get_schedule("yan-plain").omit_first_parity
+
+
+def test_yan_is_yan_plain_then_one_halving_pass_per_unused_label_bit():
+    plain_sizes, plain_halving = get_schedule("yan-plain").layout(10_001, 0.02)
+    sizes, halving = get_schedule("yan").layout(10_001, 0.02)
+    # labels are < 10001 < 2**14: bits 7..13 get a pass each, every bit 0..13 is then checked
+    assert sizes[:10].tolist() == plain_sizes.tolist()
+    assert halving[:10].tolist() == plain_halving.tolist()
+    assert halving[10:].tolist() == list(range(7, 14))
+    assert sizes[10:].tolist() == [halving_block_size(10_001, t) for t in range(7, 14)]
+    # 2**13 = 8192 labels have bit 13 clear: the last pass splits 8192 / 1809
+    assert sizes[-1] == 8192
+    assert sorted(halving[halving >= 0].tolist()) == list(range(14))
+    assert get_schedule("yan").omit_first_parity
+    assert len(get_schedule("yan").layout(1, 0.02)[0]) == 10  # no label bit to check
 
 
 def test_halving_block_size_counts_labels_with_the_bit_clear():
@@ -66,38 +82,46 @@ def test_block_offsets_count_the_short_last_block():
 
 # ---------------------------------------------------------------- known answers on small frames
 
-# yan at QBER 5 %, n = 160: blocks of 16 (10 blocks), 80 (2), then 8 passes of 80 (2 each)
-TOP_LEVEL_160 = 10 + 2 + 8 * 2
+# QBER 5 %, n = 160: blocks of 16 (10 blocks), 80 (2), then 8 passes of 80 (2 each); "yan"
+# adds the tail on label bits 1-7 (pass 3 halves on bit 0; 159 < 2**8), 2 blocks each, and
+# leaves out block 0 of every pass after the first (its parity follows from the first pass's)
+TOP_LEVEL_160 = {"yan-plain": 10 + 2 + 8 * 2, "yan": 10 + 1 + 8 * 1 + 7 * 1}
+PASSES_160 = {"yan-plain": 10, "yan": 17}
 
 
 @pytest.mark.parametrize("via_messages", [False, True])
-def test_error_free_frame_discloses_only_top_level_parities(via_messages):
+@pytest.mark.parametrize("schedule", ["yan-plain", "yan"])
+def test_error_free_frame_discloses_only_top_level_parities(schedule, via_messages):
     alice, bob = _frame(160, [])
-    res = reconcile(alice, bob, 0.05, "yan", seed=7, via_messages=via_messages)
-    assert res.disclosed_bits == TOP_LEVEL_160
-    assert res.round_trips == 10  # one per pass
+    res = reconcile(alice, bob, 0.05, schedule, seed=7, via_messages=via_messages)
+    assert res.disclosed_bits == TOP_LEVEL_160[schedule]
+    assert res.round_trips == PASSES_160[schedule]  # one per pass
     assert res.frame_error is False
     assert res.efficiency == math.inf
     assert np.array_equal(res.bits, alice)
 
 
 @pytest.mark.parametrize("via_messages", [False, True])
+@pytest.mark.parametrize("schedule", ["yan-plain", "yan"])
 @pytest.mark.parametrize("position", [0, 37, 159])
-def test_single_error_costs_one_binary_search_of_a_16_bit_block(position, via_messages):
+def test_single_error_costs_one_binary_search_of_a_16_bit_block(position, schedule,
+                                                                via_messages):
     alice, bob = _frame(160, [position])
-    res = reconcile(alice, bob, 0.05, "yan", seed=11, via_messages=via_messages)
-    # top-level parities + log2(16) = 4 questions; rounds: 10 passes + 4 search rounds
-    assert res.disclosed_bits == TOP_LEVEL_160 + 4
-    assert res.round_trips == 14
+    res = reconcile(alice, bob, 0.05, schedule, seed=11, via_messages=via_messages)
+    # top-level parities + log2(16) = 4 questions; rounds: one per pass + 4 search rounds
+    assert res.disclosed_bits == TOP_LEVEL_160[schedule] + 4
+    assert res.round_trips == PASSES_160[schedule] + 4
     assert np.array_equal(res.bits, alice)
     assert res.frame_error is False
-    assert res.efficiency == pytest.approx(32 / (160 * _h(1 / 160)))
+    assert res.efficiency == pytest.approx(res.disclosed_bits / (160 * _h(1 / 160)))
 
 
-def test_one_bit_frame_is_corrected_from_block_parities_alone():
-    res = reconcile(np.array([1], np.uint8), np.array([0], np.uint8), 0.05, "yan", seed=1)
+@pytest.mark.parametrize("schedule, disclosed", [("yan-plain", 10), ("yan", 1)])
+def test_one_bit_frame_is_corrected_from_block_parities_alone(schedule, disclosed):
+    res = reconcile(np.array([1], np.uint8), np.array([0], np.uint8), 0.05, schedule, seed=1)
     assert res.bits.tolist() == [1]
-    assert res.disclosed_bits == 10  # one one-bit block per pass, no question needed
+    # one one-bit block per pass, no question needed; "yan" derives passes 2-10 from pass 1
+    assert res.disclosed_bits == disclosed
 
 
 def test_both_schedules_correct_a_typical_frame():
@@ -106,7 +130,7 @@ def test_both_schedules_correct_a_typical_frame():
     errors = rng.choice(20_000, size=400, replace=False)
     bob = alice.copy()
     bob[errors] ^= 1
-    for schedule in ("original", "yan"):
+    for schedule in ("original", "yan-plain", "yan"):
         res = reconcile(alice, bob, 0.02, schedule, seed=99)
         assert not res.frame_error
         assert np.array_equal(res.bits, alice)
@@ -128,7 +152,8 @@ frames = st.integers(1, 400).flatmap(lambda n: st.tuples(
 
 @settings(max_examples=60)
 @given(frame=frames, qber=st.sampled_from([0.01, 0.03, 0.08, 0.2]),
-       schedule=st.sampled_from(["original", "yan"]), seed=st.integers(0, 2**64 - 1),
+       schedule=st.sampled_from(["original", "yan-plain", "yan"]),
+       seed=st.integers(0, 2**64 - 1),
        max_questions=st.sampled_from([None, 0, 1, 3]))
 def test_fused_and_two_role_paths_disclose_the_same_and_never_hide_an_error(
         frame, qber, schedule, seed, max_questions):
@@ -198,6 +223,7 @@ def test_bob_terminates_on_lying_answers(n, seed, answer_seed):
             sizes = b_role.schedule.block_sizes(n, 0.05)
             n_new = int(block_offsets(n, sizes)[fq.new_pass + 1] -
                         block_offsets(n, sizes)[fq.new_pass])
+            n_new -= int(fq.new_pass > 0)  # "yan" leaves out block 0 after the first pass
         bits = rng.integers(0, 2, n_new + len(fq.ranges), dtype=np.uint8)
         request = b_role.handle_reply(ParityReply.from_frames(request.round, (bits,)))
     # more corrections than bits is where Bob gives up on the frame
@@ -294,3 +320,151 @@ def test_reconcile_from_threads_matches_serial():
     for i, res in enumerate(threaded):
         assert np.array_equal(res.bits, serial[i % 8].bits)
         assert res.disclosed_bits == serial[i % 8].disclosed_bits
+
+
+# ---------------------------------------------------------------- label tail ("yan")
+
+def _blocks_of(n, qber, schedule, seed):
+    """Block of every frame index in every pass: int64[passes, n] (0/1 for halving passes),
+    and the shared label of every frame index (-1 if the schedule has no halving pass)."""
+    sizes, halving = get_schedule(schedule).layout(n, qber)
+    order, perm, inv, pinfo = permutations_for(seed, n, halving)
+    q0 = np.empty(n, dtype=np.int64)
+    q0[order] = np.arange(n)  # frame index -> first-pass position
+    ids = np.empty((len(sizes), n), dtype=np.int64)
+    labels = np.full(n, -1, dtype=np.int64)
+    for p in range(len(sizes)):
+        row, t = pinfo[0, p], pinfo[1, p]
+        if row < 0:
+            ids[p] = q0 // sizes[p]
+        elif t < 0:
+            ids[p] = inv[row][q0] // sizes[p]
+        else:
+            labels = inv[row][q0].astype(np.int64)
+            ids[p] = (labels >> t) & 1
+    return ids, labels
+
+
+def _label_xor(labels, positions):
+    x = 0
+    for v in labels[positions]:
+        x ^= int(v)
+    return x
+
+
+@pytest.mark.parametrize("via_messages", [False, True])
+def test_tail_corrects_two_errors_that_yan_plain_cannot_see(via_messages):
+    """Two errors sharing a block in every one of the 10 Yan passes leave every block parity
+    even: "yan-plain" asks nothing and keeps them; their labels differ, so a tail pass splits
+    them and "yan" corrects both."""
+    n, qber, seed = 2000, 0.02, 1
+    ids, labels = _blocks_of(n, qber, "yan", seed)
+    first = {}
+    pair = None
+    for i in range(n):
+        key = tuple(ids[:10, i])  # the 10 Yan passes are the same in both schedules
+        if key in first:
+            pair = (first[key], i)
+            break
+        first[key] = i
+    assert pair is not None  # expected n^2/2 * 1/50 * 1/10 * 2^-8 ~ 15 such pairs per seed
+    alice, bob = _frame(n, pair, seed=4)
+    plain = reconcile(alice, bob, qber, "yan-plain", seed, via_messages=via_messages)
+    sizes = get_schedule("yan-plain").block_sizes(n, qber)
+    assert plain.disclosed_bits == block_offsets(n, sizes)[-1]  # top-level parities only
+    assert plain.frame_error is True
+    assert np.count_nonzero(plain.bits != alice) == 2
+    res = reconcile(alice, bob, qber, "yan", seed, via_messages=via_messages)
+    assert res.frame_error is False
+    assert np.array_equal(res.bits, alice)
+    # the pair shows in the first tail pass whose label bit differs between the two errors:
+    # that pass's blocks are odd, Bob searches one, and the correction makes its partner's
+    # blocks odd in every earlier pass
+    t = (int(labels[pair[0]]) ^ int(labels[pair[1]])) & -(int(labels[pair[0]]) ^
+                                                         int(labels[pair[1]]))
+    assert t.bit_length() - 1 >= 4  # bits 0-3 are Yan's halving passes at n = 2000
+    yan_top = int(block_offsets(n, get_schedule("yan").block_sizes(n, qber))[-1])
+    passes = len(get_schedule("yan").block_sizes(n, qber))
+    assert res.disclosed_bits > yan_top - (passes - 1)
+    other = reconcile(alice, bob, qber, "yan", seed, via_messages=not via_messages)
+    assert other.disclosed_bits == res.disclosed_bits
+    assert other.round_trips == res.round_trips
+    assert np.array_equal(other.bits, res.bits)
+
+
+def test_tail_costs_exactly_its_parities_and_leaves_only_label_xor_zero_sets():
+    """Same seeds, both schedules, 4000 frames of 2000 bits at QBER 5 %. The first 10 passes
+    are the same, so deterministically:
+      * a frame "yan-plain" corrects costs "yan" exactly T - 9 bits more (T tail passes, one
+        parity each; 9 first-block parities left out) and T more round trips;
+      * a frame "yan-plain" leaves wrong has its residual errors even in every block; "yan"
+        corrects it unless its own residual has weight >= 4 and labels XOR-ing to 0 (every
+        label bit has a pass), which the 11 label bits make rare.
+    "yan-plain" leaves 2.5e-3 of these frames wrong (measured: 50 of 20000), so ~10 here; we
+    require at least 3 so that the second half tests something (a correct implementation
+    misses that with probability P(Poisson(10) <= 2) = 0.3 %; the seed is fixed)."""
+    n, qber = 2000, 0.05
+    rng = np.random.default_rng(20261126)
+    plain_sched, yan_sched = get_schedule("yan-plain"), get_schedule("yan")
+    n_tail = len(yan_sched.block_sizes(n, qber)) - 10
+    assert n_tail == 7  # label bits 4..10
+    plain_wrong = yan_wrong = 0
+    for _ in range(4000):
+        alice = rng.integers(0, 2, n, dtype=np.uint8)
+        bob = alice ^ (rng.random(n) < qber).astype(np.uint8)
+        seed = int(rng.integers(0, 2**63))
+        plain = reconcile(alice, bob, qber, "yan-plain", seed)
+        res = reconcile(alice, bob, qber, "yan", seed)
+        if not plain.frame_error:
+            assert not res.frame_error
+            assert res.disclosed_bits == plain.disclosed_bits + n_tail - 9
+            assert res.round_trips == plain.round_trips + n_tail
+            continue
+        plain_wrong += 1
+        left = np.flatnonzero(plain.bits != alice)
+        ids, labels = _blocks_of(n, qber, "yan", seed)
+        for p in range(10):  # Cascade's end state: even in every block of every pass
+            assert np.all(np.bincount(ids[p, left]) % 2 == 0)
+        if res.frame_error:
+            yan_wrong += 1
+            left = np.flatnonzero(res.bits != alice)
+            assert len(left) >= 4 and _label_xor(labels, left) == 0
+    assert plain_wrong >= 3
+    assert yan_wrong < plain_wrong
+
+
+def _hidden_pair(n, qber, seed):
+    """Two frame indices that share a block in every pass of "yan-plain", or None."""
+    ids, _ = _blocks_of(n, qber, "yan", seed)
+    first = {}
+    for i in range(n):
+        key = tuple(ids[:10, i])
+        if key in first:
+            return first[key], i
+        first[key] = i
+    return None
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(300, 3000), qber=st.sampled_from([0.01, 0.02, 0.03]),
+       seed=st.integers(0, 2**64 - 1), key_seed=st.integers(0, 2**32),
+       extra=st.integers(0, 40))
+def test_fused_and_two_role_paths_agree_when_the_tail_searches(n, qber, seed, key_seed,
+                                                                extra):
+    """A pair hidden from the Yan passes (plus random errors) makes the tail search and
+    cascade back: both paths must still disclose, correct and round-trip identically."""
+    pair = _hidden_pair(n, qber, seed)
+    assume(pair is not None)
+    rng = np.random.default_rng(key_seed)
+    positions = set(pair) | set(rng.choice(n, size=min(extra, n // 10), replace=False).tolist())
+    alice, bob = _frame(n, positions, key_seed)
+    fused = reconcile(alice, bob, qber, "yan", seed)
+    transcript = []
+    (roles,) = reconcile_frames([alice], [bob], qber, "yan", seed, transcript=transcript)
+    assert np.array_equal(fused.bits, roles.bits)
+    assert fused.disclosed_bits == roles.disclosed_bits
+    assert fused.round_trips == roles.round_trips
+    assert fused.frame_error == roles.frame_error
+    replies = [m for m in transcript if isinstance(m, ParityReply)]
+    assert sum(r.n_parity_bits for r in replies) == roles.disclosed_bits
+    assert fused.frame_error == (not np.array_equal(fused.bits, alice))
