@@ -1,7 +1,7 @@
 """Cascade reconciliation: corrected Mbit/s per core, efficiency f, frame errors, round trips.
 
 Figures per schedule ("original", "yan-plain" = Yan et al. as published, "yan" = the default,
-Yan et al. + label tail) and QBER (frames of 1e5 bits, and 1e6 for "yan"):
+Yan et al. + two tails) and QBER (frames of 1e5 bits, and 1e6 for "yan"):
   * fused_fresh_perms: ``cascade_fused`` with a new seed (new shuffles) for every frame;
   * fused_batch_perms: one seed per batch of 16 equal-length frames (one CascadeSetup per
     batch, as the two-role protocol does), shuffle time included once per batch;
@@ -15,7 +15,7 @@ ratio uses CPU time. f = disclosed / (n h(e)), e = true error rate of the frame;
 frame_errors (out of frames) are before verification; the frame_error_rate figures count
 them over as many frames as fit in about 30 s (``FRAME_ERROR_RUNS``) with a 95 % upper bound,
 and how many of them verification let through; at 1e4 bits for the reduction factor of the
-tail ("yan" against "yan-plain"), where the count gets further.
+tails ("yan" against "yan-plain"), where the count gets further.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def measure_frame_errors(rng, schedule: str, n: int, qber: float, seconds: float
 
 
 # (schedule, frame bits, QBER, seconds): about 30 s in all. "yan" is the default (Yan et al.
-# passes + label tail), "yan-plain" the published 10 passes, for the reduction factor; 1e4-bit
+# passes + tails), "yan-plain" the published 10 passes, for the reduction factor; 1e4-bit
 # frames are 10x cheaper, so their count (and the bound) gets further.
 # BENCH_CASCADE_FER_SCALE=10 runs each 10x longer (e.g. to bound 1e-4 at 1e5 bits)
 FER_SCALE = float(os.environ.get("BENCH_CASCADE_FER_SCALE", "1"))

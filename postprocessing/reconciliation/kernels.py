@@ -25,7 +25,9 @@ the first pass, no shuffle) and its halving bit (-1: none, the pass reads its ro
 A halving pass with bit t reads its row as a random label per index and orders the frame by
 label, bit t = 0 first (``label_of_rank``), so its two blocks are "bit t of the label is 0 /
 1": both parties get the block parities of every halving pass from one XOR of the labels of
-their 1 bits (``C_HACC``, updated per correction) instead of a gather per pass.
+their 1 bits (``C_HACC``, updated per correction) instead of a gather per pass. Halving
+passes on row 0 (the second pass's shuffle: the "yan" position tail) read a position in the
+second pass as the label, with their own XOR ``C_HACC2``.
 A pass's blocks are consecutive runs of ``sizes[p]`` positions (the last may be shorter).
 Per-block state lives in flat arrays indexed ``offs[p] + block``; Bob's knowledge of split
 halves in ``node`` (uint8[n_passes, n_bits]), his bits in each shuffled pass's order in
@@ -51,8 +53,10 @@ MIN_ST_COLUMNS = 160  # the stack needs 2 per tree level (< 32 levels) + 1
 NODE_KNOWN, NODE_ALICE, NODE_DIFF = 1, 2, 4
 # fields of the int64 control vector ``ctl``
 (C_CUR, C_NSEARCH, C_NCAND, C_REQ, C_DONE, C_DISCLOSED, C_ROUNDS, C_FLIPS, C_MAXQ, C_HACC,
- C_TOT, C_BASE, C_OMIT, C_ATOT) = range(14)
-N_CTL = 14
+ C_TOT, C_BASE, C_OMIT, C_ATOT, C_HACC2, C_BASE2) = range(16)
+N_CTL = 16
+# C_BASE2/C_HACC2: the same as C_BASE/C_HACC for halving passes that read the second pass's
+# row (row 0) as labels (the "yan" schedule's position tail), -1/0 if there are none
 # C_OMIT (both roles, from the schedule): 1 = every pass after the first leaves out the parity
 # of its block 0, which Bob derives as Alice's total parity (C_ATOT, the XOR of her first-pass
 # block parities) XOR the parities of the pass's other blocks: it carries no information, so
@@ -147,13 +151,16 @@ def _bob_range_parity(bits, bp, perm, pinfo, sizes, p, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w, first):
+def _block_parities(bits, perm, pinfo, sizes, offs, p, ctl, out, w, first):
     """Parities of blocks first, first + 1, ... of pass p into out[w:]; returns the new write
-    index."""
+    index. A halving pass reads them from the label XOR of its row (ctl: C_HACC or C_HACC2)
+    and the total parity C_TOT."""
     n = bits.shape[0]
     t = pinfo[1, p]
     n_blocks = offs[p + 1] - offs[p]
     if t >= 0:
+        hacc = ctl[C_HACC] if pinfo[0, p] == ctl[C_BASE] else ctl[C_HACC2]
+        tot = ctl[C_TOT]
         one = (hacc >> t) & 1
         if first == 0:
             out[w] = tot ^ one
@@ -181,22 +188,41 @@ def _block_parities(bits, perm, pinfo, sizes, offs, p, hacc, tot, out, w, first)
 @numba.njit(cache=True, nogil=True)
 def label_parity(bits, inv, pinfo, ctl):
     """Set ctl[C_BASE] (row of the halving passes' labels, -1 if none), ctl[C_HACC] (XOR of
-    the labels of the 1 bits) and ctl[C_TOT] (parity of all bits)."""
+    the labels of the 1 bits), the same for the second pass's row (C_BASE2/C_HACC2, if a
+    halving pass reads it) and ctl[C_TOT] (parity of all bits)."""
     base = -1
-    for p in range(pinfo.shape[1]):
+    base2 = -1
+    for p in range(1, pinfo.shape[1]):
         if pinfo[1, p] >= 0:
-            base = pinfo[0, p]
+            if pinfo[0, p] == pinfo[0, 1]:
+                base2 = pinfo[0, p]
+            else:
+                base = pinfo[0, p]
     ctl[C_BASE] = base
+    ctl[C_BASE2] = base2
     tot = 0
     hacc = 0
-    if base >= 0:
+    hacc2 = 0
+    if base >= 0 and base2 >= 0:
         labels = inv[base]
+        labels2 = inv[base2]
         for i in range(U(bits.shape[0])):  # branch-free: key bits are unpredictable
+            m = -np.int64(bits[i])
+            hacc ^= labels[i] & m
+            hacc2 ^= labels2[i] & m
+            tot ^= bits[i]
+    elif base >= 0 or base2 >= 0:
+        labels = inv[max(base, base2)]
+        for i in range(U(bits.shape[0])):
             hacc ^= labels[i] & -np.int64(bits[i])
             tot ^= bits[i]
+        if base < 0:
+            hacc2 = hacc
+            hacc = 0
     else:
         tot = _xor_bytes(bits, 0, bits.shape[0])
     ctl[C_HACC] = hacc
+    ctl[C_HACC2] = hacc2
     ctl[C_TOT] = tot
 
 
@@ -266,8 +292,7 @@ def alice_answer(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, queries
     if new_pass >= 0:
         first = 1 if new_pass > 0 and actl[C_OMIT] else 0
         if pinfo[1, new_pass] >= 0:
-            w = _block_parities(bits, perm, pinfo, sizes, offs, new_pass, actl[C_HACC],
-                                actl[C_TOT], out, w, first)
+            w = _block_parities(bits, perm, pinfo, sizes, offs, new_pass, actl, out, w, first)
         else:
             k = sizes[new_pass]
             for b in range(first, offs[new_pass + 1] - offs[new_pass]):
@@ -301,6 +326,8 @@ def _flip(bits, bp, inv, pinfo, sizes, offs, u8, node, st, ctl, pos):
     ctl[C_TOT] ^= 1
     if ctl[C_BASE] >= 0:
         ctl[C_HACC] ^= inv[ctl[C_BASE], pos]
+    if ctl[C_BASE2] >= 0:
+        ctl[C_HACC2] ^= inv[ctl[C_BASE2], pos]
     for p in range(ctl[C_CUR] + 1):
         q = _q_of(inv, pinfo, sizes, p, pos)
         if pinfo[0, p] >= 0 and pinfo[1, p] < 0:
@@ -415,8 +442,7 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
             for b in range(n_blocks):
                 mine[b] = _xor_bytes(x, b * k, min(b * k + k, n))
         else:
-            _block_parities(bits, perm, pinfo, sizes, offs, req, ctl[C_HACC], ctl[C_TOT], mine,
-                            0, 0)
+            _block_parities(bits, perm, pinfo, sizes, offs, req, ctl, mine, 0, 0)
         first = 1 if req > 0 and ctl[C_OMIT] else 0
         a0 = 0
         if first:

@@ -75,6 +75,8 @@ def shuffle_pass(seed, pass_index, n_bits, perm, inv):
 
 
 BASE_STREAM = 1 << 20  # stream of the label shuffle shared by the halving passes
+# a halving bit of SECOND_LABEL + t: bit t of the second pass's positions, not of the labels
+SECOND_LABEL = 64
 
 
 @numba.njit(cache=True, nogil=True)
@@ -84,8 +86,9 @@ def pass_permutations(seed, n_bits, halving_bits):
     ``order`` (stream 0) is the first pass: both parties reorder their frame by it and the
     first pass then reads the reordered frame as it is (pinfo row -1). Every later pass p
     without a halving bit shuffles the reordered frame with its own row (stream p); all halving
-    passes share one last row (stream BASE_STREAM) read as labels. pinfo[0, p] = row,
-    pinfo[1, p] = halving bit or -1.
+    passes share one last row (stream BASE_STREAM) read as labels, except those with a halving
+    bit SECOND_LABEL + t, which read row 0 (the second pass's shuffle: a position in that pass)
+    as labels, bit t. pinfo[0, p] = row, pinfo[1, p] = halving bit or -1.
     """
     n_passes = halving_bits.shape[0]
     pinfo = np.empty((2, n_passes), dtype=np.int64)
@@ -96,7 +99,7 @@ def pass_permutations(seed, n_bits, halving_bits):
     for p in range(1, n_passes):
         if halving_bits[p] < 0:
             n_rows += 1
-        else:
+        elif halving_bits[p] < SECOND_LABEL:
             any_halving = True
     perm = np.empty((n_rows + (1 if any_halving else 0), n_bits), dtype=np.int32)
     inv = np.empty_like(perm)
@@ -109,6 +112,10 @@ def pass_permutations(seed, n_bits, halving_bits):
             pinfo[0, p] = r
             shuffle_pass(seed, p, n_bits, perm[r], inv[r])
             r += 1
+        elif halving_bits[p] >= SECOND_LABEL:
+            # the second pass is never a halving pass, so its row is row 0
+            pinfo[0, p] = 0
+            pinfo[1, p] = halving_bits[p] - SECOND_LABEL
         else:
             pinfo[0, p] = n_rows
     if any_halving:

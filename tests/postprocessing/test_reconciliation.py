@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup, ParityReply,
                                            ParityRequest, ReconciliationError, get_schedule,
                                            reconcile, reconcile_frames, run_roles)
-from postprocessing.reconciliation.permutations import permutations_for
+from postprocessing.reconciliation.permutations import SECOND_LABEL, permutations_for
 from postprocessing.reconciliation.kernels import label_of_rank, rank_of_label
 from postprocessing.reconciliation.schedules import block_offsets, halving_block_size
 
@@ -41,17 +41,20 @@ def test_yan_schedule_is_08_over_qber_then_5x_then_half_frame():
     assert not get_schedule("yan-plain").omit_first_parity
 
 
-def test_yan_is_yan_plain_then_one_halving_pass_per_unused_label_bit():
+def test_yan_is_yan_plain_then_a_label_tail_and_a_position_tail():
     plain_sizes, plain_halving = get_schedule("yan-plain").layout(10_001, 0.02)
     sizes, halving = get_schedule("yan").layout(10_001, 0.02)
-    # labels are < 10001 < 2**14: bits 7..13 get a pass each, every bit 0..13 is then checked
     assert sizes[:10].tolist() == plain_sizes.tolist()
     assert halving[:10].tolist() == plain_halving.tolist()
-    assert halving[10:].tolist() == list(range(7, 14))
-    assert sizes[10:].tolist() == [halving_block_size(10_001, t) for t in range(7, 14)]
-    # 2**13 = 8192 labels have bit 13 clear: the last pass splits 8192 / 1809
-    assert sizes[-1] == 8192
-    assert sorted(halving[halving >= 0].tolist()) == list(range(14))
+    # labels are < 10001 < 2**14: bits 7..13 get a pass each, every bit 0..13 is then checked
+    assert halving[10:17].tolist() == list(range(7, 14))
+    assert sizes[10:17].tolist() == [halving_block_size(10_001, t) for t in range(7, 14)]
+    # 2**13 = 8192 labels have bit 13 clear: that pass splits 8192 / 1809
+    assert sizes[16] == 8192
+    assert sorted(halving[(halving >= 0) & (halving < SECOND_LABEL)].tolist()) == list(range(14))
+    # then bits 0..7 of the position in the second pass (blocks of 200 < 2**8)
+    assert halving[17:].tolist() == [SECOND_LABEL + t for t in range(8)]
+    assert sizes[17:].tolist() == [halving_block_size(10_001, t) for t in range(8)]
     assert get_schedule("yan").omit_first_parity
     assert len(get_schedule("yan").layout(1, 0.02)[0]) == 10  # no label bit to check
 
@@ -83,10 +86,11 @@ def test_block_offsets_count_the_short_last_block():
 # ---------------------------------------------------------------- known answers on small frames
 
 # QBER 5 %, n = 160: blocks of 16 (10 blocks), 80 (2), then 8 passes of 80 (2 each); "yan"
-# adds the tail on label bits 1-7 (pass 3 halves on bit 0; 159 < 2**8), 2 blocks each, and
-# leaves out block 0 of every pass after the first (its parity follows from the first pass's)
-TOP_LEVEL_160 = {"yan-plain": 10 + 2 + 8 * 2, "yan": 10 + 1 + 8 * 1 + 7 * 1}
-PASSES_160 = {"yan-plain": 10, "yan": 17}
+# adds the tail on label bits 1-7 (pass 3 halves on bit 0; 159 < 2**8) and on bits 0-6 of the
+# second pass's positions (79 < 2**7), 2 blocks each, and leaves out block 0 of every pass
+# after the first (its parity follows from the first pass's)
+TOP_LEVEL_160 = {"yan-plain": 10 + 2 + 8 * 2, "yan": 10 + 1 + 8 * 1 + 7 * 1 + 7 * 1}
+PASSES_160 = {"yan-plain": 10, "yan": 24}
 
 
 @pytest.mark.parametrize("via_messages", [False, True])
@@ -249,6 +253,16 @@ def test_permutations_are_deterministic_inverse_pairs():
     assert not np.array_equal(order, permutations_for(124, 1000, halving)[0])
 
 
+def test_position_tail_passes_read_the_second_pass_row():
+    halving = np.array([-1, -1, 0, SECOND_LABEL + 2])
+    order, perm, inv, pinfo = permutations_for(123, 1000, halving)
+    # no row of its own: pass 3 reads row 0 (pass 2's shuffle) as labels, bit 2
+    assert perm.shape == (2, 1000)
+    assert pinfo.tolist() == [[-1, 0, 1, 0], [-1, -1, 0, 2]]
+    plain = permutations_for(123, 1000, halving[:3])
+    assert np.array_equal(perm, plain[1]) and np.array_equal(order, plain[0])
+
+
 def test_permutations_of_three_are_uniform():
     # 6 permutations, 3000 seeds: Pearson chi-square with 5 degrees of freedom;
     # P(chi2_5 > 20.52) = 0.001, so a fair shuffle fails this (fixed-seed) test 1 time in 1000.
@@ -326,7 +340,7 @@ def test_reconcile_from_threads_matches_serial():
 
 def _blocks_of(n, qber, schedule, seed):
     """Block of every frame index in every pass: int64[passes, n] (0/1 for halving passes),
-    and the shared label of every frame index (-1 if the schedule has no halving pass)."""
+    and the shared label of every frame index (-1 if the schedule has no label pass)."""
     sizes, halving = get_schedule(schedule).layout(n, qber)
     order, perm, inv, pinfo = permutations_for(seed, n, halving)
     q0 = np.empty(n, dtype=np.int64)
@@ -339,9 +353,10 @@ def _blocks_of(n, qber, schedule, seed):
             ids[p] = q0 // sizes[p]
         elif t < 0:
             ids[p] = inv[row][q0] // sizes[p]
-        else:
-            labels = inv[row][q0].astype(np.int64)
-            ids[p] = (labels >> t) & 1
+        else:  # the labels' row, or row 0 (second-pass positions) for the position tail
+            ids[p] = (inv[row][q0].astype(np.int64) >> t) & 1
+            if row != pinfo[0, 1]:
+                labels = inv[row][q0].astype(np.int64)
     return ids, labels
 
 
@@ -392,14 +407,15 @@ def test_tail_corrects_two_errors_that_yan_plain_cannot_see(via_messages):
     assert np.array_equal(other.bits, res.bits)
 
 
-def test_tail_costs_exactly_its_parities_and_leaves_only_label_xor_zero_sets():
+def test_tails_cost_exactly_their_parities_and_leave_only_sets_even_in_every_pass():
     """Same seeds, both schedules, 4000 frames of 2000 bits at QBER 5 %. The first 10 passes
     are the same, so deterministically:
       * a frame "yan-plain" corrects costs "yan" exactly T - 9 bits more (T tail passes, one
         parity each; 9 first-block parities left out) and T more round trips;
       * a frame "yan-plain" leaves wrong has its residual errors even in every block; "yan"
-        corrects it unless its own residual has weight >= 4 and labels XOR-ing to 0 (every
-        label bit has a pass), which the 11 label bits make rare.
+        corrects it unless its own residual has weight >= 4 and is even in every tail pass:
+        labels XOR-ing to 0 (every label bit has a pass), and so do the low 7 bits of the
+        second-pass positions, which makes it rare.
     "yan-plain" leaves 2.5e-3 of these frames wrong (measured: 50 of 20000), so ~10 here; we
     require at least 3 so that the second half tests something (a correct implementation
     misses that with probability P(Poisson(10) <= 2) = 0.3 %; the seed is fixed)."""
@@ -407,7 +423,7 @@ def test_tail_costs_exactly_its_parities_and_leaves_only_label_xor_zero_sets():
     rng = np.random.default_rng(20261126)
     plain_sched, yan_sched = get_schedule("yan-plain"), get_schedule("yan")
     n_tail = len(yan_sched.block_sizes(n, qber)) - 10
-    assert n_tail == 7  # label bits 4..10
+    assert n_tail == 7 + 7  # label bits 4..10, position bits 0..6 (blocks of 80)
     plain_wrong = yan_wrong = 0
     for _ in range(4000):
         alice = rng.integers(0, 2, n, dtype=np.uint8)
@@ -429,6 +445,8 @@ def test_tail_costs_exactly_its_parities_and_leaves_only_label_xor_zero_sets():
             yan_wrong += 1
             left = np.flatnonzero(res.bits != alice)
             assert len(left) >= 4 and _label_xor(labels, left) == 0
+            for p in range(len(ids)):
+                assert np.all(np.bincount(ids[p, left]) % 2 == 0)
     assert plain_wrong >= 3
     assert yan_wrong < plain_wrong
 
@@ -468,3 +486,62 @@ def test_fused_and_two_role_paths_agree_when_the_tail_searches(n, qber, seed, ke
     replies = [m for m in transcript if isinstance(m, ParityReply)]
     assert sum(r.n_parity_bits for r in replies) == roles.disclosed_bits
     assert fused.frame_error == (not np.array_equal(fused.bits, alice))
+
+
+def _gf2_kernel_vectors(h):
+    """Vectors x != 0 with h x = 0 over GF(2) (h uint8[m, n]), one per free column."""
+    h = h.copy() % 2
+    m, n = h.shape
+    pivots = []
+    r = 0
+    for c in range(n):
+        rows = np.flatnonzero(h[r:, c]) + r if r < m else []
+        if len(rows) == 0:
+            continue
+        h[[r, rows[0]]] = h[[rows[0], r]]
+        for i in np.flatnonzero(h[:, c]):
+            if i != r:
+                h[i] ^= h[r]
+        pivots.append(c)
+        r += 1
+    for free in (c for c in range(n) if c not in set(pivots)):
+        x = np.zeros(n, dtype=np.uint8)
+        x[free] = 1
+        for i, c in enumerate(pivots):
+            x[c] = h[i, free]
+        yield x
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_position_tail_finds_an_error_set_the_label_passes_cannot_see(seed):
+    """An error set even in every block of the Yan passes and of the label tail (a kernel
+    vector of their parity checks) is invisible until the position tail; there Bob must find
+    it odd, search, and cascade back, identically on both paths."""
+    n, qber = 300, 0.05
+    ids, _ = _blocks_of(n, qber, "yan", seed)
+    _, halving = get_schedule("yan").layout(n, qber)
+    label_passes = int(np.count_nonzero(halving < SECOND_LABEL))
+    rows = [ids[p] == b for p in range(label_passes) for b in np.unique(ids[p])]
+    tail_rows = [ids[p] == 1 for p in range(label_passes, len(ids))]
+    for x in _gf2_kernel_vectors(np.array(rows, dtype=np.uint8)):
+        if any(np.count_nonzero(x & r) % 2 for r in tail_rows):
+            break
+    else:  # pragma: no cover - each seed above has such a vector
+        pytest.fail("no error set odd in a position-tail pass")
+    alice, bob = _frame(n, np.flatnonzero(x), seed)
+    below = reconcile(alice, bob, qber, "yan-plain", seed)
+    assert below.disclosed_bits == block_offsets(
+        n, get_schedule("yan-plain").block_sizes(n, qber))[-1]  # no search: all even
+    fused = reconcile(alice, bob, qber, "yan", seed)
+    n_passes = len(halving)
+    assert fused.round_trips > n_passes  # the position tail searched
+    transcript = []
+    (roles,) = reconcile_frames([alice], [bob], qber, "yan", seed, transcript=transcript)
+    assert np.array_equal(fused.bits, roles.bits)
+    assert fused.disclosed_bits == roles.disclosed_bits
+    assert fused.round_trips == roles.round_trips
+    replies = [m for m in transcript if isinstance(m, ParityReply)]
+    assert sum(r.n_parity_bits for r in replies) == roles.disclosed_bits
+    assert fused.frame_error == (not np.array_equal(fused.bits, alice))
+    # Bob corrected at least one error: fewer differences than the hidden set had
+    assert np.count_nonzero(fused.bits != alice) < np.count_nonzero(x)

@@ -139,10 +139,11 @@ def test_alice_refuses_a_setup_that_does_not_fit(setup, fragment):
 
 
 @pytest.mark.parametrize("frames, fragment", [
-    # "yan" on 1000 bits has 17 passes (10 + a tail on label bits 3-9): 17 is one too many
-    ((FrameQuestions(17, np.zeros((0, 3), np.int64)),), "frame 0 asks for a pass outside"),
+    # "yan" on 1000 bits at 3 % has 25 passes (10, a tail on label bits 3-9, one on bits 0-7 of
+    # the second pass's positions): 25 is one too many
+    ((FrameQuestions(25, np.zeros((0, 3), np.int64)),), "frame 0 asks for a pass outside"),
     ((FrameQuestions(-1, np.array([[0, 0, 1001]])),), "range outside positions"),
-    ((FrameQuestions(-1, np.array([[17, 0, 5]])),), "range outside positions"),
+    ((FrameQuestions(-1, np.array([[25, 0, 5]])),), "range outside positions"),
     ((FrameQuestions(-1, np.zeros((0, 3), np.int64)),) * 2, "covers 2 frames"),
     ((FrameQuestions(-1, np.array([[0, 5, 3]])),), "range outside positions"),
 ])
