@@ -11,6 +11,10 @@ Flow (BB84)::
                                                        AliceSifted
     Bob:   bob_apply_answer_bb84(answer, detections) -> BobSifted
 
+Bob's host may start from raw events instead: ``bob_align_and_announce_bb84(timestamps, channels,
+fit, gate_ps, rng)`` assigns slots and announces in one pass (what ``assign_slots`` then
+``bob_announce_bb84`` return, without the per-event arrays between them).
+
 Bob never announces bit values; Alice's answer reveals, for the kept slots only, the intensity
 tag (decoy protocols announce intensities after detection).
 
@@ -52,7 +56,9 @@ from dataclasses import dataclass, field
 
 import numba as nb
 import numpy as np
+from numba.extending import overload
 
+from postprocessing.alignment import ClockFit, assign_slots, nearest_slot
 from postprocessing.bits import BitsError, pack_bits, packed_len, unpack_bits
 
 KEY_BASIS = 0
@@ -342,43 +348,69 @@ def _gather_window(window, window_first_slot, slots, out):
     return -1
 
 
+def _event_slot(source, i):
+    """(slot, within gate) of event i of a slot source, one of
+    ``(slots int64, valid uint8 0/1)`` (slots assigned beforehand by ``assign_slots``) or
+    ``(timestamps_ps int64, ref_time_ps, ref_slot, inv_period, period_ps, gate_ps)`` (rounded
+    here by ``alignment.nearest_slot``). In compiled code the overload below picks the variant
+    from the tuple's type, so a kernel is specialised per source with no per-event mode test."""
+    if len(source) == 2:
+        return source[0][i], source[1][i] != 0
+    return nearest_slot(source[0][i], *source[1:])
+
+
+@overload(_event_slot, inline="always")
+def _event_slot_compiled(source, i):
+    if len(source) == 2:
+        return lambda source, i: (source[0][i], source[1][i] != 0)
+    return lambda source, i: nearest_slot(source[0][i], source[1], source[2], source[3],
+                                          source[4], source[5])
+
+
 @nb.njit(cache=True, nogil=True)
-def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basis, out_bits,
+def _group_detections(source, channels, holdoff_slots, out_slots, out_basis, out_bits,
                       multi_rows, multi_masks, counts):
     """Collapse Bob's events into one row per detected slot.
 
-    slots int64 (non-decreasing over valid detector events), channels uint8, valid uint8 0/1;
-    out_* sized len(slots): out_basis/out_bits uint8 = outcome of the first click of the slot;
+    source: where each event's slot and gate decision come from (see ``_event_slot``): given
+    arrays, or the time tags and clock fit, so that Bob's one-pass path
+    (``bob_align_and_announce_*``) runs this very loop with no slots/valid arrays in between.
+    Slots must be non-decreasing over valid detector events. channels uint8; out_* sized
+    len(channels): out_basis/out_bits uint8 = outcome of the first click of the slot;
     multi_rows int64 / multi_masks uint8 (bit c = detector c clicked) list rows with more than
     one detector. Returns (n_rows, n_multi), or (-1, i) if slot i goes backwards.
     One well-predicted test covers the common event (a detector click in a new slot); the rest
-    takes the slow path. The test's three conditions are combined with ``&`` so that it
-    compiles to one branch, not three.
+    takes the slow path. The common event's row is written before the test, at the unsigned
+    cursor (row n_rows <= event i, so in bounds; a slow-path event leaves it to be overwritten),
+    as slot and detector number only (out_basis holds the detector until a vectorised loop
+    splits it into basis and bit after the pass), and the holdoff is folded into one bar
+    (``last + holdoff_slots``): the fast path is then two stores, a test and a cursor step.
     """
     n_rows = 0
     n_multi = 0
-    last = np.int64(-(2**62))  # no detection yet: any slot >= -2**61 is new
+    bar = np.int64(-(2**62)) + holdoff_slots  # no detection yet: any slot >= -2**61 is new
     n_sync = 0
     n_other = 0
     n_outside = 0
     n_holdoff = 0
     n_repeat = 0
-    for i in range(slots.size):
+    for i in range(channels.size):
         ch = channels[i]
-        s = slots[i]
-        if (ch < N_DETECTORS) & (valid[i] != 0) & (s - last > holdoff_slots):
-            out_slots[n_rows] = s
-            out_basis[n_rows] = ch >> 1
-            out_bits[n_rows] = ch & 1
+        s, ok = _event_slot(source, i)
+        r = np.uint64(n_rows)  # unsigned: no negative-index fix-up
+        out_slots[r] = s
+        out_basis[r] = ch
+        if (ch < N_DETECTORS) & ok & (s > bar):
             n_rows += 1
-            last = s
+            bar = s + holdoff_slots
             continue
+        last = bar - holdoff_slots
         if ch >= N_DETECTORS:
             if ch == SYNC_CHANNEL:
                 n_sync += 1
             else:
                 n_other += 1
-        elif valid[i] == 0:
+        elif not ok:
             n_outside += 1
         elif s < last:
             return -1, i
@@ -391,7 +423,7 @@ def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basi
                 else:
                     multi_masks[n_multi - 1] = m | bit
             else:
-                first = np.uint8(1) << ((out_basis[n_rows - 1] << 1) | out_bits[n_rows - 1])
+                first = np.uint8(1) << out_basis[n_rows - 1]  # the slot's first detector
                 if first == bit:
                     n_repeat += 1
                 else:
@@ -400,6 +432,10 @@ def _group_detections(slots, channels, valid, holdoff_slots, out_slots, out_basi
                     n_multi += 1
         else:
             n_holdoff += 1
+    for r in range(n_rows):
+        ch = out_basis[r]
+        out_bits[r] = ch & np.uint8(1)
+        out_basis[r] = ch >> np.uint8(1)
     counts[_C_SYNC] = n_sync
     counts[_C_OTHER] = n_other
     counts[_C_OUTSIDE] = n_outside
@@ -474,22 +510,28 @@ def _squash_multi(rows, masks, coins, out_basis, out_bits):
 
 @nb.njit(cache=True, nogil=True)
 def _compact_kept(keep, slots, basis, bits, out_slots, out_basis, out_bits):
-    """Rows of slots (int64), basis and bits (uint8) where uint8 ``keep`` is 1, branch-free;
-    returns how many were written."""
-    k = 0
+    """Rows of slots (int64), basis and bits (uint8 0/1) where uint8 ``keep`` is 1, branch-free;
+    returns how many were written. Basis and bit travel as one byte through the compaction
+    (two stores a row, not three) and are split by a vectorised loop afterwards."""
+    k = np.uint64(0)  # unsigned: no negative-index fix-up
     for i in range(keep.size):
         out_slots[k] = slots[i]
-        out_basis[k] = basis[i]
-        out_bits[k] = bits[i]
-        k += keep[i]
-    return k
+        out_basis[k] = basis[i] | (bits[i] << np.uint8(1))
+        k += np.uint64(keep[i])
+    for r in range(k):
+        c = out_basis[r]
+        out_bits[r] = c >> np.uint8(1)
+        out_basis[r] = c & np.uint8(1)
+    return np.int64(k)
 
 
 # --------------------------------------------------------------------------------------------
 # Bob: announce
 
 
-def _as_events(slots, channels, valid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _as_events(slots, channels, valid, fill_valid=True):
+    """Checked contiguous (slots, channels, valid); a missing ``valid`` becomes all ones, or
+    stays None with ``fill_valid=False`` (the kernel then gates the events itself)."""
     slots = np.asarray(slots)
     channels = np.asarray(channels)
     if slots.ndim != 1 or slots.dtype != np.int64:
@@ -500,6 +542,8 @@ def _as_events(slots, channels, valid) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if channels.size != slots.size:
         raise SiftError(f"channels: {channels.size} entries for {slots.size} slots")
     if valid is None:
+        if not fill_valid:
+            return np.ascontiguousarray(slots), np.ascontiguousarray(channels), None
         valid = np.ones(slots.size, np.uint8)
     else:
         valid = np.asarray(valid)
@@ -518,14 +562,19 @@ def squash_coins(rng: np.random.Generator, n_multi: int) -> np.ndarray:
     return rng.integers(0, 2, size=(2, n_multi), dtype=np.uint8)
 
 
-def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
-    """One squashed (basis, bit) per detected slot, and the counts (shared by BB84 and B92)."""
+def _squashed_detections(slots, channels, rng, valid, holdoff_slots, clock=None):
+    """One squashed (basis, bit) per detected slot, and the counts (shared by BB84 and B92).
+
+    With ``clock`` = (ref_time_ps, ref_slot, inv_period, period_ps, gate_ps), ``slots`` holds
+    Bob's int64 time tags (already checked by the caller) and the grouping kernel assigns and
+    gates them itself; ``valid`` must then be None.
+    """
     if not isinstance(rng, np.random.Generator):
         raise SiftError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     holdoff_slots = int(holdoff_slots)
     if not 0 <= holdoff_slots <= 10**9:
         raise SiftError(f"holdoff_slots {holdoff_slots} outside 0..1e9")
-    slots, channels, valid = _as_events(slots, channels, valid)
+    slots, channels, valid = _as_events(slots, channels, valid, fill_valid=clock is None)
     n = slots.size
     out_slots = np.empty(n, np.int64)
     out_basis = np.empty(n, np.uint8)
@@ -533,9 +582,9 @@ def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
     multi_rows = np.empty(n, np.int64)
     multi_masks = np.empty(n, np.uint8)
     counts = np.zeros(_N_COUNTS, np.int64)
-    n_rows, n_multi = _group_detections(slots, channels, valid, np.int64(holdoff_slots),
-                                        out_slots, out_basis, out_bits, multi_rows,
-                                        multi_masks, counts)
+    source = (slots, valid) if clock is None else (slots, *clock)
+    n_rows, n_multi = _group_detections(source, channels, np.int64(holdoff_slots), out_slots,
+                                        out_basis, out_bits, multi_rows, multi_masks, counts)
     if n_rows < 0:
         raise SiftError(f"slots go backwards at event {n_multi}: events must be sorted by time "
                         f"and assigned by a monotonic clock fit")
@@ -543,10 +592,11 @@ def _squashed_detections(slots, channels, rng, valid, holdoff_slots):
     if n_multi:
         n_same = int(_squash_multi(multi_rows[:n_multi], multi_masks[:n_multi],
                                    squash_coins(rng, n_multi), out_basis, out_bits))
+    c = counts.tolist()  # Python ints in one call (this runs once per chunk of events)
     counts_rec = dict(
-        n_events=n, n_sync=int(counts[_C_SYNC]), n_other_channel=int(counts[_C_OTHER]),
-        n_outside_slot=int(counts[_C_OUTSIDE]), n_holdoff=int(counts[_C_HOLDOFF]),
-        n_repeat_same_detector=int(counts[_C_REPEAT]), n_double_same_basis=n_same,
+        n_events=n, n_sync=c[_C_SYNC], n_other_channel=c[_C_OTHER],
+        n_outside_slot=c[_C_OUTSIDE], n_holdoff=c[_C_HOLDOFF],
+        n_repeat_same_detector=c[_C_REPEAT], n_double_same_basis=n_same,
         n_double_cross_basis=n_multi - n_same, n_detected_slots=int(n_rows))
     return out_slots[:n_rows], out_basis[:n_rows], out_bits[:n_rows], counts_rec
 
@@ -561,6 +611,30 @@ def _checked(announcement: SiftAnnouncement) -> SiftAnnouncement:
     return announcement
 
 
+def _aligned_detections(timestamps_ps, channels, fit, gate_ps, rng, holdoff_slots):
+    """``_squashed_detections`` of Bob's raw events, slots assigned inside the grouping pass.
+
+    Time tags or a gate that ``assign_slots`` would reject (or convert) go through
+    ``assign_slots`` itself, so errors and odd inputs behave exactly as in the two-step path.
+    """
+    t = timestamps_ps
+    if not (isinstance(t, np.ndarray) and t.ndim == 1 and t.dtype == np.int64
+            and isinstance(gate_ps, (int, float, np.integer, np.floating))
+            and 0.0 <= gate_ps < np.inf):
+        slots, valid = assign_slots(t, fit, gate_ps)
+        return _squashed_detections(slots, channels, rng, valid, holdoff_slots)
+    period = float(fit.period_ps)  # the values and inverse that assign_slots computes with
+    clock = (np.int64(fit.ref_time_ps), np.int64(fit.ref_slot), 1.0 / period, period,
+             float(gate_ps))
+    return _squashed_detections(t, channels, rng, None, holdoff_slots, clock)
+
+
+def _bb84_announcement(s, b, k, counts) -> tuple[SiftAnnouncement, BobDetections]:
+    counts = SiftCounts(**counts, n_announced=int(s.size))
+    return (_checked(SiftAnnouncement("bb84", s, b)),
+            BobDetections("bb84", s, b, k, counts))
+
+
 def bob_announce_bb84(slots, channels, rng: np.random.Generator, *, valid=None,
                       holdoff_slots: int = 0) -> tuple[SiftAnnouncement, BobDetections]:
     """Bob's BB84 announcement: every detected slot with its (squashed) basis, no bit values.
@@ -568,16 +642,25 @@ def bob_announce_bb84(slots, channels, rng: np.random.Generator, *, valid=None,
     slots int64 per event (from slot alignment), channels uint8 per event, valid bool/uint8 per
     event (False = outside the timing gate). Returns the message and Bob's private record.
     """
-    s, b, k, counts = _squashed_detections(slots, channels, rng, valid, holdoff_slots)
-    counts = SiftCounts(**counts, n_announced=int(s.size))
-    return (_checked(SiftAnnouncement("bb84", s, b)),
-            BobDetections("bb84", s, b, k, counts))
+    return _bb84_announcement(*_squashed_detections(slots, channels, rng, valid, holdoff_slots))
 
 
-def bob_announce_b92(slots, channels, rng: np.random.Generator, *, valid=None,
-                     holdoff_slots: int = 0) -> tuple[SiftAnnouncement, BobDetections]:
-    """Bob's B92 announcement: the slots of conclusive results (V or A) only, nothing else."""
-    s, b, k, counts = _squashed_detections(slots, channels, rng, valid, holdoff_slots)
+def bob_align_and_announce_bb84(timestamps_ps, channels, fit: ClockFit, gate_ps: float,
+                                rng: np.random.Generator, *, holdoff_slots: int = 0
+                                ) -> tuple[SiftAnnouncement, BobDetections]:
+    """Bob's slot assignment and BB84 announcement in one pass over his events.
+
+    Returns exactly what ``assign_slots(timestamps_ps, fit, gate_ps)`` followed by
+    ``bob_announce_bb84(slots, channels, rng, valid=valid, holdoff_slots=...)`` returns (same
+    messages, counts and ``rng`` use), without the per-event slot and gate arrays in between:
+    on Bob's host this pass is most of the sifting work, and one pass is what keeps it above the
+    line rate. timestamps_ps int64 ps, channels uint8 per event.
+    """
+    return _bb84_announcement(*_aligned_detections(timestamps_ps, channels, fit, gate_ps, rng,
+                                                   holdoff_slots))
+
+
+def _b92_announcement(s, b, k, counts) -> tuple[SiftAnnouncement, BobDetections]:
     conclusive = k == 1  # V (basis 0, bit 1) or A (basis 1, bit 1)
     s, b = s[conclusive], b[conclusive]
     key_bits = np.uint8(1) - b  # V -> 1 (Alice sent D), A -> 0 (Alice sent H)
@@ -585,6 +668,21 @@ def bob_announce_b92(slots, channels, rng: np.random.Generator, *, valid=None,
                         n_announced=int(s.size))
     return (_checked(SiftAnnouncement("b92", s, np.zeros(0, np.uint8))),
             BobDetections("b92", s, b, key_bits, counts))
+
+
+def bob_announce_b92(slots, channels, rng: np.random.Generator, *, valid=None,
+                     holdoff_slots: int = 0) -> tuple[SiftAnnouncement, BobDetections]:
+    """Bob's B92 announcement: the slots of conclusive results (V or A) only, nothing else."""
+    return _b92_announcement(*_squashed_detections(slots, channels, rng, valid, holdoff_slots))
+
+
+def bob_align_and_announce_b92(timestamps_ps, channels, fit: ClockFit, gate_ps: float,
+                               rng: np.random.Generator, *, holdoff_slots: int = 0
+                               ) -> tuple[SiftAnnouncement, BobDetections]:
+    """B92 counterpart of ``bob_align_and_announce_bb84`` (same contract against
+    ``assign_slots`` then ``bob_announce_b92``)."""
+    return _b92_announcement(*_aligned_detections(timestamps_ps, channels, fit, gate_ps, rng,
+                                                  holdoff_slots))
 
 
 # --------------------------------------------------------------------------------------------
