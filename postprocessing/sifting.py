@@ -719,6 +719,19 @@ def _check_pattern(pattern_bytes, n: int) -> np.ndarray:
     return np.ascontiguousarray(pattern)
 
 
+def _checked_announcement(announcement, protocol: str, pattern_bytes) -> tuple[int, np.ndarray]:
+    """Alice's checks before answering: a valid announcement of ``protocol`` and one pattern
+    byte per announced slot. Returns (rows, pattern bytes)."""
+    if not isinstance(announcement, SiftAnnouncement):
+        raise SiftMessageError(f"expected a SiftAnnouncement, got {type(announcement).__name__}")
+    announcement.validate()
+    if announcement.protocol != protocol:
+        raise SiftMessageError(f"announcement is for {announcement.protocol!r}, "
+                               f"expected {protocol!r}")
+    n = announcement.slots.size
+    return n, _check_pattern(pattern_bytes, n)
+
+
 def _pattern_layout_error() -> SiftError:
     return SiftError("pattern_bytes: a byte uses bits 4-7 or intensity index 3; expected bit0 "
                      "value, bit1 basis, bits2-3 intensity in 0..2")
@@ -730,13 +743,7 @@ def alice_answer_bb84(announcement: SiftAnnouncement,
 
     pattern_bytes: uint8, her board's pattern byte for each ``announcement.slots`` entry.
     """
-    if not isinstance(announcement, SiftAnnouncement):
-        raise SiftMessageError(f"expected a SiftAnnouncement, got {type(announcement).__name__}")
-    announcement.validate()
-    if announcement.protocol != "bb84":
-        raise SiftMessageError(f"announcement is for {announcement.protocol!r}, expected 'bb84'")
-    n = announcement.slots.size
-    pattern = _check_pattern(pattern_bytes, n)
+    n, pattern = _checked_announcement(announcement, "bb84", pattern_bytes)
     keep = np.empty(n, np.uint8)
     slots = np.empty(n, np.int64)
     bits = np.empty(n, np.uint8)
@@ -755,13 +762,7 @@ def alice_answer_bb84(announcement: SiftAnnouncement,
 def alice_answer_b92(announcement: SiftAnnouncement,
                      pattern_bytes) -> tuple[SiftAnswer, AliceSifted]:
     """Alice keeps every conclusive slot Bob announced; her key bit is the state she sent."""
-    if not isinstance(announcement, SiftAnnouncement):
-        raise SiftMessageError(f"expected a SiftAnnouncement, got {type(announcement).__name__}")
-    announcement.validate()
-    if announcement.protocol != "b92":
-        raise SiftMessageError(f"announcement is for {announcement.protocol!r}, expected 'b92'")
-    n = announcement.slots.size
-    pattern = _check_pattern(pattern_bytes, n)
+    n, pattern = _checked_announcement(announcement, "b92", pattern_bytes)
     bits = np.empty(n, np.uint8)
     intensity = np.empty(n, np.uint8)
     if _answer_b92(pattern, bits, intensity):
