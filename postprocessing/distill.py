@@ -123,6 +123,14 @@ def _empty_result(stats: DistillStats) -> DistillResult:
     return DistillResult(np.zeros(0, np.uint8), np.zeros(0, np.uint8), stats)
 
 
+def _aborted(stats: DistillStats, decision, *key_material: np.ndarray) -> DistillResult:
+    """Record why the block stops and wipe the bits it held."""
+    stats._abort(decision)
+    for arr in key_material:
+        arr.fill(0)
+    return _empty_result(stats)
+
+
 def _check_eps(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
         raise DistillInputError(f"{name}={value!r} must lie in the open interval (0, 1)")
@@ -245,10 +253,7 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_t
                 decision.details + (f"sample QBER {stats.qber_estimate:.4f} > Q_tol "
                                     f"{qber_tol:.4f}",))
     if decision.abort:
-        stats._abort(decision)
-        alice_kept.fill(0)
-        bob_kept.fill(0)
-        return _empty_result(stats)
+        return _aborted(stats, decision, alice_kept, bob_kept)
 
     def key_length(leak: int) -> fk.KeyLengthResult:
         q_tol = stats.qber_estimate if qber_tol is None else qber_tol
@@ -299,10 +304,7 @@ def _distill_decoy(sifted, stats, stage, rng, schedule, qber_threshold, intensit
         decision = est.decide_abort(qber_upper=stats.qber_upper, qber_threshold=qber_threshold,
                                     sample_size=n_test, min_sample_size=1)
     if decision.abort:
-        stats._abort(decision)
-        alice_kept.fill(0)
-        bob_kept.fill(0)
-        return _empty_result(stats)
+        return _aborted(stats, decision, alice_kept, bob_kept)
 
     def key_length(leak: int) -> fk.KeyLengthResult:
         return fk.decoy_key_length_result(
