@@ -187,8 +187,9 @@ def _unpack_param(view: memoryview, what: str):
 
 
 @dataclass
-class SetParameter(Message):
-    TYPE: ClassVar[int] = 0x10
+class _ParameterMessage(Message):
+    """A parameter id with a typed value (the layout SetParameter and ParameterValue share)."""
+
     param: int
     value: int | float
 
@@ -198,6 +199,11 @@ class SetParameter(Message):
     @classmethod
     def unpack_payload(cls, view):
         return cls(*_unpack_param(view, cls.__name__))
+
+
+@dataclass
+class SetParameter(_ParameterMessage):
+    TYPE: ClassVar[int] = 0x10
 
 
 @dataclass
@@ -216,19 +222,10 @@ class GetParameter(Message):
 
 
 @dataclass
-class ParameterValue(Message):
+class ParameterValue(_ParameterMessage):
     """Reply to SetParameter (the value now in force) and GetParameter."""
 
     TYPE: ClassVar[int] = 0x12
-    param: int
-    value: int | float
-
-    def pack_payload(self):
-        return [_pack_param(self.param, self.value)]
-
-    @classmethod
-    def unpack_payload(cls, view):
-        return cls(*_unpack_param(view, cls.__name__))
 
 
 # -- acquisition and acknowledgements ----------------------------------------------------------
