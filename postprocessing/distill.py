@@ -145,6 +145,7 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
             min_sample_size: int = 1000, intensities: tuple | None = None,
             intensity_probabilities: tuple | None = None,
             expected_conclusive_per_pulse: float | None = None,
+            mean_photon_number: float | None = None, bob_efficiency: float | None = None,
             yield_eps: float = 1e-9, yield_rel_tolerance: float = 0.1,
             through_wire: bool = True,
             pa_hash: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
@@ -182,6 +183,10 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
     if protocol == "b92" and expected_conclusive_per_pulse is None:
         raise DistillInputError("B92 needs expected_conclusive_per_pulse= (the calibrated "
                                 "conclusive yield): the USD attack shows only as a yield drop")
+    if protocol == "b92" and (mean_photon_number is None or bob_efficiency is None):
+        raise DistillInputError("B92 needs mean_photon_number= and bob_efficiency= (Alice's "
+                                "calibrated mu, Bob's trusted detection efficiency): they bound "
+                                "what unambiguous discrimination with loss compensation yields")
     stats = DistillStats(protocol=protocol, n_events=int(np.asarray(slots).size),
                          n_pulses=int(n_pulses), eps_sec=float(eps_sec), eps_cor=float(eps_cor))
     stage = functools.partial(_timed, stats.timings_s)
@@ -200,7 +205,9 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
                                   tuple(intensities), tuple(intensity_probabilities),
                                   through_wire, pa_hash)
         return _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_tol,
-                                sample_fraction, min_sample_size, expected_conclusive_per_pulse,
+                                sample_fraction, min_sample_size,
+                                (expected_conclusive_per_pulse, mean_photon_number,
+                                 bob_efficiency),
                                 yield_eps, yield_rel_tolerance, through_wire, pa_hash)
     finally:
         for arr in (sifted.alice.bits, sifted.bob.bits):
@@ -208,9 +215,12 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
 
 
 def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_tol,
-                     sample_fraction, min_sample_size, expected_conclusive, yield_eps,
+                     sample_fraction, min_sample_size, b92_calibration, yield_eps,
                      yield_rel_tol, through_wire, pa_hash) -> DistillResult:
-    """Tomamichel 2012 (BB84) or the B92 rule: random test sample of the sifted key."""
+    """Tomamichel 2012 (BB84) or the B92 rule: random test sample of the sifted key.
+
+    b92_calibration: (expected conclusive yield per pulse, mu, Bob's efficiency) for B92."""
+    expected_conclusive, b92_mu, b92_efficiency = b92_calibration
     n_sifted = stats.sifted_bits
     b92 = stats.protocol == "b92"
     with stage("estimation"):
@@ -261,7 +271,8 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_t
         if b92:
             return fk.b92_key_length_result(
                 *args, conclusive_per_pulse=stats.conclusive_per_pulse,
-                expected_conclusive_per_pulse=expected_conclusive)
+                expected_conclusive_per_pulse=expected_conclusive,
+                mean_photon_number=b92_mu, bob_efficiency=b92_efficiency)
         return fk.bb84_key_length_result(*args)
 
     return _reconcile_verify_amplify(alice_kept, bob_kept, stats.qber_estimate, stats, stage,

@@ -24,7 +24,8 @@ from typing import Sequence
 BOUND_TOMAMICHEL_2012 = "Tomamichel-Lim-Gisin-Renner 2012 (Nat. Commun. 3, 634)"
 BOUND_LIM_2014 = "Lim-Curty-Walenta-Xu-Zbinden 2014 (PRA 89, 022307), 3 intensities"
 BOUND_B92_RULE = ("B92 conservative rule: Tomamichel 2012 formula on the conclusive key, "
-                  "QBER ceiling 3.5 %, USD yield-deficit bits subtracted (Tamaki-Lutkenhaus 2004)")
+                  "QBER ceiling 3.5 %, bits Eve may hold by unambiguous discrimination with "
+                  "loss compensation or by a yield deficit subtracted (Tamaki-Lutkenhaus 2004)")
 
 B92_QBER_CEILING = 0.035
 """Earliest B92 proofs tolerate 3.5-4.2 % (Matsumoto 2013 reaches 6.5 %): take the lowest."""
@@ -230,19 +231,30 @@ def decoy_key_length(**kwargs) -> int:
 
 def b92_key_length_result(n: int, k: int, qber_tol: float, leak_ec: float, eps_sec: float,
                           eps_cor: float, *, conclusive_per_pulse: float,
-                          expected_conclusive_per_pulse: float,
+                          expected_conclusive_per_pulse: float, mean_photon_number: float,
+                          bob_efficiency: float,
                           qber_ceiling: float = B92_QBER_CEILING) -> KeyLengthResult:
     """Conservative B92 rule (not a security proof; there is no closed-form B92 finite key).
 
     1. Q_tol + mu (Tomamichel's sampling term) above ``qber_ceiling`` (3.5 %, the earliest B92
        proofs) gives no key.
-    2. Loss sensitivity (Tamaki & Lutkenhaus, PRA 69, 032316 (2004)): Eve may unambiguously
-       discriminate a fraction r of pulses and forward only successes, which leaves no errors and
-       scales their yield by 0.293. A conclusive yield ``conclusive_per_pulse`` below the
-       calibrated ``expected_conclusive_per_pulse`` is all blamed on such an attack:
-       r = (1 - y/y_exp)/(1 - 0.293), and Eve then knows the fraction
-       f_usd = r * 0.293 * y_exp / y of the conclusive bits, which are subtracted whole.
-    3. l = n [1 - h(Q_tol + mu)] - n f_usd - leak_EC - log2(2/(eps_sec^2 eps_cor)).
+    2. Loss sensitivity (Tamaki & Lutkenhaus, PRA 69, 032316 (2004)). Eve unambiguously
+       discriminates Alice's two weak coherent states, |<a,H|a,D>| = exp(-mu (1 - 1/sqrt 2)),
+       so she succeeds on P_usd = 1 - exp(-mu (1 - 1/sqrt 2)) of the pulses, errorless. Two
+       ways of using that are charged, the worse one counts:
+       a. loss compensation: she replaces the lossy fibre and resends each success as one
+          photon in Bob's conclusive state, which clicks with Bob's trusted efficiency in his
+          chosen analyser: yield y_usd = P_usd * bob_efficiency / 2 of conclusive bits she knows
+          exactly, whatever the measured yield y. Eve knows f_loss = min(1, y_usd / y).
+       b. yield deficit: a yield y below the calibrated y_exp is blamed on forwarding only
+          successes of a fraction r of single photons: r = (1 - y/y_exp)/(1 - 0.293) and
+          f_deficit = r * 0.293 * y_exp / y.
+       Assumed: Bob's detection efficiency and passive 50/50 analyser choice are not Eve's to
+       change (they are monitored: see the blinding indicators); an Eve who may also raise
+       Bob's efficiency gets f_loss ~ 1 and B92 with weak coherent pulses then has no key. With
+       these assumptions f_loss ~ 0.59 / T_fibre at small mu: no key beyond T_fibre ~ 0.6.
+    3. l = n [1 - h(Q_tol + mu)] - n f_usd - leak_EC - log2(2/(eps_sec^2 eps_cor)), with
+       f_usd = max(f_loss, f_deficit).
     """
     base = bb84_key_length_result(n, k, qber_tol, leak_ec, eps_sec, eps_cor)
     if not (isinstance(qber_ceiling, (int, float)) and 0.0 < qber_ceiling < 0.5):
@@ -254,16 +266,27 @@ def b92_key_length_result(n: int, k: int, qber_tol: float, leak_ec: float, eps_s
     if not (isinstance(conclusive_per_pulse, (int, float)) and 0.0 <= conclusive_per_pulse <= 1.0):
         raise FiniteKeyInputError(
             f"conclusive_per_pulse={conclusive_per_pulse!r} must lie in [0, 1]")
+    if not (isinstance(mean_photon_number, (int, float)) and 0.0 < mean_photon_number <= 100.0):
+        raise FiniteKeyInputError(
+            f"mean_photon_number={mean_photon_number!r} must lie in (0, 100]")
+    if not (isinstance(bob_efficiency, (int, float)) and 0.0 < bob_efficiency <= 1.0):
+        raise FiniteKeyInputError(f"bob_efficiency={bob_efficiency!r} must lie in (0, 1]")
     y, y_exp = float(conclusive_per_pulse), float(expected_conclusive_per_pulse)
     p_usd = USD_SUCCESS_SINGLE_PHOTON
     deficit = max(0.0, 1.0 - y / y_exp)
     attacked = min(1.0, deficit / (1.0 - p_usd))
-    f_usd = 1.0 if y == 0.0 else min(1.0, attacked * p_usd * y_exp / y)
+    f_deficit = 1.0 if y == 0.0 else min(1.0, attacked * p_usd * y_exp / y)
+    p_usd_pulse = -math.expm1(-float(mean_photon_number) * p_usd)
+    y_usd = p_usd_pulse * float(bob_efficiency) / 2.0
+    f_loss = 1.0 if y == 0.0 else min(1.0, y_usd / y)
+    f_usd = max(f_loss, f_deficit)
     q_bound = qber_tol + base.terms["mu"]
     terms = dict(base.terms)
     terms.update({"qber_ceiling": float(qber_ceiling), "qber_upper": q_bound,
                   "conclusive_per_pulse": y, "expected_conclusive_per_pulse": y_exp,
-                  "usd_attacked_fraction": attacked, "usd_known_fraction": f_usd})
+                  "usd_attacked_fraction": attacked, "usd_deficit_fraction": f_deficit,
+                  "usd_success_per_pulse": p_usd_pulse, "usd_loss_compensated_yield": y_usd,
+                  "usd_loss_fraction": f_loss, "usd_known_fraction": f_usd})
     if q_bound > qber_ceiling:
         raw = 0.0
     else:

@@ -117,9 +117,12 @@ def test_b92_block_and_usd_yield_drop():
     n_pulses, p_click = 10_000_000, 0.4
     slots, ch = b92_events(n_pulses, p_click, 0.005, rng)
     expected_y = p_click / 4  # conclusive: half the bases x half the outcomes
+    # a bright, efficient short link (mu 1, eta_Bob 0.6): Eve's loss-compensated USD explains
+    # 0.26 * 0.6 / 2 = 0.076 of the 0.1 conclusive yield, so some key remains
+    calibration = dict(expected_conclusive_per_pulse=expected_y, mean_photon_number=1.0,
+                       bob_efficiency=0.6)
     res = dist.distill(protocol="b92", slots=slots, channels=ch, alice_pattern=pattern_of,
-                       n_pulses=n_pulses, rng=np.random.default_rng(4),
-                       expected_conclusive_per_pulse=expected_y)
+                       n_pulses=n_pulses, rng=np.random.default_rng(4), **calibration)
     st = res.stats
     assert not st.aborted, st.abort_details
     assert np.array_equal(res.alice_key, res.bob_key) and res.alice_key.size == st.key_length > 0
@@ -129,8 +132,7 @@ def test_b92_block_and_usd_yield_drop():
     # USD attack, forward successes only: yield x (1 - 1/sqrt 2), no errors
     slots_e, ch_e = b92_events(n_pulses, p_click * (1 - 1 / math.sqrt(2)), 0.0, rng)
     res_e = dist.distill(protocol="b92", slots=slots_e, channels=ch_e, alice_pattern=pattern_of,
-                         n_pulses=n_pulses, rng=np.random.default_rng(5),
-                         expected_conclusive_per_pulse=expected_y)
+                         n_pulses=n_pulses, rng=np.random.default_rng(5), **calibration)
     assert res_e.stats.aborted
     assert AbortReason.YIELD_DROP.value in res_e.stats.abort_reasons
     assert res_e.stats.qber_estimate < 0.01
@@ -140,6 +142,13 @@ def test_b92_requires_calibrated_yield():
     with pytest.raises(dist.DistillInputError, match="expected_conclusive_per_pulse"):
         dist.distill(protocol="b92", slots=np.zeros(0, np.int64), channels=np.zeros(0, np.uint8),
                      alice_pattern=pattern_of, n_pulses=10, rng=np.random.default_rng(0))
+
+
+def test_b92_requires_mu_and_bob_efficiency():
+    with pytest.raises(dist.DistillInputError, match="mean_photon_number.*bob_efficiency"):
+        dist.distill(protocol="b92", slots=np.zeros(0, np.int64), channels=np.zeros(0, np.uint8),
+                     alice_pattern=pattern_of, n_pulses=10, rng=np.random.default_rng(0),
+                     expected_conclusive_per_pulse=1e-3)
 
 
 @pytest.mark.parametrize("kw,word", [

@@ -71,6 +71,12 @@ def test_gys_25km_intercept_resend_aborts_on_qber():
     assert abs(st.qber_estimate - q) < 5 * math.sqrt(q * (1 - q) / st.sample_bits)
 
 
+def _b92_calibration_kwargs(params, expected_conclusive):
+    """What a B92 node knows from calibration: the conclusive yield, Alice's mu, Bob's efficiency."""
+    return dict(expected_conclusive_per_pulse=expected_conclusive,
+                mean_photon_number=params.mu, bob_efficiency=params.detector_efficiency)
+
+
 def _b92_params(**kw):
     # a short, well-aligned link: B92 needs Q + mu under the 3.5 % ceiling
     return LinkParams.preset("gys", protocol="b92", distance_km=5.0, p_signal=1.0,
@@ -85,8 +91,9 @@ def b92_calibration():
 
 
 def test_b92_honest_link_gives_identical_keys(b92_calibration):
-    res, _ = run_block(_b92_params(), 120_000_000, seed=31,
-                       expected_conclusive_per_pulse=b92_calibration)
+    params = _b92_params()
+    res, _ = run_block(params, 120_000_000, seed=31,
+                       **_b92_calibration_kwargs(params, b92_calibration))
     st = res.stats
     assert not st.aborted, st.abort_details
     assert np.array_equal(res.alice_key, res.bob_key) and res.alice_key.size == st.key_length > 0
@@ -94,8 +101,9 @@ def test_b92_honest_link_gives_identical_keys(b92_calibration):
 
 
 def test_b92_usd_attack_is_caught_by_the_yield_monitor(b92_calibration):
-    res, _ = run_block(_b92_params(eve="usd", eve_fraction=1.0), 20_000_000, seed=32,
-                       expected_conclusive_per_pulse=b92_calibration)
+    params = _b92_params(eve="usd", eve_fraction=1.0)
+    res, _ = run_block(params, 20_000_000, seed=32,
+                       **_b92_calibration_kwargs(params, b92_calibration))
     st = res.stats
     assert st.aborted and AbortReason.YIELD_DROP.value in st.abort_reasons
     # the yield falls to ~0.293 of the calibrated value (reference.md section 2)
