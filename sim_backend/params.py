@@ -149,13 +149,20 @@ class LinkParams:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "LinkParams":
-        """A named parameter set with some fields replaced (``preset("gys", distance_km=80)``)."""
+        """A named parameter set with some fields replaced (``preset("gys", distance_km=80)``).
+
+        For B92 the presets' decoy intensities are switched off (p_signal = 1) unless given.
+        """
         if name not in PRESETS:
             raise ParameterError(f"preset = {name!r} is not one of {', '.join(PRESETS)}")
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ParameterError(f"unknown link parameter(s) {', '.join(unknown)}")
         values = dict(PRESETS[name])
+        if overrides.get("protocol") == "b92":
+            # B92 has no decoy analysis: every pulse carries the signal intensity unless the
+            # caller asks otherwise.
+            values.update(p_signal=1.0, p_decoy1=0.0)
         values.update(overrides)
         return cls(**values)
 
