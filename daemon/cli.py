@@ -1,4 +1,8 @@
-"""``qkd-node``: the operator's command line."""
+"""``qkd-node``: the operator's command line.
+
+Subcommands that own their flags (``sim``, ``demo``) get the rest of the command line as it is,
+so their options are parsed, validated and documented in one place.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +10,39 @@ import argparse
 import sys
 
 
+def _run_sim(argv: list[str]) -> int:
+    # The launcher may start the simulator (design.md); the node itself never imports it.
+    from sim_backend.cli import main as sim_main
+    return sim_main(argv)
+
+
+def _run_demo(argv: list[str]) -> int:
+    from daemon.demo import main as demo_main
+    return demo_main(argv)
+
+
+COMMANDS = {
+    "sim": (_run_sim, "simulated hardware: 'sim run' (no sockets) or 'sim serve' (devices)"),
+    "demo": (_run_demo, "two nodes on simulated hardware, from device URLs to identical keys"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qkd-node", description="QKD node software")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sim = sub.add_parser("sim", help="simulated hardware (no devices needed)")
-    sim.set_defaults(handler=_run_sim)
-    sim.add_argument("sim_args", nargs=argparse.REMAINDER)
-    demo = sub.add_parser("demo", help="run the simulated two-node demo")
-    demo.set_defaults(handler=_run_demo)
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    for name, (_handler, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
-def _run_sim(args: argparse.Namespace) -> int:
-    # The launcher may start the simulator (design.md); the node itself never imports it.
-    from sim_backend.cli import main as sim_main
-    return sim_main(args.sim_args)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from daemon.demo import main as demo_main
-    return demo_main(args.demo_args)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]][0](argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
-    return args.handler(args)
+    parser.parse_args(argv)   # --help, or a usage error naming the unknown command
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ from postprocessing.distill import DistillInputError, distill_events
 
 DEFAULT_DISTANCE_KM = 10.0
 DEFAULT_PULSES = 2_000_000_000
+B92_DISTANCE_KM = 5.0
+B92_MISALIGNMENT = 0.002
+B92_PULSES = 150_000_000
 
 
 def _say(msg: str) -> None:
@@ -63,13 +66,19 @@ def _collect_block(board, n_slots: int, slot_ps: float) -> tuple[np.ndarray, np.
     return np.concatenate(times), np.concatenate(chans), int(covered_ps / slot_ps)
 
 
-def run_block(params, n_pulses: int, seed: int) -> bool:
-    """One block over simulated hardware; True when both ends hold the same non-empty key."""
+def run_block(params, n_pulses: int, seed: int, b92_calibration: dict | None = None) -> bool:
+    """One block over simulated hardware; True when both ends hold the same non-empty key.
+
+    b92_calibration: for B92, what the node knows from calibration (expected conclusive yield
+    per pulse, Bob's detection efficiency); Alice's mu is read from her board.
+    """
     from sim_backend.serve import SimulatedPair  # the launcher may start the simulator
 
     eve = f", eavesdropper {params.eve} on {params.eve_fraction:.0%} of pulses" \
         if params.eve != "none" else ""
-    _say(f"\n== {params.protocol.upper()} with decoys over {params.distance_km:g} km of fibre "
+    flavour = "with decoys" if params.protocol == "bb84" else \
+        f"(misalignment {params.misalignment:.1%})"
+    _say(f"\n== {params.protocol.upper()} {flavour} over {params.distance_km:g} km of fibre "
          f"(GYS parameters){eve}")
     with SimulatedPair(params, seed=seed, realtime=False) as pair:
         endpoints = pair.endpoints()
@@ -94,21 +103,26 @@ def run_block(params, n_pulses: int, seed: int) -> bool:
             p_sig, p_d1 = (a_board.get_parameter(p) for p in (ParamId.P_SIGNAL,
                                                              ParamId.P_DECOY1))
             slot_ps = 1e12 / clock_hz
-            _say(f"  clock {clock_hz / 1e9:g} GHz, intensities mu={mu:g} nu1={nu1:g} "
-                 f"nu2={nu2:g}; collecting a block of {n_pulses:.3g} pulses ...")
+            intensities = f"mu={mu:g} nu1={nu1:g} nu2={nu2:g}" if params.protocol == "bb84" \
+                else f"mu={mu:g}"
+            _say(f"  clock {clock_hz / 1e9:g} GHz, intensities {intensities}; collecting a "
+                 f"block of {n_pulses:.3g} pulses ...")
             t0 = time.monotonic()
             timestamps, channels, covered = _collect_block(b_board, n_pulses, slot_ps)
             t1 = time.monotonic()
             _say(f"  Bob received {timestamps.size:,} events over {covered:.3g} slots "
                  f"in {t1 - t0:.1f} s; distilling ...")
             sync_bits = sync_on_bits(sync_key, 0, covered // sync_period + 2)
+            if params.protocol == "bb84":
+                protocol_args = dict(intensities=(mu, nu1, nu2),
+                                     intensity_probabilities=(p_sig, p_d1, 1.0 - p_sig - p_d1))
+            else:
+                protocol_args = dict(mean_photon_number=mu, **b92_calibration)
             result = distill_events(
                 timestamps_ps=timestamps, channels=channels, nominal_period_ps=slot_ps,
-                sync_period=sync_period, sync_on_bits=sync_bits, protocol="bb84",
+                sync_period=sync_period, sync_on_bits=sync_bits, protocol=params.protocol,
                 alice_pattern=a_board.request_pattern, n_pulses=covered,
-                rng=np.random.default_rng(secrets.randbits(128)),
-                intensities=(mu, nu1, nu2),
-                intensity_probabilities=(p_sig, p_d1, 1.0 - p_sig - p_d1))
+                rng=np.random.default_rng(secrets.randbits(128)), **protocol_args)
         finally:
             for dev in (*alice.values(), *bob.values()):
                 dev.close()
@@ -156,9 +170,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ok = run_block(honest, int(args.pulses), seed)
         caught = not run_block(attacked, int(args.pulses) // 4, seed + 1)
+        b92_ok, b92_caught = _b92_scenes(seed + 2)
     except (DeviceError, DistillInputError) as exc:
         print(f"qkd-node demo: error: {exc}", file=sys.stderr)
         return 1
-    _say(f"\nkey agreed without Eve: {'yes' if ok else 'no'}; "
-         f"intercept-resend attack detected: {'yes' if caught else 'no'}")
-    return 0 if ok and caught else 1
+    _say(f"\nBB84: key agreed without Eve: {'yes' if ok else 'no'}; intercept-resend "
+         f"detected: {'yes' if caught else 'no'}.  B92: key agreed on a short, well-aligned "
+         f"link: {'yes' if b92_ok else 'no'}; unambiguous-discrimination attack detected: "
+         f"{'yes' if b92_caught else 'no'}")
+    return 0 if ok and caught and b92_ok and b92_caught else 1
+
+
+def _b92_scenes(seed: int) -> tuple[bool, bool]:
+    """B92, the freight design's protocol: it is loss-sensitive (see finite_key), so the demo
+    runs it where it can give key: 5 km with good alignment; then under a USD attack, which
+    shows only as a drop of the conclusive yield."""
+    from sim_backend.params import LinkParams
+    from sim_backend.physics import theory
+
+    honest = LinkParams.preset("gys", protocol="b92", distance_km=B92_DISTANCE_KM,
+                               misalignment=B92_MISALIGNMENT)
+    expected = theory.expected_link(honest)   # stands in for the node's calibration run
+    calibration = dict(
+        expected_conclusive_per_pulse=expected.detection_probability
+        * expected.conclusive_fraction,
+        bob_efficiency=honest.detector_efficiency)
+    ok = run_block(honest, B92_PULSES, seed, calibration)
+    caught = not run_block(honest.replace(eve="usd", eve_fraction=1.0), B92_PULSES // 4,
+                           seed + 1, calibration)
+    return ok, caught

@@ -3,11 +3,20 @@
 from daemon import demo
 
 
-def test_demo_agrees_a_key_and_catches_intercept_resend(capsys):
+def test_demo_agrees_keys_and_catches_both_attacks(capsys):
     assert demo.main(["--seed", "11"]) == 0
     out = capsys.readouterr().out
-    assert "identical at both ends: yes" in out
-    assert "ABORTED: qber_above_threshold" in out
+    bb84, b92 = out.split("== B92", 1)
+    assert "identical at both ends: yes" in bb84 and "Lim-Curty" in bb84
+    assert "ABORTED: qber_above_threshold" in bb84
+    assert "identical at both ends: yes" in b92 and "B92 conservative rule" in b92
+    assert "conclusive_yield_drop" in b92
+
+
+def test_cli_passes_demo_flags_through(capsys):
+    from daemon import cli
+    assert cli.main(["demo", "--pulses", "10"]) == 2
+    assert "pulses = 10" in capsys.readouterr().err
 
 
 def test_demo_rejects_a_bad_block_size(capsys):
