@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import json
 import sys
 
@@ -26,8 +27,12 @@ def _cmd_drivers(args: argparse.Namespace) -> int:
 
 
 def _as_jsonable(value):
+    if isinstance(value, enum.Enum):
+        return value.name
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {k: _as_jsonable(v) for k, v in dataclasses.asdict(value).items()}
+        return {f.name: _as_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _as_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_as_jsonable(v) for v in value]
     if hasattr(value, "item"):

@@ -46,3 +46,25 @@ def test_qkdctl_rejects_non_positive_timeout(capsys):
         qkdctl.main(["status", "--driver", "id120", "--url", "x", "--timeout-s", "0"])
     assert exc.value.code == 2
     assert "must be > 0" in capsys.readouterr().err
+
+
+def test_status_records_become_plain_json():
+    import enum
+    from dataclasses import dataclass
+
+    class Role(enum.IntEnum):
+        ALICE = 1
+
+    @dataclass
+    class Inner:
+        s1: float
+
+    @dataclass
+    class Outer:
+        role: Role
+        target: Inner
+        counts: tuple
+
+    out = qkdctl._as_jsonable(Outer(Role.ALICE, Inner(0.5), (1, 2)))
+    assert out == {"role": "ALICE", "target": {"s1": 0.5}, "counts": [1, 2]}
+    json.dumps(out)
