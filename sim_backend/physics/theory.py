@@ -148,8 +148,8 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
     Photon clicks follow the prepared state through ``net_rotation`` (identity: perfect
     compensation) and the misalignment; dark counts and afterpulses spread evenly over the
     four detectors; an
-    eavesdropper uses ``eve_signature``'s detection weights; dead time scales every detector by
-    its live fraction (equal for all detectors when the link is symmetric).
+    eavesdropper uses ``eve_signature``'s detection weights; dead time scales each detector's
+    clicks by that detector's own live fraction.
     """
     rot = np.eye(3) if net_rotation is None else np.asarray(net_rotation, dtype=float)
     p = params
@@ -171,10 +171,12 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
         states = [(source.STOKES_H, 0, 0, pz / 2), (source.STOKES_V, 1, 0, pz / 2),
                   (source.STOKES_D, 0, 1, px / 2), (source.STOKES_A, 1, 1, px / 2)]
 
-    def per_intensity(y0: float) -> list[tuple[float, float, float]]:
+    def per_intensity(y0: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per intensity: detections, sifted and erroneous sifted clicks, split by the
+        detector that fired (so each can be scaled by its own dead-time live fraction)."""
         rows = []
         for mu in p.intensities:
-            det_p = sifted = errors = 0.0
+            det_p, sifted, errors = np.zeros(4), np.zeros(4), np.zeros(4)
             for stokes, value, basis, weight in states:
                 q_alice = detectors.port_probabilities(rot @ stokes, p.misalignment)[0]
                 m = mu * eta_k * q_alice                                        # per detector
@@ -200,9 +202,9 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
                     keep = np.array([1.0, 1.0, 0.0, 0.0]) if basis == 0 else np.array(
                         [0.0, 0.0, 1.0, 1.0])
                     wrong = keep * np.array([value == 1, value == 0, value == 1, value == 0])
-                det_p += weight * detected
-                sifted += weight * detected * float(share @ keep)
-                errors += weight * detected * float(share @ wrong)
+                det_p += weight * detected * share
+                sifted += weight * detected * share * keep
+                errors += weight * detected * share * wrong
             rows.append((det_p, sifted, errors))
         return rows
 
@@ -211,21 +213,26 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
     per_int = per_intensity(y0)
     probs = p.intensity_probabilities
     if p.afterpulse_probability > 0:
-        raw = sum(pk * d for pk, (d, _, _) in zip(probs, per_int))
+        raw = sum(pk * float(d.sum()) for pk, (d, _, _) in zip(probs, per_int))
         ap = p.afterpulse_probability
         per_int = per_intensity(y0 + raw * ap / (1.0 - ap))
-    raw_total = sum(pk * d for pk, (d, _, _) in zip(probs, per_int))
+    # Each detector is dead after its own clicks: B92 loads H and D three times as much as V
+    # and A, so one shared live fraction would misstate the conclusive fraction.
+    raw_k = sum(pk * d for pk, (d, _, _) in zip(probs, per_int))
     dead = detectors.dead_slots(p.dead_time_ns, p.clock_hz)
-    live = dead_time_live_fraction(raw_total / 4.0, dead)
-    gains = tuple(d * live for d, _, _ in per_int)
-    err_rates = tuple(e / s if s > 0 else float("nan") for _, s, e in per_int)
-    sift_total = sum(pk * s for pk, (_, s, _) in zip(probs, per_int))
-    err_total = sum(pk * e for pk, (_, _, e) in zip(probs, per_int))
+    live_k = np.array([dead_time_live_fraction(float(c), dead) for c in raw_k])
+    raw_total = float(raw_k @ live_k)
+    live = raw_total / float(raw_k.sum()) if raw_k.sum() > 0 else 1.0
+    gains = tuple(float(d @ live_k) for d, _, _ in per_int)
+    err_rates = tuple(float(e @ live_k) / float(s @ live_k) if s @ live_k > 0 else float("nan")
+                      for _, s, e in per_int)
+    sift_total = sum(pk * float(s @ live_k) for pk, (_, s, _) in zip(probs, per_int))
+    err_total = sum(pk * float(e @ live_k) for pk, (_, _, e) in zip(probs, per_int))
     key_rate = None
     if p.protocol == "bb84" and not p.eve_active:
         key_rate = decoy_key_rate(p.mu, eta, p.dark_count_probability, p.misalignment)
     return LinkExpectation(
-        detection_probability=raw_total * live, gains=gains, error_rates=err_rates,
+        detection_probability=raw_total, gains=gains, error_rates=err_rates,
         qber=err_total / sift_total if sift_total > 0 else float("nan"),
         conclusive_fraction=(sift_total / raw_total if p.protocol == "b92" and raw_total > 0
                              else None),

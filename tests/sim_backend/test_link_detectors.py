@@ -225,3 +225,22 @@ def test_efficiency_mismatch_between_detectors():
     high, low = counts[0] + counts[2], counts[1] + counts[3]
     rel = math.sqrt(1 / high + 1 / low)                    # Poisson counts, ratio
     assert abs(low / high - 0.5) <= K * rel * 0.5
+
+
+def test_b92_dead_time_loads_h_and_d_more_and_theory_follows_each_detector():
+    # B92: Alice sends H or D, so H and D fire ~3x as often as V and A and lose more to dead
+    # time; the conclusive (V, A) fraction of detections rises above 1/4 (0.36 here; a single
+    # shared live fraction would predict ~0.25). The expectation scales each detector by its
+    # own live fraction. 5 binomial sigma: dead time makes counts sub-binomial, so the binomial
+    # variance bounds the true one from above.
+    p = LinkParams.preset("gys", protocol="b92", distance_km=0.0, misalignment=0.0,
+                          dead_time_ns=200.0)
+    n = 20_000_000
+    result = simulate(p, n, seed=35)
+    expected = theory.expected_link(p)
+    frac = result.sifted_bits / result.detections
+    assert expected.conclusive_fraction > 0.26        # the effect is there to be seen
+    assert abs(frac - expected.conclusive_fraction) <= K * binomial_sigma(
+        expected.conclusive_fraction, result.detections)
+    assert abs(result.detection_probability - expected.detection_probability) <= K * math.sqrt(
+        expected.detection_probability * (1 - expected.detection_probability) / n)
