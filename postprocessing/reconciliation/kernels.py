@@ -577,21 +577,26 @@ def bob_round(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answer
 
 
 def new_bob_states(bits: np.ndarray, perm: np.ndarray, inv: np.ndarray, pinfo: np.ndarray,
-                   sizes: np.ndarray, offs: np.ndarray):
+                   sizes: np.ndarray, offs: np.ndarray, empty=np.empty):
     """Bob's state for F frames of one layout, stacked on a leading frame axis:
-    (bp, u8, node, st, ctl, queries) for ``bits`` uint8[F, n] (first-pass order)."""
+    (bp, u8, node, st, ctl, queries) for ``bits`` uint8[F, n] (first-pass order).
+    ``empty(shape, dtype)`` allocates (``buffers.Arena.empty`` reuses memory); arrays that
+    must start at zero are zeroed here, ``bp`` is written before it is read. ``queries`` is
+    flat (F * n_blocks rows): ``bob_round_frames`` packs every frame's questions in it."""
     n_frames, n_bits = bits.shape
     n_blocks = int(offs[-1])
-    bp = np.empty((n_frames,) + perm.shape, dtype=np.uint8)
-    u8 = np.zeros((n_frames, N_U8, n_blocks), dtype=np.uint8)
-    node = np.zeros((n_frames, sizes.shape[0], n_bits), dtype=np.uint8)
-    st = np.zeros((n_frames, N_ST, max(n_blocks, MIN_ST_COLUMNS)), dtype=np.int64)
+    bp = empty((n_frames,) + perm.shape, np.uint8)
+    u8 = empty((n_frames, N_U8, n_blocks), np.uint8)
+    node = empty((n_frames, sizes.shape[0], n_bits), np.uint8)
+    st = empty((n_frames, N_ST, max(n_blocks, MIN_ST_COLUMNS)), np.int64)
+    for a in (u8, node, st):
+        a.fill(0)
     ctl = np.zeros((n_frames, N_CTL), dtype=np.int64)
     ctl[:, C_CUR] = -1
     ctl[:, C_REQ] = -1
     for f in range(n_frames):
         label_parity(bits[f], inv, pinfo, ctl[f])
-    queries = np.zeros((n_frames, n_blocks, 3), dtype=np.int64)
+    queries = empty((n_frames * n_blocks, 3), np.int64)
     return bp, u8, node, st, ctl, queries
 
 
@@ -600,9 +605,14 @@ def bob_round_frames(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
                      expect, queries, n_queries, new_pass):
     """``bob_round`` for every unfinished frame of one layout (state stacked on axis 0);
     frame f's answers are the next expect[f] bits of ``answers``. Writes each frame's
-    question count and new pass into ``n_queries``/``new_pass`` (0, -1 when finished) and the
-    number of answer bits its request will get into ``expect``."""
+    question count and new pass into ``n_queries``/``new_pass`` (0, -1 when finished), the
+    number of answer bits its request will get into ``expect``, and the questions of all
+    frames one after the other into ``queries`` (at least F * n_blocks rows; a frame asks at
+    most one question per block). Returns (question rows written, frames not finished)."""
     a0 = 0
+    w = 0
+    active = 0
+    n_blocks = offs[-1]
     for f in range(bits.shape[0]):
         a1 = a0 + expect[f]
         n_queries[f] = 0
@@ -610,11 +620,16 @@ def bob_round_frames(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
         expect[f] = 0
         if ctl[f, C_DONE] == 0:
             nq, np_ = bob_round(bits[f], bp[f], perm, inv, pinfo, sizes, offs, u8[f], node[f],
-                                st[f], ctl[f], answers[a0:a1], a1 - a0, queries[f])
+                                st[f], ctl[f], answers[a0:a1], a1 - a0,
+                                queries[w:w + n_blocks])
             n_queries[f] = nq
             new_pass[f] = np_
             expect[f] = nq + pass_answer_bits(offs, np_, ctl[f, C_OMIT])
+            w += nq
+            if ctl[f, C_DONE] == 0:
+                active += 1
         a0 = a1
+    return w, active
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ import secrets
 import numpy as np
 
 from . import kernels
+from .buffers import Arena
 from .errors import MessageError, ReconciliationError
 from .messages import CascadeSetup, ParityReply, ParityRequest
 from .permutations import permutations_for
@@ -98,12 +99,16 @@ class CascadeBob:
         self._lengths = [len(f) for f in frames]
         self._groups = []
         self._where = {}  # frame index -> (group, row)
+        self._arena = Arena(self)
         for g, idx in enumerate(_group_by_length(self._lengths)):
             n = self._lengths[idx[0]]
             layout = _Layout(self.schedule, self.seed, n, self.qber)
-            bits = np.stack([kernels.reorder(frames[i], layout.order) for i in idx])
+            bits = self._arena.empty((len(idx), n), np.uint8)
+            for row, i in enumerate(idx):
+                kernels.reorder_into(frames[i], layout.order, bits[row])
             bp, u8, node, st, ctl, queries = kernels.new_bob_states(
-                bits, layout.perm, layout.inv, layout.pinfo, layout.sizes, layout.offs)
+                bits, layout.perm, layout.inv, layout.pinfo, layout.sizes, layout.offs,
+                self._arena.empty)
             ctl[:, kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, n,
                                                          self.qber)
             ctl[:, kernels.C_OMIT] = int(self.schedule.omit_first_parity)
@@ -112,12 +117,13 @@ class CascadeBob:
             for row, i in enumerate(idx):
                 self._where[int(i)] = (g, row)
         self._expect = np.zeros(len(frames), dtype=np.int64)  # answer bits due per frame
+        self._active = len(frames)  # frames not finished
         self.round = 0
         self._waiting = False
 
     @property
     def done(self) -> bool:
-        return all(bool(np.all(g["ctl"][:, kernels.C_DONE])) for g in self._groups)
+        return self._active == 0
 
     def setup(self) -> CascadeSetup:
         return CascadeSetup(self.seed, self.schedule.schedule_id, self.qber,
@@ -156,15 +162,17 @@ class CascadeBob:
             lay = g["layout"]
             counts = np.empty(n_frames, dtype=np.int64)
             new_passes = np.empty(n_frames, dtype=np.int64)
-            kernels.bob_round_frames(g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo,
-                                     lay.sizes, lay.offs, g["u8"], g["node"], g["st"], g["ctl"],
-                                     answers, self._expect, g["queries"], counts, new_passes)
-            ranges = kernels.stack_questions(g["queries"], counts)
+            rows, self._active = kernels.bob_round_frames(
+                g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo, lay.sizes, lay.offs, g["u8"],
+                g["node"], g["st"], g["ctl"], answers, self._expect, g["queries"], counts,
+                new_passes)
+            ranges = g["queries"][:rows].copy()
         else:
             answer_offs = _offsets(self._expect)
             new_passes = np.full(n_frames, -1, dtype=np.int64)
             counts = np.zeros(n_frames, dtype=np.int64)
             group_ranges = []
+            self._active = 0
             for g in self._groups:
                 idx = g["idx"]
                 lay = g["layout"]
@@ -172,13 +180,14 @@ class CascadeBob:
                 expect = self._expect[idx]
                 nq = np.zeros(len(idx), dtype=np.int64)
                 npass = np.zeros(len(idx), dtype=np.int64)
-                kernels.bob_round_frames(g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo,
-                                         lay.sizes, lay.offs, g["u8"], g["node"], g["st"],
-                                         g["ctl"], mine, expect, g["queries"], nq, npass)
+                rows, active = kernels.bob_round_frames(
+                    g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo, lay.sizes, lay.offs,
+                    g["u8"], g["node"], g["st"], g["ctl"], mine, expect, g["queries"], nq, npass)
+                self._active += active
                 new_passes[idx] = npass
                 counts[idx] = nq
                 self._expect[idx] = expect
-                group_ranges.append(kernels.stack_questions(g["queries"], nq))
+                group_ranges.append(g["queries"][:rows])
             # put each group's rows where its frames sit in the message
             ranges = np.empty((int(counts.sum()), 3), dtype=np.int64)
             starts = _offsets(counts)
@@ -246,17 +255,21 @@ class CascadeAlice:
             raise MessageError(f"Alice: setup announces frames of {list(setup.frame_bits)} bits"
                                f", she holds {lengths}")
         groups = []
+        arena = Arena(self)
         for idx in _group_by_length(lengths):
+            n = lengths[idx[0]]
             try:
-                layout = _Layout(schedule, setup.seed, lengths[idx[0]], setup.qber)
+                layout = _Layout(schedule, setup.seed, n, setup.qber)
             except ReconciliationError as exc:
                 raise MessageError(f"Alice: setup rejected: {exc}") from None
-            bits = np.stack([kernels.reorder(self._bits[i], layout.order) for i in idx])
-            prefix = np.stack([kernels.prefix_parities(b, layout.perm, layout.pinfo)
-                               for b in bits])
+            bits = arena.empty((len(idx), n), np.uint8)
+            # rows of halving passes are never written nor read (their pages stay unmapped)
+            prefix = arena.empty((len(idx), len(layout.sizes), n + 1), np.uint8)
             actl = np.zeros((len(idx), kernels.N_CTL), dtype=np.int64)
             actl[:, kernels.C_OMIT] = int(schedule.omit_first_parity)
-            for row in range(len(idx)):
+            for row, i in enumerate(idx):
+                kernels.reorder_into(self._bits[i], layout.order, bits[row])
+                kernels.prefix_parities_into(bits[row], layout.perm, layout.pinfo, prefix[row])
                 kernels.label_parity(bits[row], layout.inv, layout.pinfo, actl[row])
             groups.append(dict(idx=idx, layout=layout, bits=bits, prefix=prefix, actl=actl))
         self._n_passes = len(groups[0]["layout"].sizes)
