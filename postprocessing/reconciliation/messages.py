@@ -12,18 +12,25 @@ frames. Wire format (little-endian), first byte = message type, second = format 
                   bits of all frames in frame order, ceil(total/8) bytes (np.packbits order,
                   big-endian within a byte, unused low bits zero)
 
-Each message is decoded with a fixed number of numpy calls whatever the number of frames.
+The per-round messages (ParityRequest, ParityReply) are decoded and checked by one numba call
+each (``_parse_request``, ``_parse_reply``) whatever the number of frames: with hundreds of
+rounds per batch, per-message overhead adds up (encoding is a few numpy casts).
 
 ``from_bytes`` checks lengths, types, ranges and padding and raises ``MessageError``; whether a
-request fits a session (pass count, frame length) is checked by the roles.
+request fits a session (pass count, frame length) is checked by the roles. The numba parsers
+make every check of the reference decoders (``_explain_request``, ``_explain_reply``) and only
+say accept or reject; a rejected message goes through the reference decoder, which raises
+the ``MessageError`` naming what is wrong.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+import sys
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from .errors import MessageError
@@ -32,6 +39,7 @@ VERSION = 1
 TYPE_SETUP, TYPE_REQUEST, TYPE_REPLY = 1, 2, 3
 MAX_FRAMES = 1 << 20
 MAX_PASSES = 64
+LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _header(data: bytes, msg_type: int, name: str) -> None:
@@ -77,6 +85,90 @@ class _Reader:
     def end(self) -> None:
         if self.pos != len(self.data):
             raise MessageError(f"{self.name}: {len(self.data) - self.pos} trailing bytes")
+
+
+@numba.njit(cache=True, nogil=True)
+def _u32_column(buf, pos, out, col):
+    """out[i, col] = the i-th little-endian u32 from buf[pos:] (any alignment)."""
+    m = out.shape[0]
+    if LITTLE_ENDIAN:  # an aligned copy read as native u32 (one memcpy, then a widening loop)
+        words = buf[pos:pos + 4 * m].copy().view(np.uint32)
+        for i in range(m):
+            out[i, col] = words[i]
+        return
+    for i in range(m):
+        q = pos + 4 * i
+        out[i, col] = (np.int64(buf[q]) | (np.int64(buf[q + 1]) << 8)
+                       | (np.int64(buf[q + 2]) << 16) | (np.int64(buf[q + 3]) << 24))
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_request(buf, max_frames, max_passes):
+    """ParityRequest body after the 2-byte header: (ok, round, new_pass, counts, ranges);
+    ok False for anything ``_explain_request`` rejects (the arrays are then empty)."""
+    n = buf.shape[0]
+    head = np.empty((2, 1), dtype=np.int64)
+    if n < 10:
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 3), np.int64)
+    _u32_column(buf, 2, head, 0)
+    rnd = head[0, 0]
+    nf = head[1, 0]
+    if nf > max_frames or 10 + 5 * nf > n:
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 3), np.int64)
+    new_pass = np.empty(nf, dtype=np.int64)
+    bad = False
+    for f in range(nf):
+        v = np.int64(np.int8(buf[10 + f]))
+        bad |= (v < -1) | (v >= max_passes)
+        new_pass[f] = v
+    counts2 = np.empty((nf, 1), dtype=np.int64)
+    _u32_column(buf, 10 + nf, counts2, 0)
+    counts = counts2[:, 0]
+    total = counts.sum()
+    pos = 10 + 5 * nf
+    if bad or 9 * total != n - pos:
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 3), np.int64)
+    ranges = np.empty((total, 3), dtype=np.int64)
+    for i in range(total):
+        ranges[i, 0] = buf[pos + i]
+    _u32_column(buf, pos + total, ranges, 1)
+    _u32_column(buf, pos + 5 * total, ranges, 2)
+    for i in range(total):
+        bad |= (ranges[i, 0] >= max_passes) | (ranges[i, 1] >= ranges[i, 2])
+    if bad:
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 3), np.int64)
+    return True, rnd, new_pass, counts, ranges
+
+
+@numba.njit(cache=True, nogil=True)
+def _parse_reply(buf, max_frames):
+    """ParityReply body after the 2-byte header: (ok, round, counts, bits uint8 0/1); ok
+    False for anything ``_explain_reply`` rejects (the arrays are then empty)."""
+    n = buf.shape[0]
+    head = np.empty((2, 1), dtype=np.int64)
+    if n < 10:
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.uint8)
+    _u32_column(buf, 2, head, 0)
+    rnd = head[0, 0]
+    nf = head[1, 0]
+    if nf > max_frames or 10 + 4 * nf > n:
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.uint8)
+    counts2 = np.empty((nf, 1), dtype=np.int64)
+    _u32_column(buf, 10, counts2, 0)
+    counts = counts2[:, 0]
+    total = counts.sum()
+    pos = 10 + 4 * nf
+    if (total + 7) // 8 != n - pos or (total % 8 and buf[n - 1] & ((1 << (8 - total % 8)) - 1)):
+        return False, 0, np.empty(0, np.int64), np.empty(0, np.uint8)  # or nonzero padding
+    bits = np.empty(total, dtype=np.uint8)
+    full = total // 8
+    for j in range(full):
+        v = buf[pos + j]
+        for k in range(8):
+            bits[8 * j + k] = (v >> (7 - k)) & 1
+    for i in range(8 * full, total):
+        bits[i] = (buf[pos + (i >> 3)] >> (7 - (i & 7))) & 1
+    return True, rnd, counts, bits
 
 
 @dataclass(frozen=True)
@@ -168,32 +260,44 @@ class ParityRequest:
     @classmethod
     def from_bytes(cls, data: bytes) -> "ParityRequest":
         _header(data, TYPE_REQUEST, "ParityRequest")
-        r = _Reader(data, "ParityRequest")
-        (rnd,) = r.take("<I")
-        n_frames = r.count("frame count", MAX_FRAMES)
-        new_pass = np.frombuffer(r.raw(n_frames), dtype="i1").astype(np.int64)
-        counts = np.frombuffer(r.raw(4 * n_frames), dtype="<u4").astype(np.int64)
-        bad = (new_pass < -1) | (new_pass >= MAX_PASSES)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise MessageError(f"ParityRequest: frame {i} new pass {new_pass[i]} "
-                               f"outside [-1, {MAX_PASSES - 1}]")
-        total = int(counts.sum())
-        if 9 * total != len(r.data) - r.pos:
-            raise MessageError(f"ParityRequest: range counts add up to {total} ranges, the "
-                               f"message holds {(len(r.data) - r.pos) / 9:g}")
-        ranges = np.empty((total, 3), dtype=np.int64)
-        ranges[:, 0] = np.frombuffer(r.raw(total), dtype="u1")
-        ranges[:, 1] = np.frombuffer(r.raw(4 * total), dtype="<u4")
-        ranges[:, 2] = np.frombuffer(r.raw(4 * total), dtype="<u4")
-        r.end()
-        bad = (ranges[:, 0] >= MAX_PASSES) | (ranges[:, 1] >= ranges[:, 2])
-        if bad.any():
-            j = int(np.argmax(bad))
-            raise MessageError(f"ParityRequest: range {j} (pass {ranges[j, 0]}, "
-                               f"[{ranges[j, 1]}, {ranges[j, 2]})) is empty or its pass "
-                               f"is outside [0, {MAX_PASSES - 1}]")
-        return cls(rnd, new_pass, counts, ranges)
+        ok, rnd, new_pass, counts, ranges = _parse_request(np.frombuffer(data, np.uint8),
+                                                           MAX_FRAMES, MAX_PASSES)
+        if ok:
+            return cls(rnd, new_pass, counts, ranges)
+        _explain_request(data)
+        raise MessageError("ParityRequest: malformed")
+
+
+def _explain_request(data: bytes) -> "ParityRequest":
+    """Reference decoder of a ParityRequest (numpy, check by check): raises the
+    ``MessageError`` that names the first fault; ``_parse_request`` agrees with it."""
+    _header(data, TYPE_REQUEST, "ParityRequest")
+    r = _Reader(data, "ParityRequest")
+    (rnd,) = r.take("<I")
+    n_frames = r.count("frame count", MAX_FRAMES)
+    new_pass = np.frombuffer(r.raw(n_frames), dtype="i1").astype(np.int64)
+    counts = np.frombuffer(r.raw(4 * n_frames), dtype="<u4").astype(np.int64)
+    bad = (new_pass < -1) | (new_pass >= MAX_PASSES)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MessageError(f"ParityRequest: frame {i} new pass {new_pass[i]} "
+                           f"outside [-1, {MAX_PASSES - 1}]")
+    total = int(counts.sum())
+    if 9 * total != len(r.data) - r.pos:
+        raise MessageError(f"ParityRequest: range counts add up to {total} ranges, the "
+                           f"message holds {(len(r.data) - r.pos) / 9:g}")
+    ranges = np.empty((total, 3), dtype=np.int64)
+    ranges[:, 0] = np.frombuffer(r.raw(total), dtype="u1")
+    ranges[:, 1] = np.frombuffer(r.raw(4 * total), dtype="<u4")
+    ranges[:, 2] = np.frombuffer(r.raw(4 * total), dtype="<u4")
+    r.end()
+    bad = (ranges[:, 0] >= MAX_PASSES) | (ranges[:, 1] >= ranges[:, 2])
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise MessageError(f"ParityRequest: range {j} (pass {ranges[j, 0]}, "
+                           f"[{ranges[j, 1]}, {ranges[j, 2]})) is empty or its pass "
+                           f"is outside [0, {MAX_PASSES - 1}]")
+    return ParityRequest(rnd, new_pass, counts, ranges)
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,19 +333,30 @@ class ParityReply:
     @classmethod
     def from_bytes(cls, data: bytes) -> "ParityReply":
         _header(data, TYPE_REPLY, "ParityReply")
-        r = _Reader(data, "ParityReply")
-        (rnd,) = r.take("<I")
-        n_frames = r.count("frame count", MAX_FRAMES)
-        counts = np.frombuffer(r.raw(4 * n_frames), dtype="<u4").astype(np.int64)
-        total = int(counts.sum())
-        if (total + 7) // 8 != len(r.data) - r.pos:
-            raise MessageError(f"ParityReply: bit counts add up to {total} bits, the message "
-                               f"holds {len(r.data) - r.pos} bytes of bits")
-        bits = np.unpackbits(np.frombuffer(r.raw((total + 7) // 8), dtype=np.uint8))
-        r.end()
-        if bits[total:].any():
-            raise MessageError("ParityReply: nonzero padding bits")
-        return cls(rnd, counts, bits[:total])
+        ok, rnd, counts, bits = _parse_reply(np.frombuffer(data, np.uint8), MAX_FRAMES)
+        if ok:
+            return cls(rnd, counts, bits)
+        _explain_reply(data)
+        raise MessageError("ParityReply: malformed")
+
+
+def _explain_reply(data: bytes) -> ParityReply:
+    """Reference decoder of a ParityReply (numpy, check by check): raises the
+    ``MessageError`` that names the first fault; ``_parse_reply`` agrees with it."""
+    _header(data, TYPE_REPLY, "ParityReply")
+    r = _Reader(data, "ParityReply")
+    (rnd,) = r.take("<I")
+    n_frames = r.count("frame count", MAX_FRAMES)
+    counts = np.frombuffer(r.raw(4 * n_frames), dtype="<u4").astype(np.int64)
+    total = int(counts.sum())
+    if (total + 7) // 8 != len(r.data) - r.pos:
+        raise MessageError(f"ParityReply: bit counts add up to {total} bits, the message "
+                           f"holds {len(r.data) - r.pos} bytes of bits")
+    bits = np.unpackbits(np.frombuffer(r.raw((total + 7) // 8), dtype=np.uint8))
+    r.end()
+    if bits[total:].any():
+        raise MessageError("ParityReply: nonzero padding bits")
+    return ParityReply(rnd, counts, bits[:total])
 
 
 def decode(data: bytes):

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from postprocessing.reconciliation import messages
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup,
                                            FrameQuestions, MessageError, ParityReply,
                                            ParityRequest, decode)
@@ -62,6 +63,57 @@ def test_every_truncation_of_a_reply_is_rejected(frames, data):
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(MessageError):
         ParityReply.from_bytes(raw[:cut])
+
+
+def _reference_outcome(explain, raw):
+    try:
+        return explain(raw)
+    except MessageError as exc:
+        return exc
+
+
+def _mutated(raw: bytes, data) -> bytes:
+    """raw with a few bytes overwritten (type/version kept), cut or extended."""
+    out = bytearray(raw)
+    for _ in range(data.draw(st.integers(0, 3))):
+        if len(out) > 2:
+            out[data.draw(st.integers(2, len(out) - 1))] = data.draw(st.integers(0, 255))
+    action = data.draw(st.sampled_from(["keep", "cut", "extend"]))
+    if action == "cut":
+        out = out[:data.draw(st.integers(0, len(out)))]
+    elif action == "extend":
+        out += data.draw(st.binary(min_size=1, max_size=9))
+    return bytes(out)
+
+
+@given(rnd=st.integers(0, 2**32 - 1), frames=st.lists(questions_st, max_size=4),
+       data=st.data())
+def test_fast_request_decoder_agrees_with_the_reference(rnd, frames, data):
+    # the numba parser accepts exactly what the numpy reference decoder accepts, with the
+    # same content, and a rejected message raises the reference decoder's MessageError
+    raw = _mutated(ParityRequest.from_frames(rnd, frames).to_bytes(), data)
+    expected = _reference_outcome(messages._explain_request, raw)
+    if isinstance(expected, MessageError):
+        with pytest.raises(MessageError) as got:
+            ParityRequest.from_bytes(raw)
+        assert str(got.value) == str(expected)
+    else:
+        assert ParityRequest.from_bytes(raw) == expected
+
+
+@given(rnd=st.integers(0, 2**32 - 1), frames=st.lists(bits_st, max_size=4), data=st.data())
+def test_fast_reply_decoder_agrees_with_the_reference(rnd, frames, data):
+    raw = _mutated(ParityReply.from_frames(rnd, frames).to_bytes(), data)
+    expected = _reference_outcome(messages._explain_reply, raw)
+    if isinstance(expected, MessageError):
+        with pytest.raises(MessageError) as got:
+            ParityReply.from_bytes(raw)
+        assert str(got.value) == str(expected)
+    else:
+        got = ParityReply.from_bytes(raw)
+        assert got.round == expected.round
+        assert np.array_equal(got.counts, expected.counts)
+        assert np.array_equal(got.bits, expected.bits)
 
 
 @given(junk=st.binary(max_size=64))
