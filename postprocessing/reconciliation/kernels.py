@@ -699,6 +699,24 @@ def alice_answer_frames(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, 
     return written
 
 
+@numba.njit(cache=True, nogil=True)
+def alice_reply_frames(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, ranges, counts,
+                       lengths, omit):
+    """Alice's whole reply to a request when every frame has one layout: checks the
+    questions against the session first (``check_questions``; nothing is answered if one
+    does not fit), then answers them. Returns (first bad frame or -1, answer bits per frame
+    int64[F], the answers uint8 0/1 of all frames one after the other)."""
+    n_frames = bits.shape[0]
+    bad = check_questions(new_pass, counts, ranges, lengths, sizes.shape[0])
+    if bad >= 0:
+        return bad, np.zeros(n_frames, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    n_answers = answer_counts(offs, new_pass, counts, omit)
+    out = np.empty(n_answers.sum(), dtype=np.uint8)
+    alice_answer_frames(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, ranges, counts,
+                        out)
+    return -1, n_answers, out
+
+
 def fused_workspace_size(n_bits: int, n_passes: int, n_rows: int, n_blocks: int):
     """Lengths of the (uint8, int64) scratch buffers ``cascade_fused`` needs."""
     u8_len = (n_passes * (n_bits + 1) + n_rows * n_bits + n_passes * n_bits + 2 * n_bits

@@ -294,18 +294,18 @@ class CascadeAlice:
                                f"up to {int(counts.sum())}")
         n_passes = self._n_passes
         new_pass = np.ascontiguousarray(request.new_pass, dtype=np.int64)
-        bad = kernels.check_questions(new_pass, counts, ranges, self._lengths, n_passes)
-        if bad >= 0:
-            raise MessageError(f"Alice: frame {bad} asks for a pass outside [0, {n_passes - 1}]"
-                               f" or a range outside positions [0, {self._lengths[bad]}]")
-        if len(self._groups) == 1:
+        if len(self._groups) == 1:  # checks and answers in one kernel call
             g = self._groups[0]
             lay = g["layout"]
-            n_answers = kernels.answer_counts(lay.offs, new_pass, counts, self._omit)
-            out = np.empty(int(n_answers.sum()), dtype=np.uint8)
-            kernels.alice_answer_frames(g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs,
-                                        g["prefix"], g["actl"], new_pass, ranges, counts, out)
+            bad, n_answers, out = kernels.alice_reply_frames(
+                g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs, g["prefix"], g["actl"],
+                new_pass, ranges, counts, self._lengths, self._omit)
+            if bad >= 0:
+                self._refuse(bad)
         else:
+            bad = kernels.check_questions(new_pass, counts, ranges, self._lengths, n_passes)
+            if bad >= 0:
+                self._refuse(bad)
             n_answers = np.empty(n_frames, dtype=np.int64)
             for g in self._groups:
                 n_answers[g["idx"]] = kernels.answer_counts(g["layout"].offs,
@@ -326,3 +326,8 @@ class CascadeAlice:
         self._disclosed += n_answers
         self._round = request.round
         return ParityReply(request.round, n_answers, out)
+
+    def _refuse(self, frame: int):
+        raise MessageError(f"Alice: frame {frame} asks for a pass outside "
+                           f"[0, {self._n_passes - 1}] or a range outside positions "
+                           f"[0, {self._lengths[frame]}]")
