@@ -602,16 +602,30 @@ def new_bob_states(bits: np.ndarray, perm: np.ndarray, inv: np.ndarray, pinfo: n
 
 @numba.njit(cache=True, nogil=True)
 def bob_round_frames(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl, answers,
-                     expect, queries, n_queries, new_pass):
+                     got, expect, queries, n_queries, new_pass):
     """``bob_round`` for every unfinished frame of one layout (state stacked on axis 0);
     frame f's answers are the next expect[f] bits of ``answers``. Writes each frame's
     question count and new pass into ``n_queries``/``new_pass`` (0, -1 when finished), the
     number of answer bits its request will get into ``expect``, and the questions of all
     frames one after the other into ``queries`` (at least F * n_blocks rows; a frame asks at
-    most one question per block). Returns (question rows written, frames not finished)."""
+    most one question per block). Returns (status, question rows written, frames not
+    finished, answer bits the next reply must hold).
+
+    ``got`` is the reply's answer count per frame: first, with nothing changed, status -2 if
+    ``answers`` does not hold their sum, f >= 0 if frame f's count is not expect[f]; -1 when
+    the reply fits and the round ran."""
+    total = 0
+    for f in range(bits.shape[0]):
+        total += got[f]
+    if total != answers.shape[0]:
+        return -2, 0, 0, 0
+    for f in range(bits.shape[0]):
+        if got[f] != expect[f]:
+            return f, 0, 0, 0
     a0 = 0
     w = 0
     active = 0
+    total = 0
     n_blocks = offs[-1]
     for f in range(bits.shape[0]):
         a1 = a0 + expect[f]
@@ -626,10 +640,11 @@ def bob_round_frames(bits, bp, perm, inv, pinfo, sizes, offs, u8, node, st, ctl,
             new_pass[f] = np_
             expect[f] = nq + pass_answer_bits(offs, np_, ctl[f, C_OMIT])
             w += nq
+            total += expect[f]
             if ctl[f, C_DONE] == 0:
                 active += 1
         a0 = a1
-    return w, active
+    return -1, w, active, total
 
 
 @numba.njit(cache=True, nogil=True)
@@ -703,10 +718,19 @@ def alice_answer_frames(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, 
 def alice_reply_frames(bits, perm, pinfo, sizes, offs, prefix, actl, new_pass, ranges, counts,
                        lengths, omit):
     """Alice's whole reply to a request when every frame has one layout: checks the
-    questions against the session first (``check_questions``; nothing is answered if one
-    does not fit), then answers them. Returns (first bad frame or -1, answer bits per frame
-    int64[F], the answers uint8 0/1 of all frames one after the other)."""
+    questions against the session first (nothing is answered if one does not fit), then
+    answers them. Returns (status, answer bits per frame int64[F], the answers uint8 0/1 of
+    all frames one after the other); status -1 = answered, -2 = the range counts do not add
+    up to the rows of ``ranges``, f >= 0 = frame f has a negative range count or a question
+    outside its session (``check_questions``)."""
     n_frames = bits.shape[0]
+    total = 0
+    for f in range(n_frames):
+        if counts[f] < 0:
+            return f, np.zeros(n_frames, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+        total += counts[f]
+    if total != ranges.shape[0]:
+        return -2, np.zeros(n_frames, dtype=np.int64), np.zeros(0, dtype=np.uint8)
     bad = check_questions(new_pass, counts, ranges, lengths, sizes.shape[0])
     if bad >= 0:
         return bad, np.zeros(n_frames, dtype=np.int64), np.zeros(0, dtype=np.uint8)

@@ -133,7 +133,7 @@ class CascadeBob:
         """First request (send after ``setup()``)."""
         if self.round != 0:
             raise MessageError("Bob: start() called twice")
-        return self._step(np.zeros(0, dtype=np.uint8))
+        return self._step(np.zeros(0, dtype=np.uint8), self._expect.copy())
 
     def handle_reply(self, reply: ParityReply) -> ParityRequest | None:
         """Correct with Alice's answers; returns the next request, or None when all are done."""
@@ -144,30 +144,40 @@ class CascadeBob:
         if len(reply.counts) != len(self._lengths):
             raise MessageError(f"Bob: reply covers {len(reply.counts)} frames "
                                f"(expected {len(self._lengths)})")
-        if len(reply.bits) != int(np.sum(reply.counts)):
-            raise MessageError(f"Bob: reply holds {len(reply.bits)} parity bits for counts "
-                               f"adding up to {int(np.sum(reply.counts))}")
-        wrong = np.flatnonzero(np.asarray(reply.counts) != self._expect)
-        if len(wrong):
-            i = int(wrong[0])
-            raise MessageError(f"Bob: frame {i} reply has {int(reply.counts[i])} parity bits "
-                               f"(expected {int(self._expect[i])})")
-        return self._step(np.ascontiguousarray(reply.bits, dtype=np.uint8))
+        # the bit total and each frame's count are checked by the round kernel before it
+        # changes anything (``_refuse``), or here when frames have several lengths
+        return self._step(np.ascontiguousarray(reply.bits, dtype=np.uint8),
+                          np.ascontiguousarray(reply.counts, dtype=np.int64))
 
-    def _step(self, answers: np.ndarray) -> ParityRequest | None:
-        self._waiting = False
+    def _refuse(self, status: int, answers: np.ndarray, got: np.ndarray):
+        if status == -2:
+            raise MessageError(f"Bob: reply holds {len(answers)} parity bits for counts "
+                               f"adding up to {int(np.sum(got))}")
+        raise MessageError(f"Bob: frame {status} reply has {int(got[status])} parity bits "
+                           f"(expected {int(self._expect[status])})")
+
+    def _step(self, answers: np.ndarray, got: np.ndarray) -> ParityRequest | None:
         n_frames = len(self._lengths)
         if len(self._groups) == 1:  # one frame length: frames are already in message order
             g = self._groups[0]
             lay = g["layout"]
             counts = np.empty(n_frames, dtype=np.int64)
             new_passes = np.empty(n_frames, dtype=np.int64)
-            rows, self._active = kernels.bob_round_frames(
+            status, rows, self._active, _ = kernels.bob_round_frames(
                 g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo, lay.sizes, lay.offs, g["u8"],
-                g["node"], g["st"], g["ctl"], answers, self._expect, g["queries"], counts,
+                g["node"], g["st"], g["ctl"], answers, got, self._expect, g["queries"], counts,
                 new_passes)
+            if status != -1:
+                self._refuse(status, answers, got)
+            self._waiting = False
             ranges = g["queries"][:rows].copy()
         else:
+            if len(answers) != int(np.sum(got)):
+                self._refuse(-2, answers, got)
+            wrong = np.flatnonzero(got != self._expect)
+            if len(wrong):
+                self._refuse(int(wrong[0]), answers, got)
+            self._waiting = False
             answer_offs = _offsets(self._expect)
             new_passes = np.full(n_frames, -1, dtype=np.int64)
             counts = np.zeros(n_frames, dtype=np.int64)
@@ -180,9 +190,10 @@ class CascadeBob:
                 expect = self._expect[idx]
                 nq = np.zeros(len(idx), dtype=np.int64)
                 npass = np.zeros(len(idx), dtype=np.int64)
-                rows, active = kernels.bob_round_frames(
+                _, rows, active, _ = kernels.bob_round_frames(
                     g["bits"], g["bp"], lay.perm, lay.inv, lay.pinfo, lay.sizes, lay.offs,
-                    g["u8"], g["node"], g["st"], g["ctl"], mine, expect, g["queries"], nq, npass)
+                    g["u8"], g["node"], g["st"], g["ctl"], mine, expect.copy(), expect,
+                    g["queries"], nq, npass)
                 self._active += active
                 new_passes[idx] = npass
                 counts[idx] = nq
@@ -289,9 +300,6 @@ class CascadeAlice:
                                f"(expected {n_frames})")
         ranges = np.ascontiguousarray(np.asarray(request.ranges, dtype=np.int64).reshape(-1, 3))
         counts = np.ascontiguousarray(request.counts, dtype=np.int64)
-        if len(ranges) != int(counts.sum()):
-            raise MessageError(f"Alice: request holds {len(ranges)} ranges for counts adding "
-                               f"up to {int(counts.sum())}")
         n_passes = self._n_passes
         new_pass = np.ascontiguousarray(request.new_pass, dtype=np.int64)
         if len(self._groups) == 1:  # checks and answers in one kernel call
@@ -300,9 +308,15 @@ class CascadeAlice:
             bad, n_answers, out = kernels.alice_reply_frames(
                 g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs, g["prefix"], g["actl"],
                 new_pass, ranges, counts, self._lengths, self._omit)
+            if bad == -2:
+                self._refuse_counts(ranges, counts)
             if bad >= 0:
                 self._refuse(bad)
         else:
+            if len(ranges) != int(counts.sum()):
+                self._refuse_counts(ranges, counts)
+            if (counts < 0).any():
+                self._refuse(int(np.argmax(counts < 0)))
             bad = kernels.check_questions(new_pass, counts, ranges, self._lengths, n_passes)
             if bad >= 0:
                 self._refuse(bad)
@@ -326,6 +340,11 @@ class CascadeAlice:
         self._disclosed += n_answers
         self._round = request.round
         return ParityReply(request.round, n_answers, out)
+
+    @staticmethod
+    def _refuse_counts(ranges, counts):
+        raise MessageError(f"Alice: request holds {len(ranges)} ranges for counts adding "
+                           f"up to {int(counts.sum())}")
 
     def _refuse(self, frame: int):
         raise MessageError(f"Alice: frame {frame} asks for a pass outside "

@@ -199,6 +199,30 @@ def test_batch_of_frames_matches_frame_by_frame_and_counts_leakage_per_frame():
         assert not res.frame_error
 
 
+def test_roles_reusing_memory_of_earlier_batches_match_the_fused_path():
+    # the roles take their state from a pool that hands back earlier batches' memory as is
+    # (stale bits, split-tree knowledge, search slots): batches run after other batches of
+    # the same and other sizes must still disclose and correct exactly as the fused path
+    from postprocessing.reconciliation.buffers import POOL
+
+    rng = np.random.default_rng(11)
+
+    def batch(n_frames, n, qber, seed):
+        alices = [rng.integers(0, 2, n, dtype=np.uint8) for _ in range(n_frames)]
+        bobs = [a ^ (rng.random(n) < qber).astype(np.uint8) for a in alices]
+        got = reconcile_frames(alices, bobs, qber, "yan", seed=seed)
+        for a, b, res in zip(alices, bobs, got):
+            single = reconcile(a, b, qber, "yan", seed=seed)
+            assert np.array_equal(single.bits, res.bits)
+            assert (single.disclosed_bits, single.round_trips) == (res.disclosed_bits,
+                                                                   res.round_trips)
+
+    for n_frames, n, qber, seed in [(3, 40_000, 0.05, 1), (3, 40_000, 0.01, 2),
+                                    (2, 60_000, 0.02, 3), (3, 40_000, 0.03, 4)]:
+        batch(n_frames, n, qber, seed)
+    assert POOL.pooled_bytes > 0  # the roles of finished batches gave their memory back
+
+
 def test_alice_and_bob_count_the_same_leakage():
     alice, bob = _frame(4000, range(0, 4000, 37))
     a_role = CascadeAlice([alice])

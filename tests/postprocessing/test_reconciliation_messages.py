@@ -207,6 +207,21 @@ def test_alice_refuses_questions_outside_the_session(frames, fragment):
     assert alice.disclosed_bits == [0]  # nothing disclosed by a refused request
 
 
+def test_alice_refuses_negative_range_counts():
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 2, 1000, dtype=np.uint8) for _ in range(2)]
+    alice = CascadeAlice(frames)
+    alice.handle_setup(CascadeBob([f.copy() for f in frames], 0.03, "yan", seed=1).setup())
+    row = np.array([[0, 0, 5]], dtype=np.int64)
+    # counts 2 and -1 add up to the one range the request holds
+    request = ParityRequest(1, np.array([-1, -1]), np.array([2, -1]), row)
+    with pytest.raises(MessageError, match="frame 1 asks"):
+        alice.handle_request(request)
+    with pytest.raises(MessageError, match="adding up"):
+        alice.handle_request(ParityRequest(1, np.array([-1, -1]), np.array([1, 1]), row))
+    assert alice.disclosed_bits == [0, 0]
+
+
 def test_alice_refuses_a_replayed_round():
     alice, bob = _session()
     alice.handle_setup(bob.setup())
@@ -229,6 +244,8 @@ def test_bob_refuses_replies_that_do_not_match_his_request():
         bob.handle_reply(ParityReply.from_frames(reply.round, reply.frames * 2))
     with pytest.raises(MessageError, match="adding up"):
         bob.handle_reply(ParityReply(reply.round, reply.counts, reply.bits[:-1]))
+    with pytest.raises(MessageError, match="parity bits"):  # a negative count
+        bob.handle_reply(ParityReply(reply.round, reply.counts * 0 - 1, reply.bits[:0]))
     assert bob.handle_reply(reply) is not None  # the genuine reply still works
 
 
