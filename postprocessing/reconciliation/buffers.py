@@ -7,8 +7,11 @@ it is resident. So each role takes its arrays from a process-wide ``BufferPool``
 ``Arena`` and gives them back when the role object is garbage-collected; a node reconciling
 batch after batch then works in pages that are already mapped.
 
-Arrays from ``Arena.empty`` hold stale bytes of an earlier batch (possibly key material of
-that batch, never sent anywhere): callers write before they read, or use ``Arena.zeros``.
+Arrays from ``Arena.empty`` hold stale bytes of an earlier batch: callers write before they
+read, or use ``Arena.zeros``. Arrays that hold key bits or values derived from them (the
+reordered frames, their per-pass copies and prefix parities) are registered with
+``Arena.wipe_on_release`` and zeroed before their memory goes back to the pool, so a finished
+batch leaves no key material in pooled memory.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ class BufferPool:
 POOL = BufferPool()
 
 
+def _release(pool: BufferPool, raw: list, wipe: list) -> None:
+    for view in wipe:
+        view.fill(0)
+    wipe.clear()
+    pool.give(raw)
+
+
 class Arena:
     """Arrays of one owner (a role object), returned to ``pool`` when the owner is collected.
 
@@ -68,7 +78,12 @@ class Arena:
     def __init__(self, owner, pool: BufferPool = POOL):
         self._pool = pool
         self._raw: list[np.ndarray] = []
-        weakref.finalize(owner, pool.give, self._raw)
+        self._wipe: list[np.ndarray] = []
+        weakref.finalize(owner, _release, pool, self._raw, self._wipe)
+
+    def wipe_on_release(self, *views: np.ndarray) -> None:
+        """Zero these arrays (views of this arena's memory) before it returns to the pool."""
+        self._wipe.extend(views)
 
     def empty(self, shape, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)

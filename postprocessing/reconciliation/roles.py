@@ -109,6 +109,7 @@ class CascadeBob:
             bp, u8, node, st, ctl, queries = kernels.new_bob_states(
                 bits, layout.perm, layout.inv, layout.pinfo, layout.sizes, layout.offs,
                 self._arena.empty)
+            self._arena.wipe_on_release(bits, bp)  # his key, in pass orders
             ctl[:, kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, n,
                                                          self.qber)
             ctl[:, kernels.C_OMIT] = int(self.schedule.omit_first_parity)
@@ -278,6 +279,8 @@ class CascadeAlice:
             prefix = arena.empty((len(idx), len(layout.sizes), n + 1), np.uint8)
             actl = np.zeros((len(idx), kernels.N_CTL), dtype=np.int64)
             actl[:, kernels.C_OMIT] = int(schedule.omit_first_parity)
+            arena.wipe_on_release(bits, *(prefix[:, p] for p in range(len(layout.sizes))
+                                          if layout.pinfo[1, p] < 0))  # her key, its prefixes
             for row, i in enumerate(idx):
                 kernels.reorder_into(self._bits[i], layout.order, bits[row])
                 kernels.prefix_parities_into(bits[row], layout.perm, layout.pinfo, prefix[row])

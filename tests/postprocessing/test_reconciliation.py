@@ -223,6 +223,26 @@ def test_roles_reusing_memory_of_earlier_batches_match_the_fused_path():
     assert POOL.pooled_bytes > 0  # the roles of finished batches gave their memory back
 
 
+def test_roles_wipe_their_key_material_before_their_memory_is_pooled():
+    import gc
+
+    rng = np.random.default_rng(12)
+    alices = [rng.integers(0, 2, 50_000, dtype=np.uint8) for _ in range(2)]
+    bobs = [a ^ (rng.random(len(a)) < 0.03).astype(np.uint8) for a in alices]
+    alice = CascadeAlice(alices)
+    bob = CascadeBob(bobs, 0.03, "yan", seed=9)
+    run_roles(alice, bob)
+    # views of the role state kept past the roles' lifetime (tests only: nothing else does)
+    pinfo = alice._groups[0]["layout"].pinfo
+    keyed = [alice._groups[0]["bits"], bob._groups[0]["bits"], bob._groups[0]["bp"]]
+    keyed += [alice._groups[0]["prefix"][:, p] for p in range(pinfo.shape[1])
+              if pinfo[1, p] < 0]
+    assert all(v.any() for v in keyed)
+    del alice, bob
+    gc.collect()
+    assert not any(v.any() for v in keyed)
+
+
 def test_alice_and_bob_count_the_same_leakage():
     alice, bob = _frame(4000, range(0, 4000, 37))
     a_role = CascadeAlice([alice])
