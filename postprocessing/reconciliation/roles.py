@@ -11,6 +11,12 @@ not per frame.
 
 Layout: keys are unpacked uint8 0/1 arrays, one bit per byte.
 
+Cost per round: one numba call per role (Bob's ``bob_round_frames`` also checks the reply's
+bit counts, Alice's ``alice_reply_frames`` also checks the questions), plus one to decode
+each message. The state (tens of MB per batch) comes from ``buffers.POOL`` and goes back to
+it, key bits wiped, when the role object is collected: the next batch reuses mapped memory
+instead of paying a page fault per 4 KiB.
+
 Use (one role object per batch, driven by one thread; the daemon moves the bytes)::
 
     bob = CascadeBob(frames, qber_estimate, "yan")         # seed from secrets
