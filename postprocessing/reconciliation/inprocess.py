@@ -80,10 +80,20 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
     offs = block_offsets(len(a), sizes)
     seed = secrets.randbits(64) if seed is None else int(seed)
     order, perm, inv, pinfo = permutations_for(seed, len(a), halving)
-    corrected, disclosed, rounds, status = run_fused(a, b, order, perm, inv, pinfo, sizes, offs,
-                                                     max_q, sched.omit_first_parity)
-    true_errors = int(np.count_nonzero(a != b))
-    return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
+    try:
+        corrected, disclosed, rounds, status = run_fused(a, b, order, perm, inv, pinfo, sizes,
+                                                         offs, max_q, sched.omit_first_parity)
+        true_errors = int(np.count_nonzero(a != b))
+        return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
+    finally:
+        _wipe_copies((a, alice_bits), (b, bob_bits))
+
+
+def _wipe_copies(*pairs) -> None:
+    """Zero the arrays ``check_key`` made as converted copies of the caller's key bits."""
+    for checked, given in pairs:
+        if checked is not given and not np.shares_memory(checked, np.asarray(given)):
+            checked.fill(0)
 
 
 _scratch = threading.local()
@@ -101,8 +111,14 @@ def run_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs, max_qu
     ibuf = getattr(_scratch, "i64", None)
     if ibuf is None or len(ibuf) < need_i64:
         ibuf = _scratch.i64 = np.empty(need_i64, dtype=np.int64)
-    return kernels.cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs,
-                                 max_questions, int(bool(omit_first_parity)), ubuf, ibuf)
+    try:
+        return kernels.cascade_fused(alice_bits, bob_bits, order, perm, inv, pinfo, sizes, offs,
+                                     max_questions, int(bool(omit_first_parity)), ubuf, ibuf)
+    finally:
+        # The scratch outlives the call (one per thread) and held both parties' bits and
+        # parities: wipe what this frame used.
+        ubuf[:need_u8].fill(0)
+        ibuf[:need_i64].fill(0)
 
 
 def run_roles(alice: CascadeAlice, bob: CascadeBob, *, encode: bool = True,

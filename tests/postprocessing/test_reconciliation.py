@@ -589,3 +589,14 @@ def test_position_tail_finds_an_error_set_the_label_passes_cannot_see(seed):
     assert fused.frame_error == (not np.array_equal(fused.bits, alice))
     # Bob corrected at least one error: fewer differences than the hidden set had
     assert np.count_nonzero(fused.bits != alice) < np.count_nonzero(x)
+
+
+def test_fused_scratch_holds_no_key_material_after_the_call():
+    # The per-thread scratch outlives reconcile(): it must not keep either party's bits.
+    from postprocessing.reconciliation import inprocess
+    rng = np.random.default_rng(77)
+    alice = rng.integers(0, 2, 20_000, dtype=np.uint8)
+    bob = alice ^ (rng.random(alice.size) < 0.03).astype(np.uint8)
+    res = inprocess.reconcile(alice, bob, 0.03, seed=5)
+    assert res.disclosed_bits > 0
+    assert not inprocess._scratch.u8.any() and not inprocess._scratch.i64.any()
