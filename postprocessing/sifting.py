@@ -118,8 +118,8 @@ class BobDetections:
 
 
 @dataclass(frozen=True, eq=False)
-class AliceSifted:
-    """Alice's sifted record; row i matches row i of Bob's. Arrays of equal length.
+class SiftedRecord:
+    """One end's sifted key; row i matches row i of the other end's. Arrays of equal length.
 
     bits/basis/intensity are uint8 (basis 0 = Z, 1 = X; B92: all 0), slots int64.
     """
@@ -133,17 +133,12 @@ class AliceSifted:
         return int(self.bits.size)
 
 
-@dataclass(frozen=True, eq=False)
-class BobSifted:
-    """Bob's sifted record, same layout as ``AliceSifted``."""
+class AliceSifted(SiftedRecord):
+    """Alice's sifted record."""
 
-    bits: np.ndarray
-    basis: np.ndarray
-    intensity: np.ndarray
-    slots: np.ndarray
 
-    def __len__(self) -> int:
-        return int(self.bits.size)
+class BobSifted(SiftedRecord):
+    """Bob's sifted record."""
 
 
 # --------------------------------------------------------------------------------------------
