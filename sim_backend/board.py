@@ -19,7 +19,6 @@ connection in the middle of a batch frame, or put garbage bytes before every bat
 
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 import threading
@@ -41,6 +40,7 @@ from firmware_protocol.events import pack_event_words
 from firmware_protocol.params import READ_ONLY
 from firmware_protocol.framing import FLAG_REPLY
 from sim_backend.controls import LinkControls
+from sim_backend.instruments.base import hang_up
 
 MODEL = "QKD-TB1 (simulated)"
 FIRMWARE_VERSION = "sim-1.0"
@@ -176,9 +176,7 @@ class SimBoard:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+        hang_up(self._listener)
         self.drop_connections()
         self._accept_thread.join(timeout=2.0)
         with self._lock:
@@ -413,10 +411,7 @@ class _Connection:
             return
         self._closed = True
         self._stream_stop.set()
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        hang_up(self.sock)
 
     def _serve(self) -> None:
         try:

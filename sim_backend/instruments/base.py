@@ -131,6 +131,14 @@ def deliver(instrument: SimInstrument, reply: bytes, send, drop) -> bool:
     return True
 
 
+def hang_up(sock: socket.socket) -> None:
+    """Shut a socket down both ways and close it; a peer that is already gone is no error."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 class TcpServer:
     """Serve ``instrument`` on 127.0.0.1; a thread per connection."""
 
@@ -213,10 +221,7 @@ class TcpServer:
     def _drop(self, conn: socket.socket) -> None:
         with self._conns_lock:
             self._conns.discard(conn)
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            conn.close()
+        hang_up(conn)
 
     def drop_connections(self) -> None:
         """Cut every open connection (the device stays reachable for new ones)."""
@@ -230,9 +235,7 @@ class TcpServer:
         with self._conns_lock:
             listener, self._listener = self._listener, None
         if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+            hang_up(listener)
         self.drop_connections()
 
     def replug(self) -> None:

@@ -136,6 +136,22 @@ AFTERPULSE_QUEUE = 16
 """Pending afterpulses kept per detector; beyond that the latest is dropped (P^16: never)."""
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _earliest_pending(pending, n_pending, stop_slot):
+    """(slot, detector, queue index) of the earliest queued afterpulse; (stop_slot, -1, -1)
+    when none is queued before ``stop_slot``."""
+    s_ap = stop_slot
+    k_ap = -1
+    j_ap = -1
+    for k in range(pending.shape[0]):
+        for j in range(n_pending[k]):
+            if pending[k, j] < s_ap:
+                s_ap = pending[k, j]
+                k_ap = k
+                j_ap = j
+    return s_ap, k_ap, j_ap
+
+
 @nb.njit(cache=True, nogil=True)
 def dead_time_afterpulse(slots, dets, stop_slot, dead_slots, ap_probability, ap_mean_slots,
                          dead_until, pending, n_pending, state, out_slots, out_dets):
@@ -154,29 +170,14 @@ def dead_time_afterpulse(slots, dets, stop_slot, dead_slots, ap_probability, ap_
     n_in = slots.size
     log_q = math.log(ap_mean_slots / (ap_mean_slots + 1.0)) if ap_mean_slots > 0 else -math.inf
     # Earliest pending afterpulse (k_ap, j_ap) is cached; it changes only when one is added/used.
-    k_ap = -1
-    j_ap = -1
-    s_ap = stop_slot
-    for k in range(4):
-        for j in range(n_pending[k]):
-            if pending[k, j] < s_ap:
-                s_ap = pending[k, j]
-                k_ap = k
-                j_ap = j
+    s_ap, k_ap, j_ap = _earliest_pending(pending, n_pending, stop_slot)
     while True:
         if k_ap >= 0 and s_ap < stop_slot and (i >= n_in or s_ap < slots[i]):
             s = s_ap
             k = k_ap
             n_pending[k] -= 1
             pending[k, j_ap] = pending[k, n_pending[k]]
-            k_ap = -1
-            s_ap = stop_slot
-            for kk in range(4):
-                for j in range(n_pending[kk]):
-                    if pending[kk, j] < s_ap:
-                        s_ap = pending[kk, j]
-                        k_ap = kk
-                        j_ap = j
+            s_ap, k_ap, j_ap = _earliest_pending(pending, n_pending, stop_slot)
         elif i < n_in:
             s = slots[i]
             k = np.int64(dets[i])

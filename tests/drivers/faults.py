@@ -14,12 +14,11 @@ act on each chunk the device sends, so a line may arrive split the way TCP deliv
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 
 from drivers.transport import parse_socket_url
-from sim_backend.instruments.base import GARBAGE, FaultKnobs, deliver
+from sim_backend.instruments.base import GARBAGE, FaultKnobs, deliver, hang_up
 
 
 class FaultProxy:
@@ -107,10 +106,7 @@ class FaultProxy:
         with self._lock:
             self._pairs.discard(pair)
         for sock in pair:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
+            hang_up(sock)
 
     def drop_connections(self) -> None:
         with self._lock:
@@ -122,9 +118,7 @@ class FaultProxy:
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+            hang_up(listener)
         self.drop_connections()
 
     def replug(self) -> None:

@@ -465,7 +465,7 @@ def test_tails_cost_exactly_their_parities_and_leave_only_sets_even_in_every_pas
     misses that with probability P(Poisson(10) <= 2) = 0.3 %; the seed is fixed)."""
     n, qber = 2000, 0.05
     rng = np.random.default_rng(20261126)
-    plain_sched, yan_sched = get_schedule("yan-plain"), get_schedule("yan")
+    yan_sched = get_schedule("yan")
     n_tail = len(yan_sched.block_sizes(n, qber)) - 10
     assert n_tail == 7 + 7  # label bits 4..10, position bits 0..6 (blocks of 80)
     plain_wrong = yan_wrong = 0

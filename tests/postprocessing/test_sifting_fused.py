@@ -6,14 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postprocessing import sifting_fused
+from tests.postprocessing.sift_events import A, D, FIT, H, PERIOD_PS, SYNC, V, jittered_events
 from postprocessing.alignment import AlignmentError, ClockFit, assign_slots
 from postprocessing.sifting import SiftError, pattern_from_window, sift_b92, sift_bb84
 from postprocessing.sifting_fused import align_and_sift_b92, align_and_sift_bb84
 
-H, V, D, A, SYNC = 0, 1, 2, 3, 7
-PERIOD_PS = 1000.0
-FIT = ClockFit(ref_slot=40, ref_time_ps=7_000_123, period_ps=PERIOD_PS * (1 + 2.5e-6),
-               nominal_period_ps=PERIOD_PS, residual_rms_ps=40.0, n_sync=100)
 FUSED = {"bb84": align_and_sift_bb84, "b92": align_and_sift_b92}
 CHAIN = {"bb84": sift_bb84, "b92": sift_b92}
 
@@ -36,23 +33,13 @@ def assert_same(got, want):
 
 @st.composite
 def event_streams(draw):
-    """Sorted events with repeats, double/triple clicks, syncs, an unknown channel, jitter that
-    puts some events outside a gate, and a pattern window covering every slot."""
-    n = draw(st.integers(0, 150))
-    gaps = draw(st.lists(st.sampled_from([0, 0, 1, 1, 2, 3, 7, 40]), min_size=n, max_size=n))
-    channels = draw(st.lists(st.sampled_from([H, V, D, A, H, V, D, A, SYNC, 5]),
-                             min_size=n, max_size=n))
-    jitter = draw(st.lists(st.integers(-499, 499), min_size=n, max_size=n))
-    seed = draw(st.integers(0, 2**32 - 1))
-    slots = 100 + np.cumsum(np.array(gaps, np.int64))
-    t = np.array([FIT.time_of_slot(int(s)) for s in slots]) + np.array(jitter, float)
-    t = np.rint(t).astype(np.int64) if n else np.zeros(0, np.int64)
-    order = np.argsort(t, kind="stable")
+    """The shared event streams plus a pattern window covering every slot."""
+    t, channels, last, seed = draw(jittered_events())
     rng = np.random.default_rng(seed)
     first = 90
-    window = rng.integers(0, 12, int(slots[-1]) - first + 5 if n else 10).astype(np.uint8)
+    window = rng.integers(0, 12, last - first + 5 if last is not None else 10).astype(np.uint8)
     window[(window >> 2) == 3] &= 0x03  # intensity index 3 is not a valid tag
-    return t[order], np.array(channels, np.uint8)[order], window, first, seed
+    return t, channels, window, first, seed
 
 
 @settings(max_examples=150, deadline=None)

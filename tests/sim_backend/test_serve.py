@@ -1,6 +1,7 @@
 """The simulated node pair: every endpoint opens with its registered driver over its real byte
 path, and a setting made through a driver changes what Bob's board streams."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -37,7 +38,8 @@ def test_every_endpoint_opens_with_its_driver(pair):
         try:
             # Boards and the APT controller identify themselves; the others report a status.
             query = getattr(device, "status", None) or device.identify
-            assert query() is not None
+            # a parsed record, not raw text: the exchange went through the driver's parser
+            assert dataclasses.is_dataclass(query()), ep
         finally:
             device.close()
         seen.add(ep.driver)
