@@ -46,6 +46,9 @@ class SlotChunk:
     timestamps_ps: np.ndarray   # int64, ascending
     channels: np.ndarray        # uint8: 0 H, 1 V, 2 D, 3 A, 7 sync
     true_slots: np.ndarray      # int64: Alice's slot of each event (ground truth, tests only)
+    eve_slots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """int64 ascending: slots where Eve's light made a detector click; she knows Alice's value
+    there (ground truth, tests only; dead time may still have swallowed the click)."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,11 @@ class _ClickTables:
     outcome_cum: np.ndarray     # float64[16, 5]
     detector_cum: np.ndarray    # float64[16, 5, 4]
     mean_detected: np.ndarray   # float64[16]
-    eve_kind: int               # 1 single photon, 2 bright faked state
+    eve_kind: int               # 1 Fock state, 2 bright faked state, 3 coherent pulse
     bright_mask: np.ndarray     # uint8[5]
+    eve_photons: int            # photons of Eve's Fock state (kind 1)
+    eve_mean: float             # mean photons of Eve's coherent pulse (kind 3)
+    eve_detect: np.ndarray      # float64[5]: P(one of Eve's photons is detected) per outcome
     dark_per_detector: np.ndarray  # float64[4]
 
 
@@ -137,9 +143,13 @@ class LinkSimulator:
         cand_pattern = self.alice_pattern(cand)
         ph_slots = np.empty(4 * cand.size, dtype=np.int64)
         ph_dets = np.empty(4 * cand.size, dtype=np.uint8)
+        ph_eve = np.empty(4 * cand.size, dtype=np.uint8)
         n_ph = sampling.photon_clicks(cand, cand_pattern, tables.p_max, tables.outcome_cum,
                                       tables.detector_cum, tables.mean_detected, tables.eve_kind,
-                                      tables.bright_mask, state, ph_slots, ph_dets)
+                                      tables.bright_mask, np.int64(tables.eve_photons),
+                                      float(tables.eve_mean), tables.eve_detect, state,
+                                      ph_slots, ph_dets, ph_eve)
+        eve_slots = np.unique(ph_slots[:n_ph][ph_eve[:n_ph] != 0])
         raw_slots, raw_dets = self._add_dark_counts(ph_slots[:n_ph], ph_dets[:n_ph], first, stop,
                                                     tables.dark_per_detector, state)
 
@@ -179,7 +189,8 @@ class LinkSimulator:
 
         self._write_back(snap, click_dets, n_slots)
         self.next_slot = stop
-        return SlotChunk(first, n_slots, ts[order], all_channels[order], all_slots[order])
+        return SlotChunk(first, n_slots, ts[order], all_channels[order], all_slots[order],
+                         eve_slots)
 
     # -- per-chunk physics -------------------------------------------------------------------
 
@@ -212,23 +223,32 @@ class LinkSimulator:
         outcome[:, 0] = (1.0 - f) * -np.expm1(-mean_detected)
         det_w = np.zeros((16, 5, 4))
         det_w[:, 0, :] = m
-        eve_kind = 2 if p.eve == "blinding" else 1
+        eve_kind = 2 if p.eve == "blinding" else (3 if p.eve_resend_mu > 0 else 1)
         bright_mask = np.zeros(5, dtype=np.uint8)
+        eve_detect = np.zeros(5)
         resend_at_bob = source.BB84_STATES @ rot.T                        # (4, 3)
         if f > 0.0:
-            caught = source.nonempty_probability(mean_n)                  # (16,)
-            resend = eve.resend_probabilities(p.eve, alice)               # (16, 4)
-            if eve_kind == 1:
-                pi = eta_ch * eta_det[None, :] * detectors.port_probabilities(
+            attack = eve.attack_probabilities(p.eve, alice, mean_n)       # (16, 4)
+            if eve_kind != 2:
+                # Eve's light: through the fibre, or (bypass) straight into Bob's receiver
+                # -- unless the switch has taken the receiver off the link.
+                eta_eve = (1.0 if p.eve_bypass_fibre else p.channel_transmittance) \
+                    if snap.channel_open else 0.0
+                pi = eta_eve * eta_det[None, :] * detectors.port_probabilities(
                     resend_at_bob, p.misalignment)                        # (4 resent, 4 det)
-                outcome[:, 1:] = f * caught[:, None] * resend * pi.sum(axis=1)[None, :]
+                eve_detect[1:] = pi.sum(axis=1)
+                if eve_kind == 3:
+                    clicks = -np.expm1(-p.eve_resend_mu * eve_detect[1:])
+                else:
+                    clicks = -np.expm1(p.eve_resend_photons * np.log1p(-np.minimum(
+                        eve_detect[1:], 1.0 - 1e-300)))
+                outcome[:, 1:] = f * attack * clicks[None, :]
                 det_w[:, 1:, :] = pi[None, :, :]
             else:
                 bright_mask[1:] = detectors.blinded_click_mask(resend_at_bob, p.misalignment,
                                                                snap.enabled)
                 fire = eve.blinding_fire_probability(p.transmittance) if snap.channel_open else 0.0
-                outcome[:, 1:] = (f * fire * caught[:, None] * resend
-                                  * (bright_mask[1:] != 0)[None, :])
+                outcome[:, 1:] = f * fire * attack * (bright_mask[1:] != 0)[None, :]
         outcome_cum = np.cumsum(outcome, axis=1)
         dark = detectors.detector_dark_probability(p.dark_count_probability)
         blinded = f if (p.eve == "blinding" and snap.channel_open) else 0.0
@@ -237,7 +257,9 @@ class LinkSimulator:
                             outcome_cum=np.ascontiguousarray(outcome_cum),
                             detector_cum=np.ascontiguousarray(_cumulative_weights(det_w)),
                             mean_detected=mean_detected, eve_kind=eve_kind,
-                            bright_mask=bright_mask, dark_per_detector=dark_per_detector)
+                            bright_mask=bright_mask, eve_photons=p.eve_resend_photons,
+                            eve_mean=p.eve_resend_mu, eve_detect=eve_detect,
+                            dark_per_detector=dark_per_detector)
 
     @staticmethod
     def _add_dark_counts(slots: np.ndarray, dets: np.ndarray, first: int, stop: int,
@@ -304,6 +326,7 @@ class SimResult:
     double_clicks: int = 0        # slots where two or more detectors clicked
     sifted_bits: int = 0          # BB84: Bob's basis = Alice's; B92: conclusive
     errors: int = 0
+    eve_known_sifted: int = 0     # sifted bits in slots where Eve's light clicked (ground truth)
     sync_events: int = 0
     wall_time_s: float = 0.0
     per_intensity: list[IntensityStats] = field(default_factory=lambda: [IntensityStats()
@@ -311,6 +334,7 @@ class SimResult:
     timestamps_ps: np.ndarray | None = None
     channels: np.ndarray | None = None
     true_slots: np.ndarray | None = None
+    eve_slots: np.ndarray | None = None
 
     @property
     def detection_probability(self) -> float:
@@ -343,6 +367,8 @@ class SimResult:
             "double_clicks": self.double_clicks, "sync_events": self.sync_events,
             "wall_time_s": self.wall_time_s,
         }
+        if self.params.eve_active:
+            out["eve_known_sifted"] = self.eve_known_sifted
         if self.params.protocol == "b92":
             out["conclusive_fraction"] = self.conclusive_fraction
         out["intensities"] = {
@@ -358,8 +384,9 @@ def bob_outcomes(true_slots: np.ndarray, channels: np.ndarray, rng: np.random.Ge
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per detected slot: (slot, detector Bob reports, number of detectors that clicked).
 
-    Double clicks are squashed as the sifting stage would: a random analyser if both clicked,
-    then a random detector if both of its detectors clicked. Sync events are ignored.
+    Double clicks are squashed as the sifting stage does (``postprocessing.sifting``): both
+    detectors of one analyser give that analyser and a random bit; clicks in both analysers
+    give a random analyser and a random bit. Sync events are ignored.
     """
     keep = channels < N_DETECTORS
     slots = true_slots[keep]
@@ -375,8 +402,8 @@ def bob_outcomes(true_slots: np.ndarray, channels: np.ndarray, rng: np.random.Ge
     plus, cross = mask & 3, (mask >> 2) & 3
     coin = rng.integers(0, 2, (2, mask.size))
     analyser = np.where((plus > 0) & (cross > 0), coin[0], np.where(plus > 0, 0, 1))
-    bits = np.where(analyser == 0, plus, cross)
-    port = np.where(bits == 3, coin[1], bits >> 1)
+    single = (mask & (mask - 1)) == 0
+    port = np.where(single, np.where(analyser == 0, plus, cross) >> 1, coin[1])
     return slots[starts], 2 * analyser + port, n_clicked
 
 
@@ -398,6 +425,8 @@ def _accumulate(result: SimResult, sim: LinkSimulator, chunk: SlotChunk,
         sifted = analyser == ((pat >> 1) & 1)
         bob_bit = port.astype(np.uint8)
     error = sifted & (bob_bit != value)
+    known = np.isin(slots, chunk.eve_slots, assume_unique=True)
+    result.eve_known_sifted += int(np.count_nonzero(sifted & known))
     result.detections += int(slots.size)
     result.double_clicks += int(np.count_nonzero(n_clicked >= 2))
     result.sifted_bits += int(np.count_nonzero(sifted))
@@ -450,5 +479,6 @@ def simulate(params: LinkParams, n_pulses: int, seed: int | None = None,
         result.timestamps_ps = np.concatenate([c.timestamps_ps for c in kept])
         result.channels = np.concatenate([c.channels for c in kept])
         result.true_slots = np.concatenate([c.true_slots for c in kept])
+        result.eve_slots = np.concatenate([c.eve_slots for c in kept])
     result.wall_time_s = time.perf_counter() - t0
     return result

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 PROTOCOLS = ("bb84", "b92")
-EVE_MODELS = ("none", "intercept-resend", "b92-resend", "helstrom", "usd", "blinding")
-B92_ONLY_EVE_MODELS = ("b92-resend", "helstrom", "usd")
+EVE_MODELS = ("none", "intercept-resend", "b92-resend", "helstrom", "usd", "blinding",
+              "usd-multiphoton")
+B92_ONLY_EVE_MODELS = ("b92-resend", "helstrom", "usd", "usd-multiphoton")
+MAX_EVE_RESEND_PHOTONS = 50
+MAX_EVE_RESEND_MU = 100.0
 MAX_CLOCK_DRIFT_PPM = 10.0
 
 
@@ -52,6 +55,11 @@ class LinkParams:
     - ``misalignment`` (e_det): probability that a photon reaching an analyser leaves by the
       wrong port, so E*Q = Y0/2 + e_det*(1 - exp(-eta*mu)) with perfect compensation.
     - ``eve_fraction``: fraction of pulses the eavesdropper attacks (see physics/eve.py).
+    - ``eve_resend_photons`` / ``eve_resend_mu`` / ``eve_bypass_fibre``: what ``usd-multiphoton``
+      resends on each success: a Fock state of that many photons, or (``eve_resend_mu`` > 0) a
+      coherent pulse of that mean photon number instead; with ``eve_bypass_fibre`` her light
+      reaches Bob without the fibre loss (she owns the fibre). Other models resend one photon
+      through the fibre and take only the defaults.
     """
 
     protocol: str = "bb84"
@@ -78,6 +86,9 @@ class LinkParams:
     sync_period: int = 10_000
     eve: str = "none"
     eve_fraction: float = 0.0
+    eve_resend_photons: int = 1
+    eve_resend_mu: float = 0.0
+    eve_bypass_fibre: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -115,6 +126,25 @@ class LinkParams:
             raise ParameterError(f"eve = {self.eve!r} attacks B92 states only; protocol is "
                                  f"{self.protocol!r} (use intercept-resend or blinding)")
         _check_range("eve_fraction", self.eve_fraction, 0.0, 1.0)
+        if (isinstance(self.eve_resend_photons, bool)
+                or not isinstance(self.eve_resend_photons, int)):
+            raise ParameterError(f"eve_resend_photons = {self.eve_resend_photons!r} is not an "
+                                 f"integer")
+        _check_range("eve_resend_photons", self.eve_resend_photons, 1, MAX_EVE_RESEND_PHOTONS,
+                     unit="photons")
+        _check_range("eve_resend_mu", self.eve_resend_mu, 0.0, MAX_EVE_RESEND_MU,
+                     unit="photons/pulse")
+        if not isinstance(self.eve_bypass_fibre, bool):
+            raise ParameterError(f"eve_bypass_fibre = {self.eve_bypass_fibre!r} is not a bool")
+        if self.eve_resend_photons != 1 and self.eve_resend_mu > 0.0:
+            raise ParameterError(f"eve_resend_photons = {self.eve_resend_photons} and "
+                                 f"eve_resend_mu = {self.eve_resend_mu!r}: give one (a Fock "
+                                 f"state or a coherent pulse), not both")
+        custom = (self.eve_resend_photons != 1 or self.eve_resend_mu > 0.0
+                  or self.eve_bypass_fibre)
+        if custom and self.eve != "usd-multiphoton":
+            raise ParameterError(f"eve_resend_photons, eve_resend_mu and eve_bypass_fibre apply "
+                                 f"to eve = 'usd-multiphoton' only; eve is {self.eve!r}")
 
     @property
     def p_decoy2(self) -> float:

@@ -15,6 +15,18 @@ Assumptions (the figures in ``theory`` and the tests follow from them):
   detector matching Eve's state clicks, regardless of the detector efficiency. Blinded
   detectors have no dark counts.
 
+- ``usd-multiphoton`` (the attack of security issue 13 on B92 with weak coherent pulses): Eve
+  at Alice's output discriminates the whole pulse |a,H> vs |a,D> unambiguously. For a
+  phase-randomised pulse she may count its photons first; n copies of the pair overlap
+  s^n, s = 1/sqrt 2, so her success is sum_n Poisson(n; mu) (1 - s^n) = 1 - exp(-mu (1 - s))
+  per pulse (``usd_success_probability``). She blocks every failure and on each success
+  resends the identified state (|H> or |D>, so a lone photon never gives Bob a wrong
+  conclusive result) as a Fock state of ``eve_resend_photons`` photons or a coherent pulse
+  of mean ``eve_resend_mu``, optionally straight into Bob's receiver (``eve_bypass_fibre``).
+  More photons raise Bob's conclusive yield; the price is multi-clicks across the two
+  analysers, which the squashing rule turns into a random outcome (1/4 of them wrong
+  conclusive results). She knows Alice's bit in every slot she resends.
+
 Resend probabilities are tables over Bob's four states (H, V, D, A in channel order); a row sums
 to less than 1 when Eve forwards nothing on some outcomes (unambiguous discrimination).
 """
@@ -60,6 +72,33 @@ def resend_probabilities(model: str, stokes: np.ndarray) -> np.ndarray:
         out[:, 2] = USD_WEIGHT * (1 - s1) / 2
     elif model != "none":
         raise ValueError(f"eve model {model!r} unknown")
+    return out
+
+
+def usd_success_probability(mean_photons) -> np.ndarray:
+    """P(Eve's unambiguous discrimination of a whole phase-randomised pulse succeeds):
+    1 - exp(-mu (1 - 1/sqrt 2)), per pulse of mean photon number ``mean_photons``."""
+    return -np.expm1(-np.asarray(mean_photons, dtype=float) * (1.0 - SQRT_HALF))
+
+
+def attack_probabilities(model: str, stokes: np.ndarray, mean_photons: np.ndarray) -> np.ndarray:
+    """(n, 4): P(Eve resends H, V, D, A | Alice sent ``stokes`` at ``mean_photons``), per pulse.
+
+    Single-photon models catch a non-empty pulse (1 - exp(-mu)) and measure one photon of it;
+    ``usd-multiphoton`` succeeds with ``usd_success_probability`` and resends the state found.
+    """
+    s = np.atleast_2d(np.asarray(stokes, dtype=float))
+    mu = np.broadcast_to(np.asarray(mean_photons, dtype=float), (s.shape[0],))
+    if model != "usd-multiphoton":
+        return -np.expm1(-mu)[:, None] * resend_probabilities(model, s)
+    is_h = np.isclose(s[:, 0], 1.0) & np.isclose(s[:, 1], 0.0)
+    is_d = np.isclose(s[:, 1], 1.0) & np.isclose(s[:, 0], 0.0)
+    if not np.all(is_h | is_d):
+        raise ValueError("usd-multiphoton discriminates the B92 pair |H>, |D> only")
+    out = np.zeros((s.shape[0], 4))
+    success = usd_success_probability(mu)
+    out[:, 0] = np.where(is_h, success, 0.0)
+    out[:, 2] = np.where(is_d, success, 0.0)
     return out
 
 

@@ -75,17 +75,55 @@ def bernoulli_slots(first_slot: int, stop_slot: int, p: float, state: np.ndarray
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _truncated_poisson(m, state):
+    """A Poisson(m) count conditioned on >= 1 (inversion of the cumulative sum)."""
+    target = uniform_open(state) * -math.expm1(-m)
+    term = math.exp(-m) * m
+    acc = term
+    k = 1
+    while acc < target and k < 10000:
+        k += 1
+        term *= m / k
+        acc += term
+    return k
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _truncated_binomial(n, p, state):
+    """A Binomial(n, p) count conditioned on >= 1 (inversion); n = 1 draws nothing."""
+    if n == 1:
+        return 1
+    if p >= 1.0:
+        return n
+    q = 1.0 - p
+    target = uniform_open(state) * -math.expm1(n * math.log1p(-p))
+    # P(k) = C(n, k) p^k q^(n-k), built up from P(1) = n p q^(n-1)
+    term = n * p * q ** (n - 1)
+    acc = term
+    k = 1
+    while acc < target and k < n:
+        term *= (n - k) / (k + 1) * p / q
+        k += 1
+        acc += term
+    return k
+
+
 @nb.njit(cache=True, nogil=True)
 def photon_clicks(cand_slots, cand_pattern, p_max, outcome_cum, detector_cum, mean_detected,
-                  eve_kind, bright_mask, state, out_slots, out_dets):
+                  eve_kind, bright_mask, eve_photons, eve_mean, eve_detect, state, out_slots,
+                  out_dets, out_eve):
     """Thin candidates into photon clicks; returns how many (slot, detector) rows were written.
 
     cand_slots int64[n] ascending; cand_pattern uint8[n] (pattern byte of each candidate);
     outcome_cum float64[16, 5]: cumulative click probability of the outcomes of a slot
     (0 = unattacked pulse, 1..4 = Eve resends H, V, D, A); detector_cum float64[16, 5, 4]:
     cumulative per-detector weights given that outcome; mean_detected float64[16]: mean number
-    of detected photons of an unattacked pulse; eve_kind 1 = single photon, 2 = bright pulse
-    clicking the detectors in bright_mask uint8[5] (bit k = detector k).
+    of detected photons of an unattacked pulse. Eve's light: eve_kind 1 = a Fock state of
+    ``eve_photons`` photons, 3 = a coherent pulse of mean ``eve_mean`` photons (each photon
+    reaching a detector with probability eve_detect[outcome], split by detector_cum), 2 = a
+    bright pulse clicking the detectors in bright_mask uint8[5] (bit k = detector k).
+    out_eve[row] = 1 where the row comes from light Eve sent (she knows Alice's value there).
     out_* need room for 4 rows per candidate.
     """
     n = 0
@@ -98,36 +136,29 @@ def photon_clicks(cand_slots, cand_pattern, p_max, outcome_cum, detector_cum, me
         while u >= outcome_cum[b, o]:
             o += 1
         mask = 0
+        k_photons = 0
         if o == 0:
             # Multi-photon pulse, given >= 1 detected photon: zero-truncated Poisson total,
             # each photon to a detector by its weight (Poisson splitting is exact).
-            m = mean_detected[b]
-            target = uniform_open(state) * -math.expm1(-m)
-            term = math.exp(-m) * m
-            acc = term
-            k_photons = 1
-            while acc < target and k_photons < 10000:
-                k_photons += 1
-                term *= m / k_photons
-                acc += term
-            for _ in range(k_photons):
-                v = uniform_open(state)
-                d = 0
-                while d < 3 and v >= detector_cum[b, 0, d]:
-                    d += 1
-                mask |= 1 << d
+            k_photons = _truncated_poisson(mean_detected[b], state)
         elif eve_kind == 1:
+            # n photons, each detected independently: a zero-truncated binomial total.
+            k_photons = _truncated_binomial(eve_photons, eve_detect[o], state)
+        elif eve_kind == 3:
+            k_photons = _truncated_poisson(eve_mean * eve_detect[o], state)
+        else:
+            mask = bright_mask[o]
+        for _ in range(k_photons):
             v = uniform_open(state)
             d = 0
             while d < 3 and v >= detector_cum[b, o, d]:
                 d += 1
-            mask = 1 << d
-        else:
-            mask = bright_mask[o]
+            mask |= 1 << d
         for d in range(4):
             if mask & (1 << d):
                 out_slots[n] = cand_slots[i]
                 out_dets[n] = d
+                out_eve[n] = o > 0
                 n += 1
     return n
 

@@ -237,3 +237,199 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
         conclusive_fraction=(sift_total / raw_total if p.protocol == "b92" and raw_total > 0
                              else None),
         live_fraction=live, key_rate_per_pulse=key_rate)
+
+
+# -- B92 with squashed multi-clicks: exact per-slot figures (the usd-multiphoton attack) -------
+
+_MASKS = np.arange(16)
+_IN_MASK = ((_MASKS[:, None] >> np.arange(4)[None, :]) & 1).astype(bool)   # (16 masks, 4 det)
+
+
+def _squash_table() -> np.ndarray:
+    """(16, 4): P(the squashing rule reports detector d | detectors in mask clicked).
+
+    The node's rule (postprocessing.sifting): one detector reports itself; both detectors of
+    one analyser give that analyser and a random bit; clicks in both analysers give a random
+    analyser and a random bit.
+    """
+    out = np.zeros((16, 4))
+    for m in range(1, 16):
+        plus, cross = m & 3, (m >> 2) & 3
+        if m in (1, 2, 4, 8):
+            out[m, int(np.log2(m))] = 1.0
+        elif cross == 0:
+            out[m, :2] = 0.5
+        elif plus == 0:
+            out[m, 2:] = 0.5
+        else:
+            out[m, :] = 0.25
+    return out
+
+
+SQUASH = _squash_table()
+
+
+def poisson_mask_distribution(means: np.ndarray) -> np.ndarray:
+    """(16,): P(exactly the detectors in mask click) for independent Poisson light of
+    per-detector mean photon numbers ``means`` (coherent light, Poisson splitting)."""
+    p_click = -np.expm1(-np.asarray(means, dtype=float))
+    return np.prod(np.where(_IN_MASK, p_click[None, :], 1.0 - p_click[None, :]), axis=1)
+
+
+def fock_mask_distribution(n_photons: int, probs: np.ndarray) -> np.ndarray:
+    """(16,): P(exactly the detectors in mask click) when each of ``n_photons`` photons goes to
+    detector d with probability probs[d] (lost with the rest), independently (inclusion-
+    exclusion over the subsets T of the mask: sum (-1)^{|M|-|T|} (p_lost + p_T)^n)."""
+    probs = np.asarray(probs, dtype=float)
+    lost = 1.0 - probs.sum()
+    out = np.zeros(16)
+    for m in range(16):
+        total = 0.0
+        t = m
+        while True:                       # every subset t of m
+            sign = (-1) ** (bin(m).count("1") - bin(t).count("1"))
+            total += sign * (lost + probs[_IN_MASK[t]].sum()) ** n_photons
+            if t == 0:
+                break
+            t = (t - 1) & m
+        out[m] = total
+    return np.clip(out, 0.0, 1.0)
+
+
+def _or_dark(mask_p: np.ndarray, dark: np.ndarray) -> np.ndarray:
+    """Mask distribution after OR-ing independent dark clicks (per-detector probability)."""
+    dark_p = np.prod(np.where(_IN_MASK, dark[None, :], 1.0 - dark[None, :]), axis=1)
+    out = np.zeros(16)
+    for a in range(16):
+        for b in range(16):
+            out[a | b] += mask_p[a] * dark_p[b]
+    return out
+
+
+@dataclass(frozen=True)
+class B92Expectation:
+    """Per-pulse figures of a B92 link after the node's squashing (see ``b92_expectation``)."""
+
+    detection_probability: float      # slots with >= 1 registered click
+    conclusive_per_pulse: float       # squashed outcome V or A
+    qber: float                       # wrong conclusive results / conclusive results
+    multi_click_per_pulse: float      # slots where >= 2 detectors registered a click
+    eve_known_conclusive_per_pulse: float   # conclusive results in slots Eve's light clicked
+    live_fractions: tuple[float, float, float, float]
+
+    @property
+    def multi_click_per_conclusive(self) -> float:
+        return self.multi_click_per_pulse / self.conclusive_per_pulse
+
+    @property
+    def eve_known_fraction(self) -> float:
+        return self.eve_known_conclusive_per_pulse / self.conclusive_per_pulse
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["live_fractions"] = list(self.live_fractions)
+        d["multi_click_per_conclusive"] = self.multi_click_per_conclusive
+        d["eve_known_fraction"] = self.eve_known_fraction
+        return d
+
+
+def b92_expectation(params) -> B92Expectation:
+    """Exact per-slot B92 figures under ``none`` or ``usd-multiphoton``, squashing included.
+
+    Per slot: Alice's pulse (independent Poisson clicks) or, on the attacked fraction, Eve's
+    USD success 1 - exp(-mu (1 - 1/sqrt 2)) followed by her Fock state or coherent pulse in
+    the identified state (each photon split by Bob's passive analysers, misalignment and
+    detector efficiencies; through the fibre or not), nothing on failures; then independent
+    dark clicks OR-ed in; then the node's squashing rule. Dead time enters to first order:
+    each detector's clicks are thinned by its renewal live fraction 1 / (1 + D c_d), c_d its
+    raw click probability per slot. Afterpulsing is left out (``afterpulse_probability``
+    must be 0). Perfect polarization compensation is assumed.
+    """
+    p = params
+    if p.protocol != "b92" or p.eve not in ("none", "usd-multiphoton"):
+        raise ValueError("b92_expectation covers protocol b92 with eve none or usd-multiphoton")
+    if p.afterpulse_probability > 0:
+        raise ValueError("b92_expectation leaves afterpulsing out: afterpulse_probability "
+                         "must be 0")
+    f = p.eve_fraction if p.eve_active else 0.0
+    eta_d = detectors.detector_efficiencies(p.detector_efficiency, p.efficiency_mismatch,
+                                            np.full(4, detectors.NOMINAL_EFFICIENCY_PCT),
+                                            np.ones(4, bool))
+    dark = np.full(4, detectors.detector_dark_probability(p.dark_count_probability))
+    eta_eve = 1.0 if p.eve_bypass_fibre else p.channel_transmittance
+    # Per (intensity, Alice's state): mask distributions of the honest and attacked slots, and
+    # of the attacked slots where Eve's light clicked (for what she knows).
+    rows = []
+    for mu, weight in zip(p.intensities, p.intensity_probabilities):
+        if weight <= 0:
+            continue
+        for stokes, value, r in ((source.STOKES_H, 0, 0), (source.STOKES_D, 1, 2)):
+            q = detectors.port_probabilities(stokes, p.misalignment)[0]
+            honest = poisson_mask_distribution(mu * p.channel_transmittance * eta_d * q)
+            success = float(eve.usd_success_probability(mu)) if f > 0 else 0.0
+            pi = eta_eve * eta_d * detectors.port_probabilities(source.BB84_STATES[r],
+                                                                p.misalignment)[0]
+            if p.eve_resend_mu > 0:
+                eve_light = poisson_mask_distribution(p.eve_resend_mu * pi)
+            else:
+                eve_light = fock_mask_distribution(p.eve_resend_photons, pi)
+            blocked = np.zeros(16)
+            blocked[0] = 1.0
+            attacked = success * eve_light + (1.0 - success) * blocked
+            raw = (1.0 - f) * honest + f * attacked
+            known = f * success * eve_light * (_MASKS > 0)
+            rows.append((weight / 2, value, raw, known))
+    # Dead time: live fraction of each detector from its raw click probability (darks in).
+    raw_click = sum(w * (_or_dark(raw, dark)[:, None] * _IN_MASK).sum(axis=0)
+                    for w, _, raw, _ in rows)
+    dead = detectors.dead_slots(p.dead_time_ns, p.clock_hz)
+    live = np.array([dead_time_live_fraction(float(c), dead) for c in raw_click])
+    # thin[m, m2] = P(registered mask m2 | raw mask m), detectors thinned independently
+    keep = np.where(_IN_MASK[:, None, :] & _IN_MASK[None, :, :], live[None, None, :],
+                    np.where(_IN_MASK[:, None, :] & ~_IN_MASK[None, :, :],
+                             1.0 - live[None, None, :],
+                             np.where(~_IN_MASK[:, None, :] & ~_IN_MASK[None, :, :], 1.0, 0.0)))
+    thin = np.prod(keep, axis=2)
+    detect = conclusive = wrong = multi = known_conc = 0.0
+    n_clicks = _IN_MASK.sum(axis=1)
+    for w, value, raw, known in rows:
+        reg = _or_dark(raw, dark) @ thin
+        reg_known = _or_dark(known, dark) @ thin     # Eve's light clicked in the raw slot
+        conc = SQUASH[:, 1] + SQUASH[:, 3]           # V or A
+        err = SQUASH[:, 1] if value == 0 else SQUASH[:, 3]   # V says D, A says H
+        detect += w * reg[1:].sum()
+        conclusive += w * reg @ conc
+        wrong += w * reg @ err
+        multi += w * reg[n_clicks >= 2].sum()
+        known_conc += w * reg_known @ conc
+    return B92Expectation(detection_probability=float(detect),
+                          conclusive_per_pulse=float(conclusive),
+                          qber=float(wrong / conclusive) if conclusive > 0 else float("nan"),
+                          multi_click_per_pulse=float(multi),
+                          eve_known_conclusive_per_pulse=float(known_conc),
+                          live_fractions=tuple(float(x) for x in live))
+
+
+def usd_multiphoton_matching_mu(params, target_conclusive_per_pulse: float) -> float:
+    """Eve's coherent resend brightness (``eve_resend_mu``) at which Bob's conclusive yield per
+    pulse under ``usd-multiphoton`` equals ``target_conclusive_per_pulse`` (bisection on the
+    monotone ``b92_expectation``). Raises ValueError when no brightness up to the parameter
+    range's ceiling reaches it."""
+    from sim_backend.params import MAX_EVE_RESEND_MU
+
+    def conc(mu_e: float) -> float:
+        q = params.replace(eve="usd-multiphoton", eve_fraction=1.0, eve_resend_photons=1,
+                           eve_resend_mu=mu_e)
+        return b92_expectation(q).conclusive_per_pulse
+
+    lo, hi = 1e-9, MAX_EVE_RESEND_MU
+    if conc(hi) < target_conclusive_per_pulse:
+        raise ValueError(f"no eve_resend_mu up to {hi:g} reaches a conclusive yield of "
+                         f"{target_conclusive_per_pulse:.3g} per pulse")
+    for _ in range(80):
+        mid = math.sqrt(lo * hi)
+        if conc(mid) < target_conclusive_per_pulse:
+            lo = mid
+        else:
+            hi = mid
+    return hi
