@@ -17,13 +17,15 @@ import sys
 import time
 from typing import Any, Sequence
 
-from sim_backend.params import EVE_MODELS, PRESETS, PROTOCOLS, LinkParams, ParameterError
+from sim_backend.params import (EVE_MODELS, MAX_EVE_RESEND_MU, MAX_EVE_RESEND_PHOTONS, PRESETS,
+                                PROTOCOLS, LinkParams, ParameterError)
 
 MAX_PULSES = 10**13
 PROGRESS_INTERVAL_S = 2.0
 
 # Parameters with flags of their own in the usage line; the rest come from LinkParams fields.
-_EXPLICIT = {"protocol", "distance_km", "eve", "eve_fraction"}
+_EXPLICIT = {"protocol", "distance_km", "eve", "eve_fraction", "eve_resend_photons",
+             "eve_resend_mu", "eve_bypass_fibre"}
 
 
 class UsageError(Exception):
@@ -57,6 +59,17 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eve", default="none", help=f"one of {', '.join(EVE_MODELS)}")
     parser.add_argument("--eve-fraction", type=_number("eve_fraction", float), default=None,
                         help="fraction of pulses attacked, in [0, 1] (default 1 when --eve is set)")
+    parser.add_argument("--eve-resend-photons", type=_number("eve_resend_photons", int),
+                        default=None,
+                        help=f"usd-multiphoton: photons in Eve's resent Fock state on each USD "
+                             f"success, integer in [1, {MAX_EVE_RESEND_PHOTONS}] (default 1)")
+    parser.add_argument("--eve-resend-mu", type=_number("eve_resend_mu", float), default=None,
+                        help=f"usd-multiphoton: resend a coherent pulse of this mean photon "
+                             f"number instead, photons/pulse in (0, {MAX_EVE_RESEND_MU:g}] "
+                             f"(default 0: the Fock state)")
+    parser.add_argument("--eve-bypass-fibre", action="store_true", default=None,
+                        help="usd-multiphoton: Eve's light reaches Bob without the fibre loss "
+                             "(default: through the fibre)")
     parser.add_argument("--preset", default="gys", help=f"one of {', '.join(PRESETS)}")
     parser.add_argument("--seed", type=_number("seed", int), default=None,
                         help="RNG seed (default: random, printed for reproduction)")
@@ -89,6 +102,9 @@ def link_params_from_args(args: argparse.Namespace) -> LinkParams:
         overrides["eve_fraction"] = args.eve_fraction
     elif args.eve != "none":
         overrides["eve_fraction"] = 1.0
+    for name in ("eve_resend_photons", "eve_resend_mu", "eve_bypass_fibre"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     for f in dataclasses.fields(LinkParams):
         if f.name not in _EXPLICIT and getattr(args, f.name) is not None:
             overrides[f.name] = getattr(args, f.name)
@@ -121,7 +137,9 @@ def run_report(params: LinkParams, pulses: int, seed: int, progress=None) -> dic
             report["intensities"][name]["expected_error_rate"] = float(expected.error_rates[k])
     report["expected"] = {k: (float(v) if isinstance(v, float) else v)
                           for k, v in expected.to_dict().items()}
-    if params.eve_active:
+    if params.eve == "usd-multiphoton" and params.eve_active:
+        report["expected"]["usd_multiphoton"] = theory.b92_expectation(params).to_dict()
+    elif params.eve_active:
         sig = theory.eve_signature(params.protocol, params.eve, params.eve_fraction, params.mu,
                                    params.transmittance)
         report["expected"]["eve_ideal_optics"] = dataclasses.asdict(sig)

@@ -149,10 +149,13 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
     compensation) and the misalignment; dark counts and afterpulses spread evenly over the
     four detectors; an
     eavesdropper uses ``eve_signature``'s detection weights; dead time scales each detector's
-    clicks by that detector's own live fraction.
+    clicks by that detector's own live fraction. ``usd-multiphoton`` (multi-photon resends,
+    squashed multi-clicks) comes from ``b92_expectation`` (one intensity only).
     """
     rot = np.eye(3) if net_rotation is None else np.asarray(net_rotation, dtype=float)
     p = params
+    if p.eve == "usd-multiphoton" and p.eve_active:
+        return _expected_usd_multiphoton(p)
     eta = p.transmittance
     f = p.eve_fraction if p.eve_active else 0.0
     y0 = p.dark_count_probability * (1.0 - f if p.eve == "blinding" else 1.0)
@@ -433,3 +436,17 @@ def usd_multiphoton_matching_mu(params, target_conclusive_per_pulse: float) -> f
         else:
             hi = mid
     return hi
+
+
+def _expected_usd_multiphoton(p) -> LinkExpectation:
+    """``expected_link``'s figures for ``usd-multiphoton`` from ``b92_expectation``."""
+    if p.p_signal < 1.0:
+        raise ValueError("the usd-multiphoton expectation covers one intensity (p_signal = 1)")
+    e = b92_expectation(p)
+    nan = float("nan")
+    raw = np.array(e.live_fractions)
+    return LinkExpectation(
+        detection_probability=e.detection_probability,
+        gains=(e.detection_probability, nan, nan), error_rates=(e.qber, nan, nan),
+        qber=e.qber, conclusive_fraction=e.conclusive_per_pulse / e.detection_probability,
+        live_fraction=float(raw.mean()), key_rate_per_pulse=None)

@@ -112,3 +112,38 @@ def test_serve_is_delegated_lazily(monkeypatch):
 def test_qkd_node_dispatches_sim(capsys):
     assert qkd_node_main(["sim", "run", "--pulses", "1e5", "--seed", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pulses"] == 100_000
+
+
+def test_usd_multiphoton_run_reports_the_exact_expectation(capsys):
+    r = run_json(capsys, "--protocol", "b92", "--distance-km", "2", "--pulses", "2e7",
+                 "--eve", "usd-multiphoton", "--eve-resend-photons", "3", "--eve-bypass-fibre",
+                 "--mu", "0.1", "--misalignment", "0.002", "--seed", "4")
+    assert (r["eve"], r["eve_resend_photons"], r["eve_bypass_fibre"]) == ("usd-multiphoton", 3,
+                                                                          True)
+    exp = r["expected"]["usd_multiphoton"]
+    # conclusive count within 5 binomial sigma (plus 2e-3 for the first-order dead time)
+    n, y = r["pulses"], exp["conclusive_per_pulse"]
+    assert abs(r["sifted_bits"] - n * y) <= 5 * math.sqrt(n * y) + 2e-3 * n * y
+    assert 0 < r["eve_known_sifted"] <= r["sifted_bits"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--eve-resend-photons", "0"], "eve_resend_photons = 0 photons is outside"),
+    (["--eve-resend-photons", "2.5"], "is not an integer"),
+    (["--eve-resend-mu", "101"], "eve_resend_mu = 101.0 photons/pulse is outside"),
+    (["--eve-resend-photons", "3", "--eve-resend-mu", "2"], "not both"),
+])
+def test_bad_usd_multiphoton_flags_exit_2(capsys, argv, fragment):
+    assert main(["run", "--protocol", "b92", "--eve", "usd-multiphoton", "--pulses", "1e6",
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_help_documents_the_resend_flags(capsys):
+    assert main(["run", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "usd-multiphoton" in out
+    assert "integer in [1, 50] (default 1)" in out
+    assert "photons/pulse in (0, 100] (default 0: the Fock state)" in out
+    assert "--eve-bypass-fibre" in out
