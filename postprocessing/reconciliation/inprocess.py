@@ -32,6 +32,10 @@ class ReconcileResult:
     efficiency: float         # disclosed / (n h(true QBER)); inf if no errors but disclosure
     round_trips: int          # request/reply pairs this frame needed
     frame_error: bool | None  # Bob's bits still differ from Alice's (None if unknown)
+    bob_compared_bits: int = -1
+    """Alice's parities Bob compared with his own (his count, kept apart from Alice's): each
+    comparison's outcome can show in his later questions, so his traffic reveals at most this
+    many bits (``leakage.leak_ec_bits``). -1 = not recorded."""
 
 
 def binary_entropy(p: float) -> float:
@@ -57,12 +61,14 @@ def _pair(alice_bits, bob_bits) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _result(a, corrected, disclosed, rounds, gave_up, true_errors) -> ReconcileResult:
+def _result(a, corrected, disclosed, rounds, gave_up, true_errors,
+            bob_compared) -> ReconcileResult:
     n = len(a)
     return ReconcileResult(bits=corrected, disclosed_bits=int(disclosed),
                            efficiency=efficiency_of(int(disclosed), n, true_errors / n),
                            round_trips=int(rounds),
-                           frame_error=bool(gave_up or not np.array_equal(corrected, a)))
+                           frame_error=bool(gave_up or not np.array_equal(corrected, a)),
+                           bob_compared_bits=int(bob_compared))
 
 
 def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
@@ -84,7 +90,8 @@ def reconcile(alice_bits, bob_bits, qber: float, schedule: str = "yan",
         corrected, disclosed, rounds, status = run_fused(a, b, order, perm, inv, pinfo, sizes,
                                                          offs, max_q, sched.omit_first_parity)
         true_errors = int(np.count_nonzero(a != b))
-        return _result(a, corrected, disclosed, rounds, status == 2, true_errors)
+        # one kernel plays both roles: every parity it discloses, Bob's half compares
+        return _result(a, corrected, disclosed, rounds, status == 2, true_errors, disclosed)
     finally:
         _wipe_copies((a, alice_bits), (b, bob_bits))
 
@@ -153,5 +160,5 @@ def reconcile_frames(alice_frames, bob_frames, qber: float, schedule: str = "yan
     for i, (a, b) in enumerate(pairs):
         results.append(_result(a, bob.corrected_bits(i), alice.disclosed_bits[i],
                                bob.round_trips(i), bob.gave_up(i),
-                               int(np.count_nonzero(a != b))))
+                               int(np.count_nonzero(a != b)), bob.disclosed_bits(i)))
     return results
