@@ -29,6 +29,7 @@ from postprocessing import estimation as est
 from postprocessing import finite_key as fk
 from postprocessing import sifting
 from postprocessing.alignment import assign_slots, fit_clock
+from postprocessing.randomness import ProtocolRandom
 from postprocessing.amplification import toeplitz_hash
 from postprocessing.reconciliation import reconcile
 from postprocessing.reconciliation.schedules import QBER_MAX, QBER_MIN
@@ -64,6 +65,7 @@ class DistillStats:
     eps_cor: float = math.nan
     bound_terms: dict = field(default_factory=dict)
     conclusive_per_pulse: float = math.nan
+    multi_click_fraction: float = math.nan
     qber_by_basis: list = field(default_factory=list)
     decoy_counts: list = field(default_factory=list)
     decoy_test_errors: list = field(default_factory=list)
@@ -137,7 +139,7 @@ def _check_eps(name: str, value: float) -> None:
 
 
 def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pattern,
-            n_pulses: int, rng: np.random.Generator, first_slot: int = 0,
+            n_pulses: int, rng: ProtocolRandom, first_slot: int = 0,
             valid: np.ndarray | None = None, holdoff_slots: int = 0,
             eps_sec: float = 1e-10, eps_cor: float = 1e-15, schedule: str = "yan",
             qber_threshold: float = 0.11, qber_tol: float | None = None,
@@ -145,7 +147,6 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
             min_sample_size: int = 1000, intensities: tuple | None = None,
             intensity_probabilities: tuple | None = None,
             expected_conclusive_per_pulse: float | None = None,
-            mean_photon_number: float | None = None, bob_efficiency: float | None = None,
             yield_eps: float = 1e-9, yield_rel_tolerance: float = 0.1,
             through_wire: bool = True,
             pa_hash: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None
@@ -165,8 +166,8 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
     """
     if protocol not in PROTOCOLS:
         raise DistillInputError(f"protocol={protocol!r} must be one of {PROTOCOLS}")
-    if not isinstance(rng, np.random.Generator):
-        raise DistillInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    if not isinstance(rng, ProtocolRandom):
+        raise DistillInputError(f"rng must be a ProtocolRandom, got {type(rng).__name__}")
     _check_eps("eps_sec", eps_sec)
     _check_eps("eps_cor", eps_cor)
     if isinstance(n_pulses, bool) or not isinstance(n_pulses, (int, np.integer)) or n_pulses < 1:
@@ -183,10 +184,6 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
     if protocol == "b92" and expected_conclusive_per_pulse is None:
         raise DistillInputError("B92 needs expected_conclusive_per_pulse= (the calibrated "
                                 "conclusive yield): the USD attack shows only as a yield drop")
-    if protocol == "b92" and (mean_photon_number is None or bob_efficiency is None):
-        raise DistillInputError("B92 needs mean_photon_number= and bob_efficiency= (Alice's "
-                                "calibrated mu, Bob's trusted detection efficiency): they bound "
-                                "what unambiguous discrimination with loss compensation yields")
     stats = DistillStats(protocol=protocol, n_events=int(np.asarray(slots).size),
                          n_pulses=int(n_pulses), eps_sec=float(eps_sec), eps_cor=float(eps_cor))
     stage = functools.partial(_timed, stats.timings_s)
@@ -206,8 +203,7 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
                                   through_wire, pa_hash)
         return _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_tol,
                                 sample_fraction, min_sample_size,
-                                (expected_conclusive_per_pulse, mean_photon_number,
-                                 bob_efficiency),
+                                expected_conclusive_per_pulse,
                                 yield_eps, yield_rel_tolerance, through_wire, pa_hash)
     finally:
         for arr in (sifted.alice.bits, sifted.bob.bits):
@@ -219,8 +215,8 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_t
                      yield_rel_tol, through_wire, pa_hash) -> DistillResult:
     """Tomamichel 2012 (BB84) or the B92 rule: random test sample of the sifted key.
 
-    b92_calibration: (expected conclusive yield per pulse, mu, Bob's efficiency) for B92."""
-    expected_conclusive, b92_mu, b92_efficiency = b92_calibration
+    b92_calibration: the expected conclusive yield per pulse (B92 only)."""
+    expected_conclusive = b92_calibration
     n_sifted = stats.sifted_bits
     b92 = stats.protocol == "b92"
     with stage("estimation"):
@@ -262,18 +258,24 @@ def _distill_sampled(sifted, stats, stage, rng, schedule, qber_threshold, qber_t
                 decision.reasons + (est.AbortReason.QBER_ABOVE_THRESHOLD,),
                 decision.details + (f"sample QBER {stats.qber_estimate:.4f} > Q_tol "
                                     f"{qber_tol:.4f}",))
+        if b92:  # statistics for eavesdropper detection; never a key (finite_key.b92_...)
+            c = stats.sift_counts
+            multi = c["n_double_same_basis"] + c["n_double_cross_basis"]
+            stats.multi_click_fraction = multi / max(1, c["n_detected_slots"])
+            bound = fk.b92_key_length_result(
+                n_key, k, stats.qber_upper, stats.eps_sec, stats.eps_cor,
+                conclusive_per_pulse=stats.conclusive_per_pulse,
+                multi_click_fraction=stats.multi_click_fraction)
+            stats.bound, stats.bound_terms = bound.bound, dict(bound.terms)
+            decision = est.AbortDecision(
+                decision.reasons + (est.AbortReason.NO_SECURITY_PROOF,),
+                decision.details + (bound.bound,))
     if decision.abort:
         return _aborted(stats, decision, alice_kept, bob_kept)
 
     def key_length(leak: int) -> fk.KeyLengthResult:
         q_tol = stats.qber_estimate if qber_tol is None else qber_tol
-        args = (n_key, k, q_tol, leak, stats.eps_sec, stats.eps_cor)
-        if b92:
-            return fk.b92_key_length_result(
-                *args, conclusive_per_pulse=stats.conclusive_per_pulse,
-                expected_conclusive_per_pulse=expected_conclusive,
-                mean_photon_number=b92_mu, bob_efficiency=b92_efficiency)
-        return fk.bb84_key_length_result(*args)
+        return fk.bb84_key_length_result(n_key, k, q_tol, leak, stats.eps_sec, stats.eps_cor)
 
     return _reconcile_verify_amplify(alice_kept, bob_kept, stats.qber_estimate, stats, stage,
                                      rng, schedule, key_length, pa_hash)
@@ -334,7 +336,7 @@ def _reconcile_verify_amplify(alice_kept, bob_kept, qber, stats, stage, rng, sch
         # a zero-error sample still sets finite Cascade blocks: floor the estimate at 1e-4
         q_cascade = min(max(qber, 1e-4, QBER_MIN), QBER_MAX)
         rec = reconcile(alice_kept, bob_kept, q_cascade, schedule=schedule,
-                        seed=int(rng.integers(0, 2**63)))
+                        seed=rng.uint64())
     bob_kept.fill(0)
     corrected = rec.bits
     stats.cascade_disclosed_bits = int(rec.disclosed_bits)
@@ -365,7 +367,7 @@ def _reconcile_verify_amplify(alice_kept, bob_kept, qber, stats, stage, rng, sch
         return _empty_result(stats)
     with stage("amplification"):
         n = alice_kept.size
-        seed = rng.integers(0, 2, size=n + bound.key_length - 1, dtype=np.uint8)
+        seed = rng.bits(n + bound.key_length - 1)
         hash_fn = pa_hash or toeplitz_hash
         alice_key = hash_fn(alice_kept, seed, bound.key_length)
         bob_key = hash_fn(corrected, seed, bound.key_length)
