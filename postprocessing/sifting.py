@@ -658,8 +658,10 @@ def bob_align_and_announce_bb84(timestamps_ps, channels, fit: ClockFit, gate_ps:
 
 def _b92_announcement(s, b, k, counts) -> tuple[SiftAnnouncement, BobDetections]:
     conclusive = k == 1  # V (basis 0, bit 1) or A (basis 1, bit 1)
-    s, b = s[conclusive], b[conclusive]
+    s, b_all, b = s[conclusive], b, b[conclusive]
     key_bits = np.uint8(1) - b  # V -> 1 (Alice sent D), A -> 0 (Alice sent H)
+    b_all.fill(0)  # the squashed outcomes of every slot fix the key: wipe the kernel's copy
+    k.fill(0)
     counts = SiftCounts(**counts, n_inconclusive=int(conclusive.size - s.size),
                         n_announced=int(s.size))
     return (_checked(SiftAnnouncement("b92", s, np.zeros(0, np.uint8))),

@@ -9,6 +9,7 @@ import pytest
 
 from postprocessing import distill as dist
 from postprocessing import finite_key as fk
+from postprocessing.block import DEFAULT_QBER_TOL
 from postprocessing.estimation import AbortReason
 from postprocessing.randomness import ProtocolRandom
 from sim_backend.pattern import pattern_at, sync_on, sync_slots
@@ -72,7 +73,10 @@ def test_bb84_block_gives_identical_keys_of_the_bound_length(bb84_block):
     assert abs(st.qber_estimate - 0.02) < 5 * math.sqrt(0.02 * 0.98 / st.sample_bits)
     for q_basis in st.qber_by_basis:
         assert abs(q_basis - 0.02) < 5 * math.sqrt(0.02 * 0.98 / (0.45 * st.sample_bits))
-    expected = fk.bb84_key_length(st.key_input_bits, st.sample_bits, st.qber_estimate,
+    # the bound is taken at the link's fixed Q_tol with the smaller per-basis sample
+    assert st.bound_terms["qber_tol"] == DEFAULT_QBER_TOL
+    assert sum(st.sample_by_basis) == st.sample_bits
+    expected = fk.bb84_key_length(st.key_input_bits, min(st.sample_by_basis), DEFAULT_QBER_TOL,
                                   st.leak_ec, st.eps_sec, st.eps_cor)
     assert st.key_length == expected == res.alice_key.size > 0
     assert st.bound == fk.BOUND_TOMAMICHEL_2012 and st.eps_sec == 1e-10
@@ -275,31 +279,17 @@ def test_distill_events_aligns_raw_time_tags():
     assert np.array_equal(res.alice_key, res.bob_key) and res.stats.key_length > 0
 
 
-def test_intermediate_key_material_is_wiped(bb84_block, monkeypatch):
-    """Sifted bits, the reconciliation inputs and Bob's corrected bits are zero once distill
-    returns; only the final keys survive."""
-    seen = {}
-    real_sift, real_reconcile = dist.sifting.sift_bb84, dist.reconcile
-
-    def spy_sift(*a, **kw):
-        seen["sift"] = real_sift(*a, **kw)
-        return seen["sift"]
-
-    def spy_reconcile(alice_bits, bob_bits, *a, **kw):
-        out = real_reconcile(alice_bits, bob_bits, *a, **kw)
-        seen["rec"] = (alice_bits, bob_bits, out.bits)
-        assert alice_bits.any() and out.bits.any()  # real key material went in and came out
-        return out
-
-    monkeypatch.setattr(dist.sifting, "sift_bb84", spy_sift)
-    monkeypatch.setattr(dist, "reconcile", spy_reconcile)
+def test_intermediate_key_material_is_wiped(bb84_block):
+    """Detections, pattern bytes, sifted, sampled, kept and corrected bits held by either role
+    are zero once distill returns; only the final keys survive (block tests cover aborts)."""
     n_pulses, slots, ch = bb84_block
     res = dist.distill(protocol="bb84", slots=slots, channels=ch, alice_pattern=pattern_of,
-                       n_pulses=n_pulses, rng=det_rng(9))
+                       n_pulses=n_pulses, rng=det_rng(9), keep_roles=True)
     assert res.stats.key_length > 0 and res.alice_key.any()
-    assert not seen["sift"].alice.bits.any() and not seen["sift"].bob.bits.any()
-    for arr in seen["rec"]:
-        assert not arr.any()
+    alice, bob = res.roles
+    held = alice.key_material() + bob.key_material()
+    assert len(held) >= 8 and sum(a.size for a in held) > slots.size
+    assert not any(a.any() for a in held)
 
 
 def test_fixed_qber_tol_sets_the_bound_and_the_abort(bb84_block):
@@ -309,7 +299,7 @@ def test_fixed_qber_tol_sets_the_bound_and_the_abort(bb84_block):
     res = dist.distill(rng=det_rng(21), qber_tol=0.03, **kw)
     st = res.stats
     assert not st.aborted and st.bound_terms["qber_tol"] == 0.03
-    assert st.key_length == fk.bb84_key_length(st.key_input_bits, st.sample_bits, 0.03,
+    assert st.key_length == fk.bb84_key_length(st.key_input_bits, min(st.sample_by_basis), 0.03,
                                                st.leak_ec, st.eps_sec, st.eps_cor) > 0
     low = dist.distill(rng=det_rng(21), qber_tol=0.01, **kw)
     assert low.stats.abort_reasons == [AbortReason.QBER_ABOVE_THRESHOLD.value]

@@ -9,6 +9,7 @@ import pytest
 
 from postprocessing import distill as dist
 from postprocessing import finite_key as fk
+from postprocessing.block import DEFAULT_QBER_TOL
 from postprocessing.estimation import AbortReason
 from postprocessing.randomness import ProtocolRandom
 from sim_backend.link import LinkSimulator, simulate
@@ -41,8 +42,10 @@ def test_gys_25km_bb84_identical_keys_of_the_allowed_length():
     st = res.stats
     assert not st.aborted, st.abort_details
     assert np.array_equal(res.alice_key, res.bob_key)
-    allowed = fk.bb84_key_length(st.key_input_bits, st.sample_bits, st.qber_estimate,
-                                 st.leak_ec, st.eps_sec, st.eps_cor)
+    # Tomamichel at the link's fixed Q_tol (distill's default) with the smaller basis sample
+    allowed = fk.bb84_key_length(st.key_input_bits, min(st.sample_by_basis),
+                                 st.bound_terms["qber_tol"], st.leak_ec, st.eps_sec, st.eps_cor)
+    assert st.bound_terms["qber_tol"] == DEFAULT_QBER_TOL
     assert res.alice_key.size == st.key_length == allowed > 0
     # QBER of the GYS model at 25 km: (Y0/2 + e_det (1 - e^{-eta mu})) / Q_mu ~ 3.3 %;
     # binomial sigma of the sampled estimate sqrt(q (1 - q) / k)
