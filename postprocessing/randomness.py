@@ -164,12 +164,28 @@ class ProtocolRandom:
             return np.dtype(dtype).type(vals[0])
         return vals.reshape(shape)
 
+    def _smallest_keys(self, m: int, size: int) -> np.ndarray:
+        """Indices of the ``size`` smallest of m independent 64-bit keys, in key order: a
+        uniformly random ordered selection (a tie across the cut, probability ~ m / 2^64,
+        redraws)."""
+        while True:
+            keys = self._words(m, np.uint64)
+            if size == m:
+                if np.unique(keys).size == m:
+                    return np.argsort(keys, kind="stable").astype(np.int64)
+                continue
+            picked = np.argpartition(keys, size - 1)[:size]
+            if np.count_nonzero(keys == keys[picked].max()) == 1:
+                return picked[np.argsort(keys[picked], kind="stable")].astype(np.int64)
+
     def choice(self, n: int, size: int, replace: bool = False) -> np.ndarray:
         """``size`` positions out of range(n) (int64, in random order); distinct unless replace.
 
-        Without replacement: every position gets an independent 64-bit key and the ``size``
-        smallest keys win; a tie across the cut (probability ~ n / 2^64) redraws, so every
-        subset is exactly equally likely."""
+        Without replacement every ordered selection is exactly equally likely. Small samples
+        first mark the values of uniform draws until at least ``size`` distinct ones are hit
+        (given their number, that set is a uniform subset: the process is symmetric under
+        relabelling), then keep ``size`` of them by random 64-bit keys; large samples put the
+        keys on every position directly."""
         n = _check_count("n", n)
         size = _check_count("size", size)
         if replace:
@@ -180,18 +196,16 @@ class ProtocolRandom:
             raise RandomnessError(f"choice: size={size} exceeds n={n} without replacement")
         if size == 0:
             return np.zeros(0, dtype=np.int64)
+        if 4 * size > n:
+            return self._smallest_keys(n, size)
+        hit = np.zeros(n, dtype=np.bool_)
+        draws = size + size // 4 + 16
         while True:
-            keys = self._words(n, np.uint64)
-            if size == n:
-                picked = np.argsort(keys, kind="stable")
-                if np.unique(keys).size == n:
-                    return picked.astype(np.int64)
-                continue
-            picked = np.argpartition(keys, size - 1)[:size]
-            cut = keys[picked].max()
-            if np.count_nonzero(keys == cut) == 1:
-                order = np.argsort(keys[picked], kind="stable")
-                return picked[order].astype(np.int64)
+            hit[self._below(n, draws).astype(np.intp)] = True
+            distinct = np.flatnonzero(hit)
+            if distinct.size >= size:
+                return distinct[self._smallest_keys(distinct.size, size)].astype(np.int64)
+            draws = 2 * (size - distinct.size) + 16
 
     def permutation(self, n: int) -> np.ndarray:
         """A uniform permutation of range(n), int64."""

@@ -36,6 +36,7 @@ from postprocessing.randomness import ProtocolRandom
 from postprocessing.reconciliation.inprocess import efficiency_of
 from postprocessing.reconciliation.messages import CascadeSetup, ParityReply, ParityRequest
 from postprocessing.reconciliation.roles import CascadeAlice, CascadeBob
+from postprocessing.reconciliation.schedules import get_schedule
 from postprocessing.verification import VerifyMessage, alice_verification_message, bob_check
 
 M = MessageType
@@ -490,6 +491,10 @@ class AliceBlock(_BlockRole):
     def _on_setup(self, payload: bytes) -> list:
         with self.stats.timed("reconciliation"):
             setup = CascadeSetup.from_bytes(payload)
+            want = get_schedule(self.params.schedule).schedule_id
+            if setup.schedule_id != want:
+                raise ValueError(f"Cascade schedule id {setup.schedule_id}, the link uses {want} "
+                                 f"({self.params.schedule!r})")
             self._cascade = CascadeAlice(_split_frames(self._kept, self.params.frame_bits))
             self._cascade.handle_setup(setup)
         self.state = "reconciling"

@@ -83,6 +83,25 @@ def test_choice_without_replacement_is_distinct_and_uniform():
     assert np.all(np.abs(hits - trials * p) < 5 * math.sqrt(trials * p * (1 - p)))
 
 
+@pytest.mark.parametrize("n,k", [(20, 5), (100, 10)])  # the key path and the marking path
+def test_choice_covers_positions_and_pairs_uniformly(n, k):
+    """Each position has probability k/n, each pair k(k-1)/(n(n-1)) (a uniform subset):
+    binomial counts within 5 sigma."""
+    r = ProtocolRandom.deterministic_for_tests(n)
+    trials = 4000
+    hits = np.zeros(n, np.int64)
+    pair = 0
+    for _ in range(trials):
+        s = r.choice(n, k)
+        assert np.unique(s).size == k
+        hits[s] += 1
+        pair += bool(np.isin([0, 1], s).all())
+    p = k / n
+    assert np.all(np.abs(hits - trials * p) < 5 * math.sqrt(trials * p * (1 - p)))
+    p2 = k * (k - 1) / (n * (n - 1))
+    assert abs(pair - trials * p2) < 5 * math.sqrt(trials * p2 * (1 - p2)) + 1
+
+
 def test_choice_with_replacement_and_edges():
     r = ProtocolRandom.deterministic_for_tests(5)
     assert r.choice(3, 50, replace=True).max() < 3
