@@ -76,14 +76,21 @@ def _wipe(a, deep: bool = True) -> None:
         a = a.base if deep else None
 
 
-def _split_frames(bits: np.ndarray, frame_bits: int | None) -> list[np.ndarray]:
+def _split_frames(bits: np.ndarray, frame_bits: int | None, schedule: str, qber: float
+                  ) -> list[np.ndarray]:
     """Cascade frames (views of ``bits``): round(n / frame_bits) frames whose lengths differ by
-    at most one bit, so that every frame gets the same Cascade layout (pass count)."""
+    at most one bit. The reconciliation roles give every frame of a batch the pass count of its
+    first length group, so if the two lengths get different layouts the key stays one frame.
+    Both ends call this with the same (schedule, qber): Bob's estimate, sent in CascadeSetup."""
     n = bits.size
     if frame_bits is None or n <= frame_bits:
         return [bits]
     n_frames = max(1, round(n / frame_bits))
     cuts = np.linspace(0, n, n_frames + 1).round().astype(np.int64)
+    lengths = set(np.diff(cuts).tolist())
+    sched = get_schedule(schedule)
+    if len({len(sched.layout(int(m), qber)[0]) for m in lengths}) > 1:
+        return [bits]
     return [bits[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
@@ -337,9 +344,10 @@ class BobBlock(_BlockRole):
         if decision.abort:
             return self._abort(decision)
         with st.timed("reconciliation"):
-            frames = _split_frames(self._kept, p.frame_bits)
-            self._cascade = CascadeBob(frames, decisions.cascade_qber(st.qber_estimate),
-                                       p.schedule, seed=self.rng.uint64())
+            q = decisions.cascade_qber(st.qber_estimate)
+            frames = _split_frames(self._kept, p.frame_bits, p.schedule, q)
+            self._n_frames = len(frames)
+            self._cascade = CascadeBob(frames, q, p.schedule, seed=self.rng.uint64())
             out = [(int(M.CASCADE_SETUP), self._cascade.setup().to_bytes())]
             request = self._cascade.start()
         self.state = "reconciling"
@@ -359,7 +367,7 @@ class BobBlock(_BlockRole):
     def _after_cascade(self) -> list:
         st = self.stats
         cb = self._cascade
-        n_frames = len(_split_frames(self._kept, self.params.frame_bits))
+        n_frames = self._n_frames
         with st.timed("reconciliation"):
             parts = [cb.corrected_bits(i) for i in range(n_frames)]
             self._hold(*parts)
@@ -495,7 +503,8 @@ class AliceBlock(_BlockRole):
             if setup.schedule_id != want:
                 raise ValueError(f"Cascade schedule id {setup.schedule_id}, the link uses {want} "
                                  f"({self.params.schedule!r})")
-            self._cascade = CascadeAlice(_split_frames(self._kept, self.params.frame_bits))
+            self._cascade = CascadeAlice(_split_frames(self._kept, self.params.frame_bits,
+                                                       self.params.schedule, setup.qber))
             self._cascade.handle_setup(setup)
         self.state = "reconciling"
         return []

@@ -267,3 +267,19 @@ def test_b92_estimate_records_the_attack_statistics():
     assert st.conclusive_per_pulse == st.sifted_bits / 2_000_000
     assert st.bound == fk.BOUND_B92_NONE and math.isfinite(st.qber_upper)
     assert all_wiped(alice, bob)
+
+
+def test_frames_whose_lengths_get_different_cascade_layouts_stay_one_frame():
+    """The reconciliation roles give a batch one pass count: frame lengths L and L + 1 whose
+    layouts differ must not be split (else Alice refuses Bob's questions)."""
+    from postprocessing.block.roles import _split_frames
+    from postprocessing.reconciliation.schedules import get_schedule
+
+    sched, q = get_schedule("yan"), 0.02
+    passes = {m: len(sched.layout(m, q)[0]) for m in range(3800, 4300)}
+    split_l = next(m for m in range(3800, 4299) if passes[m] != passes[m + 1])
+    same_l = next(m for m in range(3800, 4299) if passes[m] == passes[m + 1])
+    bits = np.zeros(2 * split_l + 1, np.uint8)
+    assert len(_split_frames(bits, split_l, "yan", q)) == 1
+    frames = _split_frames(np.zeros(2 * same_l + 1, np.uint8), same_l, "yan", q)
+    assert sorted(f.size for f in frames) == [same_l, same_l + 1]
