@@ -160,6 +160,7 @@ def test_b92_requires_calibrated_yield():
     (dict(eps_cor=1.0), "eps_cor"), (dict(n_pulses=0), "n_pulses"),
     (dict(rng=7), "ProtocolRandom"), (dict(sample_fraction=1.0), "sample_fraction"),
     (dict(qber_threshold=0.6), "qber_threshold"),
+    (dict(qber_tol=None), "fixed per link"),
     (dict(intensities=(0.5, 0.1, 0.0)), "intensity_probabilities"),
 ])
 def test_distill_rejects_bad_input(kw, word):
