@@ -31,7 +31,8 @@ A message of the wrong type for the state, or one that does not decode, aborts t
 ``protocol_error`` and sends ABORT; a role never raises for peer input.
 """
 
-from postprocessing.block.messages import Abort, BlockMessageError, MessageType, PaSeed, PeerMessage
+from postprocessing.block.messages import (Abort, BlockMessageError, MessageType, PaSeed,
+                                           PeerMessage)
 from postprocessing.block.params import (DEFAULT_QBER_TOL, BlockParams, BlockParamsError,
                                          qber_tol_for)
 from postprocessing.block.roles import AliceBlock, BlockOutcome, BlockRoleError, BobBlock

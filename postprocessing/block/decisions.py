@@ -96,7 +96,8 @@ def _decision(reasons: list, details: list) -> est.AbortDecision:
 
 
 def _add(reasons: list, details: list, reason, detail: str) -> None:
-    reasons.append(reason) if reason not in reasons else None
+    if reason not in reasons:
+        reasons.append(reason)
     details.append(detail)
 
 
@@ -138,7 +139,7 @@ def sampled_decision(params: BlockParams, e: SampledEstimate, *,
     return _decision(reasons, details)
 
 
-def decoy_decision(params: BlockParams, qber_upper: float, n_test: int) -> est.AbortDecision:
+def decoy_decision(params: BlockParams, qber_upper: float) -> est.AbortDecision:
     """Reasons to stop a decoy-BB84 block after the test basis was disclosed."""
     reasons: list = []
     details: list = []

@@ -324,7 +324,7 @@ class BobBlock(_BlockRole):
             if p.decoy:
                 n_key = self._kept.size
                 self._record_decoy(self._counts, verdict, n_key, verdict.k)
-                decision = decisions.decoy_decision(p, st.qber_upper, verdict.k)
+                decision = decisions.decoy_decision(p, st.qber_upper)
             else:
                 e = decisions.sampled_estimate(verdict, self._n_key_by_basis, p.eps_sec)
                 self._estimate = e
@@ -473,7 +473,7 @@ class AliceBlock(_BlockRole):
                 self._counts = counts
                 self._verdict = verdict
                 self._record_decoy(counts, verdict, n_key, n_test)
-                decision = decisions.decoy_decision(p, st.qber_upper, n_test)
+                decision = decisions.decoy_decision(p, st.qber_upper)
             else:
                 k = decisions.sample_size(p, n)
                 if ann.positions.size != k:
