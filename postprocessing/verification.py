@@ -186,6 +186,9 @@ def verify(alice_bits: np.ndarray, bob_bits: np.ndarray, eps_cor: float,
     rng: None (os.urandom via secrets), a callable n -> bytes, or a ProtocolRandom.
     """
     rng_bytes = rng.bytes if isinstance(rng, ProtocolRandom) else rng
+    if rng_bytes is not None and not callable(rng_bytes):
+        raise VerificationError(f"rng must be None, a ProtocolRandom or a callable n -> bytes, "
+                                f"got {type(rng).__name__}")
     alice_bits = _as_bits(alice_bits)
     bob_bits = _as_bits(bob_bits)
     if alice_bits.size != bob_bits.size:

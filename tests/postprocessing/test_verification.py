@@ -317,3 +317,9 @@ def test_tiny_field_empirical_collision_rate_matches_the_tight_bound():
     p = n_blocks / 256
     sigma = math.sqrt(n_trials * p * (1 - p))
     assert abs(hits - n_trials * p) <= 4 * sigma
+
+
+def test_verify_refuses_a_non_cryptographic_generator_object():
+    a = np.zeros(64, np.uint8)
+    with pytest.raises(VerificationError, match="ProtocolRandom"):
+        verify(a, a, 1e-12, object())
