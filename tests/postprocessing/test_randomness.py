@@ -122,3 +122,18 @@ def test_bad_requests_raise_typed_errors(call):
 def test_short_source_is_refused():
     with pytest.raises(RandomnessError, match="returned 3 bytes"):
         ProtocolRandom(lambda n: b"abc").bytes(8)
+
+
+def test_no_non_cryptographic_generator_in_protocol_packages():
+    """numpy/stdlib generators belong to the simulator, tests and benchmarks only."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"default_rng|np\.random|numpy\.random|import random")
+    offenders = [f"{p.relative_to(root)}:{i}"
+                 for pkg in ("daemon", "postprocessing", "drivers", "firmware_protocol", "kms")
+                 for p in sorted((root / pkg).rglob("*.py"))
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if pattern.search(line)]
+    assert offenders == []
