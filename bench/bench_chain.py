@@ -20,6 +20,7 @@ import numpy as np
 from bench.bench_amplification import toeplitz_fft_numpy
 from bench.common import emit, progress
 from postprocessing.distill import distill_events
+from postprocessing.randomness import ProtocolRandom
 from sim_backend.link import LinkSimulator
 from sim_backend.params import LinkParams
 from sim_backend.pattern import sync_on
@@ -43,7 +44,7 @@ def run_chain(params, sim, chunk, sync_bits, seed: int, pa_hash=None):
                          nominal_period_ps=1e12 / params.clock_hz,
                          sync_period=params.sync_period, sync_on_bits=sync_bits,
                          protocol="bb84", alice_pattern=sim.alice_pattern, n_pulses=chunk.n_slots,
-                         rng=np.random.default_rng(seed), pa_hash=pa_hash)
+                         rng=ProtocolRandom.deterministic_for_tests(seed), pa_hash=pa_hash)
     return res, time.perf_counter() - t0
 
 

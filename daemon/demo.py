@@ -22,6 +22,7 @@ from drivers.errors import DeviceError
 from firmware_protocol import ParamId
 from firmware_protocol.sync import sync_on_bits
 from postprocessing.distill import DistillInputError, distill_events
+from postprocessing.randomness import ProtocolRandom
 
 DEFAULT_DISTANCE_KM = 10.0
 DEFAULT_PULSES = 2_000_000_000
@@ -66,11 +67,13 @@ def _collect_block(board, n_slots: int, slot_ps: float) -> tuple[np.ndarray, np.
     return np.concatenate(times), np.concatenate(chans), int(covered_ps / slot_ps)
 
 
-def run_block(params, n_pulses: int, seed: int, b92_calibration: dict | None = None) -> bool:
-    """One block over simulated hardware; True when both ends hold the same non-empty key.
+def run_block(params, n_pulses: int, seed: int, b92_calibration: dict | None = None
+              ) -> tuple[bool, list[str]]:
+    """One block over simulated hardware: (both ends hold the same non-empty key, the block's
+    abort reasons).
 
     b92_calibration: for B92, what the node knows from calibration (expected conclusive yield
-    per pulse, Bob's detection efficiency); Alice's mu is read from her board.
+    per pulse).
     """
     from sim_backend.serve import SimulatedPair  # the launcher may start the simulator
 
@@ -117,12 +120,12 @@ def run_block(params, n_pulses: int, seed: int, b92_calibration: dict | None = N
                 protocol_args = dict(intensities=(mu, nu1, nu2),
                                      intensity_probabilities=(p_sig, p_d1, 1.0 - p_sig - p_d1))
             else:
-                protocol_args = dict(mean_photon_number=mu, **b92_calibration)
+                protocol_args = dict(b92_calibration)
             result = distill_events(
                 timestamps_ps=timestamps, channels=channels, nominal_period_ps=slot_ps,
                 sync_period=sync_period, sync_on_bits=sync_bits, protocol=params.protocol,
                 alice_pattern=a_board.request_pattern, n_pulses=covered,
-                rng=np.random.default_rng(secrets.randbits(128)), **protocol_args)
+                rng=ProtocolRandom(), **protocol_args)
         finally:
             for dev in (*alice.values(), *bob.values()):
                 dev.close()
@@ -141,7 +144,7 @@ def run_block(params, n_pulses: int, seed: int, b92_calibration: dict | None = N
     ok = same and s.key_length > 0 and not s.aborted
     result.alice_key.fill(0)
     result.bob_key.fill(0)
-    return ok
+    return ok, list(s.abort_reasons)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,23 +171,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _say("qkd-node demo: simulated hardware on loopback, drivers by URL, numba post-processing")
     try:
-        ok = run_block(honest, int(args.pulses), seed)
-        caught = not run_block(attacked, int(args.pulses) // 4, seed + 1)
+        ok = run_block(honest, int(args.pulses), seed)[0]
+        caught = not run_block(attacked, int(args.pulses) // 4, seed + 1)[0]
         b92_ok, b92_caught = _b92_scenes(seed + 2)
     except (DeviceError, DistillInputError) as exc:
         print(f"qkd-node demo: error: {exc}", file=sys.stderr)
         return 1
     _say(f"\nBB84: key agreed without Eve: {'yes' if ok else 'no'}; intercept-resend "
-         f"detected: {'yes' if caught else 'no'}.  B92: key agreed on a short, well-aligned "
-         f"link: {'yes' if b92_ok else 'no'}; unambiguous-discrimination attack detected: "
+         f"detected: {'yes' if caught else 'no'}.  B92 (no security proof with laser pulses: "
+         f"never a key source): honest block stopped only for that: "
+         f"{'yes' if b92_ok else 'no'}; unambiguous-discrimination attack detected: "
          f"{'yes' if b92_caught else 'no'}")
     return 0 if ok and caught and b92_ok and b92_caught else 1
 
 
 def _b92_scenes(seed: int) -> tuple[bool, bool]:
-    """B92, the freight design's protocol: it is loss-sensitive (see finite_key), so the demo
-    runs it where it can give key: 5 km with good alignment; then under a USD attack, which
-    shows only as a drop of the conclusive yield."""
+    """B92, the freight design's protocol: no published proof covers it with weak coherent
+    pulses (see finite_key), so it runs for eavesdropper detection only: an honest block stops
+    with no_security_proof alone; a USD attack also shows as a drop of the conclusive yield."""
     from sim_backend.params import LinkParams
     from sim_backend.physics import theory
 
@@ -193,9 +197,10 @@ def _b92_scenes(seed: int) -> tuple[bool, bool]:
     expected = theory.expected_link(honest)   # stands in for the node's calibration run
     calibration = dict(
         expected_conclusive_per_pulse=expected.detection_probability
-        * expected.conclusive_fraction,
-        bob_efficiency=honest.detector_efficiency)
-    ok = run_block(honest, B92_PULSES, seed, calibration)
-    caught = not run_block(honest.replace(eve="usd", eve_fraction=1.0), B92_PULSES // 4,
+        * expected.conclusive_fraction)
+    _, reasons = run_block(honest, B92_PULSES, seed, calibration)
+    ok = reasons == ["no_security_proof"]
+    _, reasons = run_block(honest.replace(eve="usd", eve_fraction=1.0), B92_PULSES // 4,
                            seed + 1, calibration)
+    caught = "conclusive_yield_drop" in reasons
     return ok, caught

@@ -22,6 +22,7 @@ import numpy as np
 
 from postprocessing.bits import BitsError, check_bits, pack_bits, unpack_bits
 from postprocessing.finite_key import sampling_deviation
+from postprocessing.randomness import ProtocolRandom
 from postprocessing.sifting import KEY_BASIS
 
 N_BASES = 2
@@ -51,11 +52,11 @@ def estimate_qber_upper(errors: int, k: int, n: int, eps: float) -> float:
     return errors / k + sampling_deviation(int(n), int(k), float(eps))
 
 
-def choose_sample(n_sifted: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k distinct positions out of n_sifted, sorted (int64); rng seeded by the caller from
-    os.urandom in node code (a predictable sample lets Eve spare the sampled pulses)."""
-    if not isinstance(rng, np.random.Generator):
-        raise EstimationInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+def choose_sample(n_sifted: int, k: int, rng: ProtocolRandom) -> np.ndarray:
+    """k distinct positions out of n_sifted, sorted (int64), from the protocol's CSPRNG (a
+    predictable sample lets Eve spare the sampled pulses)."""
+    if not isinstance(rng, ProtocolRandom):
+        raise EstimationInputError(f"rng must be a ProtocolRandom, got {type(rng).__name__}")
     if not (0 < k < n_sifted):
         raise EstimationInputError(
             f"sample size k={k!r} must lie in [1, n_sifted - 1] with n_sifted={n_sifted!r}")
@@ -137,7 +138,7 @@ class SampleVerdict:
         return cls(k, errors)
 
 
-def announce_sample(own_bits: np.ndarray, k: int, rng: np.random.Generator
+def announce_sample(own_bits: np.ndarray, k: int, rng: ProtocolRandom
                     ) -> tuple[SampleAnnouncement, np.ndarray]:
     """Announcer's role: pick k positions, disclose own bits there; returns the message and
     the kept (unsampled) bits."""
@@ -407,6 +408,10 @@ class AbortReason(str, enum.Enum):
     RECONCILIATION_FAILED = "reconciliation_failed"
     VERIFICATION_FAILED = "verification_failed"
     NO_SECRET_KEY = "no_secret_key"
+    NO_SECURITY_PROOF = "no_security_proof"
+    MULTI_CLICK_EXCESS = "multi_click_excess"
+    PEER_ABORT = "peer_abort"
+    PROTOCOL_ERROR = "protocol_error"
 
 
 @dataclass(frozen=True)

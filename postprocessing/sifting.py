@@ -40,8 +40,8 @@ Conventions
   one would open the dead-time attack of Weier et al., NJP 13, 073024 (2011)).
 - Events flagged invalid by slot alignment (outside the timing gate) are dropped and counted.
 
-Randomness for squashing comes from an explicit ``numpy.random.Generator`` (node code seeds it
-from ``os.urandom``).
+Randomness for squashing comes from an explicit ``postprocessing.randomness.ProtocolRandom``
+(the OS CSPRNG; tests pass ``ProtocolRandom.deterministic_for_tests(seed)``).
 
 Messages are validated once: ``from_bytes`` checks everything a peer could get wrong, and the
 role functions build only valid messages; a message constructed by hand is checked when a role
@@ -60,6 +60,7 @@ from numba.extending import overload
 
 from postprocessing.alignment import ClockFit, assign_slots, nearest_slot
 from postprocessing.bits import BitsError, pack_bits, packed_len, unpack_bits
+from postprocessing.randomness import ProtocolRandom
 
 KEY_BASIS = 0
 """Basis (0 = Z) from which the key is drawn; matched bits of the other basis estimate phase errors."""
@@ -550,7 +551,7 @@ def _as_events(slots, channels, valid, fill_valid=True):
             np.ascontiguousarray(valid))
 
 
-def squash_coins(rng: np.random.Generator, n_multi: int) -> np.ndarray:
+def squash_coins(rng: ProtocolRandom, n_multi: int) -> np.ndarray:
     """The squashing coins of one announcement: uint8 0/1 of shape (2, n_multi), row 0 the basis
     coin and row 1 the bit coin of each multi-click slot in slot order. Drawn once, after the
     grouping, by every path (role-split or fused), so equal seeds give equal keys."""
@@ -564,8 +565,8 @@ def _squashed_detections(slots, channels, rng, valid, holdoff_slots, clock=None)
     Bob's int64 time tags (already checked by the caller) and the grouping kernel assigns and
     gates them itself; ``valid`` must then be None.
     """
-    if not isinstance(rng, np.random.Generator):
-        raise SiftError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    if not isinstance(rng, ProtocolRandom):
+        raise SiftError(f"rng: expected a ProtocolRandom, got {type(rng).__name__}")
     holdoff_slots = int(holdoff_slots)
     if not 0 <= holdoff_slots <= 10**9:
         raise SiftError(f"holdoff_slots {holdoff_slots} outside 0..1e9")
@@ -630,7 +631,7 @@ def _bb84_announcement(s, b, k, counts) -> tuple[SiftAnnouncement, BobDetections
             BobDetections("bb84", s, b, k, counts))
 
 
-def bob_announce_bb84(slots, channels, rng: np.random.Generator, *, valid=None,
+def bob_announce_bb84(slots, channels, rng: ProtocolRandom, *, valid=None,
                       holdoff_slots: int = 0) -> tuple[SiftAnnouncement, BobDetections]:
     """Bob's BB84 announcement: every detected slot with its (squashed) basis, no bit values.
 
@@ -641,7 +642,7 @@ def bob_announce_bb84(slots, channels, rng: np.random.Generator, *, valid=None,
 
 
 def bob_align_and_announce_bb84(timestamps_ps, channels, fit: ClockFit, gate_ps: float,
-                                rng: np.random.Generator, *, holdoff_slots: int = 0
+                                rng: ProtocolRandom, *, holdoff_slots: int = 0
                                 ) -> tuple[SiftAnnouncement, BobDetections]:
     """Bob's slot assignment and BB84 announcement in one pass over his events.
 
@@ -657,22 +658,24 @@ def bob_align_and_announce_bb84(timestamps_ps, channels, fit: ClockFit, gate_ps:
 
 def _b92_announcement(s, b, k, counts) -> tuple[SiftAnnouncement, BobDetections]:
     conclusive = k == 1  # V (basis 0, bit 1) or A (basis 1, bit 1)
-    s, b = s[conclusive], b[conclusive]
+    s, b_all, b = s[conclusive], b, b[conclusive]
     key_bits = np.uint8(1) - b  # V -> 1 (Alice sent D), A -> 0 (Alice sent H)
+    b_all.fill(0)  # the squashed outcomes of every slot fix the key: wipe the kernel's copy
+    k.fill(0)
     counts = SiftCounts(**counts, n_inconclusive=int(conclusive.size - s.size),
                         n_announced=int(s.size))
     return (_checked(SiftAnnouncement("b92", s, np.zeros(0, np.uint8))),
             BobDetections("b92", s, b, key_bits, counts))
 
 
-def bob_announce_b92(slots, channels, rng: np.random.Generator, *, valid=None,
+def bob_announce_b92(slots, channels, rng: ProtocolRandom, *, valid=None,
                      holdoff_slots: int = 0) -> tuple[SiftAnnouncement, BobDetections]:
     """Bob's B92 announcement: the slots of conclusive results (V or A) only, nothing else."""
     return _b92_announcement(*_squashed_detections(slots, channels, rng, valid, holdoff_slots))
 
 
 def bob_align_and_announce_b92(timestamps_ps, channels, fit: ClockFit, gate_ps: float,
-                               rng: np.random.Generator, *, holdoff_slots: int = 0
+                               rng: ProtocolRandom, *, holdoff_slots: int = 0
                                ) -> tuple[SiftAnnouncement, BobDetections]:
     """B92 counterpart of ``bob_align_and_announce_bb84`` (same contract against
     ``assign_slots`` then ``bob_announce_b92``)."""
@@ -840,14 +843,14 @@ def _sift_local(protocol, slots, channels, pattern_of, rng, valid, holdoff_slots
     return SiftResult(alice, bob, detections.counts, wire)
 
 
-def sift_bb84(slots, channels, pattern_of, rng: np.random.Generator, *, valid=None,
+def sift_bb84(slots, channels, pattern_of, rng: ProtocolRandom, *, valid=None,
               holdoff_slots: int = 0, through_wire: bool = False) -> SiftResult:
     """Run both BB84 roles in one process. ``pattern_of(slots) -> uint8 pattern bytes``."""
     return _sift_local("bb84", slots, channels, pattern_of, rng, valid, holdoff_slots,
                        through_wire)
 
 
-def sift_b92(slots, channels, pattern_of, rng: np.random.Generator, *, valid=None,
+def sift_b92(slots, channels, pattern_of, rng: ProtocolRandom, *, valid=None,
              holdoff_slots: int = 0, through_wire: bool = False) -> SiftResult:
     """Run both B92 roles in one process. ``pattern_of(slots) -> uint8 pattern bytes``."""
     return _sift_local("b92", slots, channels, pattern_of, rng, valid, holdoff_slots,

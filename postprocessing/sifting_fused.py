@@ -31,6 +31,7 @@ import numba as nb
 import numpy as np
 
 from postprocessing.alignment import ClockFit, assign_slots, nearest_slot
+from postprocessing.randomness import ProtocolRandom
 from postprocessing.sifting import (
     N_DETECTORS,
     SYNC_CHANNEL,
@@ -234,7 +235,7 @@ def _common_path(timestamps_ps, channels, fit, gate_ps, window, window_first_slo
             and isinstance(window, np.ndarray) and window.dtype == np.uint8
             and window.ndim == 1 and window.size > 0
             and isinstance(window_first_slot, (int, np.integer)) and window_first_slot >= 0
-            and isinstance(fit, ClockFit) and isinstance(rng, np.random.Generator)
+            and isinstance(fit, ClockFit) and isinstance(rng, ProtocolRandom)
             and isinstance(holdoff_slots, (int, np.integer)) and 0 <= holdoff_slots <= 10**9
             and isinstance(gate_ps, (int, float, np.integer, np.floating))
             and 0.0 <= gate_ps < np.inf)
@@ -300,7 +301,7 @@ def _align_and_sift(protocol, timestamps_ps, channels, fit, gate_ps, window, win
 
 
 def align_and_sift_bb84(timestamps_ps, channels, fit: ClockFit, gate_ps: float, pattern_window,
-                        window_first_slot: int, rng: np.random.Generator, *,
+                        window_first_slot: int, rng: ProtocolRandom, *,
                         holdoff_slots: int = 0) -> SiftResult:
     """BB84 sifting of both ends from Bob's raw events in one pass (in-process use only).
 
@@ -314,7 +315,7 @@ def align_and_sift_bb84(timestamps_ps, channels, fit: ClockFit, gate_ps: float, 
 
 
 def align_and_sift_b92(timestamps_ps, channels, fit: ClockFit, gate_ps: float, pattern_window,
-                       window_first_slot: int, rng: np.random.Generator, *,
+                       window_first_slot: int, rng: ProtocolRandom, *,
                        holdoff_slots: int = 0) -> SiftResult:
     """B92 counterpart of ``align_and_sift_bb84`` (same contract against ``sift_b92``)."""
     return _align_and_sift(_B92, timestamps_ps, channels, fit, gate_ps, pattern_window,

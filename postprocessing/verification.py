@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from postprocessing.gf2.field64 import gf2_64_mul, poly_hash64
+from postprocessing.randomness import ProtocolRandom
 
 __all__ = [
     "VerificationError", "VerifyMessageError", "VerifyMessage", "VerifyResult", "tag_bits_for",
@@ -182,9 +183,12 @@ def verify(alice_bits: np.ndarray, bob_bits: np.ndarray, eps_cor: float,
            rng=None) -> VerifyResult:
     """Both roles in one process (tests, benchmarks, the in-process pipeline).
 
-    rng: None (os.urandom via secrets), a callable n -> bytes, or a numpy Generator.
+    rng: None (os.urandom via secrets), a callable n -> bytes, or a ProtocolRandom.
     """
-    rng_bytes = rng.bytes if isinstance(rng, np.random.Generator) else rng
+    rng_bytes = rng.bytes if isinstance(rng, ProtocolRandom) else rng
+    if rng_bytes is not None and not callable(rng_bytes):
+        raise VerificationError(f"rng must be None, a ProtocolRandom or a callable n -> bytes, "
+                                f"got {type(rng).__name__}")
     alice_bits = _as_bits(alice_bits)
     bob_bits = _as_bits(bob_bits)
     if alice_bits.size != bob_bits.size:

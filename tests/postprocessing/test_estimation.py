@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from postprocessing.randomness import ProtocolRandom
+
+det_rng = ProtocolRandom.deterministic_for_tests  # the protocol's random source, seeded
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,7 +65,7 @@ def test_sample_exchange_roles_and_wire_round_trip():
     alice = rng_bits.integers(0, 2, 5000, dtype=np.uint8)
     flips = rng_bits.random(5000) < 0.03
     bob = alice ^ flips.astype(np.uint8)
-    rng = np.random.default_rng(int.from_bytes(b"\x01" * 8, "little"))
+    rng = det_rng(int.from_bytes(b"\x01" * 8, "little"))
     ann, bob_kept = est.announce_sample(bob, 500, rng)
     wire = ann.to_bytes()
     ann2 = est.SampleAnnouncement.from_bytes(wire)
@@ -83,9 +86,9 @@ def test_sample_exchange_roles_and_wire_round_trip():
 
 def test_sample_depends_only_on_rng():
     bits = np.zeros(1000, np.uint8)
-    a, _ = est.announce_sample(bits, 100, np.random.default_rng(5))
-    b, _ = est.announce_sample(bits, 100, np.random.default_rng(5))
-    c, _ = est.announce_sample(bits, 100, np.random.default_rng(6))
+    a, _ = est.announce_sample(bits, 100, det_rng(5))
+    b, _ = est.announce_sample(bits, 100, det_rng(5))
+    c, _ = est.announce_sample(bits, 100, det_rng(6))
     assert np.array_equal(a.positions, b.positions)
     assert not np.array_equal(a.positions, c.positions)
 
@@ -93,7 +96,7 @@ def test_sample_depends_only_on_rng():
 def test_sample_positions_uniform():
     """Each position is sampled with probability k/n; over 400 draws of 100 from 1000 the count
     per decile (mean 4000) stays within 5 sigma (sigma <= sqrt(4000) ~ 63)."""
-    rng = np.random.default_rng(99)
+    rng = det_rng(99)
     hist = np.zeros(10)
     for _ in range(400):
         pos = est.choose_sample(1000, 100, rng)
@@ -107,7 +110,7 @@ def test_sample_positions_uniform():
     (lambda b: b[:12] + (5000).to_bytes(4, "big") + b[16:], "strictly increasing"),
 ])
 def test_announcement_rejects_corrupt_bytes(mutate, word):
-    ann, _ = est.announce_sample(np.zeros(100, np.uint8), 10, np.random.default_rng(1))
+    ann, _ = est.announce_sample(np.zeros(100, np.uint8), 10, det_rng(1))
     with pytest.raises(est.EstimationInputError, match=word):
         est.SampleAnnouncement.from_bytes(mutate(ann.to_bytes()))
 
@@ -120,12 +123,12 @@ def test_verdict_rejects_corrupt_bytes():
 
 
 def test_answer_rejects_mismatched_length_and_bad_k():
-    ann, _ = est.announce_sample(np.zeros(100, np.uint8), 10, np.random.default_rng(1))
+    ann, _ = est.announce_sample(np.zeros(100, np.uint8), 10, det_rng(1))
     with pytest.raises(est.EstimationInputError, match="100 sifted bits"):
         est.answer_sample(np.zeros(99, np.uint8), ann)
     with pytest.raises(est.EstimationInputError, match="k=100"):
-        est.announce_sample(np.zeros(100, np.uint8), 100, np.random.default_rng(1))
-    with pytest.raises(est.EstimationInputError, match="Generator"):
+        est.announce_sample(np.zeros(100, np.uint8), 100, det_rng(1))
+    with pytest.raises(est.EstimationInputError, match="ProtocolRandom"):
         est.choose_sample(100, 10, 42)
 
 
@@ -203,7 +206,7 @@ def test_announcement_wire_round_trip_property(n, data):
     k = data.draw(st.integers(1, n - 1))
     seed = data.draw(st.integers(0, 2**32))
     bits = np.random.default_rng(seed).integers(0, 2, n, dtype=np.uint8)
-    ann, kept = est.announce_sample(bits, k, np.random.default_rng(seed + 1))
+    ann, kept = est.announce_sample(bits, k, det_rng(seed + 1))
     back = est.SampleAnnouncement.from_bytes(ann.to_bytes())
     assert back.n_sifted == n and np.array_equal(back.positions, ann.positions)
     assert np.array_equal(back.bits, bits[ann.positions]) and kept.size == n - k

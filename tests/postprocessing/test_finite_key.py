@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from postprocessing import finite_key as fk
@@ -217,87 +217,6 @@ def test_decoy_rejects_bad_input(change, word):
 
 # Bob's efficiency so small that the loss-compensated USD charge is negligible (< 1e-9 of the
 # key): isolates the other terms of the rule.
-NO_LOSS_CHARGE = dict(mean_photon_number=0.1, bob_efficiency=1e-12)
-
-
-def _tomamichel_by_hand(n, k, q, leak, es, ec, known_fraction):
-    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(2 / es))
-    return math.floor(n * (1 - h2(q + mu)) - n * known_fraction - leak
-                      - math.log2(2 / (es**2 * ec)))
-
-
-def test_b92_loss_compensated_usd_is_charged_by_hand():
-    # GYS-like: mu 0.1, eta_Bob 4.5 %, no yield deficit. Eve's errorless USD successes,
-    # resent as single photons into Bob's conclusive state, explain y_usd of the yield.
-    n, k, q, leak, es, ec = 4_000_000, 400_000, 0.01, 400_000.0, 1e-10, 1e-12
-    y = 1e-3
-    y_usd = (1 - math.exp(-0.1 * (1 - 1 / math.sqrt(2)))) * 0.045 / 2
-    res = fk.b92_key_length_result(n, k, q, leak, es, ec, conclusive_per_pulse=y,
-                                   expected_conclusive_per_pulse=y, mean_photon_number=0.1,
-                                   bob_efficiency=0.045)
-    assert res.terms["usd_loss_fraction"] == pytest.approx(y_usd / y, rel=1e-12)
-    assert res.terms["usd_deficit_fraction"] == 0.0
-    assert res.key_length == _tomamichel_by_hand(n, k, q, leak, es, ec, y_usd / y)
-    assert 0 < res.key_length < fk.bb84_key_length(n, k, q, leak, es, ec)
-    assert res.bound == fk.BOUND_B92_RULE and "3.5 %" in res.bound
-
-
-def test_b92_yield_the_attack_can_explain_leaves_no_key():
-    # the measured conclusive yield is no more than Eve's loss-compensated USD could produce
-    y_usd = (1 - math.exp(-0.5 * (1 - 1 / math.sqrt(2)))) * 0.045 / 2
-    res = fk.b92_key_length_result(10**7, 10**6, 0.0, 0.0, 1e-10, 1e-12,
-                                   conclusive_per_pulse=y_usd, expected_conclusive_per_pulse=y_usd,
-                                   mean_photon_number=0.5, bob_efficiency=0.045)
-    assert res.terms["usd_known_fraction"] == pytest.approx(1.0) and res.key_length == 0
-
-
-def test_b92_yield_deficit_subtracts_usd_known_bits_by_hand():
-    n, k, q, leak, es, ec = 4_000_000, 400_000, 0.01, 400_000.0, 1e-10, 1e-12
-    y_exp, y = 1e-3, 0.95e-3
-    p = 1 - 1 / math.sqrt(2)
-    r = (1 - y / y_exp) / (1 - p)
-    f_usd = r * p * y_exp / y
-    got = fk.b92_key_length(n, k, q, leak, es, ec, conclusive_per_pulse=y,
-                            expected_conclusive_per_pulse=y_exp, **NO_LOSS_CHARGE)
-    assert got == _tomamichel_by_hand(n, k, q, leak, es, ec, f_usd)
-    assert 0 < got < fk.bb84_key_length(n, k, q, leak, es, ec)
-
-
-def test_b92_full_usd_attack_leaves_no_key():
-    # every pulse attacked: yield x 0.293 and Eve knows every conclusive bit
-    y_exp = 1e-3
-    got = fk.b92_key_length_result(200_000, 20_000, 0.0, 0.0, 1e-10, 1e-12,
-                                   conclusive_per_pulse=y_exp * fk.USD_SUCCESS_SINGLE_PHOTON,
-                                   expected_conclusive_per_pulse=y_exp, **NO_LOSS_CHARGE)
-    assert got.terms["usd_known_fraction"] == pytest.approx(1.0)
-    assert got.key_length == 0
-
-
-def test_b92_qber_ceiling():
-    n, k = 10**7, 10**6
-    mu = fk.sampling_deviation(n, k, 1e-10)
-    kw = dict(conclusive_per_pulse=1e-3, expected_conclusive_per_pulse=1e-3, **NO_LOSS_CHARGE)
-    assert fk.b92_key_length(n, k, 0.035 - mu - 1e-4, 0.0, 1e-10, 1e-12, **kw) > 0
-    assert fk.b92_key_length(n, k, 0.035 - mu + 1e-4, 0.0, 1e-10, 1e-12, **kw) == 0
-    # the same statistics pass under plain BB84: the ceiling is what stopped B92
-    assert fk.bb84_key_length(n, k, 0.035 - mu + 1e-4, 0.0, 1e-10, 1e-12) > 0
-
-
-@pytest.mark.parametrize("kw,word", [
-    (dict(expected_conclusive_per_pulse=0.0), "expected_conclusive_per_pulse"),
-    (dict(conclusive_per_pulse=-0.1), "conclusive_per_pulse"),
-    (dict(qber_ceiling=0.6), "qber_ceiling"),
-    (dict(mean_photon_number=0.0), "mean_photon_number"),
-    (dict(bob_efficiency=1.5), "bob_efficiency"),
-])
-def test_b92_rejects_bad_input(kw, word):
-    args = dict(conclusive_per_pulse=1e-3, expected_conclusive_per_pulse=1e-3,
-                mean_photon_number=0.1, bob_efficiency=0.045)
-    args.update(kw)
-    with pytest.raises(fk.FiniteKeyInputError, match=word):
-        fk.b92_key_length(1000, 100, 0.01, 0.0, 1e-10, 1e-12, **args)
-
-
 def test_binary_entropy_edges():
     assert fk.binary_entropy(0.0) == 0.0
     assert fk.binary_entropy(0.5) == 1.0 and fk.binary_entropy(0.7) == 1.0
@@ -310,14 +229,49 @@ def test_result_to_dict_names_bound_and_eps():
     assert d["eps_sec"] == 1e-10 and d["eps_cor"] == 1e-12 and "mu" in d["terms"]
 
 
-@pytest.mark.parametrize("distance_km, has_key", [(2.0, True), (20.0, False), (50.0, False)])
-def test_b92_weak_coherent_key_stops_where_loss_lets_usd_explain_the_yield(distance_km, has_key):
-    # GYS optics (eta_Bob 4.5 %, 0.21 dB/km), mu 0.1, an honest link: conclusive yield
-    # y = (1 - exp(-eta T mu)) / 4. Eve's loss-compensated USD explains ~0.586 / T of it
-    # (T the fibre transmittance), so the key ends near T = 0.59, about 11 km.
-    t_fibre = 10 ** (-0.21 * distance_km / 10)
-    y = -math.expm1(-0.045 * t_fibre * 0.1) / 4
-    res = fk.b92_key_length_result(10**8, 10**7, 0.01, 0.0, 1e-10, 1e-12,
-                                   conclusive_per_pulse=y, expected_conclusive_per_pulse=y,
-                                   mean_photon_number=0.1, bob_efficiency=0.045)
-    assert (res.key_length > 0) == has_key
+
+# --- B92: no key, whatever the statistics (no published proof covers the node's B92) --------
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(0, 10**9), k=st.integers(0, 10**8), q=st.floats(0, 0.5),
+       y=st.floats(0, 1), m=st.floats(0, 1))
+def test_b92_key_length_is_zero_for_any_statistics(n, k, q, y, m):
+    res = fk.b92_key_length_result(n, k, q, 1e-10, 1e-12, conclusive_per_pulse=y,
+                                   multi_click_fraction=m)
+    assert res.key_length == 0 and res.bound == fk.BOUND_B92_NONE
+    assert res.terms["conclusive_per_pulse"] == y and res.terms["multi_click_fraction"] == m
+
+
+def test_usd_matches_bobs_click_rate_below_the_transmittance_limit():
+    """Why B92 with weak coherent pulses has no key here (Tamaki & Lutkenhaus 2004's boundary,
+    extended to coherent states): Eve's unambiguous-discrimination success per pulse,
+    1 - exp(-mu (1 - s)) with s = |<H|D>| = 1/sqrt 2, is at least Bob's click probability
+    1 - exp(-eta mu) for every mu exactly when eta <= 1 - s; the node's total transmittance at
+    0 km (GYS: eta_Bob = 4.5 %) is far below that limit."""
+    s = 1 / math.sqrt(2)
+    assert fk.USD_SUCCESS_SINGLE_PHOTON == pytest.approx(1 - s, rel=1e-15)
+    for mu in (1e-3, 0.1, 0.5, 1.0, 5.0):
+        p_usd = -math.expm1(-mu * (1 - s))
+        assert p_usd >= -math.expm1(-(1 - s) * mu) * (1 - 1e-15)   # equality at the limit
+        assert p_usd > -math.expm1(-0.045 * mu)                    # GYS detector, 0 km
+        assert p_usd < -math.expm1(-0.30 * mu)                     # just above the limit
+    assert 0.045 < fk.USD_SUCCESS_SINGLE_PHOTON
+
+
+def test_b92_assumptions_name_each_proof_and_what_the_node_misses():
+    refs = " ".join(fk.B92_PROOF_ASSUMPTIONS)
+    for ref in ("PRA 69, 032316", "PRA 80, 032302", "PRL 93, 120501", "1301.5083"):
+        assert ref in refs
+    assert all("Not met" in why for why in fk.B92_PROOF_ASSUMPTIONS.values())
+
+
+@pytest.mark.parametrize("kw,word", [
+    (dict(conclusive_per_pulse=-0.1), "conclusive_per_pulse"),
+    (dict(multi_click_fraction=-1.0), "multi_click_fraction"),
+    (dict(eps_sec=0.0), "eps_sec"),
+])
+def test_b92_rejects_bad_input(kw, word):
+    args = dict(conclusive_per_pulse=1e-3, multi_click_fraction=0.0, eps_sec=1e-10)
+    args.update(kw)
+    with pytest.raises(fk.FiniteKeyInputError, match=word):
+        fk.b92_key_length(1000, 100, 0.01, eps_cor=1e-12, **args)

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postprocessing.randomness import ProtocolRandom
 from postprocessing.sifting import (
     KEY_BASIS,
     SiftAnnouncement,
@@ -21,6 +22,8 @@ from postprocessing.sifting import (
     sift_b92,
     sift_bb84,
 )
+
+det_rng = ProtocolRandom.deterministic_for_tests  # the protocol's random source, seeded
 
 H, V, D, A, SYNC = 0, 1, 2, 3, 7
 
@@ -46,7 +49,7 @@ def test_bb84_known_answer():
     slots = np.array([3, 4, 8, 12, 20], np.int64)
     channels = np.array([V, H, A, H, D], np.uint8)  # match, mismatch, match, match, mismatch
     table = {s: pattern_byte(*alice[s]) for s in alice}
-    res = sift_bb84(slots, channels, table_pattern(table), np.random.default_rng(0),
+    res = sift_bb84(slots, channels, table_pattern(table), det_rng(0),
                     through_wire=True)
     for side in (res.alice, res.bob):
         assert side.slots.tolist() == [3, 8, 12]
@@ -58,8 +61,8 @@ def test_bb84_known_answer():
 
 def test_bb84_announcement_carries_no_bits():
     slots = np.arange(4, dtype=np.int64)
-    ann0, _ = bob_announce_bb84(slots, np.array([H, D, H, D], np.uint8), np.random.default_rng(0))
-    ann1, _ = bob_announce_bb84(slots, np.array([V, A, V, A], np.uint8), np.random.default_rng(0))
+    ann0, _ = bob_announce_bb84(slots, np.array([H, D, H, D], np.uint8), det_rng(0))
+    ann1, _ = bob_announce_bb84(slots, np.array([V, A, V, A], np.uint8), det_rng(0))
     assert ann0.to_bytes() == ann1.to_bytes()
 
 
@@ -76,7 +79,8 @@ def test_bb84_no_noise_bits_agree(seed, n, p_x):
                         np.uint8)
     table = {int(s): pattern_byte(int(value[i]), int(basis[i]), int(intensity[i]))
              for i, s in enumerate(slots)}
-    res = sift_bb84(slots, channels, table_pattern(table), rng, through_wire=True)
+    res = sift_bb84(slots, channels, table_pattern(table), det_rng(seed),
+                    through_wire=True)
     match = basis == bob_basis
     assert len(res.alice) == len(res.bob) == int(match.sum())
     np.testing.assert_array_equal(res.alice.bits, res.bob.bits)
@@ -97,7 +101,7 @@ def test_b92_follows_reference_table(rows):
     slots = np.arange(len(rows), dtype=np.int64) * 3
     channels = np.array([c for _, c in rows], np.uint8)
     table = {int(s): rows[i][0] for i, s in enumerate(slots)}
-    res = sift_b92(slots, channels, table_pattern(table), np.random.default_rng(1),
+    res = sift_b92(slots, channels, table_pattern(table), det_rng(1),
                    through_wire=True)
     expect = [(int(s), B92_TABLE[c], a) for s, (a, c) in zip(slots, rows) if B92_TABLE[c] is not None]
     assert res.bob.slots.tolist() == [s for s, _, _ in expect]
@@ -109,14 +113,14 @@ def test_b92_follows_reference_table(rows):
 @settings(max_examples=60)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400))
 def test_b92_no_noise_bits_agree(seed, n):
-    rng = np.random.default_rng(seed)
+    rng = det_rng(seed)
     slots = np.arange(n, dtype=np.int64) * 2 + 7
     states = rng.integers(0, 2, n)  # 0 = |H> (value 0 in +), 1 = |D> (value 0 in x)
     bob_basis = rng.integers(0, 2, n)
     channels = np.array([ideal_click(rng, 0, states[i], bob_basis[i]) for i in range(n)],
                         np.uint8)
     res = sift_b92(slots, channels, table_pattern(dict(zip(slots.tolist(), states.tolist()))),
-                   rng)
+                   det_rng(seed))
     assert len(res.alice) == len(res.bob)
     np.testing.assert_array_equal(res.alice.bits, res.bob.bits)
     np.testing.assert_array_equal(res.alice.slots, res.bob.slots)
@@ -124,8 +128,8 @@ def test_b92_no_noise_bits_agree(seed, n):
 
 def test_b92_announcement_is_slots_only():
     slots = np.array([1, 2], np.int64)
-    ann_v, _ = bob_announce_b92(slots, np.array([V, V], np.uint8), np.random.default_rng(0))
-    ann_a, _ = bob_announce_b92(slots, np.array([A, A], np.uint8), np.random.default_rng(0))
+    ann_v, _ = bob_announce_b92(slots, np.array([V, V], np.uint8), det_rng(0))
+    ann_a, _ = bob_announce_b92(slots, np.array([A, A], np.uint8), det_rng(0))
     assert ann_v.basis.size == 0
     assert ann_v.to_bytes() == ann_a.to_bytes()
 
@@ -134,7 +138,7 @@ def test_counters_and_filters():
     slots = np.array([0, 0, 1, 2, 2, 2, 5, 6, 7, 9, 9], np.int64)
     channels = np.array([SYNC, H, 5, V, V, V, D, A, H, SYNC, A], np.uint8)
     valid = np.array([1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1], bool)
-    ann, det = bob_announce_bb84(slots, channels, np.random.default_rng(0), valid=valid,
+    ann, det = bob_announce_bb84(slots, channels, det_rng(0), valid=valid,
                                  holdoff_slots=1)
     # accepted: 0 (H), 2 (V, two repeats), 6 (A); 7 held off after 6; 5 outside; 9 (A)
     assert ann.slots.tolist() == [0, 2, 6, 9]
@@ -148,7 +152,7 @@ def test_counters_and_filters():
 def test_holdoff_is_common_to_all_detectors():
     slots = np.array([10, 11, 12, 13], np.int64)
     channels = np.array([H, D, V, A], np.uint8)
-    ann, det = bob_announce_bb84(slots, channels, np.random.default_rng(0), holdoff_slots=2)
+    ann, det = bob_announce_bb84(slots, channels, det_rng(0), holdoff_slots=2)
     assert ann.slots.tolist() == [10, 13]
     assert det.counts.n_holdoff == 2
 
@@ -156,7 +160,7 @@ def test_holdoff_is_common_to_all_detectors():
 def _double_click_outcomes(masks, n_rep, seed):
     slots = np.repeat(np.arange(n_rep, dtype=np.int64), len(masks))
     channels = np.tile(np.array(masks, np.uint8), n_rep)
-    return bob_announce_bb84(slots, channels, np.random.default_rng(seed))[1]
+    return bob_announce_bb84(slots, channels, det_rng(seed))[1]
 
 
 def test_same_basis_double_click_gets_random_bit_in_that_basis():
@@ -189,7 +193,7 @@ def test_triple_click_counts_as_cross_basis():
 def test_unsorted_slots_rejected():
     with pytest.raises(SiftError, match="backwards"):
         bob_announce_bb84(np.array([5, 4], np.int64), np.array([H, H], np.uint8),
-                          np.random.default_rng(0))
+                          det_rng(0))
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -199,12 +203,12 @@ def test_unsorted_slots_rejected():
 ])
 def test_bad_event_arrays_rejected(kwargs):
     with pytest.raises(SiftError):
-        bob_announce_bb84(rng=np.random.default_rng(0), **kwargs)
+        bob_announce_bb84(rng=det_rng(0), **kwargs)
 
 
 def test_rng_must_be_a_generator():
     import random
-    with pytest.raises(SiftError, match="Generator"):
+    with pytest.raises(SiftError, match="ProtocolRandom"):
         bob_announce_bb84(np.array([1], np.int64), np.array([0], np.uint8), random.Random(1))
 
 
@@ -220,7 +224,7 @@ def test_pattern_layout_checked():
 
 
 def test_role_mismatch_rejected():
-    rng = np.random.default_rng(0)
+    rng = det_rng(0)
     ann, det = bob_announce_bb84(np.array([1, 2], np.int64), np.array([H, D], np.uint8), rng)
     with pytest.raises(SiftMessageError, match="bb84"):
         alice_answer_b92(ann, np.zeros(2, np.uint8))
@@ -248,4 +252,4 @@ def test_pattern_from_window():
 def test_negative_slots_rejected_before_announcing():
     with pytest.raises(SiftError, match="negative"):
         bob_announce_bb84(np.array([-3, 4], np.int64), np.array([H, H], np.uint8),
-                          np.random.default_rng(0))
+                          det_rng(0))

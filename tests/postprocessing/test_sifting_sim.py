@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from postprocessing.randomness import ProtocolRandom
+
+det_rng = ProtocolRandom.deterministic_for_tests  # the protocol's random source, seeded
 
 link = pytest.importorskip("sim_backend.link")
 
@@ -60,7 +63,7 @@ def test_simulator_slots_recovered(bb84_run):
 
 def test_simulator_bb84_sifting(bb84_run):
     params, (sim, tracker, slots, valid, channels, truth) = bb84_run
-    rng = np.random.default_rng(5)
+    rng = det_rng(5)
     res = sift_bb84(slots, channels, sim.alice_pattern, rng, valid=valid, through_wire=True)
     assert len(res.alice) == len(res.bob) > 10_000
     np.testing.assert_array_equal(res.alice.slots, res.bob.slots)
@@ -86,7 +89,7 @@ def test_simulator_b92_sifting():
                                clock_drift_ppm=-4.1, sync_period=1000)
     sim, tracker, slots, valid, channels, truth = run_aligned(params, seed=99)
     np.testing.assert_array_equal(slots[valid], truth[valid])
-    res = sift_b92(slots, channels, sim.alice_pattern, np.random.default_rng(6), valid=valid,
+    res = sift_b92(slots, channels, sim.alice_pattern, det_rng(6), valid=valid,
                    through_wire=True)
     n = len(res.bob)
     assert n == len(res.alice) > 5_000

@@ -5,6 +5,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from postprocessing.randomness import ProtocolRandom
+
+det_rng = ProtocolRandom.deterministic_for_tests  # the protocol's random source, seeded
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -180,15 +183,15 @@ def test_single_flip_fails_bob_check_with_random_points(bits, data):
     assert not bob_check(msg, flipped)
 
 
-def test_verify_with_generator_and_callable_rng_is_reproducible():
+def test_verify_with_protocol_random_and_callable_rng_is_reproducible():
     rng_bits = np.random.default_rng(5)
     a = rng_bits.integers(0, 2, 5000, dtype=np.uint8)
-    m1 = alice_verification_message(a, 1e-12, np.random.default_rng(1).bytes)
-    m2 = alice_verification_message(a, 1e-12, np.random.default_rng(1).bytes)
+    m1 = alice_verification_message(a, 1e-12, det_rng(1).bytes)
+    m2 = alice_verification_message(a, 1e-12, det_rng(1).bytes)
     assert m1 == m2
     b = a.copy()
     b[-1] ^= 1
-    assert not verify(a, b, 1e-12, np.random.default_rng(2)).ok
+    assert not verify(a, b, 1e-12, det_rng(2)).ok
 
 
 def test_role_errors():
@@ -314,3 +317,9 @@ def test_tiny_field_empirical_collision_rate_matches_the_tight_bound():
     p = n_blocks / 256
     sigma = math.sqrt(n_trials * p * (1 - p))
     assert abs(hits - n_trials * p) <= 4 * sigma
+
+
+def test_verify_refuses_a_non_cryptographic_generator_object():
+    a = np.zeros(64, np.uint8)
+    with pytest.raises(VerificationError, match="ProtocolRandom"):
+        verify(a, a, 1e-12, object())
