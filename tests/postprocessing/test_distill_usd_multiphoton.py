@@ -15,6 +15,8 @@ point where Eve's statistics are best (eta_Bob = 2 %, mu = 0.5, 0 km: QBER ~1.8 
 from __future__ import annotations
 
 import numpy as np
+
+from postprocessing.randomness import ProtocolRandom
 import pytest
 
 from postprocessing import distill as dist
@@ -54,10 +56,8 @@ def distill_attacked_block(honest: LinkParams, sifted_target: float, seed: int):
     slots, channels = chunk.true_slots[det], chunk.channels[det]
     res = dist.distill(protocol="b92", slots=slots, channels=channels,
                        alice_pattern=sim.alice_pattern, n_pulses=n_pulses,
-                       rng=np.random.default_rng(seed + 1),
-                       expected_conclusive_per_pulse=calibrated,
-                       mean_photon_number=honest.mu,
-                       bob_efficiency=honest.detector_efficiency)
+                       rng=ProtocolRandom.deterministic_for_tests(seed + 1),
+                       expected_conclusive_per_pulse=calibrated)
     # The block is one the node's monitors pass: its yield reaches the calibration (up to
     # 5 binomial sigma, ~2.5 % at 4e4 bits), and Eve knows Alice's value in >= 99 % of the
     # slots Bob's detectors fired in.
