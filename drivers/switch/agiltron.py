@@ -45,7 +45,7 @@ class AgiltronSwitch(Driver):
     def _transact(self, frame: bytes) -> bytes:
         def run() -> bytes:
             self.transport.write(frame)
-            return self.transport.read_exact(FRAME_BYTES)
+            return self.transport.read_exact(FRAME_BYTES, self.time_left())
         return self.exchange(run)
 
     def select_port(self, port: int) -> None:
