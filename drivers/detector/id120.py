@@ -27,7 +27,7 @@ Dialect (``<f>`` comma-separated, one value per channel; set commands have no re
 
 Provenance: the command headers ``EFFICIENCY``, ``DEADTIME:TIME``, ``BIAS:VOLTAGE`` and
 ``COUNTERS:DETECTION_COUNT?`` and the value sets follow the ID120-style remote interface as it is
-met in the field (reference.md section 8); we have not checked them byte for byte against the
+met in the field (docs/physics.md section 8); we have not checked them byte for byte against the
 vendor manual, so a real unit may need header aliases. Our own: the multi-channel replies, the
 rate gate, ``THRESHOLD``, ``DETECTOR:STATE``, the ``MEASURE:*`` telemetry and ``STATUS?`` layout.
 The simulated twin is ``sim_backend.instruments.spd``; a static pyvisa-sim definition is
