@@ -166,7 +166,13 @@ class Driver:
             if self._closed:
                 raise DeviceDisconnected(self.name, None, "driver was closed")
             if self._deadline is not None:
-                return self._run_with_reconnect(operation)
+                outer = self._deadline
+                if timeout_s is not None:     # a nested call may only shorten the deadline
+                    self._deadline = min(outer, time.monotonic() + float(timeout_s))
+                try:
+                    return self._run_with_reconnect(operation)
+                finally:
+                    self._deadline = outer
             budget = self.default_timeout_s() if timeout_s is None else float(timeout_s)
             self._deadline = time.monotonic() + budget
             try:

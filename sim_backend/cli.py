@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="simulate a batch of pulses and print the link statistics")
     run.add_argument("--pulses", type=_number("pulses", int), required=True,
-                     help="number of pulses (slots) to simulate, e.g. 1e9")
+                     metavar="N", help=f"number of pulses (slots) to simulate, integer in "
+                                       f"[1, {MAX_PULSES:.0e}], e.g. 1e9 (required)")
     add_link_arguments(run)
     run.add_argument("--json", action="store_true", help="print one JSON object")
     serve = sub.add_parser("serve", help="serve the simulated devices (sim_backend.serve)")

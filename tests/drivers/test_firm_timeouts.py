@@ -172,3 +172,14 @@ def test_pattern_bytes_are_never_shown_in_a_timeout_message():
         board.close()
     finally:
         board_peer.close()
+
+
+def test_a_nested_call_may_shorten_but_never_extend_the_outer_deadline(gp):
+    driver, sim, _ = gp
+    sim.faults.delay_s = 3 * T
+    with timed() as t, pytest.raises(DeviceTimeout):
+        driver.call(lambda: driver.ask(":MEAS:SOP?", timeout_s=T / 4))
+    assert t.elapsed <= T / 4 + SLACK
+    with timed() as t, pytest.raises(DeviceTimeout):
+        driver.call(lambda: driver.ask(":MEAS:SOP?", timeout_s=10 * T), timeout_s=T / 2)
+    assert t.elapsed <= T / 2 + SLACK
