@@ -246,9 +246,9 @@ def run_block(params, n_pulses: int, seed: int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sim_backend.cli import _number
+    from sim_backend.cli import _number, _Parser
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qkd-node demo", description="two QKD nodes on simulated hardware: decoy BB84 with "
         "and without intercept-resend, then B92 with and without an unambiguous-discrimination "
         "attack")
@@ -280,8 +280,15 @@ def _usage_error(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     from sim_backend.params import LinkParams, ParameterError
 
+    from sim_backend.cli import UsageError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:          # one line, not argparse's usage block
+        return _usage_error(str(exc))
+    except SystemExit as exc:          # --help
+        return exc.code if isinstance(exc.code, int) else 0
     if not MIN_PULSES <= args.pulses <= MAX_PULSES:
         return _usage_error(f"pulses = {args.pulses:g} is outside [{MIN_PULSES:g}, "
                             f"{MAX_PULSES:g}]")

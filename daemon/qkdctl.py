@@ -86,9 +86,16 @@ def _timeout_s(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit status 2 (argparse adds a usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qkdctl", description="QKD node client and admin tool")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="qkdctl", description="QKD node client and admin tool")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("drivers", help="list the registered device drivers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_drivers)

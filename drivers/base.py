@@ -160,7 +160,7 @@ class Driver:
         """Run ``operation``; on DeviceDisconnected reconnect, re-apply settings, retry once.
 
         All of it within ``timeout_s`` (default: the transport's timeout); a call made inside
-        another call shares the outer call's deadline.
+        another call shares the outer call's deadline, or shortens it with its own timeout.
         """
         with self._io_lock:
             if self._closed:

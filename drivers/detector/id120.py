@@ -49,14 +49,13 @@ import enum
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TypeVar
+from typing import Callable, ClassVar
 
 from drivers.detector.telemetry import Telemetry
 from drivers.errors import DeviceProtocolError
 from drivers.registry import register
 from drivers.scpi import ScpiInstrument, ScpiProperty
 
-T = TypeVar("T")
 
 
 def _parse_int(reply: str) -> int:

@@ -55,7 +55,7 @@ def test_qkdctl_non_finite_and_huge_timeouts_are_usage_errors(capsys, value):
                      f"--timeout-s={value}"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert value in err and "Traceback" not in err
+    assert value in err and "Traceback" not in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("driver, url", [
