@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip >&2
 	@$(BIN)/python -m pip install --quiet -e '.[test]' >&2
+	@# numba compiles the post-processing kernels on first use (about a minute) and caches
+	@# them: do it here, with progress, so the first demo a user runs is not the slow one.
+	@$(BIN)/python -m daemon.demo --warm-up --seed 1 >&2 || \
+		echo "kernel warm-up failed: the first demo will compile them instead" >&2
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import firmware_protocol as fp
-from bench.common import emit, progress
+from bench.common import Deadline, emit, progress
 from drivers.board import QkdBoard
 from sim_backend.board import ReplayBatch, SimBoard
 
@@ -35,15 +35,20 @@ def replay_batches(seed: int = 3) -> list[ReplayBatch]:
     return out
 
 
+READER_DEADLINE_S = 120.0   # the whole stream takes seconds; a stall fails loudly
+
+
 def driver_rate(board: SimBoard) -> tuple[float, int]:
     driver = QkdBoard.from_url(board.url, timeout_s=5.0)
+    deadline = Deadline(READER_DEADLINE_S, "board driver reader")
     try:
         driver.start_acquisition()
         driver.read_events(timeout_s=5.0)            # stream running before the clock starts
         n = 0
         t0 = time.perf_counter()
-        for _ in range(N_BATCHES):
-            batch = driver.read_events(timeout_s=5.0)
+        for i in range(N_BATCHES):
+            batch = driver.read_events(timeout_s=min(5.0, deadline.left(
+                f"{i} of {N_BATCHES} batches")))
             n += batch.timestamps_ps.size
         dt = time.perf_counter() - t0
         driver.stop_acquisition()
@@ -58,14 +63,17 @@ def raw_socket_rate(board: SimBoard, n_bytes: int) -> float:
     sock = socket.create_connection((board.host, board.port), timeout=5.0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     buf = memoryview(bytearray(1 << 20))
+    deadline = Deadline(READER_DEADLINE_S, "raw socket reader")
     try:
         sock.sendall(fp.Encoder().encode(fp.StartAcquisition()))
         got = 0
         while got < (1 << 20):            # warm-up: stream running
+            sock.settimeout(min(5.0, deadline.left("warm-up")))
             got += sock.recv_into(buf)
         got = 0
         t0 = time.perf_counter()
         while got < n_bytes:
+            sock.settimeout(min(5.0, deadline.left(f"{got} of {n_bytes} bytes")))
             got += sock.recv_into(buf)
         return got / (time.perf_counter() - t0)
     finally:

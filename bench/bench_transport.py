@@ -16,7 +16,8 @@ import time
 
 import serial
 
-from bench.common import emit, progress
+from bench.common import Deadline, emit, progress
+from drivers.errors import DeviceTimeout
 from drivers.polarization.gp_scpi import GpPolarizationController
 from drivers.transport import open_transport
 from sim_backend.instruments.base import PtyServer, TcpServer
@@ -24,6 +25,7 @@ from sim_backend.instruments.polarization_gp import GpPolarizationSim
 
 PAYLOAD_MB = 128
 CHUNK = 1 << 20
+READER_DEADLINE_S = 60.0     # 128 MiB over loopback takes < 2 s even for the slowest reader
 
 
 def _sender(total: int):
@@ -33,11 +35,16 @@ def _sender(total: int):
     def run():
         conn, _ = listener.accept()
         with conn:
+            conn.settimeout(READER_DEADLINE_S)
             sent = 0
-            while sent < total:
-                conn.sendall(block)
-                sent += len(block)
-            conn.recv(1)          # hold the line open until the reader hangs up
+            try:
+                conn.recv(1)          # the reader's "ready" byte, see _READY
+                while sent < total:
+                    conn.sendall(block)
+                    sent += len(block)
+                conn.recv(1)          # hold the line open until the reader hangs up
+            except OSError:
+                pass                  # the reader gave up (its deadline) or hung up early
         listener.close()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -48,54 +55,99 @@ def _sender(total: int):
 def _rate(read_all) -> float:
     total = PAYLOAD_MB * CHUNK
     port, thread = _sender(total)
+    deadline = Deadline(READER_DEADLINE_S, f"reader {read_all.__name__}")
     t0 = time.perf_counter()
-    read_all(port, total)
+    read_all(port, total, deadline)
     dt = time.perf_counter() - t0
     thread.join(5.0)
     return total / dt / 1e6
 
 
-def _transport_read_into(port: int, total: int) -> None:
+_READY = b"g"
+"""Sent by each reader once its port is open; only then does the sender start. pyserial's
+``socket://`` handler flushes its input while opening, so bytes sent before that were lost and
+the old reader waited for them forever (the ``make bench`` hang)."""
+
+
+def _note(got: int, total: int) -> str:
+    return f"{got} of {total} bytes"
+
+
+def _deadline_or_raise(deadline: Deadline, got: int, total: int, exc: Exception):
+    """A library timeout at the deadline becomes the benchmark's loud error."""
+    deadline.left(_note(got, total))
+    raise exc
+
+
+def _transport_read_into(port: int, total: int, deadline: Deadline) -> None:
     t = open_transport(f"socket://127.0.0.1:{port}", timeout_s=5.0)
+    t.write(_READY)
     buf = bytearray(CHUNK)
     got = 0
-    while got < total:
-        got += t.read_into(buf)
-    t.close()
+    try:
+        while got < total:
+            try:
+                got += t.read_into(buf, min(5.0, deadline.left(_note(got, total))))
+            except DeviceTimeout as exc:
+                _deadline_or_raise(deadline, got, total, exc)
+    finally:
+        t.close()
 
 
-def _transport_read_some(port: int, total: int) -> None:
+def _transport_read_some(port: int, total: int, deadline: Deadline) -> None:
     t = open_transport(f"socket://127.0.0.1:{port}", timeout_s=5.0)
+    t.write(_READY)
     got = 0
-    while got < total:
-        got += len(t.read_some(CHUNK))
-    t.close()
+    try:
+        while got < total:
+            try:
+                got += len(t.read_some(min(CHUNK, total - got),
+                                       min(5.0, deadline.left(_note(got, total)))))
+            except DeviceTimeout as exc:
+                _deadline_or_raise(deadline, got, total, exc)
+    finally:
+        t.close()
 
 
-def _raw_socket(port: int, total: int) -> None:
-    s = socket.create_connection(("127.0.0.1", port))
+def _raw_socket(port: int, total: int, deadline: Deadline) -> None:
+    s = socket.create_connection(("127.0.0.1", port), timeout=deadline.left())
+    s.sendall(_READY)
     buf = memoryview(bytearray(CHUNK))
     got = 0
-    while got < total:
-        got += s.recv_into(buf)
-    s.close()
+    try:
+        while got < total:
+            s.settimeout(deadline.left(_note(got, total)))
+            try:
+                got += s.recv_into(buf[:min(CHUNK, total - got)])
+            except TimeoutError as exc:
+                _deadline_or_raise(deadline, got, total, exc)
+    finally:
+        s.close()
 
 
-def _pyserial_socket(port: int, total: int) -> None:
+def _pyserial_socket(port: int, total: int, deadline: Deadline) -> None:
+    # pyserial's socket:// read(n) waits for all n bytes or its timeout: ask for exactly what
+    # is still due (a whole chunk past the end waited in poll), and never past the deadline
     s = serial.serial_for_url(f"socket://127.0.0.1:{port}", timeout=5.0)
+    s.write(_READY)
     got = 0
-    while got < total:
-        # its in_waiting only says "something" (0/1) for sockets, so ask for whole chunks
-        got += len(s.read(CHUNK))
-    s.close()
+    try:
+        while got < total:
+            s.timeout = min(5.0, deadline.left(_note(got, total)))
+            got += len(s.read(min(CHUNK, total - got)))
+    finally:
+        s.close()
 
 
 def _query_latency_us(url: str, n: int = 200) -> float:
+    # each query is firm within the driver's 1 s timeout; the loop has a deadline of its own
     driver = GpPolarizationController.from_url(url, timeout_s=1.0)
+    deadline = Deadline(READER_DEADLINE_S, f"query round trips over {url}")
     try:
         driver.measure_sop()
         t0 = time.perf_counter()
-        for _ in range(n):
+        for i in range(n):
+            deadline.left(f"{i} of {n} queries")
             driver.measure_sop()
         return (time.perf_counter() - t0) / n * 1e6
     finally:

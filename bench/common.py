@@ -29,5 +29,30 @@ def best_time(fn: Callable[[], object], repeat: int = 5, min_time_s: float = 0.0
     return best
 
 
+class BenchDeadlineExceeded(RuntimeError):
+    """A benchmark reader did not get its bytes in time: fail loudly, never wait forever."""
+
+
+class Deadline:
+    """One deadline for a whole reader loop; ``left()`` is the timeout for its next blocking call.
+
+    Every benchmark that reads from a socket, port or driver sets one, so a stalled sender or a
+    lost byte shows as an error naming the reader and how far it got (a ``make bench`` once
+    hung for minutes in pyserial's ``socket://`` read).
+    """
+
+    def __init__(self, seconds: float, what: str):
+        self.seconds = seconds
+        self.what = what
+        self.end = time.monotonic() + seconds
+
+    def left(self, progress_note: str = "") -> float:
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            note = f" ({progress_note})" if progress_note else ""
+            raise BenchDeadlineExceeded(f"{self.what}: no result within {self.seconds:g} s{note}")
+        return remaining
+
+
 def progress(msg: str) -> None:
     print(f"# {msg}", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ import sys
 
 
 def _run_sim(argv: list[str]) -> int:
-    # The launcher may start the simulator (design.md); the node itself never imports it.
+    # The launcher may start the simulator (docs/architecture.md); the node itself never imports it.
     from sim_backend.cli import main as sim_main
     return sim_main(argv)
 

@@ -10,10 +10,13 @@ import argparse
 import dataclasses
 import enum
 import json
+import math
 import sys
 
 from drivers import registry
-from drivers.errors import DeviceError
+from drivers.errors import DeviceError, InvalidDeviceUrl
+
+MAX_TIMEOUT_S = 3600.0
 
 
 def _cmd_drivers(args: argparse.Namespace) -> int:
@@ -50,6 +53,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 2
     try:
         device = cls.from_url(args.url, timeout_s=args.timeout_s)
+    except InvalidDeviceUrl as exc:          # the user's input, not the device: usage error
+        print(f"qkdctl: {exc}", file=sys.stderr)
+        return 2
     except (DeviceError, ValueError, OSError) as exc:
         print(f"qkdctl: cannot open {args.url!r} with driver {args.driver!r}: {exc}",
               file=sys.stderr)
@@ -69,27 +75,40 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
+def _timeout_s(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the accepted range "
+                                         f"(0, {MAX_TIMEOUT_S:g}] s")
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit status 2 (argparse adds a usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qkdctl", description="QKD node client and admin tool")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="qkdctl", description="QKD node client and admin tool")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("drivers", help="list the registered device drivers")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_drivers)
     p = sub.add_parser("status", help="open a device by driver name and URL, print its "
                                       "identity and status")
     p.add_argument("--driver", required=True, help="registered driver name (see 'qkdctl drivers')")
-    p.add_argument("--url", required=True, help="device URL or VISA resource string")
-    p.add_argument("--timeout-s", type=_positive_float, default=2.0)
+    p.add_argument("--url", required=True,
+                   help="device URL: socket://host:port, a VISA resource "
+                        "(TCPIP::host::port::SOCKET, ASRL/dev/ttyUSB0::INSTR …), a serial device "
+                        "path or a pyserial URL")
+    p.add_argument("--timeout-s", type=_timeout_s, default=2.0, metavar="SECONDS",
+                   help=f"most each device call may take, reconnects and retries included; "
+                        f"seconds in (0, {MAX_TIMEOUT_S:g}] (default 2)")
     p.set_defaults(handler=_cmd_status)
     return parser
 

@@ -4,6 +4,11 @@ A driver remembers the last value of each setting it sent (switch port, SOP …)
 to the device drops, ``call`` reopens the transport with exponential backoff, re-applies those
 settings in the order they were first made, and retries the operation once; if the device stays
 away the caller gets one DeviceDisconnected that says for how long it was tried.
+
+A call's timeout is firm: the outermost ``call`` sets a deadline (the caller's ``timeout_s``,
+else the transport's), and every read, drain, backoff sleep, reopen and retry inside it, nested
+calls included, gets only what is left (``time_left``). A node next to glitching hardware must be
+able to rely on "this takes at most T".
 """
 
 from __future__ import annotations
@@ -44,18 +49,36 @@ class Driver:
         self._last_settings: dict[str, tuple[Callable[..., Any], tuple]] = {}
         self._reapplying = False
         self._stale_reply_possible = False
+        self._stale_since = 0.0
         # One exchange at a time: a control loop and a status request may share a driver.
         self._io_lock = threading.RLock()
         self._closed = False
+        self._deadline: float | None = None     # of the outermost call in progress
+
+    # -- the call's deadline ------------------------------------------------------------------
+
+    def default_timeout_s(self) -> float:
+        return float(getattr(self.transport, "timeout_s", 1.0) or 0.0)
+
+    def time_left(self, timeout_s: float | None = None) -> float:
+        """What one wait may take: inside a call, what is left of the call's deadline (cut further
+        to ``timeout_s`` if given); outside, ``timeout_s`` or the transport's timeout."""
+        if self._deadline is None:
+            return self.default_timeout_s() if timeout_s is None else max(0.0, float(timeout_s))
+        left = self._deadline - time.monotonic()
+        if timeout_s is not None:
+            left = min(left, float(timeout_s))
+        return max(0.0, left)
 
     # -- one command/reply exchange -----------------------------------------------------------
 
-    def exchange(self, operation: Callable[[], T]) -> T:
+    def exchange(self, operation: Callable[[], T], timeout_s: float | None = None) -> T:
         """Run one command/reply ``operation`` from a clean input, with reconnect.
 
         After a timeout or an unparsable reply, a late answer to that command may still be on
         its way; the next exchange first waits for the line to go quiet and drops it, so a
-        slow device can never hand a stale reply to the next command.
+        slow device can never hand a stale reply to the next command. The wait for quiet takes
+        at most half of what is left of the call, so the command itself keeps the other half.
         """
         def clean_then_run() -> T:
             self._drain_stale_replies()
@@ -63,23 +86,33 @@ class Driver:
             try:
                 return operation()
             except (DeviceTimeout, DeviceProtocolError):
-                self._stale_reply_possible = True
+                self._mark_stale()
                 raise
-        return self.call(clean_then_run)
+        return self.call(clean_then_run, timeout_s)
 
     def reply_error(self, command: str | None, message: str) -> DeviceProtocolError:
         """A DeviceProtocolError for a reply that does not parse; the line is drained next time."""
-        self._stale_reply_possible = True
+        self._mark_stale()
         return DeviceProtocolError(self.name, command, message)
+
+    def _mark_stale(self) -> None:
+        self._stale_reply_possible = True
+        self._stale_since = time.monotonic()
 
     def _drain_stale_replies(self) -> None:
         if not self._stale_reply_possible:
             return
-        quiet_s = getattr(self.transport, "timeout_s", 0.0) or 0.0
-        deadline = time.monotonic() + self.STALE_DRAIN_MAX_PERIODS * quiet_s
-        while time.monotonic() < deadline:
+        quiet_s = self.default_timeout_s()
+        # a late reply is expected within a few timeouts of the failure, not forever after
+        window = self._stale_since + self.STALE_DRAIN_MAX_PERIODS * quiet_s - time.monotonic()
+        allowed = min(window, self.time_left() / 2)
+        deadline = time.monotonic() + allowed
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                self.transport.read_some(65536, quiet_s)
+                self.transport.read_some(65536, min(quiet_s, remaining))
             except DeviceTimeout:
                 break
         self._stale_reply_possible = False
@@ -123,27 +156,52 @@ class Driver:
 
     # -- reconnect ----------------------------------------------------------------------------
 
-    def call(self, operation: Callable[[], T]) -> T:
-        """Run ``operation``; on DeviceDisconnected reconnect, re-apply settings, retry once."""
+    def call(self, operation: Callable[[], T], timeout_s: float | None = None) -> T:
+        """Run ``operation``; on DeviceDisconnected reconnect, re-apply settings, retry once.
+
+        All of it within ``timeout_s`` (default: the transport's timeout); a call made inside
+        another call shares the outer call's deadline, or shortens it with its own timeout.
+        """
         with self._io_lock:
             if self._closed:
                 raise DeviceDisconnected(self.name, None, "driver was closed")
+            if self._deadline is not None:
+                outer = self._deadline
+                if timeout_s is not None:     # a nested call may only shorten the deadline
+                    self._deadline = min(outer, time.monotonic() + float(timeout_s))
+                try:
+                    return self._run_with_reconnect(operation)
+                finally:
+                    self._deadline = outer
+            budget = self.default_timeout_s() if timeout_s is None else float(timeout_s)
+            self._deadline = time.monotonic() + budget
             try:
-                return operation()
-            except DeviceDisconnected as first:
-                if self._reapplying:
-                    raise
-                self.reconnect(cause=first)
-                return operation()
+                return self._run_with_reconnect(operation)
+            finally:
+                self._deadline = None
+
+    def _run_with_reconnect(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except DeviceDisconnected as first:
+            if self._reapplying:
+                raise
+            self.reconnect(cause=first)
+            return operation()
 
     def reconnect(self, cause: Exception | None = None) -> None:
-        """Reopen the transport with exponential backoff, then re-apply the last settings."""
+        """Reopen the transport with exponential backoff, then re-apply the last settings.
+
+        Inside a call, attempts stop at the call's deadline (at least one is always made).
+        """
         delay = self.RECONNECT_FIRST_DELAY_S
         started = time.monotonic()
         last_error: Exception | None = cause
+        attempt = 0
+        out_of_time = False
         for attempt in range(1, self.RECONNECT_ATTEMPTS + 1):
             try:
-                self.transport.reopen()
+                self._reopen_within_deadline()
                 self.on_reconnect()
                 self.reapply_settings()
             except DeviceDisconnected as exc:
@@ -152,14 +210,32 @@ class Driver:
                 log.info("%s: reconnected after %d attempt(s)", self.name, attempt)
                 return
             if attempt < self.RECONNECT_ATTEMPTS:
-                time.sleep(delay)
+                pause = delay if self._deadline is None else min(delay, self.time_left(delay))
+                if pause <= 0 and self._deadline is not None:
+                    out_of_time = True
+                    break
+                time.sleep(pause)
                 delay = min(delay * 2, self.RECONNECT_MAX_DELAY_S)
         waited = time.monotonic() - started
+        limit = " (the call's time limit)" if out_of_time else ""
         raise DeviceDisconnected(
             self.name, None,
             f"device at {getattr(self.transport, 'url', '?')} did not come back after "
-            f"{self.RECONNECT_ATTEMPTS} reconnect attempts over {waited:.2f} s "
+            f"{attempt} reconnect attempts over {waited:.2f} s{limit} "
             f"(last error: {last_error})") from last_error
+
+    def _reopen_within_deadline(self) -> None:
+        """Reopen; a TCP connect may wait only for what is left of the call."""
+        transport = self.transport
+        connect = getattr(transport, "connect_timeout_s", None)
+        if connect is None or self._deadline is None:
+            transport.reopen()
+            return
+        transport.connect_timeout_s = max(0.001, min(connect, self.time_left(connect)))
+        try:
+            transport.reopen()
+        finally:
+            transport.connect_timeout_s = connect
 
     def on_reconnect(self) -> None:
         """Hook for a model that needs a handshake after reopening (before settings)."""
@@ -198,22 +274,22 @@ class LineDriver(Driver):
         """Send ``command`` and return its one-line reply, terminator stripped."""
         def run() -> str:
             self._write_now(command)
-            return self._read_line_now(command, timeout_s)
-        return self.exchange(run)
+            return self._read_line_now(command)
+        return self.exchange(run, timeout_s)
 
     def ask_lines(self, command: str, n_lines: int, timeout_s: float | None = None) -> list[str]:
-        """Send ``command`` and return exactly ``n_lines`` reply lines."""
+        """Send ``command`` and return exactly ``n_lines`` reply lines (all within the timeout)."""
         def run() -> list[str]:
             self._write_now(command)
-            return [self._read_line_now(command, timeout_s) for _ in range(n_lines)]
-        return self.exchange(run)
+            return [self._read_line_now(command) for _ in range(n_lines)]
+        return self.exchange(run, timeout_s)
 
     def _write_now(self, command: str) -> None:
         self.transport.write(command.encode(self.ENCODING) + self.WRITE_TERMINATION)
 
-    def _read_line_now(self, command: str, timeout_s: float | None = None) -> str:
+    def _read_line_now(self, command: str) -> str:
         try:
-            raw = self.transport.read_until(self.READ_TERMINATION, timeout_s)
+            raw = self.transport.read_until(self.READ_TERMINATION, self.time_left())
         except DeviceTimeout as exc:
             raise DeviceTimeout(self.name, command, str(exc).split(": ", 1)[-1]) from exc
         try:

@@ -35,3 +35,16 @@ class DeviceReportedError(DeviceError):
 
 class SettingOutOfRange(DeviceError, ValueError):
     """A setting was refused before anything was sent: it names the value and the valid range."""
+
+
+class InvalidDeviceUrl(ValueError):
+    """A device URL that no transport accepts; names the URL and the forms accepted.
+
+    Raised before anything is opened: it is a configuration (user) error, not a device fault.
+    """
+
+    def __init__(self, url: str, expected: str, problem: str | None = None):
+        self.url = url
+        self.expected = expected
+        why = f" ({problem})" if problem else ""
+        super().__init__(f"bad device URL {url!r}{why}: expected {expected}")

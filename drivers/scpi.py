@@ -142,7 +142,10 @@ class ScpiInstrument(LineDriver):
         return Identity(*parts)
 
     def read_errors(self) -> list[tuple[int, str]]:
-        """Drain the device's error queue (stops at code 0)."""
+        """Drain the device's error queue (stops at code 0), all of it within one call's timeout."""
+        return self.call(self._read_errors_now)
+
+    def _read_errors_now(self) -> list[tuple[int, str]]:
         errors = []
         for _ in range(self.MAX_ERROR_QUEUE):
             reply = self.ask(self.ERROR_QUERY)

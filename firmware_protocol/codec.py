@@ -12,12 +12,14 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from firmware_protocol.crc_index import PrefixCrc
 from firmware_protocol.framing import (HEADER, HEADER_SIZE, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION,
                                        SYNC_WORD, TRAILER_SIZE, encode_frame)
 from firmware_protocol.messages import MESSAGE_TYPES, Message
 
 _U32 = struct.Struct("<I")
 _CHECKED_HEADER_BYTES = HEADER.size
+_SMALL_PAYLOAD_BYTES = 256   # hashed directly whatever came before: bounded work per header
 
 
 class Encoder:
@@ -80,6 +82,8 @@ class DecoderStats:
     frames_corrupt: int = 0     # header check, length guard or payload CRC failed: dropped
     frames_anomalous: int = 0   # intact frames delivered as ProtocolAnomaly records
     bytes_discarded: int = 0    # bytes not part of any intact frame (garbage, corrupt frames)
+    bytes_hashed: int = 0       # payload bytes passed through CRC-32 (bounded by a multiple of
+                                # the input, however headers are stacked: see crc_index)
 
 
 @dataclass
@@ -91,6 +95,9 @@ class Decoder:
 
     def __post_init__(self):
         self._buf = bytearray()
+        self._origin = 0              # stream offset of _buf[0]
+        self._hashed_to = 0           # stream offset up to which payloads were hashed directly
+        self._prefix: PrefixCrc | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -99,7 +106,9 @@ class Decoder:
     def reset(self) -> None:
         """Forget a partly received frame (the connection it came from is gone); count it."""
         self.stats.bytes_discarded += len(self._buf)
+        self._origin += len(self._buf)
         self._buf.clear()
+        self._prefix = None
 
     def feed(self, data=b"") -> list:
         buf = self._buf
@@ -107,8 +116,36 @@ class Decoder:
             buf += data
         out: list = []
         pos = self._parse(buf, out)
-        del buf[:pos]
+        if pos:
+            prefix = self._prefix
+            if prefix is not None:
+                if self._origin + pos >= prefix.end or pos == len(buf):
+                    self._prefix = None
+                else:
+                    prefix.trim(buf, self._origin, self._origin + pos)
+            del buf[:pos]
+            self._origin += pos
         return out
+
+    def _payload_crc(self, buf: bytearray, body: memoryview, start: int, end: int) -> int:
+        """CRC-32 of the payload buf[start:end], hashing no stream byte more than a few times.
+
+        A payload no earlier check has covered is hashed directly (the normal case). One that
+        overlaps an earlier, failed payload (resynchronising inside it) is checked through the
+        prefix checkpoints instead, in time independent of its length.
+        """
+        origin = self._origin
+        if origin + start >= self._hashed_to or end - start <= _SMALL_PAYLOAD_BYTES:
+            self.stats.bytes_hashed += end - start
+            self._hashed_to = max(self._hashed_to, origin + end)
+            return zlib.crc32(body)
+        prefix = self._prefix
+        if prefix is None or origin + start < prefix.start:
+            prefix = self._prefix = PrefixCrc(origin + start)
+        before = prefix.bytes_hashed
+        crc = prefix.crc(buf, origin, origin + start, origin + end)
+        self.stats.bytes_hashed += prefix.bytes_hashed - before
+        return crc
 
     def _parse(self, buf: bytearray, out: list) -> int:
         stats = self.stats
@@ -138,7 +175,8 @@ class Decoder:
                 if end > n:
                     break
                 body = view[pos + HEADER_SIZE:end - TRAILER_SIZE]
-                if zlib.crc32(body) != _U32.unpack_from(buf, end - TRAILER_SIZE)[0]:
+                crc = self._payload_crc(buf, body, pos + HEADER_SIZE, end - TRAILER_SIZE)
+                if crc != _U32.unpack_from(buf, end - TRAILER_SIZE)[0]:
                     # A cut-off frame followed by the next one lands here too: rescan inside it.
                     body.release()
                     stats.frames_corrupt += 1
@@ -167,9 +205,12 @@ class Decoder:
             return UnknownMessage(msg_type, seq, version, bytes(body))
         try:
             msg = cls.unpack_payload(body)
-        except (ValueError, struct.error, UnicodeDecodeError) as exc:
+        except Exception as exc:   # noqa: BLE001 - bad bytes must never escape feed()
+            # Parsers raise ValueError/struct.error by design; anything else is a parser bug
+            # that must not poison the decoder either: the frame becomes a record.
             stats.frames_anomalous += 1
-            return MalformedPayload(msg_type, seq, version, str(exc))
+            return MalformedPayload(msg_type, seq, version,
+                                    f"{type(exc).__name__}: {exc}"[:200])
         msg.seq = seq
         stats.frames_ok += 1
         return msg

@@ -61,6 +61,9 @@ def _pack_str(text: str) -> bytes:
 
 
 def _unpack_str(view: memoryview, pos: int) -> tuple[str, int]:
+    if pos >= len(view):
+        raise ValueError(f"string length byte at offset {pos} is past the payload end "
+                         f"({len(view)} bytes)")
     n = view[pos]
     end = pos + 1 + n
     if end > len(view):

@@ -17,11 +17,40 @@ import sys
 import time
 from typing import Any, Sequence
 
-from sim_backend.params import (EVE_MODELS, MAX_EVE_RESEND_MU, MAX_EVE_RESEND_PHOTONS, PRESETS,
-                                PROTOCOLS, LinkParams, ParameterError)
+from sim_backend.params import (EVE_MODELS, MAX_CLOCK_DRIFT_PPM, MAX_EVE_RESEND_MU,
+                                MAX_EVE_RESEND_PHOTONS, PRESETS, PROTOCOLS, LinkParams,
+                                ParameterError)
 
 MAX_PULSES = 10**13
+MAX_SEED = 2**63
 PROGRESS_INTERVAL_S = 2.0
+
+# What each physics flag means, its unit and accepted range (LinkParams checks the same ranges;
+# the range of nu1/nu2/p_decoy1 depends on other values, as said). Defaults come from the preset.
+PARAMETER_HELP: dict[str, tuple[str, str]] = {
+    "mu": ("signal mean photon number", "photons/pulse, (0, 100]"),
+    "nu1": ("first decoy mean photon number", "photons/pulse, [0, mu]"),
+    "nu2": ("second decoy mean photon number", "photons/pulse, [0, nu1]"),
+    "p_signal": ("probability of the signal intensity", "(0, 1]"),
+    "p_decoy1": ("probability of the first decoy", "[0, 1 - p_signal]"),
+    "p_basis_x": ("probability of Alice's X basis", "[0, 1]"),
+    "loss_db_per_km": ("fibre attenuation", "dB/km, [0, 10]"),
+    "detector_efficiency": ("Bob's transmittance x detection efficiency (eta_Bob)", "(0, 1]"),
+    "dark_count_probability": ("dark/background click probability per pulse (Y0)", "[0, 0.5]"),
+    "misalignment": ("optical misalignment error e_det", "[0, 0.5]"),
+    "dead_time_ns": ("detector dead time", "ns, [0, 1e6]"),
+    "afterpulse_probability": ("afterpulse probability after a click", "[0, 0.9]"),
+    "afterpulse_time_constant_ns": ("afterpulse decay time", "ns, (0, 1e6]"),
+    "jitter_ps": ("detector timing jitter (rms)", "ps, [0, 1e6]"),
+    "clock_hz": ("pulse clock rate", "Hz, [1e3, 1e11]"),
+    "clock_offset_ps": ("Bob's clock offset from Alice's", "ps, integer in [-1e15, 1e15]"),
+    "clock_drift_ppm": ("Bob's clock drift", f"ppm, [-{MAX_CLOCK_DRIFT_PPM:g}, "
+                                            f"{MAX_CLOCK_DRIFT_PPM:g}]"),
+    "efficiency_mismatch": ("relative efficiency deficit of detectors V and A", "[0, 1)"),
+    "polarization_drift_rad_per_sqrt_s": ("random-walk polarization drift",
+                                          "rad/sqrt(s), [0, 100]"),
+    "sync_period": ("slots between sync pulses", "slots, integer in [2, 2^40]"),
+}
 
 # Parameters with flags of their own in the usage line; the rest come from LinkParams fields.
 _EXPLICIT = {"protocol", "distance_km", "eve", "eve_fraction", "eve_resend_photons",
@@ -43,22 +72,43 @@ def _number(name: str, kind: type):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} = {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} = {text!r} is not a finite number")
         if kind is int:
             if not value.is_integer():
                 raise argparse.ArgumentTypeError(f"{name} = {text!r} is not an integer")
+            if text.strip().lstrip("+-").isdigit():
+                return int(text)        # exact, even beyond 2^53
             return int(value)
         return value
     return parse
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed < MAX_SEED:
+        raise ParameterError(f"seed = {seed} is outside the accepted range [0, 2^63)")
+    return seed
+
+
+def _default_of(name: str, preset: str = "gys"):
+    for f in dataclasses.fields(LinkParams):
+        if f.name == name:
+            return PRESETS[preset].get(name, f.default)
+    raise KeyError(name)
 
 
 def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that choose the simulated link: protocol, distance, eavesdropper, every parameter."""
     parser.add_argument("--protocol", default="bb84",
                         help=f"one of {', '.join(PROTOCOLS)} (default bb84)")
-    parser.add_argument("--distance-km", type=_number("distance_km", float), default=None)
-    parser.add_argument("--eve", default="none", help=f"one of {', '.join(EVE_MODELS)}")
+    parser.add_argument("--distance-km", type=_number("distance_km", float), default=None,
+                        metavar="KM", help=f"fibre length in km, [0, 1000] (default "
+                                           f"{_default_of('distance_km'):g})")
+    parser.add_argument("--eve", default="none",
+                        help=f"eavesdropper model, one of {', '.join(EVE_MODELS)} (default none)")
     parser.add_argument("--eve-fraction", type=_number("eve_fraction", float), default=None,
-                        help="fraction of pulses attacked, in [0, 1] (default 1 when --eve is set)")
+                        metavar="F", help="fraction of pulses attacked, in [0, 1]; needs --eve "
+                                          "(default 1 when --eve is set)")
     parser.add_argument("--eve-resend-photons", type=_number("eve_resend_photons", int),
                         default=None,
                         help=f"usd-multiphoton: photons in Eve's resent Fock state on each USD "
@@ -70,15 +120,20 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eve-bypass-fibre", action="store_true", default=None,
                         help="usd-multiphoton: Eve's light reaches Bob without the fibre loss "
                              "(default: through the fibre)")
-    parser.add_argument("--preset", default="gys", help=f"one of {', '.join(PRESETS)}")
-    parser.add_argument("--seed", type=_number("seed", int), default=None,
-                        help="RNG seed (default: random, printed for reproduction)")
+    parser.add_argument("--preset", default="gys",
+                        help=f"parameter set the overrides start from, one of "
+                             f"{', '.join(PRESETS)} (default gys: Gobby-Yuan-Shields 2004)")
+    parser.add_argument("--seed", type=_number("seed", int), default=None, metavar="N",
+                        help="RNG seed, integer in [0, 2^63) (default: random, printed for "
+                             "reproduction)")
     for f in dataclasses.fields(LinkParams):
         if f.name in _EXPLICIT:
             continue
         kind = int if f.type in ("int", int) else float
+        meaning, unit_range = PARAMETER_HELP[f.name]
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            type=_number(f.name, kind), help=f"override {f.name}")
+                            metavar="X", type=_number(f.name, kind),
+                            help=f"{meaning}; {unit_range} (default {_default_of(f.name):g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="simulate a batch of pulses and print the link statistics")
     run.add_argument("--pulses", type=_number("pulses", int), required=True,
-                     help="number of pulses (slots) to simulate, e.g. 1e9")
+                     metavar="N", help=f"number of pulses (slots) to simulate, integer in "
+                                       f"[1, {MAX_PULSES:.0e}], e.g. 1e9 (required)")
     add_link_arguments(run)
     run.add_argument("--json", action="store_true", help="print one JSON object")
     serve = sub.add_parser("serve", help="serve the simulated devices (sim_backend.serve)")
@@ -99,16 +155,32 @@ def link_params_from_args(args: argparse.Namespace) -> LinkParams:
     if args.distance_km is not None:
         overrides["distance_km"] = args.distance_km
     if args.eve_fraction is not None:
+        if args.eve == "none":
+            raise UsageError(f"--eve-fraction {args.eve_fraction:g} needs an eavesdropper: "
+                             f"add --eve (one of {', '.join(EVE_MODELS[1:])})")
         overrides["eve_fraction"] = args.eve_fraction
     elif args.eve != "none":
         overrides["eve_fraction"] = 1.0
     for name in ("eve_resend_photons", "eve_resend_mu", "eve_bypass_fibre"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    given = []
     for f in dataclasses.fields(LinkParams):
         if f.name not in _EXPLICIT and getattr(args, f.name) is not None:
             overrides[f.name] = getattr(args, f.name)
-    return LinkParams.preset(args.preset, **overrides)
+            given.append(f.name)
+    try:
+        return LinkParams.preset(args.preset, **overrides)
+    except ParameterError as exc:
+        # A range may depend on another value (nu1 <= mu): say which values the user gave, so
+        # a complaint about a flag they never typed makes sense.
+        culprit = str(exc).split(" = ", 1)[0]
+        if culprit in PRESETS.get(args.preset, {}) and culprit not in given and given:
+            mine = ", ".join(f"--{g.replace('_', '-')} {overrides[g]:g}" for g in given)
+            raise ParameterError(f"{exc} — {culprit} is preset {args.preset}'s value, and its "
+                                 f"range follows from {mine}; set --{culprit.replace('_', '-')} "
+                                 f"too") from None
+        raise
 
 
 def _finite(obj: Any) -> Any:
@@ -144,6 +216,13 @@ def run_report(params: LinkParams, pulses: int, seed: int, progress=None) -> dic
                                    params.transmittance)
         report["expected"]["eve_ideal_optics"] = dataclasses.asdict(sig)
     report["pulses_per_second"] = pulses / result.wall_time_s if result.wall_time_s else None
+    for stats in report["intensities"].values():
+        # n x p (expected pulses at that intensity) is a count: no 99999999.99999996 in the JSON
+        if isinstance(stats.get("pulses"), float):
+            stats["pulses"] = round(stats["pulses"])
+    for key in ("p_decoy2",):       # 1 - 0.8 - 0.1 computed in floats
+        if isinstance(report.get(key), float):
+            report[key] = round(report[key], 12)
     return _finite(report)
 
 
@@ -159,8 +238,8 @@ def _print_table(report: dict[str, Any], out) -> None:
     exp = report["expected"]
     print(f"{report['protocol'].upper()} link, {report['distance_km']:g} km, "
           f"{report['pulses']:.3g} pulses, seed {report['seed']}"
-          + (f", eve {report['eve']} on {report['eve_fraction']:g}" if report["eve"] != "none"
-             else ""), file=out)
+          + (f", eavesdropper {report['eve']} on {report['eve_fraction']:.0%} of pulses"
+             if report["eve"] != "none" else ""), file=out)
     rows = [("detection probability", report["detection_probability"],
              exp["detection_probability"]),
             ("QBER (sifted)", report["qber"], exp["qber"])]
@@ -186,9 +265,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.pulses <= 0 or args.pulses > MAX_PULSES:
         raise ParameterError(f"pulses = {args.pulses} is outside the accepted range "
                              f"[1, {MAX_PULSES:.0e}]")
-    seed = args.seed if args.seed is not None else secrets.randbits(63)
-    if seed < 0:
-        raise ParameterError(f"seed = {seed} is outside the accepted range [0, 2^63)")
+    seed = check_seed(args.seed) if args.seed is not None else secrets.randbits(63)
     last = [time.monotonic()]
 
     def progress(done: int, total: int) -> None:

@@ -166,7 +166,7 @@ class LinkParams:
 
     @property
     def transmittance(self) -> float:
-        """eta = eta_Bob x fibre transmittance (reference.md section 1)."""
+        """eta = eta_Bob x fibre transmittance (docs/physics.md section 1)."""
         return self.detector_efficiency * self.channel_transmittance
 
     @property

@@ -85,7 +85,9 @@ class QkdBoard(Driver):
 
     TRANSPORT_DEFAULTS: ClassVar[dict] = {"log_traffic": False}
     READ_BYTES: ClassVar[int] = 1 << 20
-    REPLY_TIMEOUT_S: ClassVar[float] = 2.0
+    REPLY_TIMEOUT_S: ClassVar[float | None] = None   # None: the transport's timeout
+    STOP_TIMEOUT_S: ClassVar[float] = 10.0           # the board flushes its last batches first
+    SHOWN_BYTES: ClassVar[int] = 16                  # of unparsable input, in timeout messages
 
     def __init__(self, transport, *, name: str | None = None):
         super().__init__(transport, name=name)
@@ -96,6 +98,8 @@ class QkdBoard(Driver):
         self._tokens = itertools.count(1)
         self.stream_stats = StreamStats()
         self._batches: deque = deque()
+        self._arrived = 0                 # bytes received during the current request
+        self._arrived_head = bytearray()  # and the first of them, for the timeout message
         self._reset_session()
 
     def _reset_session(self) -> None:
@@ -133,6 +137,9 @@ class QkdBoard(Driver):
         except DeviceDisconnected:
             self._decoder.reset()    # drop any half frame: it can never be completed
             raise
+        self._arrived += len(data)
+        if len(self._arrived_head) < self.SHOWN_BYTES:
+            self._arrived_head += data[:self.SHOWN_BYTES - len(self._arrived_head)]
         for item in self._decoder.feed(data):
             if isinstance(item, EventBatch):
                 self._accept_batch(item)
@@ -161,15 +168,24 @@ class QkdBoard(Driver):
     # -- requests ---------------------------------------------------------------------------
 
     def _request(self, msg: Message, reply_type: type, timeout_s: float | None = None):
+        """Send ``msg``; return its reply. The whole call, reconnect and retry included, takes
+        at most ``timeout_s`` (default: REPLY_TIMEOUT_S, else the transport's timeout)."""
         command = type(msg).__name__
-        timeout_s = self.REPLY_TIMEOUT_S if timeout_s is None else timeout_s
+        if timeout_s is None:
+            timeout_s = self.REPLY_TIMEOUT_S if self.REPLY_TIMEOUT_S is not None \
+                else self.default_timeout_s()
 
         def exchange():
             self._replies.clear()
             frame = self._encoder.encode(msg)
             seq = self._encoder.last_seq
             self.transport.write(frame)
-            deadline = time.monotonic() + timeout_s
+            deadline = time.monotonic() + self.time_left()
+            stats = self._decoder.stats
+            frames_before = stats.frames_ok + stats.frames_anomalous
+            self._arrived = 0
+            self._arrived_head.clear()
+            polled = False
             while True:
                 while self._replies:
                     reply = self._replies.popleft()
@@ -187,12 +203,35 @@ class QkdBoard(Driver):
                     if isinstance(reply, reply_type):
                         return reply
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                try:
+                    if remaining <= 0 and polled:
+                        raise DeviceTimeout(self.name, command, "deadline")
+                    self._pump(max(0.0, remaining), command)   # at least one poll
+                    polled = True
+                except DeviceTimeout:
+                    frames = stats.frames_ok + stats.frames_anomalous - frames_before
                     raise DeviceTimeout(self.name, command,
-                                        f"no {reply_type.__name__} within {timeout_s:g} s")
-                self._pump(remaining, command)
+                                        f"no {reply_type.__name__} within {timeout_s:g} s"
+                                        f"{self._what_arrived(frames, msg)}") from None
 
-        return self.call(exchange)
+        return self.call(exchange, timeout_s)
+
+    def _what_arrived(self, frames: int, msg: Message) -> str:
+        """What came instead of the reply: a board answering garbage is not a silent one."""
+        if not self._arrived:
+            return "; nothing arrived"
+        if isinstance(msg, PatternRequest) or frames:
+            # the bytes may be pattern (key material) or are frames whose kind is counted
+            shown = ""
+        else:
+            head = bytes(self._arrived_head).hex(" ")
+            more = " …" if self._arrived > len(self._arrived_head) else ""
+            shown = f", first bytes {head}{more}"
+        if frames:
+            return (f"; {self._arrived} bytes arrived: {frames} valid frame(s), none of them "
+                    f"the reply")
+        return (f"; {self._arrived} bytes arrived, none of them a valid frame (decoder: "
+                f"{self._decoder.stats.frames_corrupt} corrupt frames so far){shown}")
 
     def identify(self) -> BoardIdentity:
         r = self._request(IdentifyRequest(), IdentifyReply)
@@ -260,11 +299,15 @@ class QkdBoard(Driver):
 
     def stop_acquisition(self) -> None:
         """Stop; the board sends its last batches before the Ack, so they are all queued after."""
-        self._request(StopAcquisition(), Ack, timeout_s=max(self.REPLY_TIMEOUT_S, 10.0))
+        self._request(StopAcquisition(), Ack,
+                      timeout_s=max(self.REPLY_TIMEOUT_S or self.default_timeout_s(),
+                                    self.STOP_TIMEOUT_S))
 
     def read_batch(self, timeout_s: float | None = None) -> EventBatch | BatchGap:
         """The next batch (or gap record) in stream order; DeviceTimeout if none arrives."""
-        deadline = time.monotonic() + (self.REPLY_TIMEOUT_S if timeout_s is None else timeout_s)
+        if timeout_s is None:
+            timeout_s = self.REPLY_TIMEOUT_S or self.default_timeout_s()
+        deadline = time.monotonic() + timeout_s
         while not self._batches:
             # At least one read, even with timeout 0 (poll); a read that times out raises.
             self._pump(max(0.0, deadline - time.monotonic()), "read_batch")

@@ -27,7 +27,7 @@ Dialect (``<f>`` comma-separated, one value per channel; set commands have no re
 
 Provenance: the command headers ``EFFICIENCY``, ``DEADTIME:TIME``, ``BIAS:VOLTAGE`` and
 ``COUNTERS:DETECTION_COUNT?`` and the value sets follow the ID120-style remote interface as it is
-met in the field (reference.md section 8); we have not checked them byte for byte against the
+met in the field (docs/physics.md section 8); we have not checked them byte for byte against the
 vendor manual, so a real unit may need header aliases. Our own: the multi-channel replies, the
 rate gate, ``THRESHOLD``, ``DETECTOR:STATE``, the ``MEASURE:*`` telemetry and ``STATUS?`` layout.
 The simulated twin is ``sim_backend.instruments.spd``; a static pyvisa-sim definition is
@@ -37,10 +37,10 @@ Every set command is followed by a ``SYST:ERR?`` read, so a refusal by the unit 
 DeviceReportedError on the very call that caused it. Values outside the limits below are refused
 before anything is sent (SettingOutOfRange).
 
-Over pyvisa-py a socket closed by the unit is not reported as such: a read at end-of-stream just
-waits out the timeout. A timeout on a VISA transport is therefore treated as a possibly lost
-connection: the driver reopens once, re-applies its settings and retries; a unit that is really
-mute still ends in DeviceTimeout (after two timeouts instead of one).
+Over pyvisa-py a socket closed by the unit is not reported as such (a read at end-of-stream just
+waits out the timeout); ``VisaTransport`` looks at the socket itself and reports the close as
+DeviceDisconnected, so the usual reconnect, re-apply and retry happen inside the call's timeout.
+A set command and its ``SYST:ERR?`` read are one call: together they take at most the timeout.
 """
 
 from __future__ import annotations
@@ -49,15 +49,13 @@ import enum
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, ClassVar, TypeVar
+from typing import Callable, ClassVar
 
 from drivers.detector.telemetry import Telemetry
-from drivers.errors import DeviceProtocolError, DeviceTimeout
+from drivers.errors import DeviceProtocolError
 from drivers.registry import register
 from drivers.scpi import ScpiInstrument, ScpiProperty
-from drivers.transport import VisaTransport
 
-T = TypeVar("T")
 
 
 def _parse_int(reply: str) -> int:
@@ -146,25 +144,12 @@ class Id120(ScpiInstrument):
     # Wall clock for telemetry time stamps (tests replace it).
     clock: Callable[[], float] = staticmethod(time.time)
 
-    def call(self, operation: Callable[[], T]) -> T:
-        """As the base, plus one reopen-and-retry after a VISA timeout (see module docstring)."""
-        try:
-            return super().call(operation)
-        except DeviceTimeout as exc:
-            if self._reapplying or not isinstance(self.transport, VisaTransport):
-                raise
-            try:
-                self.reconnect(cause=exc)
-                return super().call(operation)
-            except DeviceTimeout as again:
-                raise DeviceTimeout(self.name, exc.command,
-                                    f"no reply, not even after reopening the connection "
-                                    f"({again})") from again
-
     def write(self, command: str) -> None:
         """Send a command, then read the error queue so a refusal names this command."""
-        super().write(command)
-        self.check_errors(command)
+        def write_and_check() -> None:
+            super(Id120, self).write(command)
+            self.check_errors(command)
+        self.call(write_and_check)
 
     def reset(self) -> None:
         """``*RST``: the unit's factory settings (remembered settings are dropped too)."""

@@ -3,7 +3,7 @@
 Bright-light blinding turns avalanche photodiodes into classical threshold detectors: the bias
 sags, the photocurrent rises far above its dark level, and the clicks follow the attacker rather
 than single photons (rate pinned high, or pulled down to almost nothing). The countermeasures of
-reference.md section 8 that need nothing but the detector's own telemetry are checked here, as a
+docs/physics.md section 8 that need nothing but the detector's own telemetry are checked here, as a
 pure function over a history of readings, so a control loop (or a test) can run them without an
 instrument. Double clicks, invalid patterns and inter-arrival statistics need the time tagger and
 belong elsewhere.

@@ -1,6 +1,6 @@
 """General Photonics / Luna polarization synthesizer (PSY-201 style) over SCPI.
 
-Dialect (reference.md §8): ``:CONT:SOP s1,s2,s3`` and ``:CONT:ANGL theta,phi`` lock the output
+Dialect (docs/physics.md §8): ``:CONT:SOP s1,s2,s3`` and ``:CONT:ANGL theta,phi`` lock the output
 state of polarization to a target on the Poincare sphere; ``:MEAS:SOP?`` reads the built-in
 polarimeter; ``*IDN?`` and ``SYST:ERR?`` as in IEEE 488.2/SCPI. It runs over RS-232, a TCP
 socket or VISA (``TCPIP::host::port::SOCKET``). Bob's drift-compensation loop reads

@@ -1,6 +1,6 @@
 """OZ Optics EPC electronic polarization controller (fibre squeezers) over its text protocol.
 
-Dialect (reference.md §8): ``V<ch>,<mV>`` sets one squeezer's drive voltage and is answered by a
+Dialect (docs/physics.md §8): ``V<ch>,<mV>`` sets one squeezer's drive voltage and is answered by a
 confirmation line and ``Done``; ``V?`` reads all channels (one line, then ``Done``); a refused
 command is answered ``ERROR: <reason>`` then ``Done``. RS-232 at 9600 baud, CR LF.
 

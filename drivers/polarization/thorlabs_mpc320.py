@@ -62,12 +62,12 @@ class ThorlabsMpc320(Driver):
             self.transport.write(frame)
             if reply_id is None:
                 return None
-            return self._await(reply_id, command, timeout_s, channel)
-        return self.exchange(run)
+            return self._await(reply_id, command, None, channel)
+        return self.exchange(run, timeout_s)
 
     def _await(self, reply_id: int, command: str, timeout_s: float | None,
                channel: int | None) -> apt.AptMessage:
-        wait_s = self.transport.timeout_s if timeout_s is None else timeout_s
+        wait_s = self.time_left(timeout_s)
         deadline = time.monotonic() + wait_s
         while True:
             remaining = deadline - time.monotonic()

@@ -1,6 +1,6 @@
 """Agiltron 1xN fibre-optic switch, binary serial protocol.
 
-Dialect (reference.md §8): the 4-byte frame ``01 12 00 <ch>`` selects channel ``ch`` and the
+Dialect (docs/physics.md §8): the 4-byte frame ``01 12 00 <ch>`` selects channel ``ch`` and the
 switch echoes it back unchanged; ``01 11 00 00`` asks for the channel and is answered
 ``01 11 00 <ch>``. 9600 8N1, no terminator. The echo is compared byte for byte: anything else is a
 protocol error, and the driver waits the switch's settle time after a change.
@@ -45,7 +45,7 @@ class AgiltronSwitch(Driver):
     def _transact(self, frame: bytes) -> bytes:
         def run() -> bytes:
             self.transport.write(frame)
-            return self.transport.read_exact(FRAME_BYTES)
+            return self.transport.read_exact(FRAME_BYTES, self.time_left())
         return self.exchange(run)
 
     def select_port(self, port: int) -> None:

@@ -1,6 +1,6 @@
 """DiCon MEMS 1xN optical switch over RS-232 (or a serial-to-TCP bridge).
 
-Dialect (reference.md §8): ``I1 <n>`` routes switch 1 to output ``n`` (no reply on success),
+Dialect (docs/physics.md §8): ``I1 <n>`` routes switch 1 to output ``n`` (no reply on success),
 ``I1?`` answers the selected port; a refused command is answered ``ERR <code>``. CR LF, 9600 8N1.
 After a change the driver waits the mirror's settle time, then reads the port back, so a
 silently refused command is never mistaken for a switched fibre.

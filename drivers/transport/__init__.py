@@ -11,14 +11,16 @@
 
 from __future__ import annotations
 
+from drivers.errors import InvalidDeviceUrl
 from drivers.transport.base import Transport
 from drivers.transport.buffered import BufferedTransport, traffic_log
 from drivers.transport.serial_port import SERIAL_OPTIONS, SerialTransport
 from drivers.transport.tcp import TcpTransport, parse_socket_url
-from drivers.transport.visa import VisaTransport, is_visa_resource
+from drivers.transport.urls import ANY_FORM, check_serial_url
+from drivers.transport.visa import VisaTransport, check_visa_resource, is_visa_resource
 
 __all__ = ["Transport", "BufferedTransport", "TcpTransport", "SerialTransport", "VisaTransport",
-           "open_transport", "transport_kind", "parse_socket_url", "traffic_log"]
+           "open_transport", "transport_kind", "check_url", "parse_socket_url", "traffic_log"]
 
 # Options that only make sense for one kind of transport are dropped silently for the others,
 # so a driver can state its model defaults once (e.g. a baud rate) and still run over TCP.
@@ -36,12 +38,24 @@ def transport_kind(url: str) -> str:
     return "serial"
 
 
+def check_url(url) -> str:
+    """The transport kind of ``url``, or InvalidDeviceUrl naming it and the forms accepted."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidDeviceUrl(str(url), ANY_FORM, "empty")
+    kind = transport_kind(url)
+    if kind == "tcp":
+        parse_socket_url(url)
+    elif kind == "visa":
+        check_visa_resource(url)
+    else:
+        check_serial_url(url)
+    return kind
+
+
 def open_transport(url: str, *, name: str | None = None, timeout_s: float = 1.0,
                    **options) -> Transport:
     """Open the transport for ``url``; DeviceDisconnected names the device and URL on failure."""
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"device URL must be a non-empty string, got {url!r}")
-    kind = transport_kind(url)
+    kind = check_url(url)
     if kind == "tcp":
         passed = _without(options, SERIAL_OPTIONS | _VISA_OPTIONS)
         unknown = set(passed) - _TCP_OPTIONS - _COMMON

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import socket
 
-from drivers.errors import DeviceDisconnected, DeviceTimeout
+from drivers.errors import DeviceDisconnected, DeviceTimeout, InvalidDeviceUrl
 from drivers.transport.buffered import BufferedTransport
+from drivers.transport.urls import SOCKET_FORM, check_host_port
 
 DEFAULT_RECV_BUFFER_BYTES = 4 << 20
 
 
 def parse_socket_url(url: str) -> tuple[str, int]:
-    """``socket://host:port`` -> (host, port); ValueError naming the URL otherwise."""
-    rest = url[len("socket://"):] if url.startswith("socket://") else url
-    rest = rest.split("/", 1)[0].split("?", 1)[0]
-    host, sep, port_text = rest.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad socket URL {url!r}: expected socket://host:port with port 1..65535")
-    return host.strip("[]"), int(port_text)
+    """``socket://host:port`` -> (host, port); InvalidDeviceUrl (a ValueError) naming the URL."""
+    if not url.startswith("socket://"):
+        raise InvalidDeviceUrl(url, SOCKET_FORM, "not a socket:// URL")
+    rest = url[len("socket://"):]
+    if rest.split("?", 1)[0].rstrip("/").count("/"):
+        raise InvalidDeviceUrl(url, SOCKET_FORM, "a path after host:port")
+    return check_host_port(url, rest.split("?", 1)[0].rstrip("/"), SOCKET_FORM)
 
 
 class TcpTransport(BufferedTransport):

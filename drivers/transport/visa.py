@@ -15,10 +15,11 @@ import socket
 import threading
 
 import pyvisa
-from pyvisa import constants
+from pyvisa import constants, rname
 
-from drivers.errors import DeviceDisconnected, DeviceTimeout
+from drivers.errors import DeviceDisconnected, DeviceTimeout, InvalidDeviceUrl
 from drivers.transport.buffered import BufferedTransport
+from drivers.transport.urls import VISA_FORMS, check_host_port
 
 DEFAULT_BACKEND = "@py"
 
@@ -30,6 +31,40 @@ _managers_lock = threading.Lock()
 
 def is_visa_resource(url: str) -> bool:
     return bool(_VISA_RESOURCE.match(url))
+
+
+_BACKEND = re.compile(r"^@(py|sim|ivi)$|^@.+\.ya?ml@sim$", re.IGNORECASE)
+_GPIB_ADDRESS = range(0, 31)
+_ASRL = re.compile(r"^ASRL(\d+|/\S+)::INSTR$", re.IGNORECASE)
+
+
+def check_visa_resource(url: str) -> None:
+    """InvalidDeviceUrl unless ``url`` is a VISA resource this project can open.
+
+    Stricter than VISA itself where a loose form only fails later with a misleading error: a
+    TCPIP resource must end in ``::SOCKET`` or ``::INSTR``, ports and GPIB addresses must be in
+    range, and a backend suffix must name a backend.
+    """
+    resource, sep, suffix = url.partition("@")
+    if sep and not _BACKEND.match("@" + suffix):
+        raise InvalidDeviceUrl(url, VISA_FORMS, f"unknown VISA backend '@{suffix}'")
+    try:
+        parsed = rname.parse_resource_name(resource)
+    except (rname.InvalidResourceName, ValueError) as exc:
+        raise InvalidDeviceUrl(url, VISA_FORMS, str(exc).split(". ")[0]) from None
+    kind = type(parsed).__name__
+    if kind.startswith("TCPIP"):
+        if not resource.upper().endswith(("::SOCKET", "::INSTR")):
+            raise InvalidDeviceUrl(url, VISA_FORMS, "a TCPIP resource ends in ::SOCKET or ::INSTR")
+        port = getattr(parsed, "port", "1")
+        check_host_port(url, f"{parsed.host_address}:{port}", VISA_FORMS)
+    elif kind.startswith("ASRL") and not _ASRL.match(resource):
+        raise InvalidDeviceUrl(url, VISA_FORMS, "ASRL needs a port number or a device path")
+    elif kind.startswith("GPIB"):
+        for field in ("primary_address", "secondary_address"):
+            value = getattr(parsed, field, None)
+            if value is not None and not (value.isdigit() and int(value) in _GPIB_ADDRESS):
+                raise InvalidDeviceUrl(url, VISA_FORMS, f"GPIB {field} {value!r} is not 0..30")
 
 
 def split_backend(url: str, backend: str | None = None) -> tuple[str, str]:
@@ -56,11 +91,30 @@ def resource_manager(backend: str) -> pyvisa.ResourceManager:
         return rm
 
 
+def _raw_socket(resource) -> socket.socket | None:
+    """The TCP socket under a pyvisa-py SOCKET session (None for other backends/resources)."""
+    session = getattr(getattr(resource, "visalib", None), "sessions", {}).get(resource.session)
+    sock = getattr(session, "interface", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _peer_closed(resource) -> bool:
+    """pyvisa-py reports a socket closed by the device as a timeout; peek at it instead."""
+    sock = _raw_socket(resource)
+    if sock is None:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
 def _socket_error(resource) -> str | None:
     """pyvisa-py connects without waiting for the verdict: ask the socket whether it failed."""
-    session = getattr(resource.visalib, "sessions", {}).get(resource.session)
-    sock = getattr(session, "interface", None)
-    if not isinstance(sock, socket.socket):
+    sock = _raw_socket(resource)
+    if sock is None:
         return None
     try:
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -80,6 +134,7 @@ class VisaTransport(BufferedTransport):
                  log_traffic: bool = True, visa_backend: str | None = None,
                  read_termination: bytes | str | None = "\n",
                  write_termination: bytes | str | None = None, **resource_options):
+        check_visa_resource(url)
         super().__init__(url, name=name, timeout_s=timeout_s, log_traffic=log_traffic)
         self.resource_name, self.backend = split_backend(url, visa_backend)
         # The read termination makes a VISA read return at end of line instead of waiting for
@@ -95,7 +150,8 @@ class VisaTransport(BufferedTransport):
         try:
             rm = resource_manager(self.backend)
             res = rm.open_resource(self.resource_name, **self._resource_options)
-        except (pyvisa.Error, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - pyvisa-py raises bare Exception, too
+            # (the resource string was checked already: this is the device or the backend)
             raise DeviceDisconnected(self.name, None,
                                      f"cannot open {self.resource_name} ({self.backend}): {exc}"
                                      ) from exc
@@ -122,6 +178,9 @@ class VisaTransport(BufferedTransport):
         if timeout_ms != self._timeout_ms:
             res.timeout = timeout_ms
             self._timeout_ms = timeout_ms
+        if _peer_closed(res):
+            self._drop()
+            raise DeviceDisconnected(self.name, None, f"{self.resource_name} closed the connection")
         try:
             data, _status = res.visalib.read(res.session, max_bytes)
         except pyvisa.VisaIOError as exc:

@@ -25,7 +25,7 @@ def prepared_stokes(protocol: str) -> np.ndarray:
     """(16, 3) float64: Stokes vector Alice prepares for each pattern byte.
 
     BB84: basis Z sends H (0) / V (1), basis X sends D (0) / A (1). B92 ignores the basis bit
-    and sends H for bit 0, D for bit 1 (reference.md section 2).
+    and sends H for bit 0, D for bit 1 (docs/physics.md section 2).
     """
     out = np.empty((N_PATTERN_BYTES, 3))
     for b in range(N_PATTERN_BYTES):

@@ -1,4 +1,4 @@
-"""Closed-form expectations for the simulated link (reference.md sections 1 and 2).
+"""Closed-form expectations for the simulated link (docs/physics.md sections 1 and 2).
 
 The GYS-model formulas (gain, error rate, single-photon yield and error, decoy-state key rate)
 are written as the reference states them. ``expected_link`` extends them to what this simulator
@@ -87,7 +87,7 @@ class EveSignature:
 
 # Per detected photon of each attack, with ideal optics: (sifted, erroneous) fractions of the
 # detections. BB84 keeps half of the detections (Bob's passive basis = Alice's); B92 keeps the
-# conclusive ones (reference.md section 2, derived in physics/eve.py's model).
+# conclusive ones (docs/physics.md section 2, derived in physics/eve.py's model).
 _PER_DETECTION = {
     ("bb84", "none"): (0.5, 0.0),
     ("bb84", "intercept-resend"): (0.5, 0.125),

@@ -45,7 +45,28 @@ def test_qkdctl_rejects_non_positive_timeout(capsys):
     with pytest.raises(SystemExit) as exc:
         qkdctl.main(["status", "--driver", "id120", "--url", "x", "--timeout-s", "0"])
     assert exc.value.code == 2
-    assert "must be > 0" in capsys.readouterr().err
+    assert "outside the accepted range (0, 3600] s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e300", "3601", "-1", "1e-400", "ten"])
+def test_qkdctl_non_finite_and_huge_timeouts_are_usage_errors(capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        qkdctl.main(["status", "--driver", "id120", "--url", "socket://127.0.0.1:9",
+                     f"--timeout-s={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert value in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("driver, url", [
+    ("id120", "TCPIP::127.0.0.1::99999::SOCKET"), ("id120", "TCPIP::garbage"),
+    ("qkd-board", "socket://127.0.0.1:0"), ("qkd-board", "socket://nowhere"),
+    ("dicon-mems", "garbage"), ("dicon-mems", "rfc2217://h:70000"), ("oz-epc", "bogus://x"),
+])
+def test_qkdctl_malformed_url_is_one_line_and_exit_2(capsys, driver, url):
+    assert qkdctl.main(["status", "--driver", driver, "--url", url, "--timeout-s", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(url) in err and "expected" in err
 
 
 def test_status_records_become_plain_json():

@@ -16,6 +16,7 @@ class FlakyTransport(ScriptedTransport):
     def __init__(self, failures: int):
         super().__init__([])
         self.failures = failures
+        self.timeout_s = 60.0    # sleeps are recorded, not slept: the call's deadline never binds
 
     def reopen(self):
         self.reopened += 1

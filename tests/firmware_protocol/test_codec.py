@@ -38,7 +38,8 @@ def test_round_trip_each_type(cls):
         out = dec.feed(frame)
         assert out == [msg]
         assert out[0].seq == first_seq
-        assert dec.stats == fp.DecoderStats(frames_ok=1)
+        assert dec.stats == fp.DecoderStats(frames_ok=1,
+                                            bytes_hashed=len(frame) - fp.FRAME_OVERHEAD)
         assert dec.buffered_bytes == 0
 
     check()

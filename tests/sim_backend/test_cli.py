@@ -87,6 +87,23 @@ def test_table_output(capsys):
     (["--pulses", "1e6", "--seed", "-1"], "seed = -1"),
     ([], "--pulses"),
     (["--pulses", "1e6", "--frobnicate"], "--frobnicate"),
+    # issue 7: non-finite and huge numbers, and flags that need another flag
+    (["--pulses", "inf"], "pulses = 'inf' is not a finite number"),
+    (["--pulses", "nan"], "pulses = 'nan' is not a finite number"),
+    (["--pulses", "1e14"], "pulses = 100000000000000 is outside"),
+    (["--pulses", "1e400"], "pulses = '1e400' is not a finite number"),
+    (["--pulses", "1e6", "--seed", "1e30"], "seed = 1000000000000000019884624838656 is outside"),
+    (["--pulses", "1e6", "--seed", str(2**63)], f"seed = {2**63} is outside the accepted range"),
+    (["--pulses", "1e6", "--seed", "inf"], "seed = 'inf' is not a finite number"),
+    (["--pulses", "1e6", "--distance-km", "inf"], "distance_km = 'inf' is not a finite number"),
+    (["--pulses", "1e6", "--distance-km", "1e300"], "distance_km = 1e+300 km is outside"),
+    (["--pulses", "1e6", "--mu", "nan"], "mu = 'nan' is not a finite number"),
+    (["--pulses", "1e6", "--clock-hz", "1e300"], "clock_hz = 1e+300 Hz is outside"),
+    (["--pulses", "1e6", "--dead-time-ns=-inf"], "dead_time_ns = '-inf' is not a finite"),
+    (["--pulses", "1e6", "--sync-period", "1e300"], "sync_period = 1"),
+    (["--pulses", "1e6", "--eve-fraction", "0.5"], "--eve-fraction 0.5 needs an eavesdropper"),
+    (["--pulses", "1e6", "--mu", "0.05"], "nu1 is preset gys's value, and its range follows "
+                                           "from --mu 0.05; set --nu1 too"),
 ])
 def test_bad_flags_exit_2_with_a_message(capsys, argv, fragment):
     assert main(["run", *argv]) == 2
@@ -98,6 +115,24 @@ def test_bad_flags_exit_2_with_a_message(capsys, argv, fragment):
 def test_no_command_and_help():
     assert main([]) == 2
     assert main(["run", "--help"]) == 0
+
+
+def test_help_gives_unit_range_and_default_of_every_option(capsys):
+    """Every link flag's help names its range and its default (issue 7, first hour)."""
+    from sim_backend.cli import build_parser
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    for action in run._actions:
+        if action.dest in ("help", "json", "pulses", "protocol", "eve", "preset"):
+            continue
+        assert "default" in action.help, action.dest
+        assert "[" in action.help or "(" in action.help, action.dest     # a range
+
+
+def test_json_counts_are_integers(capsys):
+    r = run_json(capsys, "--pulses", "1e8", "--seed", "1", "--distance-km", "200")
+    for name, stats in r["intensities"].items():
+        assert isinstance(stats["pulses"], int), name
+    assert r["p_decoy2"] == 0.1
 
 
 def test_serve_is_delegated_lazily(monkeypatch):

@@ -1,4 +1,4 @@
-"""Eavesdropper signatures (reference.md section 2) coming out of the per-pulse physics.
+"""Eavesdropper signatures (docs/physics.md section 2) coming out of the per-pulse physics.
 
 Ideal optics (no misalignment, no dark counts, no dead time, 0 km) so that the figures are
 the textbook ones; tolerance K = 5 binomial sigma of each estimator, from the expected rates.
@@ -31,7 +31,7 @@ def ideal(protocol: str, eve: str, fraction: float = 1.0, **extra) -> LinkParams
     return LinkParams.preset("gys", **values)
 
 
-# (protocol, model, QBER, conclusive fraction) as tabulated in reference.md section 2.
+# (protocol, model, QBER, conclusive fraction) as tabulated in docs/physics.md section 2.
 REFERENCE = [
     ("b92", "intercept-resend", 1 / 3, 0.375),
     ("b92", "b92-resend", 1 / 4, 0.25),

@@ -1,4 +1,4 @@
-"""The simulated link against the closed forms of reference.md section 1.
+"""The simulated link against the closed forms of docs/physics.md section 1.
 
 Statistical tolerances: K = 5 standard deviations of the estimator under the binomial (or,
 where stated, renewal/compound) law, computed from the EXPECTED rate and the sample size; fixed
@@ -173,7 +173,7 @@ def test_chunks_continue_the_run():
 
 
 def test_decoy_key_rate_vanishes_near_140_km():
-    # reference.md section 1: with f = 1.22 the GYS decoy key rate reaches roughly 140 km.
+    # docs/physics.md section 1: with f = 1.22 the GYS decoy key rate reaches roughly 140 km.
     def rate(d):
         return theory.decoy_key_rate(0.5, 0.045 * 10 ** (-0.021 * d), 1.7e-6, 0.033)
     assert rate(50) > rate(100) > rate(130) > 0

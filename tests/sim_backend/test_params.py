@@ -14,7 +14,7 @@ from sim_backend.params import PRESETS, LinkParams, ParameterError
 
 def test_gys_preset_carries_the_reference_values():
     p = LinkParams.preset("gys")
-    # reference.md section 1: alpha 0.21 dB/km, e_det 3.3 %, Y0 1.7e-6, eta_Bob 4.5 %.
+    # docs/physics.md section 1: alpha 0.21 dB/km, e_det 3.3 %, Y0 1.7e-6, eta_Bob 4.5 %.
     assert (p.loss_db_per_km, p.misalignment, p.dark_count_probability,
             p.detector_efficiency) == (0.21, 0.033, 1.7e-6, 0.045)
     assert p.clock_hz == 1e9

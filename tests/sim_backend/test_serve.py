@@ -72,10 +72,55 @@ def test_switch_on_another_port_stops_the_clicks(pair):
 
 
 def test_serve_cli_prints_endpoints_and_stops(capsys):
-    assert serve.main(["--distance-km", "10", "--duration-s", "0.2", "--json", "--seed", "1"]) == 0
+    assert serve.main(["--distance-km", "10", "--duration-s", "0.2", "--json", "--seed", "1",
+                       "--base-port", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {ep["driver"] for ep in out["endpoints"]} >= {"qkd-board", "id120", "dicon-mems"}
     assert out["params"]["distance_km"] == 10.0
+
+
+def _free_port_block(n: int) -> int:
+    """A base port with n free ports after it (other sessions on this machine use 7101..)."""
+    import random
+    import socket
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 60000)
+        socks = []
+        try:
+            for k in range(n):
+                socks.append(socket.create_server(("127.0.0.1", base + k)))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    pytest.skip("no block of free ports found")
+
+
+def test_serve_puts_tcp_devices_on_fixed_ports_from_the_base(capsys):
+    """The README example (detector on 7103) depends on this layout: base, base+1, ..."""
+    assert serve.DEFAULT_BASE_PORT == 7101
+    assert serve.DEVICE_PORT_OFFSETS["bob", "detector"] == 2          # -> 7103 by default
+    base = _free_port_block(len(serve.DEVICE_PORT_OFFSETS))
+    assert serve.main(["--duration-s", "0.2", "--json", "--seed", "1",
+                       "--base-port", str(base)]) == 0
+    urls = {(ep["node"], ep["device"]): ep["url"]
+            for ep in json.loads(capsys.readouterr().out)["endpoints"]}
+    assert urls["bob", "detector"] == f"TCPIP::127.0.0.1::{base + 2}::SOCKET"
+    assert urls["alice", "board"] == f"socket://127.0.0.1:{base}"
+    for (node, device), offset in serve.DEVICE_PORT_OFFSETS.items():
+        assert urls[node, device].replace("::SOCKET", "").endswith(str(base + offset))
+
+
+def test_serve_says_which_ports_are_taken(capsys):
+    import socket
+    base = _free_port_block(len(serve.DEVICE_PORT_OFFSETS))
+    with socket.create_server(("127.0.0.1", base + 2)):
+        assert serve.main(["--duration-s", "0.1", "--base-port", str(base)]) == 1
+    err = capsys.readouterr().err
+    assert "in use" in err and "--base-port" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -83,6 +128,11 @@ def test_serve_cli_prints_endpoints_and_stops(capsys):
     (["--protocol", "e91"], "protocol"),
     (["--duration-s", "0"], "duration_s"),
     (["--eve", "intercept-resend", "--eve-fraction", "1.5"], "eve_fraction"),
+    (["--eve-fraction", "0.5"], "needs an eavesdropper"),
+    (["--seed", "1e30"], "seed"),
+    (["--seed=-1"], "seed"),
+    (["--base-port", "80"], "base_port"),
+    (["--base-port", "inf"], "base_port"),
 ])
 def test_serve_cli_rejects_bad_values(capsys, argv, needle):
     assert serve.main(argv) == 2
