@@ -95,7 +95,8 @@ MIGRATIONS: dict[int, list[str]] = {
 
 # SQLite primary result codes (sqlite3.h) that get their own error type.
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
-_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_CONSTRAINT, _SQLITE_NOTADB = 19, 26
 
 _CHUNK = 500          # bound parameters per IN (...) list
 
@@ -308,6 +309,8 @@ class KeyStore:
             return StoreLocked(f"{where}: database is locked by another connection: {text}")
         if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
             return StorePermission(f"{where}: cannot open or write: {text}")
+        if code == _SQLITE_CONSTRAINT and "keys.key_id" in text:
+            return KeyIdReused(f"{where}: a key ID is already stored")
         if code == _SQLITE_FULL:
             return StoreDiskFull(f"{where}: disk full: {text}")
         if code == _SQLITE_IOERR:
