@@ -149,17 +149,17 @@ class LinkCommit:
         """Every few seconds: resend what is unanswered, give up on what waited too long."""
         out: list[PeerMessage] = []
         if self.coordinator:
+            for block_id, entry in list(self._unacked.items()):
+                entry[1] += 1
+                if entry[1] > self.max_retries:
+                    del self._unacked[block_id]      # the participant asks again if in doubt
+                else:
+                    out.append(entry[0])
             for block_id, entry in list(self._undecided.items()):
                 entry[1] += 1
                 if entry[1] > self.max_retries:
                     self.counters["timeout"] += 1
                     out += self._abort(block_id, Reason.TIMEOUT)
-                else:
-                    out.append(entry[0])
-            for block_id, entry in list(self._unacked.items()):
-                entry[1] += 1
-                if entry[1] > self.max_retries:
-                    del self._unacked[block_id]      # the participant asks again if in doubt
                 else:
                     out.append(entry[0])
             return out
