@@ -117,14 +117,12 @@ def bench_lease_and_deliver(tmp):
             t0 = time.perf_counter()
             lease = store.lease(LINK, 1024)
             lease_times.append(time.perf_counter() - t0)
-            ids = list(lease.key_ids)
-            for i in range(0, len(ids), per_request):
-                for _, bits in store.deliver_leased(lease.lease_id, ids[i:i + per_request],
-                                                    master_sae="m", slave_sae="s"):
+            while lease.remaining:
+                for _, bits in lease.take(per_request, master_sae="m", slave_sae="s"):
                     bits[:] = bytes(len(bits))
-            store.close_lease(lease.lease_id)
+            store.close_lease(lease)
             t_total += time.perf_counter() - t0
-            delivered += len(ids)
+            delivered += len(lease.key_ids)
         rates[per_request] = delivered / t_total
     store.close()
     emit("keystore", figure="lease", keys_per_lease=1024, median_ms=1e3 * float(np.median(lease_times)),

@@ -9,9 +9,10 @@ what a crash can lose.
 Two users call it, synchronously, from worker threads (one lock serialises them):
 - the link engine, through the two-step commit (``daemon/keystore/commit.py``): ``prepare``,
   ``commit``, ``discard``, ``block_state``, ``in_doubt``;
-- the key service: ``lease`` / ``deliver_leased`` / ``close_lease`` for keys this end issues to
-  its master SAEs, ``reserve`` / ``deliver`` for keys the peer issued to a master SAE there and
-  that a slave SAE here fetches by ID, plus ``void_open_leases``, ``void_peer_keys``, ``expire``.
+- the key service: ``lease`` / ``Lease.take`` / ``close_lease`` for keys this end issues to
+  its master SAEs (one fsync per lease, none per request); ``reserve`` / ``deliver`` for keys
+  the peer issued to a master SAE there and that a slave SAE here fetches by ID; plus
+  ``void_open_leases``, ``void_peer_keys``, ``expire``.
 
 Which end issues a key (leases it to its own master SAEs) is fixed when the block is prepared:
 even key indices are the coordinator's, odd ones the participant's (``issuer`` column), so the
@@ -80,7 +81,7 @@ MIGRATIONS: dict[int, list[str]] = {
             UNIQUE (link_id, block_id, key_index),
             FOREIGN KEY (link_id, block_id) REFERENCES blocks (link_id, block_id)
         )""",
-        "CREATE INDEX keys_pool ON keys (link_id, state, issuer)",
+        "CREATE INDEX keys_pool ON keys (link_id, state, issuer, block_id, key_index)",
         "CREATE INDEX keys_lease ON keys (lease_id) WHERE lease_id IS NOT NULL",
         """CREATE TABLE audit (
             seq      INTEGER PRIMARY KEY,
@@ -127,13 +128,50 @@ class Fill:
                 or (self.max_bits is not None and self.bits >= self.max_bits))
 
 
-@dataclasses.dataclass(frozen=True)
 class Lease:
-    """A durable grant of keys the local key service may hand to its master SAEs."""
-    lease_id: int
-    link_id: str
-    key_ids: tuple[uuid.UUID, ...]
-    size_bits: tuple[int, ...]
+    """Keys durably granted to the local key service, held in memory until handed out.
+
+    ``take`` hands out the next keys, each once, with no disk write: the lease's own copy is
+    wiped as it goes. ``KeyStore.settle_lease`` / ``close_lease`` then erase the taken keys
+    from the file in one durable transaction. If the node stops first, the whole lease is
+    erased at restart (``void_open_leases``): a key of a lease is handed out once or never.
+    Not thread-safe: one lease belongs to one service thread.
+    """
+
+    def __init__(self, lease_id: int, link_id: str, keys: list[tuple[bytes, int, bytes]]):
+        self.lease_id = lease_id
+        self.link_id = link_id
+        self.key_ids = tuple(uuid.UUID(bytes=k) for k, _, _ in keys)
+        self.size_bits = tuple(n for _, n, _ in keys)
+        self._bits = [bytearray(b) for _, _, b in keys]
+        self._next = 0
+        self._taken: list[tuple[bytes, str, int]] = []  # (key_id, audit detail, size), not erased
+        self.closed = False
+
+    @property
+    def remaining(self) -> int:
+        return len(self.key_ids) - self._next
+
+    def take(self, n: int, *, master_sae: str, slave_sae: str
+             ) -> list[tuple[uuid.UUID, bytearray]]:
+        """The next ``n`` keys (fewer if the lease runs out). The caller wipes the returned
+        bytearrays once sent; a taken key is never returned again."""
+        if self.closed:
+            raise LeaseError(f"lease {self.lease_id} is closed")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"take of {n!r} keys: expected a non-negative integer")
+        out = []
+        detail = f"lease {self.lease_id}: {master_sae} -> {slave_sae}"
+        for i in range(self._next, min(self._next + n, len(self.key_ids))):
+            out.append((self.key_ids[i], bytearray(self._bits[i])))
+            self._bits[i][:] = bytes(len(self._bits[i]))
+            self._taken.append((self.key_ids[i].bytes, detail, self.size_bits[i]))
+        self._next += len(out)
+        return out
+
+    def wipe(self) -> None:
+        for b in self._bits:
+            b[:] = bytes(len(b))
 
 
 def _now_ns() -> int:
@@ -576,9 +614,8 @@ class KeyStore:
               now_ns: int | None = None) -> Lease | None:
         """Durably grant up to ``n_keys`` committed keys this end issues; None if there are none.
 
-        The key service hands them to master SAEs with ``deliver_leased`` (no fsync each) and
-        ends the lease with ``close_lease``. After a crash ``void_open_leases`` erases every key
-        of a lease left open, delivered or not: none is ever issued twice.
+        One fsync for the whole batch; the key service then hands keys out with ``Lease.take``
+        (no disk write each) and ends the lease with ``close_lease``.
         """
         link_id = _check_link(link_id)
         if not isinstance(n_keys, int) or isinstance(n_keys, bool) or n_keys < 1:
@@ -596,51 +633,53 @@ class KeyStore:
                          "(SELECT rowid FROM keys WHERE link_id=? AND state='committed' AND "
                          "issuer='local' ORDER BY block_id, key_index LIMIT ?)",
                          (lease_id, link_id, n_keys))
-            rows = conn.execute("SELECT key_id, size_bits FROM keys WHERE lease_id=? "
+            rows = conn.execute("SELECT key_id, size_bits, bits FROM keys WHERE lease_id=? "
                                 "ORDER BY block_id, key_index", (lease_id,)).fetchall()
             self._audit_where(conn, "leased", f"lease {lease_id}", now, "lease_id=?", (lease_id,))
-        return Lease(lease_id, link_id, tuple(uuid.UUID(bytes=r[0]) for r in rows),
-                     tuple(r[1] for r in rows))
+        return Lease(lease_id, link_id, rows)
 
-    def deliver_leased(self, lease_id: int, key_ids: list[uuid.UUID], *, master_sae: str,
-                       slave_sae: str) -> list[tuple[uuid.UUID, bytearray]]:
-        """Hand leased keys to a master SAE and erase them; all or nothing.
+    def settle_lease(self, lease: Lease) -> int:
+        """Durably erase the keys taken from ``lease`` so far; the lease stays open.
 
-        Not fsync'd: a crash may undo the erasure, but the key then belongs to a lease left
-        open, which ``void_open_leases`` erases at restart, so it is never handed out again.
-        The caller wipes the returned bytearrays once sent.
+        The key service calls this when a lease has been open a while (so handed-out keys do
+        not linger in the file) — ``close_lease`` does it too. Returns keys erased.
         """
-        ids = _ids(key_ids)
-        if not ids:
-            return []
-        with self._tx("deliver leased", durable=False) as conn:
-            row = conn.execute("SELECT state FROM leases WHERE lease_id=?", (lease_id,)).fetchone()
-            if row is None or row[0] != "open":
-                raise LeaseError(f"key store {self.path}: lease {lease_id} is "
-                                 f"{'unknown' if row is None else row[0]}")
-            rows = self._fetch(conn, ids, "lease_id=? AND state='leased'", (lease_id,))
-            if len(rows) != len(set(ids)) or len(ids) != len(set(ids)):
-                missing = [uuid.UUID(bytes=k) for k in ids if k not in rows]
-                raise KeyNotFound(f"key store {self.path}: {len(missing)} of {len(ids)} key IDs "
-                                  f"are not in lease {lease_id}", missing)
-            self._erase(conn, ids)
-            self._audit(conn, ids, "delivered", f"lease {lease_id}: {master_sae} -> {slave_sae}")
-        self._forget([(k, rows[k][1]) for k in ids])
-        return [(uuid.UUID(bytes=k), bytearray(rows[k][0])) for k in ids]
+        return self._settle(lease, close=False)
 
-    def close_lease(self, lease_id: int) -> int:
-        """End a lease durably; its undelivered keys go back to the pool. Returns how many."""
-        with self._tx("close lease") as conn:
-            row = conn.execute("SELECT state FROM leases WHERE lease_id=?", (lease_id,)).fetchone()
+    def close_lease(self, lease: Lease) -> int:
+        """End a lease durably: erase what was taken, return the rest to the pool (the fsync
+        also covers every earlier write). Returns how many keys went back."""
+        return self._settle(lease, close=True)
+
+    def _settle(self, lease: Lease, close: bool) -> int:
+        if lease.closed:
+            raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is closed")
+        taken = list(lease._taken)
+        with self._tx("close lease" if close else "settle lease") as conn:
+            row = conn.execute("SELECT state FROM leases WHERE lease_id=?",
+                               (lease.lease_id,)).fetchone()
             if row is None or row[0] != "open":
-                raise LeaseError(f"key store {self.path}: lease {lease_id} is "
+                raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is "
                                  f"{'unknown' if row is None else row[0]}")
-            self._audit_where(conn, "returned", f"lease {lease_id}", _now_ns(), "lease_id=?",
-                              (lease_id,))
-            n = conn.execute("UPDATE keys SET state='committed', lease_id=NULL WHERE lease_id=?",
-                             (lease_id,)).rowcount
-            conn.execute("UPDATE leases SET state='closed' WHERE lease_id=?", (lease_id,))
-        return n
+            now = _now_ns()
+            conn.executemany("INSERT INTO audit (at_ns, key_id, event, detail) "
+                             "VALUES (?, ?, 'delivered', ?)", [(now, k, d) for k, d, _ in taken])
+            self._erase(conn, [k for k, _, _ in taken])
+            back = 0
+            if close:
+                self._audit_where(conn, "returned", f"lease {lease.lease_id}", now,
+                                  "lease_id=?", (lease.lease_id,))
+                back = conn.execute("UPDATE keys SET state='committed', lease_id=NULL "
+                                    "WHERE lease_id=?", (lease.lease_id,)).rowcount
+                conn.execute("UPDATE leases SET state='closed' WHERE lease_id=?",
+                             (lease.lease_id,))
+        del lease._taken[:len(taken)]
+        self._forget_counts(len(taken), sum(n for _, _, n in taken))
+        if close:
+            lease.closed = True
+            lease.wipe()
+            return back
+        return len(taken)
 
     def open_leases(self) -> list[int]:
         return [r[0] for r in self._read("SELECT lease_id FROM leases WHERE state='open'")]

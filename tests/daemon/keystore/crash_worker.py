@@ -81,16 +81,14 @@ def run_single(path, log_path, seed):
                 store.discard(LINK, block_id)
         lease = store.lease(LINK, rnd.randrange(1, 40))
         if lease is not None:
-            ids = list(lease.key_ids)
-            rnd.shuffle(ids)
-            ids = ids[:rnd.randrange(0, len(ids) + 1)]
-            for i in range(0, len(ids), 4):
-                for k, b in store.deliver_leased(lease.lease_id, ids[i:i + 4], master_sae="m",
-                                                 slave_sae="s"):
+            while lease.remaining and rnd.random() < 0.9:
+                for k, b in lease.take(rnd.randrange(1, 5), master_sae="m", slave_sae="s"):
                     log.write(f"D {k} {sha(b)} master")
                     b[:] = bytes(len(b))
+                if rnd.random() < 0.2:
+                    store.settle_lease(lease)
             if rnd.random() < 0.7:
-                store.close_lease(lease.lease_id)
+                store.close_lease(lease)
         peer = [k for k, s in store.key_states(LINK).items() if s == "committed"][:20]
         if peer:
             store.reserve(LINK, peer, slave_sae="Y", master_sae="X")
@@ -144,17 +142,13 @@ class Node:
             self.lease = self.store.lease(LINK, self.rnd.randrange(1, 30))
             if self.lease is None:
                 return
-            self.todo = list(self.lease.key_ids)
-        m = self.rnd.randrange(1, 5)
-        take, self.todo = self.todo[:m], self.todo[m:]
-        got = self.store.deliver_leased(self.lease.lease_id, take, master_sae="X",
-                                        slave_sae="Y") if take else []
+        got = self.lease.take(self.rnd.randrange(1, 5), master_sae="X", slave_sae="Y")
         for k, b in got:
             self.log.write(f"D {k} {sha(b)} master")
         if self.who == "A" and got:
             self.send([(RESERVE_FRAME, b"".join(k.bytes for k, _ in got))])
-        if not self.todo or self.rnd.random() < 0.1:
-            self.store.close_lease(self.lease.lease_id)
+        if not self.lease.remaining or self.rnd.random() < 0.1:
+            self.store.close_lease(self.lease)
             self.lease = None
 
     def run(self):

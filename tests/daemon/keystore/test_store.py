@@ -159,7 +159,8 @@ def test_issuer_split_even_odd(store):
 def test_key_id_is_never_reused(store):
     keys = committed_block(store, 1, n=2)
     lease = store.lease(LINK, 1)
-    store.deliver_leased(lease.lease_id, list(lease.key_ids), master_sae="m", slave_sae="s")
+    lease.take(1, master_sae="m", slave_sae="s")
+    store.close_lease(lease)
     with pytest.raises(KeyIdReused):                      # erased, but the ID is remembered
         store.prepare(LINK, 2, [(keys[0][0], os.urandom(32))], coordinator=True)
     with pytest.raises(KeyIdReused):                      # still stored
@@ -206,8 +207,10 @@ def test_delivered_key_bytes_leave_the_file(store, tmp_path):
     lease = store.lease(LINK, 2)
     before = _file_bytes(tmp_path / "keys.db")
     assert all(secret[k] in before for k in lease.key_ids)      # the test can see key bytes
-    got = store.deliver_leased(lease.lease_id, list(lease.key_ids), master_sae="m", slave_sae="s")
+    got = lease.take(5, master_sae="m", slave_sae="s")
     assert [bytes(b) for _, b in got] == [secret[k] for k in lease.key_ids]
+    assert not any(lease._bits[0]) and not any(lease._bits[1])   # the lease's copies wiped
+    assert store.settle_lease(lease) == 2
     store.checkpoint()
     after = _file_bytes(tmp_path / "keys.db")
     assert not any(secret[k] in after for k in lease.key_ids)   # overwritten, not just unlinked
@@ -219,41 +222,48 @@ def test_delivered_key_bytes_leave_the_file(store, tmp_path):
 
 
 # ---------------------------------------------------------------------------- leases
-def test_lease_deliver_close(store):
+def test_lease_take_close(store):
     keys = committed_block(store, 1, n=10)                 # 5 are this end's to issue
     lease = store.lease(LINK, 3)
     assert len(lease.key_ids) == 3 and lease.size_bits == (256, 256, 256)
-    assert store.lease(LINK, 10).key_ids == (keys[6][0], keys[8][0])
+    other = store.lease(LINK, 10)
+    assert other.key_ids == (keys[6][0], keys[8][0])
     assert store.lease(LINK, 10) is None                   # pool exhausted
-    got = store.deliver_leased(lease.lease_id, [lease.key_ids[0]], master_sae="m", slave_sae="s")
-    assert bytes(got[0][1]) == dict(keys)[lease.key_ids[0]]
-    with pytest.raises(KeyNotFound):                       # never twice
-        store.deliver_leased(lease.lease_id, [lease.key_ids[0]], master_sae="m", slave_sae="s")
-    with pytest.raises(KeyNotFound):                       # all or nothing
-        store.deliver_leased(lease.lease_id, [lease.key_ids[1], keys[1][0]], master_sae="m",
-                             slave_sae="s")
-    assert store.key_states()[lease.key_ids[1]] == "leased"
-    assert store.close_lease(lease.lease_id) == 2          # undelivered go back to the pool
+    got = lease.take(1, master_sae="m", slave_sae="s")
+    assert got[0][0] == lease.key_ids[0] and bytes(got[0][1]) == dict(keys)[lease.key_ids[0]]
+    assert lease.remaining == 2
+    assert store.key_states()[lease.key_ids[0]] == "leased"  # erased at settle/close
+    assert store.settle_lease(lease) == 1
+    assert lease.key_ids[0] not in store.key_states()
+    assert store.settle_lease(lease) == 0
+    got2 = lease.take(1, master_sae="m", slave_sae="s")
+    assert got2[0][0] == lease.key_ids[1]                  # never the same key twice
+    assert store.close_lease(lease) == 1                   # the untaken one goes back
     with pytest.raises(LeaseError, match="closed"):
-        store.deliver_leased(lease.lease_id, [lease.key_ids[1]], master_sae="m", slave_sae="s")
+        lease.take(1, master_sae="m", slave_sae="s")
+    with pytest.raises(LeaseError, match="closed"):
+        store.close_lease(lease)
+    assert set(store.key_states()) == {k for k, _ in keys} - set(lease.key_ids[:2])
     again = store.lease(LINK, 10)
-    assert set(again.key_ids) == {lease.key_ids[1], lease.key_ids[2]}
+    assert again.key_ids == (lease.key_ids[2],)
     assert [e for _, e, _ in store.audit(lease.key_ids[0])] == \
         ["prepared", "committed", "leased", "delivered"]
+    assert store.audit(lease.key_ids[0])[-1][2] == f"lease {lease.lease_id}: m -> s"
+    assert store.fill().keys == 8
 
 
 def test_open_leases_are_voided_at_restart(tmp_path):
     s = KeyStore(tmp_path / "k.db")
     committed_block(s, 1, n=8)
     lease = s.lease(LINK, 4)
-    s.deliver_leased(lease.lease_id, [lease.key_ids[0]], master_sae="m", slave_sae="s")
+    lease.take(1, master_sae="m", slave_sae="s")
     s._conn.close()                                        # no clean close: like a kill
     s._conn = None
     s._close_quietly()
     s = KeyStore(tmp_path / "k.db")
     assert s.open_leases() == [lease.lease_id]
     voided = s.void_open_leases()
-    assert set(voided[LINK]) <= set(lease.key_ids) and len(voided[LINK]) >= 3
+    assert set(voided[LINK]) == set(lease.key_ids)        # taken or not, all erased
     assert not set(lease.key_ids) & set(s.key_states())
     assert s.lease(LINK, 10) is None                       # nothing re-issued
     assert s.fill().keys == 4                              # the peer's 4 remain

@@ -34,7 +34,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.issuer: dict[uuid.UUID, str] = {}
         self.reserved_for: dict[uuid.UUID, str] = {}
         self.blocks: dict[int, tuple[str, list[uuid.UUID]]] = {}
-        self.leases: dict[int, set[uuid.UUID]] = {}
+        self.leases: dict[int, object] = {}              # lease id -> Lease
+        self.untaken: dict[int, list[uuid.UUID]] = {}     # lease id -> keys not yet taken
         self.delivered: set[uuid.UUID] = set()
         self.next_block = 0
         self.next_id = 1
@@ -125,25 +126,33 @@ class StoreMachine(RuleBasedStateMachine):
         assert len(got.key_ids) == min(n, len(pool)) and set(got.key_ids) <= set(pool)
         for k in got.key_ids:
             self.state[k] = "leased"
-        self.leases[got.lease_id] = set(got.key_ids)
+        self.leases[got.lease_id] = got
+        self.untaken[got.lease_id] = list(got.key_ids)
 
-    @precondition(lambda self: any(self.leases.values()))
-    @rule(data=st.data())
-    def deliver_leased(self, data):
-        lease_id = data.draw(st.sampled_from(sorted(l for l, ks in self.leases.items() if ks)))
-        ids = data.draw(st.lists(st.sampled_from(sorted(self.leases[lease_id])), min_size=1,
-                                 max_size=3, unique=True))
-        got = self.store.deliver_leased(lease_id, ids, master_sae="m", slave_sae="s")
-        self._delivered(got)
-        self.leases[lease_id] -= set(ids)
+    @precondition(lambda self: any(self.untaken.values()))
+    @rule(data=st.data(), n=st.integers(0, 3))
+    def take(self, data, n):
+        lease_id = data.draw(st.sampled_from(sorted(l for l, ks in self.untaken.items() if ks)))
+        got = self.leases[lease_id].take(n, master_sae="m", slave_sae="s")
+        assert [k for k, _ in got] == self.untaken[lease_id][:n]
+        del self.untaken[lease_id][:n]
+        self._delivered(got, erase=False)
 
     @precondition(lambda self: self.leases)
-    @rule(data=st.data())
-    def close_lease(self, data):
+    @rule(data=st.data(), close=st.booleans())
+    def settle_or_close_lease(self, data, close):
         lease_id = data.draw(st.sampled_from(sorted(self.leases)))
-        assert self.store.close_lease(lease_id) == len(self.leases[lease_id])
-        for k in self.leases.pop(lease_id):
-            self.state[k] = "committed"
+        lease = self.leases[lease_id]
+        taken = [k for k in lease.key_ids if k not in self.untaken[lease_id]
+                 and k in self.state]
+        if close:
+            assert self.store.close_lease(lease) == len(self.untaken[lease_id])
+            for k in self.untaken.pop(lease_id):
+                self.state[k] = "committed"
+            del self.leases[lease_id]
+        else:
+            assert self.store.settle_lease(lease) == len(taken)
+        self._erase(taken)
 
     # ------------------------------------------------------------------ the peer issues
     @precondition(lambda self: any(s == "committed" and self.issuer[k] == "peer"
@@ -174,12 +183,13 @@ class StoreMachine(RuleBasedStateMachine):
         assert ok
         self._delivered(got)
 
-    def _delivered(self, got):
+    def _delivered(self, got, erase=True):
         for k, b in got:
             assert k not in self.delivered, "delivered twice"
             assert bytes(b) == self.bits_of[k]
             self.delivered.add(k)
-        self._erase([k for k, _ in got])
+        if erase:
+            self._erase([k for k, _ in got])
 
     # ------------------------------------------------------------------ restart
     @rule()
@@ -188,10 +198,11 @@ class StoreMachine(RuleBasedStateMachine):
         self.store._close_quietly()
         self.store = KeyStore(self.path, max_keys=MAX_KEYS)
         voided = self.store.void_open_leases()
-        expect = set().union(*self.leases.values()) if self.leases else set()
+        expect = {k for lease in self.leases.values() for k in lease.key_ids if k in self.state}
         assert set(voided.get(LINK, [])) == expect
         self._erase(expect)
         self.leases.clear()
+        self.untaken.clear()
 
     # ------------------------------------------------------------------ invariants
     @invariant()
@@ -201,7 +212,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert {k: s for k, (s, _) in live.items()} == self.state
         for k, (_, bits) in live.items():
             assert bits == self.bits_of[k]                     # one bit string per ID, forever
-        assert not self.delivered & set(live)                  # delivered keys are gone
+        leased_live = {k for k, (st_, _) in live.items() if st_ == "leased"}
+        # delivered keys are gone, except taken keys of an open lease until it is settled
+        assert not (self.delivered & set(live)) - leased_live
         assert self.store.fill().keys == len(live)
         assert self.store.fill().bits == 16 * len(live)
 
