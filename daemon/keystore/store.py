@@ -63,34 +63,39 @@ MIGRATIONS: dict[int, list[str]] = {
             created_ns INTEGER NOT NULL,
             expires_ns INTEGER
         )""",
+        # rows clustered by block (a block's keys are written side by side); the secondary
+        # indexes are partial so that a key costs index work only in the states that need it
         """CREATE TABLE keys (
-            key_id        BLOB    NOT NULL UNIQUE CHECK (length(key_id) = 16),
             link_id       TEXT    NOT NULL,
             block_id      INTEGER NOT NULL,
             key_index     INTEGER NOT NULL,
+            key_id        BLOB    NOT NULL UNIQUE CHECK (length(key_id) = 16),
             size_bits     INTEGER NOT NULL,
             created_ns    INTEGER NOT NULL,
-            state         TEXT    NOT NULL
-                          CHECK (state IN ('pending', 'committed', 'leased', 'reserved')),
-            issuer        TEXT    NOT NULL CHECK (issuer IN ('local', 'peer')),
+            state         TEXT    NOT NULL,   -- pending|committed|leased|reserved
+            issuer        TEXT    NOT NULL,   -- local|peer  (no CHECK: a third of insert cost)
             lease_id      INTEGER REFERENCES leases (lease_id),
             slave_sae     TEXT,
             master_sae    TEXT,
             reserved_until_ns INTEGER,
             bits          BLOB    NOT NULL,
-            UNIQUE (link_id, block_id, key_index),
-            FOREIGN KEY (link_id, block_id) REFERENCES blocks (link_id, block_id)
-        )""",
-        "CREATE INDEX keys_pool ON keys (link_id, state, issuer, block_id, key_index)",
+            PRIMARY KEY (link_id, block_id, key_index)
+        ) WITHOUT ROWID""",
+        """CREATE INDEX keys_ready ON keys (link_id, block_id, key_index)
+            WHERE state = 'committed' AND issuer = 'local'""",
         "CREATE INDEX keys_lease ON keys (lease_id) WHERE lease_id IS NOT NULL",
+        "CREATE INDEX keys_reserved ON keys (reserved_until_ns) WHERE state = 'reserved'",
+        # one row per event and batch of keys: key_ids is the batch's 16-byte IDs end to end
         """CREATE TABLE audit (
             seq      INTEGER PRIMARY KEY,
             at_ns    INTEGER NOT NULL,
-            key_id   BLOB    NOT NULL,
             event    TEXT    NOT NULL,
-            detail   TEXT
+            detail   TEXT,
+            n_keys   INTEGER NOT NULL,
+            key_ids  BLOB    NOT NULL
         )""",
-        "CREATE INDEX audit_key ON audit (key_id)",
+        # every key ID ever stored here, so that none is ever stored again with other bits
+        "CREATE TABLE key_ids_seen (key_id BLOB PRIMARY KEY) WITHOUT ROWID",
     ],
 }
 
@@ -399,20 +404,22 @@ class KeyStore:
             except sqlite3.Error as exc:
                 raise self._translate(exc, "read") from None
 
-    @staticmethod
-    def _audit_where(conn: sqlite3.Connection, event: str, detail: str | None, at_ns: int,
+    @classmethod
+    def _audit_where(cls, conn: sqlite3.Connection, event: str, detail: str | None, at_ns: int,
                      where: str, params: tuple) -> None:
-        """Audit every key row matching ``where``, in SQL (no per-key Python work)."""
-        conn.execute(f"INSERT INTO audit (at_ns, key_id, event, detail) "
-                     f"SELECT ?, key_id, ?, ? FROM keys WHERE {where}",
-                     (at_ns, event, detail, *params))
+        """Audit every key row matching ``where`` as one event row."""
+        ids = [r[0] for r in conn.execute(f"SELECT key_id FROM keys WHERE {where}", params)]
+        cls._audit(conn, ids, event, detail, at_ns)
 
     @staticmethod
     def _audit(conn: sqlite3.Connection, key_ids: list[bytes], event: str,
                detail: str | None = None, at_ns: int | None = None) -> None:
-        at = _now_ns() if at_ns is None else at_ns
-        conn.executemany("INSERT INTO audit (at_ns, key_id, event, detail) VALUES (?, ?, ?, ?)",
-                         [(at, k, event, detail) for k in key_ids])
+        """One audit row for an event that happened to ``key_ids`` (IDs only, never bits)."""
+        if key_ids:
+            conn.execute("INSERT INTO audit (at_ns, event, detail, n_keys, key_ids) "
+                         "VALUES (?, ?, ?, ?, ?)", (_now_ns() if at_ns is None else at_ns,
+                                                    event, detail, len(key_ids),
+                                                    b"".join(key_ids)))
 
     # ------------------------------------------------------------------ engine API
     def prepare(self, link_id: str, block_id: int, keys: list[tuple[uuid.UUID, bytes]], *,
@@ -451,11 +458,11 @@ class KeyStore:
                 " state, issuer, bits) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                 [(ids[i], link_id, block_id, i, size_bits, now,
                   "local" if i % 2 == own_parity else "peer", keys[i][1]) for i in range(n)])
-            if conn.execute("SELECT 1 FROM keys JOIN audit USING (key_id) "
-                            "WHERE keys.link_id=? AND keys.block_id=? LIMIT 1",
-                            (link_id, block_id)).fetchone():
+            try:
+                conn.executemany("INSERT INTO key_ids_seen VALUES (?)", [(k,) for k in ids])
+            except sqlite3.IntegrityError:
                 raise KeyIdReused(f"key store {self.path}: block {block_id} of link "
-                                  f"{link_id!r} reuses a key ID seen before")
+                                  f"{link_id!r} reuses a key ID seen before") from None
             self._audit_where(conn, "prepared", f"block {block_id}", now,
                               "link_id=? AND block_id=?", (link_id, block_id))
         with self._lock:
@@ -591,13 +598,21 @@ class KeyStore:
         return found, h.digest()
 
     def audit(self, key_id: uuid.UUID) -> list[tuple[int, str, str | None]]:
-        """Lifecycle events of one key ID: (time ns, event, detail), oldest first."""
-        return self._read("SELECT at_ns, event, detail FROM audit WHERE key_id=? ORDER BY seq",
-                          (key_id.bytes,))
+        """Lifecycle events of one key ID: (time ns, event, detail), oldest first.
+
+        A scan of the audit table (an operator's question, not a hot path)."""
+        k = key_id.bytes
+        out = []
+        for at, event, detail, ids in self._read(
+                "SELECT at_ns, event, detail, key_ids FROM audit WHERE instr(key_ids, ?) > 0 "
+                "ORDER BY seq", (k,)):
+            if any(ids[i:i + 16] == k for i in range(0, len(ids), 16)):
+                out.append((at, event, detail))
+        return out
 
     def prune_audit(self, before_ns: int) -> int:
-        """Drop audit rows older than ``before_ns`` (retention). IDs whose rows are pruned can
-        no longer be recognised as reused; keep at least as long as keys may live."""
+        """Drop audit rows older than ``before_ns`` (retention). Reuse of a key ID is still
+        refused afterwards (``key_ids_seen`` is kept)."""
         with self._tx("prune audit") as conn:
             return conn.execute("DELETE FROM audit WHERE at_ns < ?", (int(before_ns),)).rowcount
 
@@ -629,8 +644,8 @@ class KeyStore:
             lease_id = conn.execute(
                 "INSERT INTO leases (link_id, state, created_ns, expires_ns) "
                 "VALUES (?, 'open', ?, ?)", (link_id, now, expires)).lastrowid
-            conn.execute("UPDATE keys SET state='leased', lease_id=? WHERE rowid IN "
-                         "(SELECT rowid FROM keys WHERE link_id=? AND state='committed' AND "
+            conn.execute("UPDATE keys SET state='leased', lease_id=? WHERE key_id IN "
+                         "(SELECT key_id FROM keys WHERE link_id=? AND state='committed' AND "
                          "issuer='local' ORDER BY block_id, key_index LIMIT ?)",
                          (lease_id, link_id, n_keys))
             rows = conn.execute("SELECT key_id, size_bits, bits FROM keys WHERE lease_id=? "
@@ -662,8 +677,11 @@ class KeyStore:
                 raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is "
                                  f"{'unknown' if row is None else row[0]}")
             now = _now_ns()
-            conn.executemany("INSERT INTO audit (at_ns, key_id, event, detail) "
-                             "VALUES (?, ?, 'delivered', ?)", [(now, k, d) for k, d, _ in taken])
+            by_detail: dict[str, list[bytes]] = {}
+            for k, d, _ in taken:
+                by_detail.setdefault(d, []).append(k)
+            for d, ids in by_detail.items():
+                self._audit(conn, ids, "delivered", d, now)
             self._erase(conn, [k for k, _, _ in taken])
             back = 0
             if close:
