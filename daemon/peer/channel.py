@@ -9,7 +9,9 @@ our hello first (see ``PeerSession.hello``). Dead connections are found by ZMTP 
 
 Backpressure: received envelopes wait in a bounded queue; when the engine does not drain it,
 the receive task stops reading, the socket's receive high-water mark fills, TCP pushes back
-and the peer's ``send`` waits on its send high-water mark.
+and the peer's ``send`` waits on its send high-water mark. A stall longer than the heartbeat
+timeout also holds back the heartbeats, and the link is then taken for dead and reconnected
+(reported as a disconnect): an engine must keep draining its channel.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ ZAP_DOMAIN = "qkd-peer"
 _MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
               | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
               | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_MONITOR_STOPPED)
+_FAILED_NAMES = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused by the server's ZAP (key not pinned)",
+                 zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol or cryptographic error",
+                 zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "connection closed during the handshake"}
+LOG_REPEAT_S = 10.0      # the same event kind is logged at most once per this many seconds
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -62,7 +68,7 @@ class PeerChannel:
                  public_key: bytes, secret_key: bytes, peer_public_key: bytes,
                  allowed_types: Collection[int] | None = None, inbox_size: int = 4096,
                  events_size: int = 1024, hwm: int = 4096, heartbeat_s: float = 1.0,
-                 heartbeat_timeout_s: float = 3.0, reconnect_s: float = 0.05,
+                 heartbeat_timeout_s: float = 10.0, reconnect_s: float = 0.05,
                  reconnect_max_s: float = 1.0, handshake_timeout_s: float = 5.0,
                  alarm_threshold: int = 3, alarm_window_s: float = 60.0):
         if mode not in ("bind", "connect"):
@@ -92,9 +98,13 @@ class PeerChannel:
         self._tasks: list[asyncio.Task] = []
         self._send_lock = asyncio.Lock()
         self._connected = asyncio.Event()
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._fd = None
         self._closed = False
         self._low_reported = False
         self._failed_pending = 0      # refused handshakes whose disconnect is still to come
+        self._last_logged: dict[str, tuple[float, int]] = {}
         self.bound_endpoint: str | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -102,7 +112,9 @@ class PeerChannel:
     async def start(self) -> "PeerChannel":
         o = self._opts
         ctx = self._ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.DEALER)
+        # A plain (sync) socket driven by our own reader on its edge-triggered ZMQ_FD: with
+        # pyzmq's asyncio socket, a send could swallow the edge a pending receive waited for.
+        sock = zmq.Socket(ctx, zmq.DEALER)
         sock.linger = 0
         sock.sndhwm = o["hwm"]
         sock.rcvhwm = o["hwm"]
@@ -130,6 +142,8 @@ class PeerChannel:
             sock.curve_serverkey = self.peer_public_key
             sock.setsockopt(zmq.IMMEDIATE, 1)   # queue nothing for a connection not yet up
             sock.connect(self.endpoint)
+        self._fd = sock.getsockopt(zmq.FD)
+        asyncio.get_running_loop().add_reader(self._fd, self._poke)
         self._tasks.append(asyncio.create_task(self._recv_loop(), name="peer-recv"))
         return self
 
@@ -140,6 +154,8 @@ class PeerChannel:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
         if self._monitor is not None:
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
@@ -168,7 +184,7 @@ class PeerChannel:
         self._check_open()
         async with self._send_lock:
             frame = self.session.encode(block_id, step, msg_type, payload)
-            await self._sock.send(frame, copy=False)
+            await self._send_raw(frame)
             return self.session.last_seq
 
     async def recv(self) -> Envelope:
@@ -217,7 +233,7 @@ class PeerChannel:
     async def _send_frame(self, frame: bytes) -> None:
         """Put raw bytes on the wire (tests forge, replay and reorder frames through this)."""
         async with self._send_lock:
-            await self._sock.send(frame, copy=False)
+            await self._send_raw(frame)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -228,7 +244,14 @@ class PeerChannel:
     def _emit(self, event: PeerEvent) -> None:
         level = logging.WARNING if (event.is_rejection or event.kind in (
             ss.EVENT_ALARM, ss.EVENT_HANDSHAKE_FAILED, ss.EVENT_DISCONNECTED)) else logging.INFO
-        log.log(level, "link %s peer %s: %s", self.link_id, event.kind, event.detail)
+        now = asyncio.get_running_loop().time()
+        last, suppressed = self._last_logged.get(event.kind, (-LOG_REPEAT_S, 0))
+        if now - last >= LOG_REPEAT_S:
+            more = f" ({suppressed} more since last logged)" if suppressed else ""
+            log.log(level, "link %s peer %s: %s%s", self.link_id, event.kind, event.detail, more)
+            self._last_logged[event.kind] = (now, 0)
+        else:
+            self._last_logged[event.kind] = (last, suppressed + 1)
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:          # an engine that ignores events must not stall us
@@ -236,12 +259,44 @@ class PeerChannel:
             self._events.put_nowait(event)
             self.events_dropped += 1
 
+    def _poke(self) -> None:
+        """Read the socket's readiness (this also re-arms its edge-triggered FD)."""
+        ev = self._sock.getsockopt(zmq.EVENTS)
+        for flag, ready in ((zmq.POLLIN, self._readable), (zmq.POLLOUT, self._writable)):
+            if ev & flag:
+                ready.set()
+            else:
+                ready.clear()
+
+    async def _wait(self, ready: asyncio.Event) -> None:
+        self._poke()
+        if not ready.is_set():
+            try:        # the timeout only guards against a lost edge; it never busy-loops
+                await asyncio.wait_for(ready.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _send_raw(self, frame: bytes) -> None:
+        while True:
+            try:
+                self._sock.send(frame, zmq.NOBLOCK, copy=False)
+            except zmq.Again:          # high-water mark reached or no peer: wait
+                await self._wait(self._writable)
+                continue
+            self._poke()
+            return
+
     async def _recv_loop(self) -> None:
         sock = self._sock
         session = self.session
         inbox = self._inbox
         while True:
-            frame = await sock.recv(copy=False)
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                await self._wait(self._readable)
+                continue
+            self._poke()
             env, events = session.receive(frame.buffer)
             for e in events:
                 self._emit(e)
@@ -263,15 +318,16 @@ class PeerChannel:
                 self.connections += 1
                 self._connected.set()
                 async with self._send_lock:
-                    await self._sock.send(self.session.hello(), copy=False)
+                    await self._send_raw(self.session.hello())
                 self._emit(PeerEvent(ss.EVENT_CONNECTED, f"connection up ({self.mode} "
                                      f"{self.endpoint})", link_id=self.link_id))
             elif event & _FAILED:
                 self.handshakes_failed += 1
                 self._failed_pending += 1
                 for e in self.session.note_failure(ss.EVENT_HANDSHAKE_FAILED,
-                                                   f"CURVE handshake refused (monitor event "
-                                                   f"{event}, value {msg['value']})"):
+                                                   "CURVE handshake failed: "
+                                                   f"{_FAILED_NAMES.get(event, event)} "
+                                                   f"(code {msg['value']})"):
                     self._emit(e)
             elif event == zmq.EVENT_DISCONNECTED:
                 if self._failed_pending:

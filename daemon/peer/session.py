@@ -105,7 +105,6 @@ class PeerSession:
     def hello(self) -> bytes:
         """The first frame on every new connection. Skipping to a chunk boundary first makes it
         acceptable to a peer that restarted and rounded its receive floor up."""
-        self.synced = False
         self.pool.skip_send_to_chunk()
         payload = HELLO.pack(self.boot_id, self.pool.pool_id, self.pool.recv_floor)
         return self.encode(0, 0, 0, payload, kind=ev.KIND_HELLO)
@@ -187,7 +186,7 @@ class PeerSession:
             if not self.alarm and len(self._failures) >= self.alarm_threshold:
                 self.alarm = True
                 events.append(PeerEvent(EVENT_ALARM,
-                                        f"{len(self._failures)} rejected peer frames within "
+                                        f"{len(self._failures)} rejected peer frames or refused handshakes within "
                                         f"{self.alarm_window_s:g} s", link_id=self.link_id))
         return events
 
