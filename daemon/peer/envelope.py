@@ -127,28 +127,24 @@ def tag_words(authenticated) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _poly_hash_bytes(data, key):
-    """``poly_hash64(tag_words(data), [key])`` without building the word array."""
-    n = data.size
+def _poly_hash_words(words, tail, n_bytes, key):
+    """``poly_hash64(tag_words(data), [key])`` from the full little-endian words of the data,
+    the zero-padded tail word (if the byte count is not a multiple of 8) and the byte count."""
     acc = np.uint64(0)
-    full = n // 8
-    for i in range(full):
-        w = np.uint64(0)
-        for j in range(8):
-            w |= np.uint64(data[8 * i + j]) << np.uint64(8 * j)
-        acc = gf2_64_mul(acc ^ w, key)
-    if n % 8:
-        w = np.uint64(0)
-        for j in range(n % 8):
-            w |= np.uint64(data[8 * full + j]) << np.uint64(8 * j)
-        acc = gf2_64_mul(acc ^ w, key)
-    return gf2_64_mul(acc ^ np.uint64(n), key)
+    for i in range(words.size):
+        acc = gf2_64_mul(acc ^ words[i], key)
+    if n_bytes % 8:
+        acc = gf2_64_mul(acc ^ tail, key)
+    return gf2_64_mul(acc ^ np.uint64(n_bytes), key)
 
 
 def compute_tag(authenticated, hash_key: int, pad: int) -> int:
     """Wegman-Carter tag: polynomial hash in GF(2^64) at ``hash_key``, XOR a one-time ``pad``."""
-    data = np.frombuffer(authenticated, dtype=np.uint8)
-    return int(_poly_hash_bytes(data, np.uint64(hash_key))) ^ pad
+    n = len(authenticated)
+    full = n - n % 8
+    words = np.frombuffer(authenticated, dtype="<u8", count=full // 8)
+    tail = int.from_bytes(bytes(authenticated[full:]), "little")
+    return int(_poly_hash_words(words, np.uint64(tail), n, np.uint64(hash_key))) ^ pad
 
 
 def hashed_word_count(payload_bytes: int) -> int:
