@@ -21,7 +21,13 @@ def _run_demo(argv: list[str]) -> int:
     return demo_main(argv)
 
 
+def _run_keygen(argv: list[str]) -> int:
+    from daemon.curve_keys import main as keygen_main
+    return keygen_main(argv)
+
+
 COMMANDS = {
+    "keygen": (_run_keygen, "write a CurveZMQ keypair for the peer channel (secret file 0600)"),
     "sim": (_run_sim, "simulated hardware: 'sim run' (no sockets) or 'sim serve' (devices)"),
     "demo": (_run_demo, "two nodes on simulated hardware, from device URLs to identical keys"),
 }
