@@ -287,3 +287,85 @@ class FakeAcquisition:
 
     def stop(self):
         self.stopped += 1
+
+
+# -- a cross-process channel for subprocess tests -----------------------------------------------
+
+class FakeTcpChannel:
+    """PeerChannel FAKE over plain TCP (no CurveZMQ, no tag): lets two node processes talk in
+    tests. Frame: u32 length, then link-id length u8, link id, block id u64, step u32, type u8,
+    payload. The binding end keeps the newest connection; unsent messages are dropped (the
+    engine's hello repeats)."""
+
+    def __init__(self, endpoint: str, bind: bool):
+        host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+        self.host, self.port, self.bind = host, int(port), bind
+        self.inbox: asyncio.Queue | None = None
+        self.writer = None
+        self.server = None
+        self.tasks: list = []
+
+    async def start(self) -> None:
+        self.inbox = asyncio.Queue()
+        if self.bind:
+            self.server = await asyncio.start_server(self._accepted, self.host, self.port)
+        else:
+            self.tasks.append(asyncio.create_task(self._connect_loop()))
+
+    async def _accepted(self, reader, writer):
+        self.writer = writer
+        await self._read(reader)
+
+    async def _connect_loop(self):
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            self.writer = writer
+            await self._read(reader)
+            self.writer = None
+
+    async def _read(self, reader):
+        import struct
+        try:
+            while True:
+                (n,) = struct.unpack("<I", await reader.readexactly(4))
+                frame = await reader.readexactly(n)
+                k = frame[0]
+                link = frame[1:1 + k].decode()
+                block_id, step, msg_type = struct.unpack_from("<QIB", frame, 1 + k)
+                payload = frame[1 + k + 13:]
+                self.inbox.put_nowait(FakeEnvelope(link, block_id, step, msg_type, payload))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    async def send(self, link_id, block_id, step, msg_type, payload) -> None:
+        import struct
+        if self.writer is None:
+            return
+        lk = link_id.encode()
+        frame = bytes([len(lk)]) + lk + struct.pack("<QIB", block_id, step, msg_type) + payload
+        try:
+            self.writer.write(struct.pack("<I", len(frame)) + frame)
+            await self.writer.drain()
+        except ConnectionError:
+            self.writer = None
+
+    async def recv(self):
+        return await self.inbox.get()
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if self.writer is not None:
+            self.writer.close()
+        if self.server is not None:
+            self.server.close()
+
+    def auth_key_bits_left(self) -> int:
+        return 1 << 20
+
+    def refill_auth_key(self, link_id, block_id, key_bits) -> int:
+        return 0
