@@ -102,6 +102,7 @@ class Node:
                             {"status": self._status, "digest": self._digest})
         tasks: list[asyncio.Task] = []
         try:
+            self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await loop.run_in_executor(None, self.devices.open, self.config.links)
             self.store = await loop.run_in_executor(None, self.ports.store, self.config)
             roles = self.ports.roles(self.config)
