@@ -62,6 +62,7 @@ class _Block:
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
     prepared: bool = False          # this end holds the block durably (not yet deliverable)
+    committing: bool = False        # the store is committing it: too late to abort
     step: int = 0
 
 
@@ -304,11 +305,12 @@ class LinkEngine:
             await self._on_rejected(env.block_id, "block id not above the last one")
             await self._send(env.block_id, E.ABORT, m.encode_reason("stale_block_id"))
             return
-        if self._slots.locked():
+        # Bob bounds the blocks in flight; Alice allows twice as many (her last block may still
+        # be taking Bob's COMMIT when his next one opens) and refuses more from a runaway peer.
+        if len(self._blocks) >= 2 * self.link.policy.blocks_in_flight:
             await self._send(env.block_id, E.ABORT, m.encode_reason("peer_busy"))
             return
         self._highest_peer_block = env.block_id
-        await self._slots.acquire()
         blk = _Block(env.block_id)
         self._blocks[env.block_id] = blk
         blk.inbox.put_nowait(env)
@@ -406,7 +408,7 @@ class LinkEngine:
         finally:
             if outcome is not None and getattr(outcome, "key", None) is not None:
                 outcome.key.fill(0)
-            if self._blocks.pop(blk.block_id, None) is not None:
+            if self._blocks.pop(blk.block_id, None) is not None and self.is_bob:
                 self._slots.release()
 
     async def _role_step(self, blk: _Block, env) -> None:
@@ -456,8 +458,7 @@ class LinkEngine:
         del keys
         await self._send(blk.block_id, E.PREPARE, m.encode_prepare(ids))
         await self._expect(blk, E.PREPARED)
-        await self._in_thread(self.store.commit, self.link.id, blk.block_id)
-        blk.prepared = False
+        await self._commit_in_store(blk)
         await self._send(blk.block_id, E.COMMIT, b"")
         self._record_ok(blk, outcome, len(ids), auth_bits, secret_bits)
 
@@ -476,10 +477,15 @@ class LinkEngine:
         del keys
         await self._send(blk.block_id, E.PREPARED, b"")
         await self._expect(blk, E.COMMIT)
-        await self._in_thread(self.store.commit, self.link.id, blk.block_id)
-        blk.prepared = False
+        await self._commit_in_store(blk)
         await self._send(blk.block_id, E.COMMITTED, b"")
         self._record_ok(blk, outcome, len(ids), auth_bits, secret_bits)
+
+    async def _commit_in_store(self, blk: _Block) -> None:
+        """Once the commit starts, nothing aborts the block (shielded from cancellation too)."""
+        blk.committing = True
+        await asyncio.shield(self._in_thread(self.store.commit, self.link.id, blk.block_id))
+        blk.prepared = blk.committing = False
 
     def _record_ok(self, blk, outcome, n_keys: int, auth_bits: int, secret_bits: int) -> None:
         qber = _stat(outcome, "qber_estimate")
@@ -500,6 +506,10 @@ class LinkEngine:
     async def _abort_block(self, blk: _Block, reason: str, *, tell_peer: bool = True,
                            outcome=None) -> None:
         """Abort at this end and (unless the peer told us) at the peer's."""
+        if blk.committing:
+            self.log.warning("block %d: %s while committing; the commit stands", blk.block_id,
+                             reason)
+            return
         if blk.task is not None and blk.task is not asyncio.current_task():
             blk.task.cancel()
         if blk.prepared:
