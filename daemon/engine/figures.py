@@ -23,6 +23,7 @@ class LinkFigures:
     blocks_aborted: int = 0
     abort_reasons: Counter = field(default_factory=Counter)
     in_flight: int = 0
+    in_flight_peak: int = 0
     last_qber: float = math.nan
     secret_bits: int = 0
     keys_stored: int = 0
@@ -78,6 +79,7 @@ class LinkFigures:
             "state": self.state, "blocks_started": self.blocks_started,
             "blocks_ok": self.blocks_ok, "blocks_aborted": self.blocks_aborted,
             "abort_reasons": dict(self.abort_reasons), "in_flight": self.in_flight,
+            "in_flight_peak": self.in_flight_peak,
             "qber": None if self.last_qber != self.last_qber else self.last_qber,
             "secret_bits": self.secret_bits, "secret_bits_per_s": self.secret_bits_per_s(),
             "keys_stored": self.keys_stored, "auth_bits_used": self.auth_bits_used,

@@ -329,6 +329,7 @@ class LinkEngine:
                 continue
             await self._slots.acquire()
             started = False
+            blk = None
             try:
                 if self._acq is None:
                     self._acq = self.acquisition_factory(self.board, self.board_params,
@@ -345,12 +346,17 @@ class LinkEngine:
                 blk = _Block(self._new_block_id())
                 blk.role = await self._in_thread(self.roles.bob, self.link, self.board_params,
                                                  acquired)
+                opening = await self._in_thread(blk.role.start)
+                # Opened here, in block-id order: Alice refuses a block id below the last one.
                 self._blocks[blk.block_id] = blk
+                await self._send_all(blk, opening)
                 blk.task = asyncio.create_task(self._run_block(blk),
                                                name=f"block-{blk.block_id}")
                 started = True
             finally:
                 if not started:
+                    if blk is not None:
+                        self._blocks.pop(blk.block_id, None)
                     self._slots.release()
 
     async def _store_full(self) -> bool:
@@ -379,11 +385,10 @@ class LinkEngine:
 
     async def _run_block(self, blk: _Block) -> None:
         self.figures.blocks_started += 1
+        self.figures.in_flight_peak = max(self.figures.in_flight_peak, len(self._blocks))
         outcome = None
         try:
             async with asyncio.timeout(self.link.policy.block_timeout_s):
-                if self.is_bob:
-                    await self._send_all(blk, await self._in_thread(blk.role.start))
                 while blk.role is None or not blk.role.done:
                     env = await blk.inbox.get()
                     await self._role_step(blk, env)

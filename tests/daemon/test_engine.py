@@ -304,3 +304,51 @@ def test_a_block_prepared_at_both_ends_is_committed_after_bob_crashes(tmp_path):
     pair.close()
     a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
     assert len(a) == KEYS_PER_BLOCK and a == b
+
+
+def test_blocks_overlap_when_the_peer_is_far_away(tmp_path):
+    """With a 20 ms one-way delay, Bob keeps his whole allowance of blocks in flight."""
+    async def main():
+        pair = Pair(tmp_path, max_blocks=8, blocks_in_flight=4)
+        pair.ch_a.delay_s = pair.ch_b.delay_s = 0.02
+        pair.start()
+        await pair.until(lambda: pair.bob.figures.blocks_ok == 8
+                         and pair.alice.figures.blocks_ok == 8)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert pair.bob.status()["in_flight_peak"] == 4
+    a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
+    assert len(a) == 8 * KEYS_PER_BLOCK and a == b
+
+
+class _ExplodingAliceRoles(FakeRoleFactory):
+    """Alice's role fails on the second block's message, as on malformed peer input."""
+
+    def alice(self, link, board, pattern_of):
+        role = super().alice(link, board, pattern_of)
+        if self.alice_blocks == 2:
+            def receive(msg):
+                raise ValueError("payload of 3 bytes, expected 16")
+            role.receive = receive
+        return role
+
+
+def test_a_role_that_fails_aborts_its_block_at_both_ends_and_the_link_goes_on(tmp_path,
+                                                                              caplog):
+    async def main():
+        pair = Pair(tmp_path, alice_roles=_ExplodingAliceRoles(KEY_BITS), max_blocks=4)
+        pair.start()
+        await pair.until(lambda: pair.bob.figures.blocks_ok == 3
+                         and pair.alice.figures.blocks_ok == 3
+                         and pair.bob.figures.blocks_aborted >= 1)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert pair.alice.figures.abort_reasons["internal_error"] == 1
+    assert pair.bob.figures.abort_reasons["peer: internal_error"] == 1
+    assert "ValueError: payload of 3 bytes, expected 16" in caplog.text
+    a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
+    assert len(a) == 3 * KEYS_PER_BLOCK and a == b
