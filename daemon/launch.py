@@ -7,8 +7,8 @@ their admin sockets. A second run puts an intercept-resend attacker on every pul
 abort and nothing is stored. Each run stops after ``--seconds`` or once both stores hold
 ``--keys`` keys, or on Ctrl-C/SIGTERM; every child process is ended before the launcher exits.
 
-Before stopping a run the launcher compares the two stores through the admin sockets: key
-counts, a SHA-256 of the key IDs and an HMAC of the keys under a fresh random nonce — equal
+Before stopping a run the launcher holds the link (no new blocks), waits until no block is in
+flight at either end, and compares the two stores through the admin sockets: key counts, a SHA-256 of the key IDs and an HMAC of the keys under a fresh random nonce — equal
 digests mean the same IDs with the same bits, and no key leaves a node.
 
 The only module besides ``demo.py`` that starts the simulator (as a child process).
@@ -37,6 +37,7 @@ from daemon.runtime.admin import AdminSocketError, request
 RUNS = ("honest", "intercept-resend")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 30.0
 AUTH_BOOTSTRAP_BYTES = 1 << 16
 ATTACK_ABORTS_ENOUGH = 3      # the attack run may stop once Bob has aborted this many blocks
 
@@ -301,7 +302,23 @@ class Launcher:
                 return
             self.stop.wait(0.25)
 
+    def _drain(self, sockets: dict) -> None:
+        """Hold the link and wait until no block is in flight at either end."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        try:
+            for path in sockets.values():
+                request(path, {"op": "hold", "held": True}, timeout_s=5.0)
+            while time.monotonic() < deadline:
+                busy = [request(p, {"op": "status"}, 5.0)["status"]["links"][0]["in_flight"]
+                        for p in sockets.values()]
+                if not any(busy):
+                    return
+                time.sleep(0.1)
+        except (AdminSocketError, KeyError, IndexError, ValueError):
+            return             # the comparison reports what it can
+
     def _compare_stores(self, sockets: dict) -> dict:
+        self._drain(sockets)
         nonce = secrets.token_bytes(32)
         digests = {}
         try:

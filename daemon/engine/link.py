@@ -103,6 +103,8 @@ class LinkEngine:
         self._peer_full_until = 0.0
         self._stopping = False
         self._acq = None
+        self._held = False          # an operator asked Bob to open no new blocks
+        self._opening = 0           # Bob: a block being acquired or opened (not yet in flight)
 
     @property
     def is_bob(self) -> bool:
@@ -144,8 +146,17 @@ class LinkEngine:
                 await loop.run_in_executor(self.io, self._acq.stop)
             await self.channel.close()
 
+    def hold(self, held: bool) -> None:
+        """Open no new blocks (blocks in flight finish) until released: a drained, quiescent
+        link whose two stores can be compared."""
+        self._held = held
+        if held:
+            self.figures.state = "held by operator"
+        elif self.figures.state == "held by operator":
+            self.figures.state = "running"
+
     def status(self) -> dict:
-        self.figures.in_flight = len(self._blocks)
+        self.figures.in_flight = len(self._blocks) + self._opening
         try:
             self.figures.auth_bits_left = self.channel.auth_key_bits_left()
         except Exception:        # status never fails because a port cannot say
@@ -205,7 +216,7 @@ class LinkEngine:
         if hello.get("peer_session") == self._session and not self._peer_acked:
             self._peer_acked = True
             self._ready.set()
-            self.figures.state = "running"
+            self.figures.state = "held by operator" if self._held else "running"
             self.log.info("peer %s ready (role %s)", hello.get("node"), peer_role)
 
     async def _resolve_in_doubt(self, alice_in_doubt: list[int]) -> None:
@@ -325,11 +336,15 @@ class LinkEngine:
         loop = asyncio.get_running_loop()
         while True:
             await self._ready.wait()
+            if self._held:
+                await asyncio.sleep(STORE_POLL_S / 4)
+                continue
             if await self._store_full():
                 continue
             await self._slots.acquire()
             started = False
             blk = None
+            self._opening = 1
             try:
                 if self._acq is None:
                     self._acq = self.acquisition_factory(self.board, self.board_params,
@@ -354,6 +369,7 @@ class LinkEngine:
                                                name=f"block-{blk.block_id}")
                 started = True
             finally:
+                self._opening = 0
                 if not started:
                     if blk is not None:
                         self._blocks.pop(blk.block_id, None)

@@ -62,6 +62,14 @@ class Node:
     async def _status(self, _request: dict) -> dict:
         return {"status": self.status()}
 
+    async def _hold(self, request: dict) -> dict:
+        held = request.get("held", True)
+        if not isinstance(held, bool):
+            raise ValueError("'held' must be true or false")
+        for engine in self.engines.values():
+            engine.hold(held)
+        return {"held": held}
+
     async def _digest(self, request: dict) -> dict:
         nonce = bytes.fromhex(request["nonce"])
         if not 16 <= len(nonce) <= 64:
@@ -99,7 +107,8 @@ class Node:
         io_pools = {link.id: ThreadPoolExecutor(1, thread_name_prefix=f"qkd-io-{link.id}")
                     for link in self.config.links}
         admin = AdminServer(self.config.admin_socket, self.config.admin_socket_mode,
-                            {"status": self._status, "digest": self._digest})
+                            {"status": self._status, "digest": self._digest,
+                             "hold": self._hold})
         tasks: list[asyncio.Task] = []
         try:
             self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

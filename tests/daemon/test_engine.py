@@ -352,3 +352,25 @@ def test_a_role_that_fails_aborts_its_block_at_both_ends_and_the_link_goes_on(tm
     assert "ValueError: payload of 3 bytes, expected 16" in caplog.text
     a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
     assert len(a) == 3 * KEYS_PER_BLOCK and a == b
+
+
+def test_a_held_link_drains_and_resumes(tmp_path):
+    async def main():
+        pair = Pair(tmp_path)
+        pair.start()
+        await pair.until(lambda: pair.bob.figures.blocks_ok >= 2)
+        pair.bob.hold(True)
+        await pair.until(lambda: pair.bob.status()["in_flight"] == 0
+                         and pair.alice.status()["in_flight"] == 0)
+        ok = pair.bob.figures.blocks_ok
+        await asyncio.sleep(0.2)
+        held = (pair.bob.status()["state"], pair.bob.figures.blocks_ok)
+        # drained: both stores hold exactly the same committed keys
+        same = pair.alice_store.committed("alice-bob") == pair.bob_store.committed("alice-bob")
+        pair.bob.hold(False)
+        await pair.until(lambda: pair.bob.figures.blocks_ok > ok)
+        await pair.stop()
+        return pair, ok, held, same
+    pair, ok, held, same = run(main())
+    pair.close()
+    assert held == ("held by operator", ok) and same

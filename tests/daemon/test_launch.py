@@ -93,7 +93,7 @@ def test_a_signal_stops_the_demo_and_ends_every_child(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, out + err
     assert f"stopped by {signal.Signals(sig).name}" in out
     assert "same key IDs with the same bits: yes" in out
     assert "== run 2" not in out            # the signal ends the whole demo
