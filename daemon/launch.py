@@ -243,6 +243,7 @@ class Launcher:
             self._wait_for_nodes(children, sockets)
             self._watch(run, children, sockets, result, t0)
             result.stores = self._compare_stores(sockets)
+            self._final_status(sockets, result)
         finally:
             result.seconds = time.monotonic() - t0
             end_children(children + ([sim] if sim is not None else []))
@@ -301,6 +302,14 @@ class Launcher:
                 result.stopped_by = "aborts"
                 return
             self.stop.wait(0.25)
+
+    @staticmethod
+    def _final_status(sockets: dict, result: RunResult) -> None:
+        for node, path in sockets.items():
+            try:
+                (result.nodes[node],) = request(path, {"op": "status"}, 5.0)["status"]["links"]
+            except (AdminSocketError, KeyError, ValueError):
+                pass
 
     def _drain(self, sockets: dict) -> None:
         """Hold the link and wait until no block is in flight at either end."""

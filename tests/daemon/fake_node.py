@@ -2,7 +2,8 @@
 
 ``python -m tests.daemon.fake_node [--fake-devices] [--abort-all] --config FILE``: the real
 ``daemon.runtime.node`` with the tests' doubles injected — a TCP channel without
-authentication, an in-memory store, fake block roles and a fake acquisition. Never shipped.
+authentication, an in-memory store and fake block roles; with ``--fake-devices`` also fake
+boards and a fake acquisition, else the real drivers and Bob's real acquisition. Never shipped.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import functools
 import sys
 
+from daemon.engine.acquisition import BobAcquisition
 from daemon.runtime import node
 from daemon.runtime.wiring import Ports
 from tests.daemon.fakes import FakeAcquisition, FakeBoard, FakeRoleFactory, FakeTcpChannel, \
@@ -26,7 +28,10 @@ def main(argv: list[str]) -> int:
         channel=lambda conf, link: FakeTcpChannel(link.peer.endpoint, link.peer.bind),
         store=lambda conf: InMemoryKeyStore(conf.keystore.capacity_bits),
         roles=lambda conf: FakeRoleFactory(1000, abort_every=1 if ours.abort_all else 0),
-        acquisition=functools.partial(FakeAcquisition, interval_s=0.05),
+        # with real devices Bob's real acquisition streams and aligns the simulated board's
+        # events; only the block roles, channel and store are fakes
+        acquisition=(functools.partial(FakeAcquisition, interval_s=0.05)
+                     if ours.fake_devices else BobAcquisition),
         device_opener=(lambda driver, url: FakeBoard()) if ours.fake_devices else None)
     return node.main(rest, ports)
 

@@ -1,5 +1,6 @@
 """The two-process demo launcher, with FAKE nodes (the real ones need the peer channel, store
-and block roles of other branches): real `sim serve`, real processes, real admin sockets."""
+and block roles of other branches): real `sim serve`, real processes, real admin sockets, real
+drivers and Bob's real acquisition; only channel, store and block roles are doubles."""
 
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ def test_bad_flags_are_one_line_exit_2(capsys, argv, words):
 
 @pytest.mark.slow
 def test_two_runs_end_with_one_summary_each_and_identical_stores(tmp_path, capsys):
-    rc = launch.main(["--keys", "6", "--seconds", "40", "--json", "--state-dir",
+    rc = launch.main(["--keys", "6", "--seconds", "40", "--pulses", "2e7", "--json", "--state-dir",
                       str(tmp_path)], node_command=fake_node_command)
     out, err = capsys.readouterr()
     honest, attack = (json.loads(line) for line in out.strip().splitlines())
     assert rc == 0, err
     assert honest["run"] == "honest" and honest["stopped_by"] == "keys"
     assert honest["stores_identical"] and honest["stored_keys"]["alice"] >= 6
+    assert honest["keys"]["alice"] == honest["stored_keys"]["alice"]     # status after drain
     assert honest["stored_keys"]["alice"] == honest["stored_keys"]["bob"]
     assert attack["run"] == "intercept-resend" and attack["stopped_by"] == "aborts"
     assert attack["stored_keys"] == {"alice": 0, "bob": 0} and attack["blocks_aborted"] >= 3
@@ -71,7 +73,8 @@ def _gone(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_demo_and_ends_every_child(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, "-m", "tests.daemon.launch_with_fakes",
-                             "--seconds", "120", "--state-dir", str(tmp_path)], cwd=REPO,
+                             "--seconds", "120", "--pulses", "2e7", "--state-dir", str(tmp_path)],
+                            cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sock = tmp_path / "honest" / "bob" / "admin.sock"
     try:
