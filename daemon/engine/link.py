@@ -66,9 +66,14 @@ class _Block:
     step: int = 0
 
 
+_LOCAL_POLICY = ("blocks_in_flight", "block_timeout_s", "qber_alarm_blocks")
+
+
 def policy_summary(link: LinkConfig) -> dict:
-    """What both ends must agree on before any block (the hello compares it)."""
-    return {"protocol": link.protocol, **dataclasses.asdict(link.policy),
+    """What both ends must agree on before any block (the hello compares it); how many blocks
+    a node runs at once, its timeout and its alarm are its own business."""
+    policy = {k: v for k, v in dataclasses.asdict(link.policy).items() if k not in _LOCAL_POLICY}
+    return {"protocol": link.protocol, **policy,
             **{k: v for k, v in dataclasses.asdict(link.calibration).items() if v is not None}}
 
 
@@ -210,8 +215,13 @@ class LinkEngine:
             for blk in list(self._blocks.values()):
                 await self._abort_block(blk, "peer_restarted", tell_peer=False)
             if self.is_bob:
-                self.board_params = BoardParameters.from_dict(hello["board"])
-                await self._resolve_in_doubt([int(b) for b in hello.get("in_doubt", [])])
+                try:
+                    self.board_params = BoardParameters.from_dict(hello["board"])
+                    in_doubt = [int(b) for b in hello.get("in_doubt", [])]
+                except (KeyError, TypeError, ValueError) as exc:
+                    self._peer_session = None
+                    raise m.MessageError(f"hello without usable board parameters: {exc!r}")
+                await self._resolve_in_doubt(in_doubt)
             await self._send_hello()
         if hello.get("peer_session") == self._session and not self._peer_acked:
             self._peer_acked = True

@@ -4,6 +4,7 @@ rejected messages abort a block at both ends, blocks in doubt are resolved at th
 from __future__ import annotations
 
 import asyncio
+import json
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -374,3 +375,40 @@ def test_a_held_link_drains_and_resumes(tmp_path):
     pair, ok, held, same = run(main())
     pair.close()
     assert held == ("held by operator", ok) and same
+
+
+def test_a_peer_with_another_policy_gets_no_block_and_an_alarm(tmp_path):
+    async def main():
+        pair = Pair(tmp_path)
+        pair.alice.link = replace(pair.alice_link, policy=replace(pair.alice_link.policy,
+                                                                  eps_sec=1e-9))
+        pair.start()
+        await pair.until(lambda: "config" in pair.bob.status()["alarms"]
+                         and "config" in pair.alice.status()["alarms"])
+        await asyncio.sleep(0.2)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert pair.bob.figures.blocks_started == 0 == pair.alice.figures.blocks_started
+    assert "policy differs" in pair.bob.figures.alarms["config"]
+
+
+def test_a_malformed_hello_is_rejected_and_the_engine_keeps_running(tmp_path):
+    async def main():
+        pair = Pair(tmp_path, max_blocks=1)
+        pair.start(pair.bob)
+        await pair.ch_a.start()
+        await pair.until(lambda: pair.ch_b.started)
+        await pair.ch_a.send("alice-bob", 0, 0, EngineMessage.HELLO, b"{not json")
+        bad = {"session": "x", "peer_session": None, "node": "alice", "role": "alice",
+               "policy": link_mod.policy_summary(pair.alice_link)}        # no board
+        await pair.ch_a.send("alice-bob", 0, 0, EngineMessage.HELLO, json.dumps(bad).encode())
+        await pair.until(lambda: pair.bob.figures.rejected_messages == 2)
+        pair.start(pair.alice)
+        await pair.until(lambda: pair.bob.figures.blocks_ok == 1)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert len(pair.bob_store.committed("alice-bob")) == KEYS_PER_BLOCK
