@@ -110,6 +110,11 @@ class LinkEngine:
         self._acq = None
         self._held = False          # an operator asked Bob to open no new blocks
         self._opening = 0           # Bob: a block being acquired or opened (not yet in flight)
+        # Authentication key refills happen in the same order at both ends: Bob numbers them
+        # (per peer session) in PREPARE, Alice takes her turn by that number.
+        self._refill_seq = 0
+        self._refill_lock = asyncio.Lock()
+        self._refill_turn = asyncio.Condition()
 
     @property
     def is_bob(self) -> bool:
@@ -207,6 +212,7 @@ class LinkEngine:
         if hello.get("session") != self._peer_session:
             restarted = self._peer_session is not None
             self._peer_session = hello.get("session")
+            self._refill_seq = 0
             self._peer_acked = False
             self._ready.clear()
             if restarted:
@@ -481,13 +487,16 @@ class LinkEngine:
         return keys, taken, n * size
 
     async def _bob_commit(self, blk: _Block, outcome) -> None:
-        keys, auth_bits, secret_bits = await self._in_thread(self._cut_keys, blk, outcome)
+        async with self._refill_lock:
+            seq = self._refill_seq
+            keys, auth_bits, secret_bits = await self._in_thread(self._cut_keys, blk, outcome)
+            self._refill_seq += 1
         ids = [uuid.UUID(bytes=os.urandom(16), version=4) for _ in keys]
         await self._in_thread(self.store.prepare, self.link.id, blk.block_id,
                               list(zip(ids, keys)))
         blk.prepared = True
         del keys
-        await self._send(blk.block_id, E.PREPARE, m.encode_prepare(ids))
+        await self._send(blk.block_id, E.PREPARE, m.encode_prepare(seq, ids))
         await self._expect(blk, E.PREPARED)
         await self._commit_in_store(blk)
         await self._send(blk.block_id, E.COMMIT, b"")
@@ -495,8 +504,17 @@ class LinkEngine:
 
     async def _alice_commit(self, blk: _Block, outcome) -> None:
         env = await self._expect(blk, E.PREPARE)
-        ids = m.decode_prepare(env.payload)
-        keys, auth_bits, secret_bits = await self._in_thread(self._cut_keys, blk, outcome)
+        seq, ids = m.decode_prepare(env.payload)
+        async with self._refill_turn:
+            if seq < self._refill_seq:
+                raise _BlockAborted(f"refill_out_of_order (#{seq} after #{self._refill_seq})")
+            await self._refill_turn.wait_for(lambda: self._refill_seq == seq)
+        try:
+            keys, auth_bits, secret_bits = await self._in_thread(self._cut_keys, blk, outcome)
+        finally:
+            async with self._refill_turn:
+                self._refill_seq = seq + 1
+                self._refill_turn.notify_all()
         if len(keys) != len(ids):
             raise _BlockAborted(f"key_count_mismatch ({len(keys)} here, {len(ids)} at Bob)")
         usage = await self._in_thread(self.store.usage, self.link.id)

@@ -20,7 +20,7 @@ ENGINE_TYPE_BASE = 0xF0
 
 class EngineMessage(enum.IntEnum):
     HELLO = 0xF0           # JSON: session, peer_session, node, role, protocol, policy, [board, in_doubt]
-    PREPARE = 0xF1         # Bob -> Alice: u32 count + count x 16-byte key UUIDs
+    PREPARE = 0xF1         # Bob -> Alice: u64 refill seq, u32 count, count x 16-byte key UUIDs
     PREPARED = 0xF2        # Alice -> Bob: empty
     COMMIT = 0xF3          # Bob -> Alice: empty
     COMMITTED = 0xF4       # Alice -> Bob: empty
@@ -50,17 +50,18 @@ def decode_json(payload: bytes) -> dict:
     return obj
 
 
-def encode_prepare(key_ids: list[uuid.UUID]) -> bytes:
-    return struct.pack("<I", len(key_ids)) + b"".join(k.bytes for k in key_ids)
+def encode_prepare(refill_seq: int, key_ids: list[uuid.UUID]) -> bytes:
+    return struct.pack("<QI", refill_seq, len(key_ids)) + b"".join(k.bytes for k in key_ids)
 
 
-def decode_prepare(payload: bytes) -> list[uuid.UUID]:
-    if len(payload) < 4:
-        raise MessageError(f"PREPARE of {len(payload)} bytes: needs at least 4")
-    (n,) = struct.unpack_from("<I", payload)
-    if len(payload) != 4 + 16 * n:
+def decode_prepare(payload: bytes) -> tuple[int, list[uuid.UUID]]:
+    """(refill sequence number, key IDs)."""
+    if len(payload) < 12:
+        raise MessageError(f"PREPARE of {len(payload)} bytes: needs at least 12")
+    seq, n = struct.unpack_from("<QI", payload)
+    if len(payload) != 12 + 16 * n:
         raise MessageError(f"PREPARE announces {n} key IDs in {len(payload)} bytes")
-    return [uuid.UUID(bytes=payload[4 + 16 * i: 20 + 16 * i]) for i in range(n)]
+    return seq, [uuid.UUID(bytes=payload[12 + 16 * i: 28 + 16 * i]) for i in range(n)]
 
 
 def encode_reason(reason: str) -> bytes:

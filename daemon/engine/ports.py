@@ -66,7 +66,8 @@ class PeerChannel(Protocol):
         """Take authentication key from a block's fresh key before the rest is stored.
 
         Returns how many bits it took (counted in the block's figures); the engine stores
-        only the bits after them.
+        only the bits after them. Called from the engine's thread pool, one call at a time per
+        link, in the same block order at both ends (Bob numbers the refills in PREPARE).
         """
         ...
 

@@ -46,6 +46,8 @@ class LoopbackChannel:
         self.sent: list[FakeEnvelope] = []
         self.auth_bits = auth_bits
         self.refill_bits = 64
+        self.refills: list[int] = []     # block ids in refill order
+        self.refill_delay_s = 0.0
         self.tamper = None          # callable(env) -> "drop" | "reject" | None, on the sender
         self.delay_s = 0.0
         self.started = self.closed = False
@@ -80,8 +82,11 @@ class LoopbackChannel:
         return self.auth_bits
 
     def refill_auth_key(self, link_id, block_id, key_bits) -> int:
+        if self.refill_delay_s:       # a pool write of uneven length (durable consumption)
+            time.sleep(self.refill_delay_s * (os.urandom(1)[0] / 255))
         take = min(self.refill_bits, int(key_bits.size) // 2)
         self.auth_bits += take
+        self.refills.append(block_id)
         return take
 
 
@@ -182,6 +187,8 @@ class FakeBobBlock:
 
     def receive(self, msg):
         msg_type, payload = msg
+        if self.f.role_delay_s:       # stands in for numba work of uneven length in the pool
+            time.sleep(self.f.role_delay_s * (os.urandom(1)[0] / 255))
         if msg_type == FAKE_ABORT:
             self.done = True
             self.outcome = FakeOutcome(np.zeros(0, np.uint8), FakeStats(self.f.abort_qber),
@@ -234,8 +241,6 @@ class FakeRoleFactory:
         return FakeAliceBlock(self, abort)
 
     def bob(self, link, board, block):
-        if self.role_delay_s:
-            time.sleep(self.role_delay_s)      # stands in for numba work in the pool
         self.boards_seen.append(board)
         return FakeBobBlock(self)
 

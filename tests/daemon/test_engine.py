@@ -412,3 +412,22 @@ def test_a_malformed_hello_is_rejected_and_the_engine_keeps_running(tmp_path):
     pair = run(main())
     pair.close()
     assert len(pair.bob_store.committed("alice-bob")) == KEYS_PER_BLOCK
+
+
+def test_auth_key_refills_happen_in_the_same_block_order_at_both_ends(tmp_path):
+    """Blocks finish out of order (uneven work); both pools still refill in one order."""
+    async def main():
+        pair = Pair(tmp_path, bob_roles=FakeRoleFactory(KEY_BITS, role_delay_s=0.03),
+                    max_blocks=12, blocks_in_flight=4)
+        pair.pools[0].shutdown()
+        pair.alice.compute = pair.bob.compute = pair.pools[0] = ThreadPoolExecutor(4)
+        pair.ch_a.delay_s = pair.ch_b.delay_s = 0.005
+        pair.ch_a.refill_delay_s = 0.05          # Alice's pool writes are slow and uneven
+        pair.start()
+        await pair.until(lambda: pair.bob.figures.blocks_ok == 12
+                         and pair.alice.figures.blocks_ok == 12)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert len(pair.ch_b.refills) == 12 and pair.ch_a.refills == pair.ch_b.refills
