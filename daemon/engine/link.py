@@ -213,6 +213,7 @@ class LinkEngine:
             restarted = self._peer_session is not None
             self._peer_session = hello.get("session")
             self._refill_seq = 0
+            self._highest_peer_block = 0      # a restarted Bob's clock may have stepped back
             self._peer_acked = False
             self._ready.clear()
             if restarted:

@@ -4,6 +4,19 @@
 real ones from ``real_ports()``. The three real components are built on their own branches of
 the work (``daemon.peer``, ``daemon.keystore``, ``postprocessing.block``); until all three are
 present ``real_ports()`` names what this build lacks instead of starting half a node.
+
+``daemon/runtime/adapters.py`` (written when the three land) has one function,
+``build_ports() -> Ports``, mapping each real component onto its port in ``engine/ports.py``:
+
+- ``channel(node_config, link)``: the CurveZMQ channel for ``link.peer`` (endpoint, bind,
+  pinned ``public_key_file``, ``auth_bootstrap_file``) with ``link.keys``; ``recv()`` returns
+  its authenticated envelopes, and a ``ports.Rejected`` for each message it dropped;
+  ``auth_key_bits_left``/``refill_auth_key`` from its key pool.
+- ``store(node_config)``: the SQLite store at ``keystore.path``; ``usage`` (stored bits against
+  ``capacity_bits``) and ``digest`` (committed keys only) if it does not have them yet.
+- ``roles(node_config)``: a factory building ``BlockParams`` from ``link.protocol``,
+  ``link.policy``, ``link.calibration`` and the announced ``BoardParameters``, and the
+  ``AliceBlock``/``BobBlock`` roles each with a fresh ``ProtocolRandom``.
 """
 
 from __future__ import annotations
