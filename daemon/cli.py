@@ -1,6 +1,6 @@
 """``qkd-node``: the operator's command line.
 
-Subcommands that own their flags (``sim``, ``demo``) get the rest of the command line as it is,
+Subcommands that own their flags (all of them) get the rest of the command line as it is,
 so their options are parsed, validated and documented in one place.
 """
 
@@ -26,10 +26,28 @@ def _run_keygen(argv: list[str]) -> int:
     return keygen_main(argv)
 
 
+def _run_node(argv: list[str]) -> int:
+    from daemon.runtime.node import main as node_main
+    return node_main(argv)
+
+
+def _run_status(argv: list[str]) -> int:
+    from daemon.runtime.status import main as status_main
+    return status_main(argv)
+
+
+def _run_demo_nodes(argv: list[str]) -> int:
+    from daemon.launch import main as launch_main
+    return launch_main(argv)
+
+
 COMMANDS = {
     "keygen": (_run_keygen, "write a CurveZMQ keypair for the peer channel (secret file 0600)"),
+    "run": (_run_node, "run one node: 'qkd-node run --config /etc/qkd-node/node.toml'"),
+    "status": (_run_status, "ask a running node: links, QBER, secret rate, store, alarms"),
     "sim": (_run_sim, "simulated hardware: 'sim run' (no sockets) or 'sim serve' (devices)"),
     "demo": (_run_demo, "two nodes on simulated hardware, from device URLs to identical keys"),
+    "demo-nodes": (_run_demo_nodes, "two 'qkd-node run' processes on simulated hardware"),
 }
 
 

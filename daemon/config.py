@@ -1,0 +1,371 @@
+"""node.toml -> a typed, frozen ``NodeConfig``, checked completely before the node starts.
+
+The file is the node's whole contract with its operator (see ``systemd/node.example.toml``):
+every key is known here, so a typo is an error and never a silently ignored setting. Every error
+is one ``ConfigError`` line naming the file, the key and what is accepted; ``qkd-node run``
+prints it and exits 2. Relative paths are taken from the config file's directory.
+
+Key files are only checked for being readable (and the secret key for being private): their
+format belongs to the peer channel, which reads them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROLES = ("alice", "bob")
+PROTOCOLS = ("bb84-decoy", "bb84", "b92")
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
+SCHEDULES = ("yan", "yan-plain", "original")
+ADMIN_SOCKET_MODES = {"0600": 0o600, "0660": 0o660}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_ID_TEXT = "1-64 characters of letters, digits, '_', '.', '-' (starting with a letter or digit)"
+_ENDPOINT = re.compile(r"^tcp://[^\s:]+:\d{1,5}$")
+
+
+class ConfigError(ValueError):
+    """One line: ``<file>: <key> = <value>: <what is accepted>``."""
+
+    def __init__(self, path: Path | str, key: str, problem: str):
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str       # the device's role in the link: "board", "detector", "switch", ...
+    driver: str     # a name registered in drivers.registry
+    url: str
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    endpoint: str             # tcp://host:port
+    bind: bool                # True: this node listens on endpoint; False: it connects
+    public_key_file: Path     # the peer's CurveZMQ public key (pinned)
+    auth_bootstrap_file: Path  # pre-shared Wegman-Carter key material, used until QKD refills it
+
+
+@dataclass(frozen=True)
+class KeyPairConfig:
+    public_key_file: Path
+    secret_key_file: Path
+
+
+@dataclass(frozen=True)
+class LinkPolicy:
+    """What is fixed in advance for every block of a link (BlockParams are built from it)."""
+
+    block_pulses: int
+    eps_sec: float
+    eps_cor: float
+    qber_tol: float           # Tomamichel's Q_tol: a block whose sample QBER exceeds it aborts
+    qber_threshold: float     # abort when the QBER upper bound exceeds it
+    sample_fraction: float
+    min_sample_size: int
+    schedule: str
+    blocks_in_flight: int
+    block_timeout_s: float
+    qber_alarm_blocks: int    # this many QBER aborts in a row raise an alarm
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """B92 needs what calibration measured: the USD attack shows only as a yield drop."""
+
+    expected_conclusive_per_pulse: float | None = None
+    bob_efficiency: float | None = None
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    id: str
+    role: str
+    protocol: str
+    peer: PeerConfig
+    keys: KeyPairConfig
+    devices: tuple[DeviceConfig, ...]
+    policy: LinkPolicy
+    calibration: Calibration = field(default_factory=Calibration)
+
+    def device(self, name: str) -> DeviceConfig:
+        for dev in self.devices:
+            if dev.name == name:
+                return dev
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class KeyStoreConfig:
+    path: Path
+    capacity_bits: int
+    key_size_bits: int
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: Path
+    node_id: str
+    state_dir: Path
+    admin_socket: Path
+    admin_socket_mode: int
+    log_level: str
+    keystore: KeyStoreConfig
+    links: tuple[LinkConfig, ...]
+
+
+# -- reading one value ------------------------------------------------------------------------
+
+class _Table:
+    """A TOML table with the dotted name of its place in the file, for error messages."""
+
+    def __init__(self, source: Path, name: str, data: Any, allowed: tuple[str, ...]):
+        self.source, self.name = source, name
+        if not isinstance(data, dict):
+            raise ConfigError(source, name, f"must be a table, got {_show(data)}")
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ConfigError(source, self.key(unknown[0]),
+                              f"unknown key; accepted here: {', '.join(allowed)}")
+        self.data = data
+
+    def key(self, k: str) -> str:
+        return f"{self.name}.{k}" if self.name else k
+
+    def error(self, k: str, problem: str) -> ConfigError:
+        value = self.data.get(k, None)
+        shown = f" = {_show(value)}" if k in self.data else ""
+        return ConfigError(self.source, self.key(k) + shown, problem)
+
+    def table(self, k: str, allowed: tuple[str, ...], required: bool = True) -> _Table:
+        if k not in self.data:
+            if required:
+                raise ConfigError(self.source, self.key(k), "missing table")
+            return _Table(self.source, self.key(k), {}, allowed)
+        return _Table(self.source, self.key(k), self.data[k], allowed)
+
+    def has(self, k: str) -> bool:
+        return k in self.data
+
+    def text(self, k: str, default: str | None = None, *, choices: tuple[str, ...] = (),
+             pattern: re.Pattern | None = None, accepted: str = "") -> str:
+        if k not in self.data:
+            if default is None:
+                raise ConfigError(self.source, self.key(k),
+                                  f"missing; expected {accepted or _choices(choices)}")
+            return default
+        v = self.data[k]
+        if not isinstance(v, str) or not v:
+            raise self.error(k, f"expected {accepted or 'a non-empty string'}")
+        if choices and v not in choices:
+            raise self.error(k, f"expected {_choices(choices)}")
+        if pattern is not None and not pattern.match(v):
+            raise self.error(k, f"expected {accepted}")
+        return v
+
+    def boolean(self, k: str, default: bool) -> bool:
+        if k not in self.data:
+            return default
+        v = self.data[k]
+        if not isinstance(v, bool):
+            raise self.error(k, "expected true or false")
+        return v
+
+    def number(self, k: str, default: float | None, lo: float, hi: float, *,
+               integer: bool = False, open_lo: bool = False, open_hi: bool = False) -> float:
+        lo_b, hi_b = "(" if open_lo else "[", ")" if open_hi else "]"
+        kind = "an integer" if integer else "a number"
+        accepted = f"{kind} in {lo_b}{lo:g}, {hi:g}{hi_b}"
+        if k not in self.data:
+            if default is None:
+                raise ConfigError(self.source, self.key(k), f"missing; expected {accepted}")
+            return default
+        v = self.data[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.error(k, f"expected {accepted}")
+        if integer:
+            if float(v) != int(v):
+                raise self.error(k, f"expected {accepted}")
+            v = int(v)
+        if v < lo or v > hi or (open_lo and v == lo) or (open_hi and v == hi):
+            raise self.error(k, f"expected {accepted}")
+        return v
+
+    def path(self, k: str, default: str | None = None) -> Path:
+        raw = self.text(k, default, accepted="a file path")
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else (self.source.parent / p)
+
+    def readable_file(self, k: str, *, private: bool = False) -> Path:
+        p = self.path(k)
+        try:
+            st = p.stat()
+            with open(p, "rb"):
+                pass
+        except OSError as exc:
+            raise self.error(k, f"cannot read {p}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise self.error(k, f"{p} is not a regular file")
+        if private and st.st_mode & 0o077:
+            raise self.error(k, f"{p} has mode {stat.S_IMODE(st.st_mode):04o}; a secret key "
+                                f"must be readable by its owner only (chmod 600)")
+        return p
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value) if isinstance(value, str) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def _choices(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
+
+
+# -- the sections -----------------------------------------------------------------------------
+
+_TOP = ("node", "keystore", "link")
+_NODE = ("id", "state_dir", "admin_socket", "admin_socket_mode", "log_level")
+_KEYSTORE = ("path", "capacity_bits", "key_size_bits")
+_LINK = ("id", "role", "protocol", "peer", "keys", "devices", "policy", "calibration")
+_PEER = ("endpoint", "bind", "public_key_file", "auth_bootstrap_file")
+_KEYS = ("public_key_file", "secret_key_file")
+_DEVICE = ("driver", "url")
+_POLICY = ("block_pulses", "eps_sec", "eps_cor", "qber_tol", "qber_threshold",
+           "sample_fraction", "min_sample_size", "schedule", "blocks_in_flight",
+           "block_timeout_s", "qber_alarm_blocks")
+_CALIBRATION = ("expected_conclusive_per_pulse", "bob_efficiency")
+
+
+def load(path: str | os.PathLike) -> NodeConfig:
+    """Read and check ``path``; raise ConfigError (one line) on the first problem."""
+    source = Path(path)
+    try:
+        with open(source, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(source, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(syntax)", f"not valid TOML: {exc}") from None
+    return parse(data, source)
+
+
+def parse(data: dict, source: Path) -> NodeConfig:
+    top = _Table(source, "", data, _TOP)
+    node = top.table("node", _NODE)
+    node_id = node.text("id", pattern=_ID, accepted=_ID_TEXT)
+    state_dir = node.path("state_dir")
+    admin_socket = node.path("admin_socket", str(state_dir / "admin.sock"))
+    mode_text = node.text("admin_socket_mode", "0600", choices=tuple(ADMIN_SOCKET_MODES))
+    log_level = node.text("log_level", "info", choices=LOG_LEVELS)
+
+    ks = top.table("keystore", _KEYSTORE)
+    keystore = KeyStoreConfig(
+        path=ks.path("path", str(state_dir / "keys.sqlite")),
+        capacity_bits=int(ks.number("capacity_bits", None, 1, 1e15, integer=True)),
+        key_size_bits=int(ks.number("key_size_bits", 256, 8, 65536, integer=True)))
+    if keystore.key_size_bits % 8:
+        raise ks.error("key_size_bits", "expected a multiple of 8 (keys are whole bytes)")
+
+    raw_links = data.get("link")
+    if not isinstance(raw_links, list) or not raw_links:
+        raise ConfigError(source, "link", "missing; expected one or more [[link]] tables")
+    links = tuple(_link(source, f"link[{i}]", raw) for i, raw in enumerate(raw_links))
+    seen: set[str] = set()
+    for i, link in enumerate(links):
+        if link.id in seen:
+            raise ConfigError(source, f"link[{i}].id = {link.id!r}",
+                              "expected a link id not used by another [[link]]")
+        seen.add(link.id)
+    return NodeConfig(source, node_id, state_dir, admin_socket, ADMIN_SOCKET_MODES[mode_text],
+                      log_level, keystore, links)
+
+
+def _link(source: Path, name: str, raw: Any) -> LinkConfig:
+    t = _Table(source, name, raw, _LINK)
+    link_id = t.text("id", pattern=_ID, accepted=_ID_TEXT)
+    role = t.text("role", choices=ROLES)
+    protocol = t.text("protocol", choices=PROTOCOLS)
+
+    p = t.table("peer", _PEER)
+    peer = PeerConfig(
+        endpoint=p.text("endpoint", pattern=_ENDPOINT, accepted="tcp://HOST:PORT"),
+        bind=p.boolean("bind", role == "alice"),
+        public_key_file=p.readable_file("public_key_file"),
+        auth_bootstrap_file=p.readable_file("auth_bootstrap_file", private=True))
+    port = int(peer.endpoint.rsplit(":", 1)[1])
+    if not 1 <= port <= 65535:
+        raise p.error("endpoint", "expected tcp://HOST:PORT with a port in [1, 65535]")
+
+    k = t.table("keys", _KEYS)
+    keys = KeyPairConfig(public_key_file=k.readable_file("public_key_file"),
+                         secret_key_file=k.readable_file("secret_key_file", private=True))
+
+    devices = _devices(t)
+    pol = t.table("policy", _POLICY)
+    policy = LinkPolicy(
+        block_pulses=int(pol.number("block_pulses", None, 1e6, 1e12, integer=True)),
+        eps_sec=pol.number("eps_sec", 1e-10, 0, 1, open_lo=True, open_hi=True),
+        eps_cor=pol.number("eps_cor", 1e-15, 0, 1, open_lo=True, open_hi=True),
+        qber_tol=pol.number("qber_tol", None, 0, 0.5, open_hi=True),
+        qber_threshold=pol.number("qber_threshold", 0.11, 0, 0.5, open_lo=True, open_hi=True),
+        sample_fraction=pol.number("sample_fraction", 0.1, 0, 1, open_lo=True, open_hi=True),
+        min_sample_size=int(pol.number("min_sample_size", 1000, 1, 1e9, integer=True)),
+        schedule=pol.text("schedule", "yan", choices=SCHEDULES),
+        blocks_in_flight=int(pol.number("blocks_in_flight", 4, 1, 256, integer=True)),
+        block_timeout_s=pol.number("block_timeout_s", 300.0, 1, 86400),
+        qber_alarm_blocks=int(pol.number("qber_alarm_blocks", 3, 1, 1000, integer=True)))
+    if policy.qber_tol > policy.qber_threshold:
+        raise pol.error("qber_tol", f"expected at most qber_threshold "
+                                    f"({policy.qber_threshold:g})")
+
+    c = t.table("calibration", _CALIBRATION, required=False)
+    calibration = Calibration(
+        expected_conclusive_per_pulse=c.number("expected_conclusive_per_pulse", math.nan, 0, 1,
+                                               open_lo=True),
+        bob_efficiency=c.number("bob_efficiency", math.nan, 0, 1, open_lo=True))
+    if protocol == "b92":
+        for k_name in _CALIBRATION:
+            if not c.has(k_name):
+                raise ConfigError(source, c.key(k_name),
+                                  "missing; B92 needs it (a number in (0, 1])")
+    calibration = Calibration(*(None if math.isnan(v) else v for v in
+                                (calibration.expected_conclusive_per_pulse,
+                                 calibration.bob_efficiency)))
+    return LinkConfig(link_id, role, protocol, peer, keys, devices, policy, calibration)
+
+
+def _devices(link: _Table) -> tuple[DeviceConfig, ...]:
+    from drivers import registry
+
+    if not link.has("devices"):
+        raise ConfigError(link.source, link.key("devices"),
+                          "missing table; a link needs at least [devices.board]")
+    raw = link.data["devices"]
+    if not isinstance(raw, dict):
+        raise link.error("devices", "must be a table of devices")
+    known = registry.available()
+    out = []
+    for dev_name, dev_raw in raw.items():
+        if not _ID.match(dev_name):
+            raise ConfigError(link.source, link.key(f"devices.{dev_name}"),
+                              f"device name: expected {_ID_TEXT}")
+        d = _Table(link.source, link.key(f"devices.{dev_name}"), dev_raw, _DEVICE)
+        driver = d.text("driver", choices=tuple(known))
+        url = d.text("url", accepted="the device's URL (e.g. socket://127.0.0.1:7101, "
+                                     "/dev/ttyUSB0, TCPIP::host::port::SOCKET)")
+        out.append(DeviceConfig(dev_name, driver, url))
+    if not any(dev.name == "board" for dev in out):
+        raise ConfigError(link.source, link.key("devices.board"),
+                          "missing; every link needs its QKD board")
+    return tuple(out)

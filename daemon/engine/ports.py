@@ -1,0 +1,196 @@
+"""The engine's ports: what it needs from the peer channel, the key store and the block roles.
+
+The engine is written against these ``typing.Protocol`` shapes only, so the real adapters
+(``daemon/peer`` channel, ``daemon/keystore`` store, ``postprocessing/block`` roles) and the
+tests' in-memory doubles plug in the same way, through ``runtime.node.Ports``. Nothing here
+does I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from daemon.config import LinkConfig
+
+PeerMessage = tuple[int, bytes]
+"""(msg_type, payload): what a block role emits and consumes; msg_type < 256."""
+
+
+# -- peer channel (daemon/peer/channel.py) ----------------------------------------------------
+
+@runtime_checkable
+class Envelope(Protocol):
+    """One authenticated peer message, as the channel hands it over."""
+
+    link_id: str
+    block_id: int
+    step: int
+    msg_type: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A peer message the channel dropped (bad tag, replay, reorder, foreign link, bad type).
+
+    The channel reports it instead of an Envelope so the engine aborts the block at both ends;
+    ``block_id`` is None when the message could not even be attributed to a block.
+    """
+
+    link_id: str
+    block_id: int | None
+    reason: str
+
+
+class PeerChannel(Protocol):
+    """One authenticated channel to one link's peer (asyncio)."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, link_id: str, block_id: int, step: int, msg_type: int,
+                   payload: bytes) -> None: ...
+
+    async def recv(self) -> Envelope | Rejected: ...
+
+    async def close(self) -> None: ...
+
+    def auth_key_bits_left(self) -> int | None:
+        """Wegman-Carter key material left in the pool (None when not known)."""
+        ...
+
+    def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
+        """Take authentication key from a block's fresh key before the rest is stored.
+
+        Returns how many bits it took (counted in the block's figures); the engine stores
+        only the bits after them. Called from the engine's thread pool, one call at a time per
+        link, in the same block order at both ends (Bob numbers the refills in PREPARE).
+        """
+        ...
+
+
+PeerChannelFactory = Callable[[LinkConfig], PeerChannel]
+
+
+# -- key store (daemon/keystore) --------------------------------------------------------------
+
+class BlockState:
+    """Values of ``KeyStore.block_state``; None means the store never saw the block."""
+
+    PREPARED = "prepared"
+    COMMITTED = "committed"
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True)
+class StoreUsage:
+    stored_bits: int
+    capacity_bits: int
+
+    @property
+    def full(self) -> bool:
+        return self.stored_bits >= self.capacity_bits
+
+
+@dataclass(frozen=True)
+class StoreDigest:
+    """What two stores compare without showing a key: counts, an ID digest and a keyed MAC."""
+
+    n_keys: int
+    n_bits: int
+    ids_sha256: str
+    bits_hmac_sha256: str    # HMAC-SHA256(nonce, sorted (id, bits) of committed keys)
+
+
+class KeyStore(Protocol):
+    """Durable key store; synchronous, the engine calls it from its thread pool."""
+
+    def prepare(self, link_id: str, block_id: int,
+                keys: list[tuple[uuid.UUID, bytes]]) -> None: ...
+
+    def commit(self, link_id: str, block_id: int) -> None: ...
+
+    def discard(self, link_id: str, block_id: int) -> None: ...
+
+    def block_state(self, link_id: str, block_id: int) -> str | None: ...
+
+    def in_doubt(self, link_id: str) -> list[int]: ...
+
+    def usage(self, link_id: str) -> StoreUsage: ...
+
+    def digest(self, link_id: str, nonce: bytes) -> StoreDigest: ...
+
+
+# -- block roles (postprocessing/block) -------------------------------------------------------
+
+class BlockOutcome(Protocol):
+    key: np.ndarray          # uint8 0/1; the engine wipes it after storing
+    aborted: bool
+    reasons: list[str]
+
+    @property
+    def stats(self) -> Any:  # has to_dict() -> JSON-able dict
+        ...
+
+
+class BlockRole(Protocol):
+    """One sans-I/O role object per node per block (INTERFACES section 2)."""
+
+    def start(self) -> list[PeerMessage]: ...
+
+    def receive(self, msg: PeerMessage) -> list[PeerMessage]: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def outcome(self) -> BlockOutcome | None: ...
+
+
+@dataclass(frozen=True)
+class BoardParameters:
+    """Alice's public board parameters, announced to Bob's node when the link starts."""
+
+    clock_hz: float
+    sync_period: int
+    sync_key: int
+    intensities: tuple[float, float, float]
+    probabilities: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"clock_hz": self.clock_hz, "sync_period": self.sync_period,
+                "sync_key": self.sync_key, "intensities": list(self.intensities),
+                "probabilities": list(self.probabilities)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BoardParameters:
+        return cls(float(d["clock_hz"]), int(d["sync_period"]), int(d["sync_key"]),
+                   tuple(float(x) for x in d["intensities"]),
+                   tuple(float(x) for x in d["probabilities"]))
+
+
+@dataclass(frozen=True, eq=False)
+class AcquiredBlock:
+    """Bob's events of one block, already mapped to Alice's slots (alignment done)."""
+
+    slots: np.ndarray       # int64
+    channels: np.ndarray    # uint8
+    valid: np.ndarray       # bool: inside the timing gate
+    n_pulses: int           # slots the block covers
+    first_slot: int
+
+
+class BlockRoleFactory(Protocol):
+    """Builds the role objects; it owns BlockParams and the protocol randomness.
+
+    The real one maps ``link.policy``/``link.calibration`` and the board parameters to
+    ``postprocessing.block.BlockParams`` and gives each role a fresh ``ProtocolRandom``.
+    """
+
+    def alice(self, link: LinkConfig, board: BoardParameters,
+              pattern_of: Callable[[np.ndarray], np.ndarray]) -> BlockRole: ...
+
+    def bob(self, link: LinkConfig, board: BoardParameters, block: AcquiredBlock) -> BlockRole: ...

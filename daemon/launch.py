@@ -1,0 +1,448 @@
+"""``qkd-node demo-nodes``: two real node processes on simulated hardware, then an attack.
+
+What an operator would do by hand, in order: start the simulated hardware (``qkd-node sim
+serve``), write each node's keypair, the shared authentication bootstrap and a config from the
+device URLs the simulator publishes, start two ``qkd-node run`` processes and watch them over
+their admin sockets. A second run puts an intercept-resend attacker on every pulse: blocks
+abort and nothing is stored. Each run stops after ``--seconds`` or once both stores hold
+``--keys`` keys, or on Ctrl-C/SIGTERM; every child process is ended before the launcher exits.
+
+Before stopping a run the launcher holds the link (no new blocks), waits until no block is in
+flight at either end, and compares the two stores through the admin sockets: key counts, a SHA-256 of the key IDs and an HMAC of the keys under a fresh random nonce — equal
+digests mean the same IDs with the same bits, and no key leaves a node.
+
+The only module besides ``demo.py`` that starts the simulator (as a child process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from daemon.runtime.admin import AdminSocketError, request
+
+RUNS = ("honest", "intercept-resend")
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 30.0
+AUTH_BOOTSTRAP_BYTES = 1 << 16
+ATTACK_ABORTS_ENOUGH = 3      # the attack run may stop once Bob has aborted this many blocks
+
+
+class LaunchError(RuntimeError):
+    """A child did not start or died; one line naming it (its log file has the rest)."""
+
+
+def node_run_command(run: str) -> list[str]:
+    """How a node is started: ``qkd-node run`` in this interpreter (``--config`` follows)."""
+    return [sys.executable, "-m", "daemon.cli", "run"]
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def last_log_line(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+@dataclass
+class RunResult:
+    run: str
+    seconds: float = 0.0
+    stopped_by: str = ""
+    nodes: dict = field(default_factory=dict)
+    stores: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        bob = self.nodes.get("bob", {})
+        return {"run": self.run, "seconds": round(self.seconds, 2), "stopped_by": self.stopped_by,
+                "blocks_ok": bob.get("blocks_ok", 0), "blocks_aborted": bob.get("blocks_aborted", 0),
+                "abort_reasons": bob.get("abort_reasons", {}),
+                "keys": {n: s.get("keys_stored", 0) for n, s in self.nodes.items()},
+                "secret_bits_per_s": bob.get("secret_bits_per_s", 0.0), "qber": bob.get("qber"),
+                "alarms": {n: s.get("alarms", {}) for n, s in self.nodes.items()},
+                **self.stores}
+
+
+# -- files a run needs --------------------------------------------------------------------------
+
+def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A CurveZMQ keypair in ZeroMQ's certificate files, the secret one private (0600)."""
+    import zmq.auth           # only the key files; the channel itself lives in daemon/peer
+    public, secret = zmq.auth.create_certificates(str(directory), name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _q(value: str) -> str:
+    return json.dumps(str(value))       # a JSON string is a valid TOML basic string
+
+
+def node_config(*, node: str, run_dir: Path, endpoint: str, peer: str,
+                devices: list[dict], block_pulses: int, keys: dict[str, tuple[Path, Path]],
+                auth_file: Path) -> str:
+    state = run_dir / node
+    lines = ["# written by qkd-node demo-nodes", "[node]", f"id = {_q(node)}",
+             f"state_dir = {_q(state)}", f"admin_socket = {_q(state / 'admin.sock')}",
+             'log_level = "info"', "", "[keystore]", f"path = {_q(state / 'keys.sqlite')}",
+             "capacity_bits = 10_000_000_000", "key_size_bits = 256", "",
+             "[[link]]", 'id = "alice-bob"', f"role = {_q(node)}", 'protocol = "bb84-decoy"',
+             "", "[link.peer]", f"endpoint = {_q(endpoint)}",
+             f"bind = {'true' if node == 'alice' else 'false'}",
+             f"public_key_file = {_q(keys[peer][0])}", f"auth_bootstrap_file = {_q(auth_file)}",
+             "", "[link.keys]", f"public_key_file = {_q(keys[node][0])}",
+             f"secret_key_file = {_q(keys[node][1])}", ""]
+    for dev in devices:
+        lines += [f"[link.devices.{dev['device']}]", f"driver = {_q(dev['driver'])}",
+                  f"url = {_q(dev['url'])}", ""]
+    lines += ["[link.policy]", f"block_pulses = {int(block_pulses)}", "eps_sec = 1e-10",
+              "eps_cor = 1e-15", "qber_tol = 0.06", "qber_threshold = 0.11",
+              "blocks_in_flight = 2", "block_timeout_s = 300", ""]
+    return "\n".join(lines)
+
+
+# -- children ------------------------------------------------------------------------------------
+
+def _popen(argv: list[str], log_path: Path | None, **kw) -> subprocess.Popen:
+    # A new session: Ctrl-C reaches the launcher only, which ends the children in order.
+    out = open(log_path, "ab") if log_path is not None else subprocess.PIPE
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=out if log_path is not None else subprocess.PIPE,
+                                start_new_session=True, **kw)
+    finally:
+        if log_path is not None:
+            out.close()
+
+
+def end_children(children: list[Child]) -> None:
+    """SIGTERM every child still running (nodes before the simulator), then SIGKILL stragglers."""
+    for child in children:
+        if child.alive():
+            child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.proc.kill()
+            child.proc.wait()
+        for stream in (child.proc.stdout, child.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _read_first_line(proc: subprocess.Popen, timeout_s: float) -> str:
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return result[0].decode() if result and isinstance(result[0], bytes) else \
+        (result[0] if result else "")
+
+
+class Launcher:
+    def __init__(self, args, node_command: Callable[[str], list[str]], out, progress):
+        self.args = args
+        self.node_command = node_command
+        self.out = out                   # where the summary goes
+        self.progress = progress         # where live progress goes
+        self.stop = threading.Event()
+        self.stop_reason = ""
+
+    def say(self, msg: str) -> None:
+        print(msg, file=self.progress, flush=True)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+    def start_sim(self, run: str, run_dir: Path, seed: int) -> tuple[Child, list[dict]]:
+        argv = [sys.executable, "-m", "daemon.cli", "sim", "serve", "--json", "--seed",
+                str(seed), "--distance-km", f"{self.args.distance_km:g}"]
+        if run == "intercept-resend":
+            argv += ["--eve", "intercept-resend", "--eve-fraction", "1.0"]
+        if not self.args.realtime:
+            argv.append("--fast")
+        log = run_dir / "sim.log"
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=open(log, "ab"), start_new_session=True)
+        child = Child("sim serve", proc, log)
+        line = _read_first_line(proc, START_TIMEOUT_S)
+        try:
+            endpoints = json.loads(line)["endpoints"]
+        except (ValueError, KeyError, TypeError):
+            end_children([child])
+            raise LaunchError(f"sim serve did not publish its devices "
+                              f"({child.last_log_line() or 'no output'}; log {log})") from None
+        return child, endpoints
+
+    def one_run(self, run: str, run_dir: Path, seed: int) -> RunResult:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = RunResult(run)
+        children: list[Child] = []
+        sim = None
+        t0 = time.monotonic()
+        try:
+            sim, endpoints = self.start_sim(run, run_dir, seed)
+            keys = {n: write_keypair(run_dir, n) for n in ("alice", "bob")}
+            auth = run_dir / "alice-bob.auth"
+            write_private_file(auth, os.urandom(AUTH_BOOTSTRAP_BYTES))
+            endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+            sockets = {}
+            for node, peer in (("alice", "bob"), ("bob", "alice")):
+                (run_dir / node).mkdir(exist_ok=True)
+                config = run_dir / f"{node}.toml"
+                config.write_text(node_config(
+                    node=node, run_dir=run_dir, endpoint=endpoint, peer=peer,
+                    devices=[e for e in endpoints if e["node"] == node],
+                    block_pulses=self.args.pulses, keys=keys, auth_file=auth))
+                log = run_dir / f"{node}.log"
+                proc = _popen([*self.node_command(run), "--config", str(config)], log)
+                children.append(Child(f"{node}'s node", proc, log))
+                sockets[node] = run_dir / node / "admin.sock"
+            self.say(f"  sim serve pid {sim.proc.pid}, nodes pid "
+                     f"{', '.join(str(c.proc.pid) for c in children)}; configs and logs in "
+                     f"{run_dir}")
+            self._wait_for_nodes(children, sockets)
+            self._watch(run, children, sockets, result, t0)
+            result.stores = self._compare_stores(sockets)
+            self._final_status(sockets, result)
+        finally:
+            result.seconds = time.monotonic() - t0
+            end_children(children + ([sim] if sim is not None else []))
+        return result
+
+    def _wait_for_nodes(self, children: list[Child], sockets: dict) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pending = dict(sockets)
+        while pending:
+            for child in children:
+                if not child.alive():
+                    raise LaunchError(f"{child.name} exited with {child.proc.returncode}: "
+                                      f"{child.last_log_line()}")
+            for node, path in list(pending.items()):
+                try:
+                    request(path, {"op": "status"}, timeout_s=1.0)
+                    del pending[node]
+                except AdminSocketError:
+                    pass
+            if self.stop.wait(0.1):
+                return
+            if time.monotonic() > deadline:
+                raise LaunchError(f"nodes did not answer within {START_TIMEOUT_S:g} s: "
+                                  f"{', '.join(pending)}")
+
+    def _watch(self, run: str, children, sockets, result: RunResult, t0: float) -> None:
+        args = self.args
+        next_line = 0.0
+        while True:
+            for child in children:
+                if not child.alive():
+                    raise LaunchError(f"{child.name} exited with {child.proc.returncode}: "
+                                      f"{child.last_log_line()}")
+            for node, path in sockets.items():
+                try:
+                    (link,) = request(path, {"op": "status"}, timeout_s=2.0)["status"]["links"]
+                    result.nodes[node] = link
+                except (AdminSocketError, KeyError, ValueError):
+                    pass
+            elapsed = time.monotonic() - t0
+            a, b = result.nodes.get("alice", {}), result.nodes.get("bob", {})
+            keys = min(a.get("keys_stored", 0), b.get("keys_stored", 0))
+            if time.monotonic() >= next_line:
+                next_line = time.monotonic() + args.progress_interval_s
+                self.say(_progress_line(elapsed, a, b))
+            if self.stop.is_set():
+                result.stopped_by = self.stop_reason
+                return
+            if args.seconds is not None and elapsed >= args.seconds:
+                result.stopped_by = "seconds"
+                return
+            if run == "honest" and args.keys is not None and keys >= args.keys:
+                result.stopped_by = "keys"
+                return
+            if run != "honest" and b.get("blocks_aborted", 0) >= ATTACK_ABORTS_ENOUGH:
+                result.stopped_by = "aborts"
+                return
+            self.stop.wait(0.25)
+
+    @staticmethod
+    def _final_status(sockets: dict, result: RunResult) -> None:
+        for node, path in sockets.items():
+            try:
+                (result.nodes[node],) = request(path, {"op": "status"}, 5.0)["status"]["links"]
+            except (AdminSocketError, KeyError, ValueError):
+                pass
+
+    def _drain(self, sockets: dict) -> None:
+        """Hold the link and wait until no block is in flight at either end."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        try:
+            for path in sockets.values():
+                request(path, {"op": "hold", "held": True}, timeout_s=5.0)
+            while time.monotonic() < deadline:
+                busy = [request(p, {"op": "status"}, 5.0)["status"]["links"][0]["in_flight"]
+                        for p in sockets.values()]
+                if not any(busy):
+                    return
+                time.sleep(0.1)
+        except (AdminSocketError, KeyError, IndexError, ValueError):
+            return             # the comparison reports what it can
+
+    def _compare_stores(self, sockets: dict) -> dict:
+        self._drain(sockets)
+        nonce = secrets.token_bytes(32)
+        digests = {}
+        try:
+            for node, path in sockets.items():
+                reply = request(path, {"op": "digest", "nonce": nonce.hex()}, timeout_s=10.0)
+                (digests[node],) = reply["links"]
+        except (AdminSocketError, KeyError, ValueError) as exc:
+            return {"stores_compared": False, "stores_identical": False,
+                    "compare_error": str(exc)}
+        a, b = digests["alice"], digests["bob"]
+        same = all(a[k] == b[k] for k in ("n_keys", "n_bits", "ids_sha256", "bits_hmac_sha256"))
+        return {"stores_compared": True, "stores_identical": same,
+                "stored_keys": {"alice": a["n_keys"], "bob": b["n_keys"]}}
+
+
+def _progress_line(elapsed: float, a: dict, b: dict) -> str:
+    qber = b.get("qber")
+    alarms = sorted({*a.get("alarms", {}), *b.get("alarms", {})})
+    return (f"  {elapsed:6.1f} s  {b.get('state', 'starting'):<22} blocks ok "
+            f"{b.get('blocks_ok', 0)} aborted {b.get('blocks_aborted', 0)}  keys alice "
+            f"{a.get('keys_stored', 0)} bob {b.get('keys_stored', 0)}  secret "
+            f"{b.get('secret_bits_per_s', 0.0) / 1e3:.3g} kbit/s  QBER "
+            f"{'-' if qber is None else f'{qber:.2%}'}  alarms {', '.join(alarms) or '-'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qkd-node demo-nodes",
+                                description="two qkd-node processes on simulated hardware")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="stop each run after this long (default 60 unless --keys is given)")
+    p.add_argument("--keys", type=int, default=None,
+                   help="stop the honest run once both stores hold this many keys")
+    p.add_argument("--state-dir", default=None,
+                   help="keep configs, keys, logs and stores here (default: a temporary "
+                        "directory, removed at the end)")
+    p.add_argument("--json", action="store_true",
+                   help="progress on stderr; one JSON summary object per run on stdout")
+    p.add_argument("--distance-km", type=float, default=10.0)
+    p.add_argument("--pulses", type=float, default=2e9, help="pulses per block (default 2e9)")
+    p.add_argument("--realtime", action="store_true",
+                   help="simulate at the clock rate instead of as fast as possible")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--progress-interval-s", type=float, default=1.0, help=argparse.SUPPRESS)
+    return p
+
+
+def _usage_error(msg: str) -> int:
+    print(f"qkd-node demo-nodes: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None,
+         node_command: Callable[[str], list[str]] = node_run_command) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.seconds is not None and not args.seconds > 0:
+        return _usage_error(f"seconds = {args.seconds:g} must be > 0")
+    if args.keys is not None and args.keys < 1:
+        return _usage_error(f"keys = {args.keys} must be >= 1")
+    if not 1e6 <= args.pulses <= 1e12:
+        return _usage_error(f"pulses = {args.pulses:g} is outside [1e6, 1e12]")
+    if not 0 < args.distance_km <= 500:
+        return _usage_error(f"distance_km = {args.distance_km:g} is outside (0, 500]")
+    if args.seconds is None and args.keys is None:
+        args.seconds = 60.0
+    out = sys.stdout
+    launcher = Launcher(args, node_command, out, sys.stderr if args.json else sys.stdout)
+    previous = {sig: signal.signal(sig, lambda s, _f: launcher.request_stop(
+        signal.Signals(s).name)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    keep = args.state_dir is not None
+    root = Path(args.state_dir) if keep else Path(tempfile.mkdtemp(prefix="qkd-demo-"))
+    seed = args.seed if args.seed is not None else secrets.randbits(62)
+    results: list[RunResult] = []
+    try:
+        for i, run in enumerate(RUNS):
+            if launcher.stop.is_set():
+                break
+            title = ("two nodes, honest link" if run == "honest"
+                     else "intercept-resend on every pulse: nothing may be stored")
+            launcher.say(f"== run {i + 1}: {title} ({args.distance_km:g} km, decoy BB84)")
+            results.append(launcher.one_run(run, root / run, seed + i))
+            launcher.say(_verdict(results[-1]))
+    except LaunchError as exc:
+        print(f"qkd-node demo-nodes: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        for r in results:
+            print(json.dumps(r.summary()), file=out, flush=True)
+    ok = all(_passed(r) for r in results)
+    return 0 if ok else 1
+
+
+def _passed(r: RunResult) -> bool:
+    s = r.summary()
+    if r.run == "honest":
+        return s["stores_identical"] if s.get("stores_compared") else False
+    return s.get("stores_compared", False) and s["stored_keys"] == {"alice": 0, "bob": 0}
+
+
+def _verdict(r: RunResult) -> str:
+    s = r.summary()
+    if not s.get("stores_compared"):
+        return f"  stores not compared: {s.get('compare_error', 'no answer')}"
+    stored = s["stored_keys"]
+    if r.run == "honest":
+        same = "yes" if s["stores_identical"] else "NO"
+        return (f"  stopped by {s['stopped_by']} after {s['seconds']:.1f} s: {stored['alice']} "
+                f"keys at Alice, {stored['bob']} at Bob; same key IDs with the same bits: {same}")
+    return (f"  stopped by {s['stopped_by']} after {s['seconds']:.1f} s: {s['blocks_aborted']} "
+            f"block(s) aborted ({', '.join(s['abort_reasons']) or '-'}); keys stored: "
+            f"{stored['alice']} at Alice, {stored['bob']} at Bob")

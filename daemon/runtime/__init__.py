@@ -1,0 +1,1 @@
+"""The node process: composition root, logging, admin socket, signals."""

@@ -1,0 +1,135 @@
+"""node.toml validation: the example loads; each bad config is one line naming file and key."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+
+from daemon import cli
+from daemon import config as cfg
+from tests.daemon.configs import dump_toml, example_data, example_in
+
+
+def test_the_shipped_example_loads(tmp_path):
+    conf = cfg.load(example_in(tmp_path))
+    assert conf.node_id == "bob"
+    (link,) = conf.links
+    assert (link.id, link.role, link.protocol) == ("alice-bob", "bob", "bb84-decoy")
+    assert link.peer.bind is False and link.peer.endpoint == "tcp://127.0.0.1:7301"
+    assert link.peer.public_key_file == tmp_path / "keys" / "alice.key"
+    assert link.device("board").driver == "qkd-board"
+    assert {d.name for d in link.devices} == {"board", "detector", "switch"}
+    assert link.policy.block_pulses == 2_000_000_000 and link.policy.qber_tol == 0.05
+    assert conf.keystore.capacity_bits == 10**9 and conf.keystore.key_size_bits == 256
+    assert conf.admin_socket == tmp_path / "admin.sock" and conf.admin_socket_mode == 0o600
+
+
+def test_several_links_and_defaults(tmp_path):
+    data = example_data(tmp_path)
+    second = copy.deepcopy(data["link"][0])
+    second["id"] = "bob-carol"
+    second["role"] = "alice"
+    del second["peer"]["bind"]
+    data["link"].append(second)
+    del data["node"]["admin_socket"]
+    path = tmp_path / "two.toml"
+    path.write_text(dump_toml(data))
+    conf = cfg.load(path)
+    assert [link.id for link in conf.links] == ["alice-bob", "bob-carol"]
+    assert conf.links[1].peer.bind is True          # alice listens by default
+    assert conf.admin_socket == tmp_path / "state" / "admin.sock"
+
+
+def _set(data, dotted, value):
+    *path, last = dotted.split(".")
+    node = data
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+# (change, key the error must name, words of what is accepted)
+BAD = [
+    ("node.colour", "blue", "node.colour", "unknown key"),
+    ("link.0.policy.eps_secc", 1e-10, "link[0].policy.eps_secc", "accepted here"),
+    ("link.0.devices.board.url", _DELETE, "link[0].devices.board.url", "URL"),
+    ("link.0.devices.board.driver", "qkd-bord", "link[0].devices.board.driver", "qkd-board"),
+    ("link.0.devices.board", _DELETE, "link[0].devices.board", "board"),
+    ("link.0.keys.secret_key_file", "keys/missing", "link[0].keys.secret_key_file",
+     "cannot read"),
+    ("link.0.policy.eps_sec", 2.0, "link[0].policy.eps_sec = 2.0", "(0, 1)"),
+    ("link.0.policy.eps_cor", "tiny", "link[0].policy.eps_cor = 'tiny'", "a number"),
+    ("link.0.policy.block_pulses", 1.5e6 + 0.5, "link[0].policy.block_pulses",
+     "an integer in [1e+06, 1e+12]"),
+    ("link.0.policy.qber_tol", 0.2, "link[0].policy.qber_tol", "at most qber_threshold"),
+    ("link.0.policy.blocks_in_flight", 0, "link[0].policy.blocks_in_flight", "[1, 256]"),
+    ("link.0.role", "carol", "link[0].role = 'carol'", "'alice', 'bob'"),
+    ("link.0.protocol", "e91", "link[0].protocol", "'bb84-decoy'"),
+    ("link.0.peer.endpoint", "127.0.0.1:7301", "link[0].peer.endpoint", "tcp://HOST:PORT"),
+    ("link.0.peer.bind", "yes", "link[0].peer.bind", "true or false"),
+    ("keystore.capacity_bits", -5, "keystore.capacity_bits", "[1, 1e+15]"),
+    ("keystore.key_size_bits", 100, "keystore.key_size_bits", "multiple of 8"),
+    ("node.log_level", "loud", "node.log_level", "'debug'"),
+    ("node.id", "bob node", "node.id", "letters, digits"),
+    ("link.0.protocol", "b92", "link[0].calibration.expected_conclusive_per_pulse", "B92"),
+    ("link", _DELETE, "link", "[[link]]"),
+]
+
+
+@pytest.mark.parametrize("change, value, key, accepted", BAD,
+                         ids=[f"{b[0]}={b[1] if b[1] is not _DELETE else 'deleted'}"
+                              for b in BAD])
+def test_each_bad_config_is_one_line_naming_file_and_key(tmp_path, change, value, key,
+                                                         accepted):
+    data = example_data(tmp_path)
+    _set(data, change, value)
+    path = tmp_path / "bad.toml"
+    path.write_text(dump_toml(data))
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path}: {key}")
+    assert accepted in msg
+
+
+def test_a_secret_key_others_can_read_is_refused(tmp_path):
+    path = example_in(tmp_path)
+    os.chmod(tmp_path / "keys" / "bob.key_secret", 0o644)
+    with pytest.raises(cfg.ConfigError, match=r"secret_key_file = .*mode 0644.*owner only"):
+        cfg.load(path)
+
+
+def test_a_duplicate_link_id_is_refused(tmp_path):
+    data = example_data(tmp_path)
+    data["link"].append(copy.deepcopy(data["link"][0]))
+    path = tmp_path / "dup.toml"
+    path.write_text(dump_toml(data))
+    with pytest.raises(cfg.ConfigError, match=r"link\[1\]\.id = 'alice-bob'"):
+        cfg.load(path)
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[node\nid = 1\n")
+    with pytest.raises(cfg.ConfigError, match="not valid TOML"):
+        cfg.load(path)
+    with pytest.raises(cfg.ConfigError, match="cannot read"):
+        cfg.load(tmp_path / "absent.toml")
+
+
+def test_run_with_a_bad_config_prints_one_line_and_exits_2(tmp_path, capsys):
+    data = example_data(tmp_path)
+    data["link"][0]["policy"]["eps_sec"] = 0
+    path = tmp_path / "bad.toml"
+    path.write_text(dump_toml(data))
+    assert cli.main(["run", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "link[0].policy.eps_sec = 0" in err and "(0, 1)" in err
