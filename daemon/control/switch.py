@@ -81,7 +81,9 @@ class SwitchLoop:
                                tuple(alarms.items())), act
         selected = state.selected_at_s
         if state.mode == "starting":
-            selected = r.t_s - c.settle_s        # already on the right port: judge at once
+            # Already on the right port (we moved nothing): judge the light at once.
+            since = r.t_s if r.rate_since_s is None else min(r.t_s, r.rate_since_s)
+            selected = since - c.settle_s
         settled = selected is not None and r.t_s - selected >= c.settle_s and (
             r.rate_since_s is None or r.rate_since_s >= selected + c.settle_s)
         if not r.acquiring or r.count_rate_hz is None or not settled:
