@@ -3,8 +3,8 @@
 GYS parameters at 10 km, 1 GHz, decoy BB84; fibre drift sigma = 0.0167 rad/sqrt(s) (alignment
 E[s.R s] = exp(-sigma^2 t) falls to 1/e within the hour: about 1 rad on the Poincare sphere per
 hour, a buried fibre's pace). The hour is 1800 windows of 2 s; each window simulates a sample of
-2e6 pulses (about 9 000 sifted bits) (``sim_backend.windows``) whose QBER the loop sees, and the fibre drifts over the
-rest of the window. Figures (one JSON line each):
+2e6 pulses (about 9 000 sifted bits, ``sim_backend.windows``) whose QBER the loop sees, and the
+fibre drifts over the rest of the window. Figures (one JSON line each):
 
 - key rate with the loop on / off as a fraction of the drift-free rate of the same run
   (baseline): the asymptotic decoy-state rate with infinitely many decoys (GLLP, reference

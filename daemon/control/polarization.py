@@ -124,7 +124,7 @@ class GpLoop:
             alarms["not_locking"] = (f"SOP error {err:.1f} deg after {unlocked} re-issues "
                                      f"(tolerance {c.lock_tolerance_deg:g} deg)")
         q = reading.qber
-        if q is not None and (q.sifted_z or 0) >= c.min_sifted and (q.sifted_x or 0) >= c.min_sifted:
+        if q is not None and min(q.sifted_z or 0, q.sifted_x or 0) >= c.min_sifted:
             excess = q.qber_x - q.qber_z
             if excess > c.x_basis_alarm_excess:
                 alarms["x_basis_drift"] = (f"X-basis QBER {q.qber_x:.2%} exceeds Z-basis "
@@ -182,10 +182,11 @@ class OzConfig:
         check_range("newton_fraction", self.newton_fraction, 0.01, 1.0)
         check_range("max_step_mv", self.max_step_mv, 1.0, self.v_pi_mv, "mV")
         span = self.max_voltage_mv - self.min_voltage_mv
-        if span < self.wrap_mv + 2 * (self.dither_mv + self.max_step_mv):
-            raise ControlConfigError(f"voltage range {span} mV must exceed 4 V_pi + 2 (dither + "
-                                     f"max step) = {self.wrap_mv + 2 * (self.dither_mv + self.max_step_mv):g} mV "
-                                     f"so a squeezer can be wrapped by 2 pi")
+        need = self.wrap_mv + 2 * (self.dither_mv + self.max_step_mv)
+        if span < need:
+            raise ControlConfigError(f"voltage range {span} mV must be at least 2 V_pi + 2 "
+                                     f"(dither + max step) = {need:g} mV, so that a squeezer "
+                                     f"can be wrapped by a 2 pi retardance")
         check_range("min_sifted", self.min_sifted, 1, 1e12)
         check_range("max_empty_windows", self.max_empty_windows, 1, 1e6)
         check_range("qber_alarm", self.qber_alarm, 0.0, 0.5)

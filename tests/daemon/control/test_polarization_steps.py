@@ -27,8 +27,8 @@ def test_gp_issues_target_first_then_only_on_drift_or_interval():
     assert act == SetSop((1.0, 0.0, 0.0))
     st, act = loop.step(st, SopReading(30.0, (1.0, 0.0, 0.0)))
     assert act is None
-    st, act = loop.step(st, SopReading(62.0, (1.0, 0.0, 0.0)))   # the twist is invisible:
-    assert act is not None and st.reissues == 3                  # re-issue at the interval
+    st, act = loop.step(st, SopReading(62.0, (1.0, 0.0, 0.0)))   # no visible drift, yet
+    assert act is not None and st.reissues == 3                  # re-issued at the interval
 
 
 def test_gp_alarms_when_reissues_do_not_lock():
