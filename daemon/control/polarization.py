@@ -1,0 +1,302 @@
+"""Polarization drift compensation at Bob: two dialects, two pure loops.
+
+The fibre's birefringence wanders, so the states Alice prepares arrive rotated on the Poincare
+sphere and the QBER climbs. Bob's controller undoes the rotation.
+
+``GpLoop`` (General Photonics synthesizer, ``drivers.polarization.gp_scpi``): the unit locks the
+reference light (Alice's H) to a target once per ``:CONT:SOP`` and then lets the fibre drift, so
+the loop re-issues the target whenever the polarimeter shows the state has strayed (and at least
+every ``reissue_interval_s``). One reference fixes two of the three rotation angles: a twist
+about the reference axis is invisible to the polarimeter and only shows as a diagonal-basis
+QBER rising above the rectilinear one, which the loop reports as the ``x_basis_drift`` alarm
+(removing it needs a second, diagonal reference or a controller that takes three angles).
+
+``OzLoop`` (OZ Optics EPC, four fibre squeezers, no polarimeter): a synchronous dither on the
+QBER. For one squeezer at a time it measures a window at +dither and one at -dither around the
+current voltage, takes the finite-difference slope and moves the voltage by a fraction of the
+Newton step (the QBER is quadratic in a small residual rotation: an error rotation by theta
+about a Stokes axis n adds V theta^2 (1 + n3^2) / 8 averaged over both bases). A squeezer near
+the end of its range is moved by two half-wave voltages (a 2 pi retardance: the same rotation),
+so the search never runs out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from daemon.control.common import ControlConfigError, QberWindow, check_range, loop_status
+
+Stokes = tuple[float, float, float]
+
+
+def _unit(v) -> Stokes:
+    n = math.sqrt(sum(float(c) ** 2 for c in v))
+    return (float(v[0]) / n, float(v[1]) / n, float(v[2]) / n)
+
+
+def angle_deg(a, b) -> float:
+    """Angle between two Stokes directions on the Poincare sphere, degrees."""
+    ua, ub = _unit(a), _unit(b)
+    dot = sum(x * y for x, y in zip(ua, ub))
+    return math.degrees(math.acos(max(-1.0, min(1.0, dot))))
+
+
+# -- GP dialect: steer on the measured SOP --------------------------------------------------------
+
+@dataclass(frozen=True)
+class SopReading:
+    """One polarimeter reading (``:MEAS:SOP?``), optionally with the QBER of the last window."""
+
+    t_s: float
+    measured: Stokes          # not normalised: its length is the degree of polarization
+    qber: QberWindow | None = None
+
+
+@dataclass(frozen=True)
+class SetSop:
+    target: Stokes
+
+    def describe(self) -> str:
+        return "set SOP {:.4f},{:.4f},{:.4f}".format(*self.target)
+
+
+@dataclass(frozen=True)
+class GpConfig:
+    target: Stokes = (1.0, 0.0, 0.0)
+    reissue_threshold_deg: float = 2.0    # re-issue once the measured state strays this far
+    reissue_interval_s: float = 60.0      # and at least this often
+    lock_tolerance_deg: float = 5.0       # a fresh re-issue must bring the error below this
+    max_unlocked_steps: int = 3           # ... or after this many tries: alarm not_locking
+    min_degree_of_polarization: float = 0.5   # below: no reference light, nothing to steer on
+    x_basis_alarm_excess: float = 0.02    # X-basis QBER above the Z-basis one by this: alarm
+    min_sifted: int = 1000                # per basis, before the QBER comparison is trusted
+
+    def __post_init__(self):
+        if len(self.target) != 3 or abs(math.sqrt(sum(c * c for c in self.target)) - 1) > 0.05:
+            raise ControlConfigError(f"target = {self.target!r} is not a unit Stokes vector "
+                                     f"(3 components, length 1 +- 0.05)")
+        check_range("reissue_threshold_deg", self.reissue_threshold_deg, 0.0, 90.0, "deg")
+        check_range("reissue_interval_s", self.reissue_interval_s, 0.0, 86400.0, "s")
+        check_range("lock_tolerance_deg", self.lock_tolerance_deg, 0.0, 180.0, "deg")
+        check_range("max_unlocked_steps", self.max_unlocked_steps, 1, 1000)
+        check_range("min_degree_of_polarization", self.min_degree_of_polarization, 0.0, 1.0)
+        check_range("x_basis_alarm_excess", self.x_basis_alarm_excess, 0.0, 0.5)
+        check_range("min_sifted", self.min_sifted, 1, 1e12)
+
+
+@dataclass(frozen=True)
+class GpState:
+    mode: str = "starting"                # starting | locked | unlocked | no_light
+    last_issue_s: float | None = None
+    issued_last_step: bool = False
+    error_deg: float | None = None
+    reissues: int = 0
+    unlocked_steps: int = 0
+    last_action: str | None = None
+    alarms: tuple[tuple[str, str], ...] = ()
+
+
+class GpLoop:
+    """Re-issue the target SOP when the polarimeter shows drift (pure; see module docstring)."""
+
+    def __init__(self, config: GpConfig | None = None):
+        self.config = config or GpConfig()
+
+    def initial_state(self) -> GpState:
+        return GpState()
+
+    def step(self, state: GpState, reading: SopReading) -> tuple[GpState, SetSop | None]:
+        c = self.config
+        alarms: dict[str, str] = {}
+        dop = math.sqrt(sum(float(x) ** 2 for x in reading.measured))
+        if not dop >= c.min_degree_of_polarization:
+            alarms["no_reference_light"] = (f"polarimeter degree of polarization {dop:.2f} "
+                                            f"< {c.min_degree_of_polarization:g}")
+            return dataclasses.replace(state, mode="no_light", issued_last_step=False,
+                                       error_deg=None, alarms=tuple(alarms.items())), None
+        err = angle_deg(reading.measured, c.target)
+        unlocked = state.unlocked_steps
+        if state.issued_last_step:
+            unlocked = unlocked + 1 if err > c.lock_tolerance_deg else 0
+        if unlocked >= c.max_unlocked_steps:
+            alarms["not_locking"] = (f"SOP error {err:.1f} deg after {unlocked} re-issues "
+                                     f"(tolerance {c.lock_tolerance_deg:g} deg)")
+        q = reading.qber
+        if q is not None and min(q.sifted_z or 0, q.sifted_x or 0) >= c.min_sifted:
+            excess = q.qber_x - q.qber_z
+            if excess > c.x_basis_alarm_excess:
+                alarms["x_basis_drift"] = (f"X-basis QBER {q.qber_x:.2%} exceeds Z-basis "
+                                           f"{q.qber_z:.2%} by more than "
+                                           f"{c.x_basis_alarm_excess:.2%}: twist about the "
+                                           f"reference axis, not correctable by one reference")
+        due = (state.last_issue_s is None or err > c.reissue_threshold_deg
+               or reading.t_s - state.last_issue_s >= c.reissue_interval_s)
+        action = SetSop(c.target) if due else None
+        mode = "unlocked" if "not_locking" in alarms else "locked"
+        new = GpState(mode=mode,
+                      last_issue_s=reading.t_s if due else state.last_issue_s,
+                      issued_last_step=due, error_deg=err,
+                      reissues=state.reissues + (1 if due else 0), unlocked_steps=unlocked,
+                      last_action=action.describe() if due else state.last_action,
+                      alarms=tuple(alarms.items()))
+        return new, action
+
+    def status(self, state: GpState) -> dict:
+        return loop_status(state.mode, state.last_action, dict(state.alarms),
+                           sop_error_deg=state.error_deg, reissues=state.reissues)
+
+
+# -- OZ dialect: dither/gradient search on the QBER ------------------------------------------------
+
+@dataclass(frozen=True)
+class SetVoltages:
+    voltages_mv: tuple[int, ...]
+
+    def describe(self) -> str:
+        return "set voltages " + ",".join(str(v) for v in self.voltages_mv) + " mV"
+
+
+@dataclass(frozen=True)
+class OzConfig:
+    n_channels: int = 4
+    min_voltage_mv: int = -5000
+    max_voltage_mv: int = 5000
+    v_pi_mv: float = 2000.0           # half-wave voltage of a squeezer
+    dither_mv: float = 50.0
+    newton_fraction: float = 0.7      # of the Newton step for the smallest curvature (V = 1)
+    max_step_mv: float = 300.0
+    min_sifted: int = 1000            # a window with fewer sifted bits is not used
+    max_empty_windows: int = 5        # ... this many in a row: alarm no_qber_data
+    qber_alarm: float = 0.08          # smoothed QBER above this: alarm qber_high
+    smoothing: float = 0.1            # weight of a new window in the smoothed QBER
+
+    def __post_init__(self):
+        check_range("n_channels", self.n_channels, 1, 16)
+        if not self.min_voltage_mv < self.max_voltage_mv:
+            raise ControlConfigError(f"min_voltage_mv = {self.min_voltage_mv!r} must be below "
+                                     f"max_voltage_mv = {self.max_voltage_mv!r}")
+        check_range("v_pi_mv", self.v_pi_mv, 1.0, 1e5, "mV")
+        check_range("dither_mv", self.dither_mv, 1.0, self.v_pi_mv / 2, "mV")
+        check_range("newton_fraction", self.newton_fraction, 0.01, 1.0)
+        check_range("max_step_mv", self.max_step_mv, 1.0, self.v_pi_mv, "mV")
+        span = self.max_voltage_mv - self.min_voltage_mv
+        need = self.wrap_mv + 2 * (self.dither_mv + self.max_step_mv)
+        if span < need:
+            raise ControlConfigError(f"voltage range {span} mV must be at least 2 V_pi + 2 "
+                                     f"(dither + max step) = {need:g} mV, so that a squeezer "
+                                     f"can be wrapped by a 2 pi retardance")
+        check_range("min_sifted", self.min_sifted, 1, 1e12)
+        check_range("max_empty_windows", self.max_empty_windows, 1, 1e6)
+        check_range("qber_alarm", self.qber_alarm, 0.0, 0.5)
+        check_range("smoothing", self.smoothing, 0.0, 1.0)
+
+    @property
+    def wrap_mv(self) -> float:
+        """Voltage of a 2 pi retardance: moving by it leaves the squeezer's rotation unchanged."""
+        return 2.0 * self.v_pi_mv
+
+    @property
+    def gain_mv2(self) -> float:
+        """Step per unit QBER slope: fraction x Newton step 1 / (2a), a = (pi/V_pi)^2 / 8."""
+        return self.newton_fraction * 4.0 / (math.pi / self.v_pi_mv) ** 2
+
+
+@dataclass(frozen=True)
+class OzState:
+    center_mv: tuple[float, ...]
+    channel: int = 0
+    phase: str = "start"              # start | plus | minus
+    q_plus: float = math.nan
+    pending_since_s: float = -math.inf
+    qber_smoothed: float = math.nan
+    windows_used: int = 0
+    empty_windows: int = 0
+    wraps: int = 0
+    last_action: str | None = None
+    alarms: tuple[tuple[str, str], ...] = ()
+
+
+class OzLoop:
+    """Dither/gradient search on the QBER of successive windows (pure; see module docstring).
+
+    Contract: a window is used only if it began at or after the moment the previous action took
+    effect (``applied(state, t_s)``, or by default the end of the window that asked for it), so
+    no QBER is charged to the wrong setting.
+    """
+
+    def __init__(self, config: OzConfig | None = None):
+        self.config = config or OzConfig()
+
+    def initial_state(self, voltages_mv=None) -> OzState:
+        v = tuple(float(x) for x in (voltages_mv or (0,) * self.config.n_channels))
+        if len(v) != self.config.n_channels:
+            raise ControlConfigError(f"{len(v)} voltages given for {self.config.n_channels} "
+                                     f"channels")
+        return OzState(center_mv=v)
+
+    @staticmethod
+    def applied(state: OzState, t_s: float) -> OzState:
+        """The last action took effect at ``t_s``: only windows from then on are used."""
+        return dataclasses.replace(state, pending_since_s=float(t_s))
+
+    def _setting(self, center: tuple[float, ...], channel: int, sign: int) -> SetVoltages:
+        c = self.config
+        v = list(center)
+        v[channel] += sign * c.dither_mv
+        return SetVoltages(tuple(int(round(min(c.max_voltage_mv, max(c.min_voltage_mv, x))))
+                                 for x in v))
+
+    def step(self, state: OzState, window: QberWindow) -> tuple[OzState, SetVoltages | None]:
+        c = self.config
+        if window.t0_s < state.pending_since_s:
+            return state, None
+        alarms = dict(state.alarms)
+        if window.sifted < c.min_sifted:
+            empty = state.empty_windows + 1
+            if empty >= c.max_empty_windows:
+                alarms["no_qber_data"] = (f"{empty} windows in a row with fewer than "
+                                          f"{c.min_sifted} sifted bits: cannot steer")
+            return dataclasses.replace(state, empty_windows=empty,
+                                       alarms=tuple(alarms.items())), None
+        alarms.pop("no_qber_data", None)
+        q = window.qber
+        smoothed = q if math.isnan(state.qber_smoothed) else \
+            (1 - c.smoothing) * state.qber_smoothed + c.smoothing * q
+        if smoothed > c.qber_alarm:
+            alarms["qber_high"] = f"smoothed QBER {smoothed:.2%} above {c.qber_alarm:.2%}"
+        else:
+            alarms.pop("qber_high", None)
+        center, channel, wraps = list(state.center_mv), state.channel, state.wraps
+        q_plus = state.q_plus
+        if state.phase == "start":
+            phase, action = "plus", self._setting(tuple(center), channel, +1)
+        elif state.phase == "plus":
+            q_plus = q
+            phase, action = "minus", self._setting(tuple(center), channel, -1)
+        else:
+            slope = (q_plus - q) / (2.0 * c.dither_mv)
+            move = max(-c.max_step_mv, min(c.max_step_mv, -c.gain_mv2 * slope))
+            center[channel] += move
+            room = c.dither_mv + c.max_step_mv
+            if center[channel] > c.max_voltage_mv - room:
+                center[channel] -= c.wrap_mv
+                wraps += 1
+            elif center[channel] < c.min_voltage_mv + room:
+                center[channel] += c.wrap_mv
+                wraps += 1
+            channel = (channel + 1) % c.n_channels
+            phase, action = "plus", self._setting(tuple(center), channel, +1)
+        new = OzState(center_mv=tuple(center), channel=channel, phase=phase, q_plus=q_plus,
+                      pending_since_s=window.t1_s, qber_smoothed=smoothed,
+                      windows_used=state.windows_used + 1, empty_windows=0, wraps=wraps,
+                      last_action=action.describe(), alarms=tuple(alarms.items()))
+        return new, action
+
+    def status(self, state: OzState) -> dict:
+        mode = "alarm" if state.alarms else ("searching" if state.windows_used else "starting")
+        return loop_status(mode, state.last_action, dict(state.alarms),
+                           qber_smoothed=None if math.isnan(state.qber_smoothed)
+                           else state.qber_smoothed,
+                           center_mv=[round(v) for v in state.center_mv], wraps=state.wraps)

@@ -1,0 +1,55 @@
+"""The polarization adapters drive the simulated controllers over their real byte path (TCP)."""
+
+import numpy as np
+
+from daemon.control.adapters import GpAdapter, OzAdapter
+from daemon.control.common import QberWindow
+from daemon.control.polarization import SetSop, SetVoltages, angle_deg
+from drivers import registry
+from sim_backend.controls import LinkControls
+from sim_backend.instruments.base import TcpServer
+from sim_backend.instruments.polarization_gp import GpPolarizationSim
+from sim_backend.instruments.polarization_oz import OzEpcSim
+from sim_backend.physics.channel import rotation_about
+
+H = np.array([1.0, 0.0, 0.0])
+
+
+def test_gp_adapter_reissues_the_target_after_drift():
+    controls = LinkControls()
+    controls.fibre_rotation = rotation_about("s3", 0.5)
+    with TcpServer(GpPolarizationSim(controls)) as server:
+        driver = registry.create("gp-polarization", server.url, timeout_s=2.0)
+        try:
+            adapter = GpAdapter("pol", driver)
+            assert adapter.tick(0.0) == SetSop((1.0, 0.0, 0.0))
+            assert angle_deg(controls.net_rotation() @ H, H) < 0.1
+            controls.fibre_rotation = rotation_about("s2", 0.2) @ controls.fibre_rotation
+            assert adapter.tick(1.0) is not None              # 11 deg off: re-issued
+            assert angle_deg(controls.net_rotation() @ H, H) < 0.1
+            assert adapter.tick(2.0) is None                  # locked: nothing to do
+            status = adapter.status()
+            assert status["state"] == "locked" and status["reissues"] == 2 and status["healthy"]
+        finally:
+            driver.close()
+
+
+def test_oz_adapter_reads_the_voltages_then_applies_the_dither():
+    controls = LinkControls()
+    epc = OzEpcSim(controls)
+    epc.handle_line("V2,1000")
+    epc.handle_line("V4,-1000")
+    with TcpServer(epc) as server:
+        driver = registry.create("oz-epc", server.url, timeout_s=2.0)
+        try:
+            adapter = OzAdapter("pol", driver)
+            act = adapter.tick(QberWindow(0.0, 1.0, 10_000, 330), now_s=1.2)
+            assert act == SetVoltages((50, 1000, 0, -1000))
+            assert tuple(epc.voltages_mv) == act.voltages_mv
+            # A window begun before the setting took effect (1.2 s) is not charged to it.
+            assert adapter.tick(QberWindow(1.0, 2.0, 10_000, 900), now_s=2.2) is None
+            act = adapter.tick(QberWindow(1.2, 2.2, 10_000, 340), now_s=2.3)
+            assert act == SetVoltages((-50, 1000, 0, -1000))
+            assert tuple(epc.voltages_mv) == act.voltages_mv
+        finally:
+            driver.close()

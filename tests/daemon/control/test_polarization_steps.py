@@ -1,0 +1,146 @@
+"""Pure steps of the two polarization loops: telemetry in, action out, no device."""
+
+import math
+
+import pytest
+
+from daemon.control.common import ControlConfigError, QberWindow
+from daemon.control.polarization import (GpConfig, GpLoop, OzConfig, OzLoop, SetSop,
+                                         SetVoltages, SopReading, angle_deg)
+
+
+def test_angle_between_stokes_directions():
+    assert angle_deg((1, 0, 0), (0, 1, 0)) == pytest.approx(90.0)
+    assert angle_deg((1, 0, 0), (2, 0, 0)) == pytest.approx(0.0)
+    assert angle_deg((1, 0, 0), (-1, 0, 0)) == pytest.approx(180.0)
+
+
+def test_gp_issues_target_first_then_only_on_drift_or_interval():
+    loop = GpLoop(GpConfig(reissue_threshold_deg=2.0, reissue_interval_s=60.0))
+    st, act = loop.step(loop.initial_state(), SopReading(0.0, (1.0, 0.0, 0.0)))
+    assert act == SetSop((1.0, 0.0, 0.0))
+    small = (math.cos(math.radians(1)), math.sin(math.radians(1)), 0.0)
+    st, act = loop.step(st, SopReading(1.0, small))
+    assert act is None and st.error_deg == pytest.approx(1.0)
+    big = (math.cos(math.radians(3)), math.sin(math.radians(3)), 0.0)
+    st, act = loop.step(st, SopReading(2.0, big))
+    assert act == SetSop((1.0, 0.0, 0.0))
+    st, act = loop.step(st, SopReading(30.0, (1.0, 0.0, 0.0)))
+    assert act is None
+    st, act = loop.step(st, SopReading(62.0, (1.0, 0.0, 0.0)))   # no visible drift, yet
+    assert act is not None and st.reissues == 3                  # re-issued at the interval
+
+
+def test_gp_alarms_when_reissues_do_not_lock():
+    loop = GpLoop(GpConfig(lock_tolerance_deg=5.0, max_unlocked_steps=3))
+    st = loop.initial_state()
+    off = (0.0, 1.0, 0.0)                                         # 90 deg off, every time
+    for k in range(4):
+        st, act = loop.step(st, SopReading(float(k), off))
+        assert act is not None
+    assert "not_locking" in loop.status(st)["alarms"] and st.mode == "unlocked"
+    st, _ = loop.step(st, SopReading(5.0, (1.0, 0.0, 0.0)))
+    assert "not_locking" not in loop.status(st)["alarms"] and st.mode == "locked"
+
+
+def test_gp_no_light_means_no_action():
+    loop = GpLoop()
+    st, act = loop.step(loop.initial_state(), SopReading(0.0, (0.1, 0.0, 0.0)))
+    assert act is None and "no_reference_light" in loop.status(st)["alarms"]
+
+
+def test_gp_reports_x_basis_twist():
+    loop = GpLoop(GpConfig(x_basis_alarm_excess=0.02, min_sifted=1000))
+    q = QberWindow(0, 1, 4000, 300, 2000, 60, 2000, 240)          # Z 3 %, X 12 %
+    st, _ = loop.step(loop.initial_state(), SopReading(1.0, (1.0, 0.0, 0.0), q))
+    assert "x_basis_drift" in loop.status(st)["alarms"]
+    q_few = QberWindow(0, 1, 400, 30, 200, 6, 200, 24)            # too few bits to judge
+    st, _ = loop.step(loop.initial_state(), SopReading(1.0, (1.0, 0.0, 0.0), q_few))
+    assert "x_basis_drift" not in loop.status(st)["alarms"]
+
+
+@pytest.mark.parametrize("field,value", [("reissue_threshold_deg", -1.0),
+                                         ("target", (1.0, 1.0, 0.0)),
+                                         ("max_unlocked_steps", 0)])
+def test_gp_config_errors_name_the_value(field, value):
+    with pytest.raises(ControlConfigError, match=field if field != "target" else "target"):
+        GpConfig(**{field: value})
+
+
+def _window(t, qber, n=10_000):
+    return QberWindow(t, t + 1.0, n, int(round(qber * n)))
+
+
+def test_oz_dithers_plus_then_minus_then_moves_down_the_slope():
+    cfg = OzConfig(dither_mv=50.0)
+    loop = OzLoop(cfg)
+    st = loop.initial_state((0, 1000, 0, -1000))
+    st, act = loop.step(st, _window(0.0, 0.05))
+    assert act == SetVoltages((50, 1000, 0, -1000)) and st.phase == "plus"
+    st, act = loop.step(st, _window(1.0, 0.06))                   # QBER at +dither
+    assert act == SetVoltages((-50, 1000, 0, -1000)) and st.phase == "minus"
+    st, act = loop.step(st, _window(2.0, 0.04))                   # QBER at -dither: lower
+    slope = (0.06 - 0.04) / (2 * 50.0)
+    expected = max(-cfg.max_step_mv, -cfg.gain_mv2 * slope)
+    assert st.center_mv[0] == pytest.approx(expected)             # moved towards lower QBER
+    assert expected < 0 and st.channel == 1
+    assert act.voltages_mv[1] == 1050                             # next channel's +dither
+
+
+def test_oz_newton_step_lands_on_a_quadratic_minimum():
+    """For Q = Q0 + a (v - v*)^2 with the curvature the gain assumes, a full Newton step
+    (fraction 1) from any v reaches v* in one cycle: slope = 2 a (v - v*)."""
+    cfg = OzConfig(newton_fraction=1.0, max_step_mv=2000.0, dither_mv=50.0,
+                   min_voltage_mv=-20000, max_voltage_mv=20000)
+    a = (math.pi / cfg.v_pi_mv) ** 2 / 8
+    v_star = 321.0
+    loop = OzLoop(cfg)
+    st = loop.initial_state((0, 0, 0, 0))
+    st, act = loop.step(st, _window(0.0, 0.1))
+    q = lambda v: 0.03 + a * (v - v_star) ** 2
+    st, act = loop.step(st, QberWindow(1, 2, 10 ** 9, round(q(act.voltages_mv[0]) * 1e9)))
+    st, act = loop.step(st, QberWindow(2, 3, 10 ** 9, round(q(act.voltages_mv[0]) * 1e9)))
+    assert st.center_mv[0] == pytest.approx(v_star, abs=0.5)
+
+
+def test_oz_ignores_windows_from_before_the_last_action():
+    loop = OzLoop()
+    st, act = loop.step(loop.initial_state(), _window(0.0, 0.05))
+    st = loop.applied(st, 1.5)
+    same, none = loop.step(st, _window(1.0, 0.5))                 # began at 1.0 < 1.5
+    assert none is None and same == st
+
+
+def test_oz_skips_thin_windows_and_alarms_after_several():
+    loop = OzLoop(OzConfig(min_sifted=1000, max_empty_windows=3))
+    st = loop.initial_state()
+    for k in range(3):
+        st, act = loop.step(st, QberWindow(k, k + 1, 10, 1))
+        assert act is None
+    assert "no_qber_data" in loop.status(st)["alarms"]
+    st, act = loop.step(st, _window(5.0, 0.03))
+    assert act is not None and "no_qber_data" not in loop.status(st)["alarms"]
+
+
+def test_oz_wraps_a_squeezer_by_two_half_wave_voltages():
+    cfg = OzConfig()
+    loop = OzLoop(cfg)
+    st = loop.initial_state((4800, 0, 0, 0))
+    st, _ = loop.step(st, _window(0.0, 0.05))
+    st, _ = loop.step(st, _window(1.0, 0.04))
+    st, _ = loop.step(st, _window(2.0, 0.05))                     # pushes channel 1 upwards
+    assert st.center_mv[0] < 4800 - cfg.wrap_mv + cfg.max_step_mv + 1
+    assert st.wraps == 1
+
+
+def test_oz_qber_alarm_on_smoothed_value():
+    loop = OzLoop(OzConfig(qber_alarm=0.08, smoothing=1.0))
+    st, _ = loop.step(loop.initial_state(), _window(0.0, 0.12))
+    assert "qber_high" in loop.status(st)["alarms"]
+    st, _ = loop.step(st, _window(1.0, 0.03))
+    assert "qber_high" not in loop.status(st)["alarms"]
+
+
+def test_oz_config_refuses_a_range_too_small_to_wrap():
+    with pytest.raises(ControlConfigError, match="voltage range"):
+        OzConfig(min_voltage_mv=-1000, max_voltage_mv=1000)
