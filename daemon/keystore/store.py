@@ -1,0 +1,807 @@
+"""The node's durable key store: one SQLite file, the only module that imports sqlite3.
+
+Why SQLite: an embedded, crash-safe (WAL + ``synchronous=FULL``) transactional file with an
+integrity check, no server to run. ``secure_delete=ON`` overwrites a deleted key's bytes in the
+database pages; ``wal_checkpoint(TRUNCATE)`` (``checkpoint()``, run on close) then drops the old
+page images from the write-ahead log. docs/keystore.md describes the schema, the key states and
+what a crash can lose.
+
+Two users call it, synchronously, from worker threads (one lock serialises them):
+- the link engine, through the two-step commit (``daemon/keystore/commit.py``): ``prepare``,
+  ``commit``, ``discard``, ``block_state``, ``in_doubt``;
+- the key service: ``lease`` / ``deliver_leased`` / ``close_lease`` for keys this end issues to
+  its master SAEs, ``reserve`` / ``deliver`` for keys the peer issued to a master SAE there and
+  that a slave SAE here fetches by ID, plus ``void_open_leases``, ``void_peer_keys``, ``expire``.
+
+Which end issues a key (leases it to its own master SAEs) is fixed when the block is prepared:
+even key indices are the coordinator's, odd ones the participant's (``issuer`` column), so the
+two ends never hand the same key to two different masters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import os
+import sqlite3
+import stat
+import threading
+import time
+import uuid
+from typing import Iterable, Iterator
+
+from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, KeyNotReserved,
+                                    LeaseError, StoreCorrupt, StoreDiskFull, StoreError,
+                                    StoreFull, StoreLocked, StorePermission, StoreSchemaError)
+
+SCHEMA_VERSION = 1
+
+# Ordered migrations: MIGRATIONS[v] takes a store from version v-1 to v. A future change appends
+# MIGRATIONS[2] = [...]; ``_migrate`` runs the missing ones in one transaction at open.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE blocks (
+            link_id       TEXT    NOT NULL,
+            block_id      INTEGER NOT NULL,
+            role          TEXT    NOT NULL CHECK (role IN ('coordinator', 'participant')),
+            state         TEXT    NOT NULL CHECK (state IN ('prepared', 'committed', 'discarded')),
+            key_size_bits INTEGER NOT NULL,
+            n_keys        INTEGER NOT NULL,
+            commit_tag    BLOB    NOT NULL,
+            created_ns    INTEGER NOT NULL,
+            decided_ns    INTEGER,
+            PRIMARY KEY (link_id, block_id)
+        )""",
+        """CREATE TABLE leases (
+            lease_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+            link_id    TEXT    NOT NULL,
+            state      TEXT    NOT NULL CHECK (state IN ('open', 'closed', 'voided')),
+            created_ns INTEGER NOT NULL,
+            expires_ns INTEGER
+        )""",
+        """CREATE TABLE keys (
+            key_id        BLOB    NOT NULL UNIQUE CHECK (length(key_id) = 16),
+            link_id       TEXT    NOT NULL,
+            block_id      INTEGER NOT NULL,
+            key_index     INTEGER NOT NULL,
+            size_bits     INTEGER NOT NULL,
+            created_ns    INTEGER NOT NULL,
+            state         TEXT    NOT NULL
+                          CHECK (state IN ('pending', 'committed', 'leased', 'reserved')),
+            issuer        TEXT    NOT NULL CHECK (issuer IN ('local', 'peer')),
+            lease_id      INTEGER REFERENCES leases (lease_id),
+            slave_sae     TEXT,
+            master_sae    TEXT,
+            reserved_until_ns INTEGER,
+            bits          BLOB    NOT NULL,
+            UNIQUE (link_id, block_id, key_index),
+            FOREIGN KEY (link_id, block_id) REFERENCES blocks (link_id, block_id)
+        )""",
+        "CREATE INDEX keys_pool ON keys (link_id, state, issuer)",
+        "CREATE INDEX keys_lease ON keys (lease_id) WHERE lease_id IS NOT NULL",
+        """CREATE TABLE audit (
+            seq      INTEGER PRIMARY KEY,
+            at_ns    INTEGER NOT NULL,
+            key_id   BLOB    NOT NULL,
+            event    TEXT    NOT NULL,
+            detail   TEXT
+        )""",
+        "CREATE INDEX audit_key ON audit (key_id)",
+    ],
+}
+
+# SQLite primary result codes (sqlite3.h) that get their own error type.
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_CONSTRAINT, _SQLITE_NOTADB = 19, 26
+
+_CHUNK = 500          # bound parameters per IN (...) list
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockInfo:
+    """What the store knows durably about one block (no key material)."""
+    link_id: str
+    block_id: int
+    role: str             # 'coordinator' | 'participant'
+    state: str            # 'prepared' | 'committed' | 'discarded'
+    key_size_bits: int
+    n_keys: int
+    commit_tag: bytes     # the commit layer's digest of the block's key-ID list
+
+
+@dataclasses.dataclass(frozen=True)
+class Fill:
+    """Store occupancy for status and the engine's pause rule."""
+    keys: int
+    bits: int
+    max_keys: int | None
+    max_bits: int | None
+
+    @property
+    def full(self) -> bool:
+        return ((self.max_keys is not None and self.keys >= self.max_keys)
+                or (self.max_bits is not None and self.bits >= self.max_bits))
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A durable grant of keys the local key service may hand to its master SAEs."""
+    lease_id: int
+    link_id: str
+    key_ids: tuple[uuid.UUID, ...]
+    size_bits: tuple[int, ...]
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _ids(key_ids: Iterable[uuid.UUID]) -> list[bytes]:
+    out = []
+    for k in key_ids:
+        if not isinstance(k, uuid.UUID):
+            raise TypeError(f"key ID {k!r}: expected a uuid.UUID")
+        out.append(k.bytes)
+    return out
+
+
+def _chunks(seq: list, n: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+class KeyStore:
+    """One store file, opened by one process (an advisory lock file enforces it)."""
+
+    def __init__(self, path: str | os.PathLike, *, max_keys: int | None = None,
+                 max_bits: int | None = None, max_key_age_s: float | None = None,
+                 readonly: bool = False, busy_timeout_s: float = 5.0):
+        self.path = os.fspath(path)
+        for name, v in (("max_keys", max_keys), ("max_bits", max_bits)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name} {v!r}: expected a positive integer or None")
+        if max_key_age_s is not None and not max_key_age_s > 0:
+            raise ValueError(f"max_key_age_s {max_key_age_s!r}: expected a positive number or None")
+        self.max_keys, self.max_bits, self.max_key_age_s = max_keys, max_bits, max_key_age_s
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        try:
+            if not readonly:
+                self._take_file_lock()
+                self._create_private_file()
+            self._connect(busy_timeout_s)
+            if not readonly:
+                self._migrate()
+            self._check_schema()
+            self._live_keys, self._live_bits = self._conn.execute(
+                "SELECT count(*), total(size_bits) FROM keys").fetchone()
+            self._live_bits = int(self._live_bits)
+        except sqlite3.Error as exc:
+            self._close_quietly()
+            raise self._translate(exc, "open") from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    # ------------------------------------------------------------------ opening and closing
+    def _take_file_lock(self) -> None:
+        lock_path = self.path + ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except PermissionError:
+            raise StorePermission(f"key store {self.path}: cannot create lock file {lock_path} "
+                                  f"(permission denied)") from None
+        except FileNotFoundError:
+            raise StorePermission(f"key store {self.path}: directory "
+                                  f"{os.path.dirname(lock_path) or '.'} does not exist") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(f"key store {self.path} is locked by another process "
+                              f"(lock file {lock_path})") from None
+        self._lock_fd = fd
+
+    def _create_private_file(self) -> None:
+        """Create the file owner-only; refuse an existing one that other users can read."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except PermissionError:
+            raise StorePermission(f"key store {self.path}: permission denied") from None
+        except IsADirectoryError:
+            raise StorePermission(f"key store {self.path} is a directory") from None
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise StorePermission(f"key store {self.path} is accessible to other users "
+                                  f"(mode {stat.S_IMODE(mode):04o}; expected 0600)")
+
+    def _connect(self, busy_timeout_s: float) -> None:
+        if self.readonly:
+            uri = "file:" + os.path.abspath(self.path) + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=busy_timeout_s)
+        else:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=busy_timeout_s)
+        self._conn = conn
+        if not self.readonly:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"key store {self.path}: cannot switch to WAL (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA cache_size=-16384")        # 16 MiB: a block's index pages stay hot
+
+    def _migrate(self) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if row is None:
+                conn.execute("INSERT INTO schema_version VALUES (0)")
+            if version > SCHEMA_VERSION:
+                raise StoreSchemaError(f"key store {self.path} has schema version {version}; "
+                                       f"this program knows up to {SCHEMA_VERSION}")
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for sql in MIGRATIONS[v]:
+                    conn.execute(sql)
+                conn.execute("UPDATE schema_version SET version = ?", (v,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _check_schema(self) -> None:
+        try:
+            row = self._conn.execute("SELECT version FROM schema_version").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise StoreSchemaError(f"key store {self.path} has schema version "
+                                   f"{row[0] if row else 'none'}; expected {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Checkpoint (drop erased keys' old page images from the WAL) and release the file."""
+        with self._lock:
+            if self._conn is not None and not self.readonly:
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass
+            self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "KeyStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ errors and transactions
+    def _translate(self, exc: sqlite3.Error, op: str) -> StoreError:
+        """Map an sqlite3 error to a typed one-line error naming the file."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f"key store {self.path} ({op})"
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return StoreCorrupt(f"{where}: file is corrupt or not a key store: {text}")
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StoreLocked(f"{where}: database is locked by another connection: {text}")
+        if code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN):
+            return StorePermission(f"{where}: cannot open or write: {text}")
+        if code == _SQLITE_CONSTRAINT and "keys.key_id" in text:
+            return KeyIdReused(f"{where}: a key ID is already stored")
+        if code == _SQLITE_FULL:
+            return StoreDiskFull(f"{where}: disk full: {text}")
+        if code == _SQLITE_IOERR:
+            inner = getattr(exc, "sqlite_errorname", "")
+            if "FULL" in inner or "ENOSPC" in text:
+                return StoreDiskFull(f"{where}: disk full: {text}")
+            return StoreError(f"{where}: I/O error: {text}")
+        return StoreError(f"{where}: {text}")
+
+    @contextlib.contextmanager
+    def _tx(self, op: str, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction. ``durable=False`` skips this commit's fsync (WAL frames reach
+        the disk with the next durable commit or checkpoint)."""
+        if self._conn is None:
+            raise StoreError(f"key store {self.path} ({op}): store is closed")
+        if self.readonly:
+            raise StorePermission(f"key store {self.path} ({op}): opened read-only")
+        conn = self._conn
+        with self._lock:
+            try:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._translate(exc, op) from None
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise StoreDiskFull(f"key store {self.path} ({op}): disk full") from None
+                raise
+            finally:
+                if not durable:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA synchronous=FULL")
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        if self._conn is None:
+            raise StoreError(f"key store {self.path}: store is closed")
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._translate(exc, "read") from None
+
+    @staticmethod
+    def _audit_where(conn: sqlite3.Connection, event: str, detail: str | None, at_ns: int,
+                     where: str, params: tuple) -> None:
+        """Audit every key row matching ``where``, in SQL (no per-key Python work)."""
+        conn.execute(f"INSERT INTO audit (at_ns, key_id, event, detail) "
+                     f"SELECT ?, key_id, ?, ? FROM keys WHERE {where}",
+                     (at_ns, event, detail, *params))
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, key_ids: list[bytes], event: str,
+               detail: str | None = None, at_ns: int | None = None) -> None:
+        at = _now_ns() if at_ns is None else at_ns
+        conn.executemany("INSERT INTO audit (at_ns, key_id, event, detail) VALUES (?, ?, ?, ?)",
+                         [(at, k, event, detail) for k in key_ids])
+
+    # ------------------------------------------------------------------ engine API
+    def prepare(self, link_id: str, block_id: int, keys: list[tuple[uuid.UUID, bytes]], *,
+                coordinator: bool, commit_tag: bytes = b"") -> None:
+        """Store a block's keys durably, not yet deliverable (state 'pending').
+
+        All keys of a block have one size. Raises StoreFull when capacity would be exceeded,
+        KeyIdReused when any ID was ever seen here, BlockStateError when the block exists.
+        """
+        link_id, block_id = _check_link(link_id), _check_block(block_id)
+        if not keys:
+            raise ValueError(f"block {block_id} of link {link_id!r}: no keys to prepare")
+        size_bytes = len(keys[0][1])
+        if size_bytes == 0 or any(len(b) != size_bytes for _, b in keys):
+            raise ValueError(f"block {block_id} of link {link_id!r}: keys must be non-empty "
+                             f"and all of one size")
+        size_bits = 8 * size_bytes
+        n = len(keys)
+        ids = _ids(k for k, _ in keys)
+        if len(set(ids)) != n:
+            raise KeyIdReused(f"key store {self.path}: block {block_id} of link {link_id!r} "
+                              f"lists a key ID twice")
+        role = "coordinator" if coordinator else "participant"
+        with self._tx("prepare") as conn:
+            self._check_capacity(n, n * size_bits, block_id)
+            if conn.execute("SELECT 1 FROM blocks WHERE link_id=? AND block_id=?",
+                            (link_id, block_id)).fetchone():
+                raise BlockStateError(f"key store {self.path}: block {block_id} of link "
+                                      f"{link_id!r} is already recorded")
+            now = _now_ns()
+            conn.execute("INSERT INTO blocks VALUES (?, ?, ?, 'prepared', ?, ?, ?, ?, NULL)",
+                         (link_id, block_id, role, size_bits, n, bytes(commit_tag), now))
+            own_parity = 0 if coordinator else 1
+            conn.executemany(
+                "INSERT INTO keys (key_id, link_id, block_id, key_index, size_bits, created_ns,"
+                " state, issuer, bits) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                [(ids[i], link_id, block_id, i, size_bits, now,
+                  "local" if i % 2 == own_parity else "peer", keys[i][1]) for i in range(n)])
+            if conn.execute("SELECT 1 FROM keys JOIN audit USING (key_id) "
+                            "WHERE keys.link_id=? AND keys.block_id=? LIMIT 1",
+                            (link_id, block_id)).fetchone():
+                raise KeyIdReused(f"key store {self.path}: block {block_id} of link "
+                                  f"{link_id!r} reuses a key ID seen before")
+            self._audit_where(conn, "prepared", f"block {block_id}", now,
+                              "link_id=? AND block_id=?", (link_id, block_id))
+        with self._lock:
+            self._live_keys += n
+            self._live_bits += n * size_bits
+
+    def _check_capacity(self, n_keys: int, n_bits: int, block_id: int) -> None:
+        if self.max_keys is not None and self._live_keys + n_keys > self.max_keys:
+            raise StoreFull(f"key store {self.path} is full: {self._live_keys} keys stored, "
+                            f"block {block_id} adds {n_keys}, capacity {self.max_keys} keys")
+        if self.max_bits is not None and self._live_bits + n_bits > self.max_bits:
+            raise StoreFull(f"key store {self.path} is full: {self._live_bits} bits stored, "
+                            f"block {block_id} adds {n_bits}, capacity {self.max_bits} bits")
+
+    def commit(self, link_id: str, block_id: int) -> None:
+        """Make a prepared block's keys deliverable. Idempotent on a committed block."""
+        link_id, block_id = _check_link(link_id), _check_block(block_id)
+        with self._tx("commit") as conn:
+            state = self._block_state_in(conn, link_id, block_id)
+            if state == "committed":
+                return
+            if state != "prepared":
+                raise BlockStateError(f"key store {self.path}: cannot commit block {block_id} "
+                                      f"of link {link_id!r} in state {state or 'unknown'}")
+            now = _now_ns()
+            conn.execute("UPDATE blocks SET state='committed', decided_ns=? "
+                         "WHERE link_id=? AND block_id=?", (now, link_id, block_id))
+            conn.execute("UPDATE keys SET state='committed' WHERE link_id=? AND block_id=?",
+                         (link_id, block_id))
+            self._audit_where(conn, "committed", f"block {block_id}", now,
+                              "link_id=? AND block_id=?", (link_id, block_id))
+
+    def discard(self, link_id: str, block_id: int) -> bool:
+        """Erase a prepared block's keys and record the block as discarded.
+
+        Idempotent on a discarded block; False (nothing recorded) for an unknown block, which
+        the commit protocol treats as discarded anyway (presumed abort). Never discards a
+        committed block (BlockStateError).
+        """
+        link_id, block_id = _check_link(link_id), _check_block(block_id)
+        with self._tx("discard") as conn:
+            state = self._block_state_in(conn, link_id, block_id)
+            if state is None:
+                return False
+            if state == "discarded":
+                return True
+            if state != "prepared":
+                raise BlockStateError(f"key store {self.path}: cannot discard block {block_id} "
+                                      f"of link {link_id!r} in state {state}")
+            now = _now_ns()
+            gone = conn.execute("SELECT count(*), total(size_bits) FROM keys "
+                                "WHERE link_id=? AND block_id=?", (link_id, block_id)).fetchone()
+            self._audit_where(conn, "discarded", f"block {block_id}", now,
+                              "link_id=? AND block_id=?", (link_id, block_id))
+            conn.execute("DELETE FROM keys WHERE link_id=? AND block_id=?", (link_id, block_id))
+            conn.execute("UPDATE blocks SET state='discarded', decided_ns=? "
+                         "WHERE link_id=? AND block_id=?", (now, link_id, block_id))
+        self._forget_counts(*gone)
+        return True
+
+    def _forget(self, rows: list[tuple]) -> None:
+        """Update the capacity counters for erased (key_id, size_bits) rows."""
+        self._forget_counts(len(rows), sum(r[1] for r in rows))
+
+    def _forget_counts(self, n_keys: int, n_bits: float) -> None:
+        with self._lock:
+            self._live_keys -= int(n_keys)
+            self._live_bits -= int(n_bits)
+
+    @staticmethod
+    def _block_state_in(conn, link_id: str, block_id: int) -> str | None:
+        row = conn.execute("SELECT state FROM blocks WHERE link_id=? AND block_id=?",
+                           (link_id, block_id)).fetchone()
+        return row[0] if row else None
+
+    def block_state(self, link_id: str, block_id: int) -> str | None:
+        """'prepared', 'committed', 'discarded', or None for a block never recorded."""
+        rows = self._read("SELECT state FROM blocks WHERE link_id=? AND block_id=?",
+                          (_check_link(link_id), _check_block(block_id)))
+        return rows[0][0] if rows else None
+
+    def block_info(self, link_id: str, block_id: int) -> BlockInfo | None:
+        rows = self._read("SELECT link_id, block_id, role, state, key_size_bits, n_keys, "
+                          "commit_tag FROM blocks WHERE link_id=? AND block_id=?",
+                          (_check_link(link_id), _check_block(block_id)))
+        return BlockInfo(*rows[0]) if rows else None
+
+    def in_doubt(self, link_id: str) -> list[int]:
+        """Blocks of this link prepared but not decided: the commit protocol must settle them."""
+        return [r[0] for r in self._read(
+            "SELECT block_id FROM blocks WHERE link_id=? AND state='prepared' ORDER BY block_id",
+            (_check_link(link_id),))]
+
+    def block_key_ids(self, link_id: str, block_id: int) -> list[uuid.UUID]:
+        """The IDs of a block's keys still stored, in key-index order."""
+        return [uuid.UUID(bytes=r[0]) for r in self._read(
+            "SELECT key_id FROM keys WHERE link_id=? AND block_id=? ORDER BY key_index",
+            (_check_link(link_id), _check_block(block_id)))]
+
+    # ------------------------------------------------------------------ capacity and inspection
+    def fill(self) -> Fill:
+        with self._lock:
+            return Fill(self._live_keys, self._live_bits, self.max_keys, self.max_bits)
+
+    @property
+    def is_full(self) -> bool:
+        return self.fill().full
+
+    def key_states(self, link_id: str | None = None) -> dict[uuid.UUID, str]:
+        """Every stored key's state (no bits): for status, tests and the demo's check."""
+        sql, params = "SELECT key_id, state FROM keys", ()
+        if link_id is not None:
+            sql, params = sql + " WHERE link_id=?", (_check_link(link_id),)
+        return {uuid.UUID(bytes=k): s for k, s in self._read(sql, params)}
+
+    def keys_digest(self, key_ids: Iterable[uuid.UUID]) -> tuple[int, bytes]:
+        """(how many of ``key_ids`` are stored, SHA-256 over their ID and bits in ID order).
+
+        Lets two ends (or a test) check that the same IDs hold the same bits without moving
+        any bits; the digest itself is not key material anyone hands out.
+        """
+        ids = sorted(_ids(key_ids))
+        h = hashlib.sha256()
+        found = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for k, bits in self._read(f"SELECT key_id, bits FROM keys WHERE key_id IN ({marks}) "
+                                      f"ORDER BY key_id", tuple(chunk)):
+                h.update(k)
+                h.update(len(bits).to_bytes(4, "little"))
+                h.update(bits)
+                found += 1
+        return found, h.digest()
+
+    def audit(self, key_id: uuid.UUID) -> list[tuple[int, str, str | None]]:
+        """Lifecycle events of one key ID: (time ns, event, detail), oldest first."""
+        return self._read("SELECT at_ns, event, detail FROM audit WHERE key_id=? ORDER BY seq",
+                          (key_id.bytes,))
+
+    def prune_audit(self, before_ns: int) -> int:
+        """Drop audit rows older than ``before_ns`` (retention). IDs whose rows are pruned can
+        no longer be recognised as reused; keep at least as long as keys may live."""
+        with self._tx("prune audit") as conn:
+            return conn.execute("DELETE FROM audit WHERE at_ns < ?", (int(before_ns),)).rowcount
+
+    def integrity_check(self) -> str:
+        """SQLite's full integrity check: 'ok' or the first problem found."""
+        return self._read("PRAGMA integrity_check")[0][0]
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it, so erased keys' old pages leave the log."""
+        self._read("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ------------------------------------------------------------------ key service: this end issues
+    def lease(self, link_id: str, n_keys: int, *, ttl_s: float | None = None,
+              now_ns: int | None = None) -> Lease | None:
+        """Durably grant up to ``n_keys`` committed keys this end issues; None if there are none.
+
+        The key service hands them to master SAEs with ``deliver_leased`` (no fsync each) and
+        ends the lease with ``close_lease``. After a crash ``void_open_leases`` erases every key
+        of a lease left open, delivered or not: none is ever issued twice.
+        """
+        link_id = _check_link(link_id)
+        if not isinstance(n_keys, int) or isinstance(n_keys, bool) or n_keys < 1:
+            raise ValueError(f"lease of {n_keys!r} keys: expected a positive integer")
+        now = _now_ns() if now_ns is None else now_ns
+        expires = None if ttl_s is None else now + int(ttl_s * 1e9)
+        with self._tx("lease") as conn:
+            if not conn.execute("SELECT 1 FROM keys WHERE link_id=? AND state='committed' "
+                                "AND issuer='local' LIMIT 1", (link_id,)).fetchone():
+                return None
+            lease_id = conn.execute(
+                "INSERT INTO leases (link_id, state, created_ns, expires_ns) "
+                "VALUES (?, 'open', ?, ?)", (link_id, now, expires)).lastrowid
+            conn.execute("UPDATE keys SET state='leased', lease_id=? WHERE rowid IN "
+                         "(SELECT rowid FROM keys WHERE link_id=? AND state='committed' AND "
+                         "issuer='local' ORDER BY block_id, key_index LIMIT ?)",
+                         (lease_id, link_id, n_keys))
+            rows = conn.execute("SELECT key_id, size_bits FROM keys WHERE lease_id=? "
+                                "ORDER BY block_id, key_index", (lease_id,)).fetchall()
+            self._audit_where(conn, "leased", f"lease {lease_id}", now, "lease_id=?", (lease_id,))
+        return Lease(lease_id, link_id, tuple(uuid.UUID(bytes=r[0]) for r in rows),
+                     tuple(r[1] for r in rows))
+
+    def deliver_leased(self, lease_id: int, key_ids: list[uuid.UUID], *, master_sae: str,
+                       slave_sae: str) -> list[tuple[uuid.UUID, bytearray]]:
+        """Hand leased keys to a master SAE and erase them; all or nothing.
+
+        Not fsync'd: a crash may undo the erasure, but the key then belongs to a lease left
+        open, which ``void_open_leases`` erases at restart, so it is never handed out again.
+        The caller wipes the returned bytearrays once sent.
+        """
+        ids = _ids(key_ids)
+        if not ids:
+            return []
+        with self._tx("deliver leased", durable=False) as conn:
+            row = conn.execute("SELECT state FROM leases WHERE lease_id=?", (lease_id,)).fetchone()
+            if row is None or row[0] != "open":
+                raise LeaseError(f"key store {self.path}: lease {lease_id} is "
+                                 f"{'unknown' if row is None else row[0]}")
+            rows = self._fetch(conn, ids, "lease_id=? AND state='leased'", (lease_id,))
+            if len(rows) != len(set(ids)) or len(ids) != len(set(ids)):
+                missing = [uuid.UUID(bytes=k) for k in ids if k not in rows]
+                raise KeyNotFound(f"key store {self.path}: {len(missing)} of {len(ids)} key IDs "
+                                  f"are not in lease {lease_id}", missing)
+            self._erase(conn, ids)
+            self._audit(conn, ids, "delivered", f"lease {lease_id}: {master_sae} -> {slave_sae}")
+        self._forget([(k, rows[k][1]) for k in ids])
+        return [(uuid.UUID(bytes=k), bytearray(rows[k][0])) for k in ids]
+
+    def close_lease(self, lease_id: int) -> int:
+        """End a lease durably; its undelivered keys go back to the pool. Returns how many."""
+        with self._tx("close lease") as conn:
+            row = conn.execute("SELECT state FROM leases WHERE lease_id=?", (lease_id,)).fetchone()
+            if row is None or row[0] != "open":
+                raise LeaseError(f"key store {self.path}: lease {lease_id} is "
+                                 f"{'unknown' if row is None else row[0]}")
+            self._audit_where(conn, "returned", f"lease {lease_id}", _now_ns(), "lease_id=?",
+                              (lease_id,))
+            n = conn.execute("UPDATE keys SET state='committed', lease_id=NULL WHERE lease_id=?",
+                             (lease_id,)).rowcount
+            conn.execute("UPDATE leases SET state='closed' WHERE lease_id=?", (lease_id,))
+        return n
+
+    def open_leases(self) -> list[int]:
+        return [r[0] for r in self._read("SELECT lease_id FROM leases WHERE state='open'")]
+
+    def void_open_leases(self) -> dict[str, list[uuid.UUID]]:
+        """At start-up, before the key service runs: erase every key of every lease left open.
+
+        Returns the erased IDs per link so the runtime can tell each peer (``void_peer_keys``).
+        """
+        return self._void_leases("state='open'", (), "voided")
+
+    def _void_leases(self, where: str, params: tuple, event: str) -> dict[str, list[uuid.UUID]]:
+        out: dict[str, list[uuid.UUID]] = {}
+        erased: list[tuple] = []
+        with self._tx("void leases") as conn:
+            leases = conn.execute(f"SELECT lease_id, link_id FROM leases WHERE {where}",
+                                  params).fetchall()
+            for lease_id, link_id in leases:
+                rows = conn.execute("SELECT key_id, size_bits FROM keys WHERE lease_id=?",
+                                    (lease_id,)).fetchall()
+                ids = [r[0] for r in rows]
+                conn.execute("DELETE FROM keys WHERE lease_id=?", (lease_id,))
+                conn.execute("UPDATE leases SET state='voided' WHERE lease_id=?", (lease_id,))
+                self._audit(conn, ids, event, f"lease {lease_id}")
+                out.setdefault(link_id, []).extend(uuid.UUID(bytes=k) for k in ids)
+                erased.extend(rows)
+        self._forget(erased)
+        return out
+
+    # ------------------------------------------------------------------ key service: the peer issues
+    def reserve(self, link_id: str, key_ids: list[uuid.UUID], *, slave_sae: str,
+                master_sae: str, ttl_s: float | None = None,
+                now_ns: int | None = None) -> list[uuid.UUID]:
+        """Durably reserve keys the peer issued to ``master_sae`` for ``slave_sae`` here.
+
+        Idempotent for a retried reservation. Returns the IDs that could not be reserved (not
+        stored, not committed yet, issued by this end, or reserved for another SAE).
+        """
+        link_id = _check_link(link_id)
+        ids = _ids(key_ids)
+        now = _now_ns() if now_ns is None else now_ns
+        until = None if ttl_s is None else now + int(ttl_s * 1e9)
+        with self._tx("reserve") as conn:
+            fresh = self._fetch(conn, ids, "link_id=? AND state='committed' AND issuer='peer'",
+                                (link_id,))
+            again = self._fetch(conn, ids, "link_id=? AND state='reserved' AND slave_sae=? "
+                                "AND master_sae=?", (link_id, slave_sae, master_sae))
+            new = [k for k in ids if k in fresh]
+            conn.executemany("UPDATE keys SET state='reserved', slave_sae=?, master_sae=?, "
+                             "reserved_until_ns=? WHERE key_id=?",
+                             [(slave_sae, master_sae, until, k) for k in new])
+            self._audit(conn, new, "reserved", f"{master_sae} -> {slave_sae}", now)
+        return [uuid.UUID(bytes=k) for k in ids if k not in fresh and k not in again]
+
+    def deliver(self, key_ids: list[uuid.UUID], *,
+                sae_id: str) -> list[tuple[uuid.UUID, bytearray]]:
+        """A slave SAE fetches keys reserved for it; durable erase; all or nothing."""
+        result = self.deliver_many([(sae_id, key_ids)])[0]
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def deliver_many(self, requests: list[tuple[str, list[uuid.UUID]]]
+                     ) -> list[list[tuple[uuid.UUID, bytearray]] | StoreError]:
+        """Group commit: many slave requests, one fsync. Each request is all or nothing.
+
+        Returns per request the keys (caller wipes them) or the error (KeyNotFound: some ID not
+        stored; KeyNotReserved: some ID stored but not reserved for that SAE) — nothing of a
+        refused request is consumed.
+        """
+        results: list = []
+        erased: list[tuple] = []
+        with self._tx("deliver") as conn:
+            for sae_id, key_ids in requests:
+                ids = _ids(key_ids)
+                if len(ids) != len(set(ids)):
+                    results.append(KeyNotFound(f"key store {self.path}: a key ID is requested "
+                                               f"twice in one request"))
+                    continue
+                rows = self._fetch(conn, ids, "1", ())
+                missing = [uuid.UUID(bytes=k) for k in ids if k not in rows]
+                if missing:
+                    results.append(KeyNotFound(f"key store {self.path}: {len(missing)} of "
+                                               f"{len(ids)} key IDs not found", missing))
+                    continue
+                wrong = [uuid.UUID(bytes=k) for k in ids
+                         if rows[k][2] != "reserved" or rows[k][3] != sae_id]
+                if wrong:
+                    results.append(KeyNotReserved(f"key store {self.path}: {len(wrong)} of "
+                                                  f"{len(ids)} keys are not reserved for SAE "
+                                                  f"{sae_id!r}", wrong))
+                    continue
+                self._erase(conn, ids)
+                self._audit(conn, ids, "delivered", f"to {sae_id}")
+                erased.extend((k, rows[k][1]) for k in ids)
+                results.append([(uuid.UUID(bytes=k), bytearray(rows[k][0])) for k in ids])
+        self._forget(erased)
+        return results
+
+    def void_peer_keys(self, link_id: str, key_ids: list[uuid.UUID]) -> int:
+        """The peer voided a lease: erase those of its keys here that no SAE reserved."""
+        link_id = _check_link(link_id)
+        ids = _ids(key_ids)
+        with self._tx("void peer keys") as conn:
+            rows = self._fetch(conn, ids, "link_id=? AND issuer='peer' AND state='committed'",
+                               (link_id,))
+            gone = list(rows)
+            self._erase(conn, gone)
+            self._audit(conn, gone, "voided", "by peer")
+        self._forget([(k, rows[k][1]) for k in gone])
+        return len(gone)
+
+    def expire(self, now_ns: int | None = None) -> int:
+        """Erase what has outlived its time: unfetched reservations, leases past their TTL,
+        and (with ``max_key_age_s``) committed keys older than that. Returns keys erased."""
+        now = _now_ns() if now_ns is None else now_ns
+        voided = self._void_leases("state='open' AND expires_ns IS NOT NULL AND expires_ns < ?",
+                                   (now,), "expired")
+        n = sum(len(v) for v in voided.values())
+        with self._tx("expire") as conn:
+            rows = conn.execute("SELECT key_id, size_bits FROM keys WHERE state='reserved' AND "
+                                "reserved_until_ns IS NOT NULL AND reserved_until_ns < ?",
+                                (now,)).fetchall()
+            if self.max_key_age_s is not None:
+                rows += conn.execute("SELECT key_id, size_bits FROM keys WHERE state='committed' "
+                                     "AND created_ns < ?",
+                                     (now - int(self.max_key_age_s * 1e9),)).fetchall()
+            self._erase(conn, [r[0] for r in rows])
+            self._audit(conn, [r[0] for r in rows], "expired", None, now)
+        self._forget(rows)
+        return n + len(rows)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _fetch(conn, ids: list[bytes], where: str, params: tuple) -> dict[bytes, tuple]:
+        """key_id -> (bits, size_bits, state, slave_sae) for the IDs matching ``where``."""
+        out = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for row in conn.execute(f"SELECT key_id, bits, size_bits, state, slave_sae FROM keys "
+                                    f"WHERE key_id IN ({marks}) AND {where}",
+                                    (*chunk, *params)):
+                out[row[0]] = row[1:]
+        return out
+
+    @staticmethod
+    def _erase(conn, ids: list[bytes]) -> None:
+        """Delete key rows; secure_delete=ON overwrites their bytes in the pages."""
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            conn.execute(f"DELETE FROM keys WHERE key_id IN ({marks})", chunk)
+
+
+def _check_link(link_id: str) -> str:
+    if not isinstance(link_id, str) or not link_id or len(link_id) > 64:
+        raise ValueError(f"link id {link_id!r}: expected a non-empty string of at most 64 chars")
+    return link_id
+
+
+def _check_block(block_id: int) -> int:
+    if (not isinstance(block_id, int) or isinstance(block_id, bool)
+            or not 0 <= block_id < 1 << 63):
+        raise ValueError(f"block id {block_id!r}: expected an integer in [0, 2**63)")
+    return block_id

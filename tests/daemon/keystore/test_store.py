@@ -1,0 +1,366 @@
+"""KeyStore: settings, schema, block lifecycle, capacity, erasure, leases, reservations, errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+
+import numpy as np
+import pytest
+
+from daemon.keystore import store as store_mod
+from daemon.keystore.cutting import cut_block_key, keys_in_block, new_key_ids
+from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, KeyNotReserved,
+                                    LeaseError, StoreCorrupt, StoreDiskFull, StoreFull,
+                                    StoreLocked, StorePermission, StoreSchemaError)
+from daemon.keystore.store import KeyStore
+
+LINK = "alice-bob"
+
+
+def random_keys(n, size_bytes=32):
+    return [(k, os.urandom(size_bytes)) for k in new_key_ids(n)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = KeyStore(tmp_path / "keys.db")
+    yield s
+    s.close()
+
+
+def committed_block(store, block_id, n=8, coordinator=True):
+    keys = random_keys(n)
+    store.prepare(LINK, block_id, keys, coordinator=coordinator)
+    store.commit(LINK, block_id)
+    return keys
+
+
+# ---------------------------------------------------------------------------- settings, schema
+def test_pragmas_and_file_mode(store, tmp_path):
+    conn = store._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2          # FULL
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert os.stat(tmp_path / "keys.db").st_mode & 0o777 == 0o600
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == \
+        store_mod.SCHEMA_VERSION
+
+
+def test_migration_hook_runs_missing_steps(tmp_path, monkeypatch):
+    KeyStore(tmp_path / "k.db").close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(store_mod.MIGRATIONS, 2, ["ALTER TABLE blocks ADD COLUMN note TEXT"])
+    with KeyStore(tmp_path / "k.db") as s:
+        cols = [r[1] for r in s._conn.execute("PRAGMA table_info(blocks)")]
+        assert "note" in cols
+        assert s._conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+
+
+def test_newer_schema_is_refused(tmp_path, monkeypatch):
+    KeyStore(tmp_path / "k.db").close()
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 0)
+    with pytest.raises(StoreSchemaError, match=r"k\.db has schema version 1"):
+        KeyStore(tmp_path / "k.db")
+
+
+# ---------------------------------------------------------------------------- errors
+def test_not_a_database_is_corrupt(tmp_path):
+    p = tmp_path / "junk.db"
+    p.write_bytes(b"this is not sqlite" * 100)
+    os.chmod(p, 0o600)
+    with pytest.raises(StoreCorrupt) as info:
+        KeyStore(p)
+    assert str(p) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_second_opener_is_locked_out(store, tmp_path):
+    with pytest.raises(StoreLocked, match=r"keys\.db is locked by another process"):
+        KeyStore(tmp_path / "keys.db")
+
+
+def test_readable_by_others_is_refused(tmp_path):
+    p = tmp_path / "k.db"
+    KeyStore(p).close()
+    os.chmod(p, 0o644)
+    with pytest.raises(StorePermission, match=r"k\.db is accessible to other users \(mode 0644"):
+        KeyStore(p)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(StorePermission, match="does not exist"):
+        KeyStore(tmp_path / "nope" / "k.db")
+
+
+def test_disk_full_is_typed(store):
+    # max_page_count makes SQLite answer SQLITE_FULL exactly as a full file system does
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count={pages + 1}")
+    with pytest.raises(StoreDiskFull, match=r"keys\.db \(prepare\): disk full"):
+        store.prepare(LINK, 1, random_keys(2000), coordinator=True)
+    assert store.block_state(LINK, 1) is None          # rolled back, nothing half-stored
+    assert store.fill().keys == 0
+
+
+def test_bad_arguments_name_the_value(store):
+    with pytest.raises(ValueError, match=r"block id -1"):
+        store.prepare(LINK, -1, random_keys(1), coordinator=True)
+    with pytest.raises(ValueError, match="link id ''"):
+        store.commit("", 1)
+    with pytest.raises(ValueError, match="all of one size"):
+        store.prepare(LINK, 1, [(uuid.uuid4(), b"ab"), (uuid.uuid4(), b"abc")], coordinator=True)
+    with pytest.raises(ValueError, match="max_keys 0"):
+        KeyStore(store.path + "x", max_keys=0)
+
+
+# ---------------------------------------------------------------------------- block lifecycle
+def test_prepare_commit_discard_states(store):
+    keys = random_keys(4)
+    store.prepare(LINK, 1, keys, coordinator=True, commit_tag=b"t" * 32)
+    assert store.block_state(LINK, 1) == "prepared"
+    assert store.in_doubt(LINK) == [1]
+    assert set(store.key_states(LINK).values()) == {"pending"}
+    assert store.lease(LINK, 10) is None                   # pending keys are not deliverable
+    store.commit(LINK, 1)
+    store.commit(LINK, 1)                                  # idempotent
+    assert store.block_state(LINK, 1) == "committed" and store.in_doubt(LINK) == []
+    info = store.block_info(LINK, 1)
+    assert (info.role, info.n_keys, info.key_size_bits, info.commit_tag) == \
+        ("coordinator", 4, 256, b"t" * 32)
+    with pytest.raises(BlockStateError):
+        store.discard(LINK, 1)                             # a committed block is never discarded
+    store.prepare(LINK, 2, random_keys(3), coordinator=False)
+    assert store.discard(LINK, 2) and store.discard(LINK, 2)
+    assert store.block_state(LINK, 2) == "discarded"
+    assert store.block_key_ids(LINK, 2) == []
+    with pytest.raises(BlockStateError):
+        store.commit(LINK, 2)
+    with pytest.raises(BlockStateError):
+        store.prepare(LINK, 2, random_keys(3), coordinator=False)
+    assert store.discard(LINK, 99) is False                 # unknown: nothing recorded
+    assert [e for _, e, _ in store.audit(keys[0][0])] == ["prepared", "committed"]
+
+
+def test_issuer_split_even_odd(store):
+    keys = random_keys(6)
+    store.prepare(LINK, 1, keys, coordinator=True)
+    store.commit(LINK, 1)
+    lease = store.lease(LINK, 100)
+    assert list(lease.key_ids) == [keys[i][0] for i in (0, 2, 4)]    # coordinator: even indices
+    keys_b = random_keys(6)
+    store.prepare(LINK, 2, keys_b, coordinator=False)
+    store.commit(LINK, 2)
+    lease_b = store.lease(LINK, 100)
+    assert list(lease_b.key_ids) == [keys_b[i][0] for i in (1, 3, 5)]  # participant: odd
+
+
+def test_key_id_is_never_reused(store):
+    keys = committed_block(store, 1, n=2)
+    lease = store.lease(LINK, 1)
+    store.deliver_leased(lease.lease_id, list(lease.key_ids), master_sae="m", slave_sae="s")
+    with pytest.raises(KeyIdReused):                      # erased, but the ID is remembered
+        store.prepare(LINK, 2, [(keys[0][0], os.urandom(32))], coordinator=True)
+    with pytest.raises(KeyIdReused):                      # still stored
+        store.prepare(LINK, 3, [(keys[1][0], os.urandom(32))], coordinator=True)
+    with pytest.raises(KeyIdReused):
+        k = uuid.uuid4()
+        store.prepare(LINK, 4, [(k, os.urandom(32)), (k, os.urandom(32))], coordinator=True)
+    assert store.block_state(LINK, 2) is None and store.block_state(LINK, 3) is None
+
+
+def test_capacity_in_keys_and_bits(tmp_path):
+    with KeyStore(tmp_path / "a.db", max_keys=10) as s:
+        s.prepare(LINK, 1, random_keys(8), coordinator=True)
+        assert not s.is_full
+        with pytest.raises(StoreFull, match=r"8 keys stored, block 2 adds 3, capacity 10 keys"):
+            s.prepare(LINK, 2, random_keys(3), coordinator=True)
+        s.prepare(LINK, 3, random_keys(2), coordinator=True)
+        assert s.is_full and s.fill().keys == 10
+        s.discard(LINK, 1)
+        assert s.fill().keys == 2 and not s.is_full
+    with KeyStore(tmp_path / "b.db", max_bits=1000) as s:
+        s.prepare(LINK, 1, random_keys(3), coordinator=True)      # 768 bits
+        with pytest.raises(StoreFull, match="bits"):
+            s.prepare(LINK, 2, random_keys(1), coordinator=True)
+        assert s.fill().bits == 768
+    with KeyStore(tmp_path / "b.db", max_bits=1000) as s:         # counters survive reopening
+        assert (s.fill().keys, s.fill().bits) == (3, 768)
+
+
+# ---------------------------------------------------------------------------- erasure
+def _file_bytes(path):
+    out = b""
+    for suffix in ("", "-wal"):
+        if os.path.exists(str(path) + suffix):
+            with open(str(path) + suffix, "rb") as f:
+                out += f.read()
+    return out
+
+
+def test_delivered_key_bytes_leave_the_file(store, tmp_path):
+    keys = committed_block(store, 1, n=4)
+    store.checkpoint()
+    secret = dict(keys)
+    lease = store.lease(LINK, 2)
+    before = _file_bytes(tmp_path / "keys.db")
+    assert all(secret[k] in before for k in lease.key_ids)      # the test can see key bytes
+    got = store.deliver_leased(lease.lease_id, list(lease.key_ids), master_sae="m", slave_sae="s")
+    assert [bytes(b) for _, b in got] == [secret[k] for k in lease.key_ids]
+    store.checkpoint()
+    after = _file_bytes(tmp_path / "keys.db")
+    assert not any(secret[k] in after for k in lease.key_ids)   # overwritten, not just unlinked
+    others = [k for k in secret if k not in lease.key_ids]
+    assert all(secret[k] in after for k in others)
+    audit = store._conn.execute("SELECT key_id, event, detail FROM audit").fetchall()
+    assert not any(v in repr(audit).encode() or v in b"".join(r[0] for r in audit)
+                   for v in secret.values())                      # the audit never holds bits
+
+
+# ---------------------------------------------------------------------------- leases
+def test_lease_deliver_close(store):
+    keys = committed_block(store, 1, n=10)                 # 5 are this end's to issue
+    lease = store.lease(LINK, 3)
+    assert len(lease.key_ids) == 3 and lease.size_bits == (256, 256, 256)
+    assert store.lease(LINK, 10).key_ids == (keys[6][0], keys[8][0])
+    assert store.lease(LINK, 10) is None                   # pool exhausted
+    got = store.deliver_leased(lease.lease_id, [lease.key_ids[0]], master_sae="m", slave_sae="s")
+    assert bytes(got[0][1]) == dict(keys)[lease.key_ids[0]]
+    with pytest.raises(KeyNotFound):                       # never twice
+        store.deliver_leased(lease.lease_id, [lease.key_ids[0]], master_sae="m", slave_sae="s")
+    with pytest.raises(KeyNotFound):                       # all or nothing
+        store.deliver_leased(lease.lease_id, [lease.key_ids[1], keys[1][0]], master_sae="m",
+                             slave_sae="s")
+    assert store.key_states()[lease.key_ids[1]] == "leased"
+    assert store.close_lease(lease.lease_id) == 2          # undelivered go back to the pool
+    with pytest.raises(LeaseError, match="closed"):
+        store.deliver_leased(lease.lease_id, [lease.key_ids[1]], master_sae="m", slave_sae="s")
+    again = store.lease(LINK, 10)
+    assert set(again.key_ids) == {lease.key_ids[1], lease.key_ids[2]}
+    assert [e for _, e, _ in store.audit(lease.key_ids[0])] == \
+        ["prepared", "committed", "leased", "delivered"]
+
+
+def test_open_leases_are_voided_at_restart(tmp_path):
+    s = KeyStore(tmp_path / "k.db")
+    committed_block(s, 1, n=8)
+    lease = s.lease(LINK, 4)
+    s.deliver_leased(lease.lease_id, [lease.key_ids[0]], master_sae="m", slave_sae="s")
+    s._conn.close()                                        # no clean close: like a kill
+    s._conn = None
+    s._close_quietly()
+    s = KeyStore(tmp_path / "k.db")
+    assert s.open_leases() == [lease.lease_id]
+    voided = s.void_open_leases()
+    assert set(voided[LINK]) <= set(lease.key_ids) and len(voided[LINK]) >= 3
+    assert not set(lease.key_ids) & set(s.key_states())
+    assert s.lease(LINK, 10) is None                       # nothing re-issued
+    assert s.fill().keys == 4                              # the peer's 4 remain
+    s.close()
+
+
+# ---------------------------------------------------------------------------- reservations
+def test_reserve_and_deliver_to_the_named_slave_only(store):
+    keys = committed_block(store, 1, n=6, coordinator=False)   # peer (coordinator) issues 0,2,4
+    peer_ids = [keys[i][0] for i in (0, 2, 4)]
+    own_id = keys[1][0]
+    missing = store.reserve(LINK, peer_ids[:2] + [own_id, uuid.uuid4()], slave_sae="Y",
+                            master_sae="X")
+    assert set(missing) == {own_id} | (set(missing) - {own_id}) and len(missing) == 2
+    assert store.reserve(LINK, peer_ids[:2], slave_sae="Y", master_sae="X") == []   # retry ok
+    assert store.reserve(LINK, peer_ids[:1], slave_sae="Z", master_sae="X") == peer_ids[:1]
+    with pytest.raises(KeyNotReserved) as info:
+        store.deliver(peer_ids[:1], sae_id="Z")
+    assert info.value.key_ids == peer_ids[:1]
+    with pytest.raises(KeyNotReserved):                    # reserved nothing: not fetchable
+        store.deliver([peer_ids[2]], sae_id="Y")
+    with pytest.raises(KeyNotFound):
+        store.deliver([uuid.uuid4()], sae_id="Y")
+    got = store.deliver(peer_ids[:2], sae_id="Y")
+    assert [bytes(b) for _, b in got] == [dict(keys)[k] for k in peer_ids[:2]]
+    with pytest.raises(KeyNotFound):
+        store.deliver(peer_ids[:1], sae_id="Y")            # once
+    results = store.deliver_many([("Y", [peer_ids[2]]), ("Y", [uuid.uuid4()])])
+    assert isinstance(results[0], KeyNotReserved) and isinstance(results[1], KeyNotFound)
+
+
+def test_void_peer_keys_spares_reservations(store):
+    keys = committed_block(store, 1, n=6, coordinator=False)
+    peer_ids = [keys[i][0] for i in (0, 2, 4)]
+    store.reserve(LINK, peer_ids[:1], slave_sae="Y", master_sae="X")
+    assert store.void_peer_keys(LINK, peer_ids + [keys[1][0]]) == 2
+    assert set(store.key_states()) == {peer_ids[0], keys[1][0], keys[3][0], keys[5][0]}
+
+
+def test_expiry(tmp_path):
+    with KeyStore(tmp_path / "k.db", max_key_age_s=100) as s:
+        keys = committed_block(s, 1, n=6, coordinator=False)
+        t0 = store_mod._now_ns()
+        s.reserve(LINK, [keys[0][0]], slave_sae="Y", master_sae="X", ttl_s=10, now_ns=t0)
+        lease = s.lease(LINK, 1, ttl_s=20, now_ns=t0)
+        assert s.expire(now_ns=t0 + 5 * 10**9) == 0
+        assert s.expire(now_ns=t0 + 15 * 10**9) == 1                  # the reservation
+        assert keys[0][0] not in s.key_states()
+        assert s.expire(now_ns=t0 + 25 * 10**9) == 1                  # the lease's key
+        assert lease.key_ids[0] not in s.key_states()
+        assert s.expire(now_ns=t0 + 200 * 10**9) == 4                 # the rest, by age
+        assert s.fill().keys == 0
+
+
+# ---------------------------------------------------------------------------- cutting rule
+def test_cut_rule_msb_first_and_leftover_dropped():
+    bits = np.array([1, 0, 0, 0, 0, 0, 0, 1] + [0, 1, 1, 1, 1, 1, 1, 1] + [1, 1, 1], np.uint8)
+    ids = new_key_ids(2)
+    keys, packed = cut_block_key(bits, 8, ids)
+    assert [(k, bytes(v)) for k, v in keys] == [(ids[0], b"\x81"), (ids[1], b"\x7f")]
+    packed.fill(0)
+    assert bytes(keys[0][1]) == b"\x00"                   # views into the wiped array
+    assert keys_in_block(1_000_000, 256) == 3906
+    with pytest.raises(ValueError, match="3 key IDs"):
+        cut_block_key(bits, 8, new_key_ids(3))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        cut_block_key(bits, 12, ids)
+
+
+def test_new_key_ids_are_random_v4():
+    ids = new_key_ids(1000)
+    assert len(set(ids)) == 1000 and {k.version for k in ids} == {4}
+
+
+def test_readonly_open_sees_committed_keys(store, tmp_path):
+    keys = committed_block(store, 1, n=2)
+    with KeyStore(tmp_path / "keys.db", readonly=True) as ro:
+        assert set(ro.key_states()) == {k for k, _ in keys}
+        with pytest.raises(StorePermission, match="read-only"):
+            ro.commit(LINK, 1)
+
+
+def test_integrity_check_reports_damage(tmp_path):
+    p = tmp_path / "k.db"
+    with KeyStore(p) as s:
+        for b in range(5):
+            committed_block(s, b, n=200)
+    raw = bytearray(p.read_bytes())
+    half = len(raw) // 2 // 4096 * 4096
+    raw[half:] = os.urandom(len(raw) - half)                 # scribble over half the pages
+    p.write_bytes(bytes(raw))
+    try:
+        s = KeyStore(p)
+    except StoreCorrupt:
+        return                                               # detected at open: fine too
+    try:
+        assert s.integrity_check() != "ok"
+    except StoreCorrupt:
+        pass
+    finally:
+        s.close()
+
+
+def test_sqlite3_is_imported_only_by_the_store():
+    import pathlib
+    root = pathlib.Path(store_mod.__file__).parents[2]
+    users = [p.relative_to(root).as_posix() for p in (root / "daemon").rglob("*.py")
+             if "import sqlite3" in p.read_text()]
+    assert users == ["daemon/keystore/store.py"]
+    assert sqlite3.sqlite_version_info >= (3, 7, 0)
