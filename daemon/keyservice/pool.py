@@ -131,13 +131,12 @@ class NodeKeyPool:
 
     async def fetch(self, caller: str, master: str,
                     key_ids: list[uuid.UUID]) -> list[IssuedKey]:
-        result = await self._fetcher.submit((caller, list(key_ids)))
-        if isinstance(result, KeyNotReserved):
-            raise NotAuthorized(str(result))
-        if isinstance(result, KeyNotFound):
-            raise KeysNotFound(f"{len(result.key_ids)} of {len(key_ids)} key IDs")
-        if isinstance(result, StoreError):
-            raise result
+        try:
+            result = await self._fetcher.submit((caller, list(key_ids)))
+        except KeyNotReserved as exc:
+            raise NotAuthorized(str(exc)) from None
+        except KeyNotFound as exc:
+            raise KeysNotFound(f"{len(exc.key_ids)} of {len(key_ids)} key IDs") from None
         self.counters["fetched"] += len(result)
         return [IssuedKey(kid, key) for kid, key in result]
 
