@@ -830,6 +830,11 @@ class KeyStore:
         self._forget(rows)
         return n + len(rows)
 
+    def issuable_count(self, link_id: str) -> int:
+        """Committed keys this end may still issue to its own master SAEs (not yet leased)."""
+        return self._read("SELECT COUNT(*) FROM keys WHERE link_id=? AND state='committed' AND "
+                          "issuer='local'", (_check_link(link_id),))[0][0]
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _fetch(conn, ids: list[bytes], where: str, params: tuple) -> dict[bytes, tuple]:

@@ -1,0 +1,147 @@
+"""Reservation messages between the two nodes' key services (sans-I/O codec).
+
+When node A hands keys to master SAE X for slave SAE Y, node B must know — durably, before X
+gets its reply — that those key IDs belong to Y, or Y could not fetch them after a crash of A.
+A sends RESERVE, B stores the reservation and answers RESERVED (or REFUSED with a reason), and
+only then does A reply to X. The messages travel inside the peer envelope (authenticated,
+sequenced); this module only turns them into bytes and back. Layout (little-endian) in
+docs/key-service.md, "Between the nodes".
+
+A delivered key is one or more stored keys ("units", the store's fixed size) concatenated and
+cut to the requested size; its key ID is the first unit's ID, so both nodes name it alike.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import uuid
+from dataclasses import dataclass
+
+
+class ReservationMsgType(enum.IntEnum):
+    RESERVE = 0x60
+    RESERVED = 0x61
+    REFUSED = 0x62
+
+
+class RefusalReason(enum.IntEnum):
+    UNKNOWN_KEY = 1          # a unit ID the holder does not have (or no longer has)
+    NOT_ISSUERS_KEY = 2      # a unit the sender may not issue (it belongs to the other end)
+    STORE_ERROR = 3          # the holder could not make the reservation durable
+    MALFORMED = 4
+
+
+class ReservationMessageError(ValueError):
+    """A reservation message that cannot be decoded (the peer or the channel misbehaved)."""
+
+
+MAX_SAE_BYTES = 64
+MAX_SLAVES = 16
+MAX_RECORDS = 4096
+MAX_UNITS = 4096
+
+_HEAD = struct.Struct("<IH")          # request seq, record count
+_REC = struct.Struct("<16sIH")        # key_ID, size_bits, unit count
+_REPLY = struct.Struct("<IB")         # request seq, reason (0 for RESERVED)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key_id: uuid.UUID
+    size_bits: int
+    units: tuple[uuid.UUID, ...]
+    master: str
+    slaves: tuple[str, ...]
+
+
+def _put_str(out: bytearray, text: str) -> None:
+    raw = text.encode()
+    if not 0 < len(raw) <= MAX_SAE_BYTES:
+        raise ValueError(f"SAE ID {text!r} must be 1..{MAX_SAE_BYTES} UTF-8 bytes")
+    out += bytes([len(raw)]) + raw
+
+
+def encode_reserve(seq: int, records: list[Reservation]) -> tuple[int, bytes]:
+    if not 0 < len(records) <= MAX_RECORDS:
+        raise ValueError(f"1..{MAX_RECORDS} reservations per message, got {len(records)}")
+    out = bytearray(_HEAD.pack(seq & 0xFFFFFFFF, len(records)))
+    for r in records:
+        if not 0 < len(r.units) <= MAX_UNITS or not 0 < len(r.slaves) <= MAX_SLAVES:
+            raise ValueError("a reservation needs 1..4096 units and 1..16 slaves")
+        out += _REC.pack(r.key_id.bytes, r.size_bits, len(r.units))
+        for u in r.units:
+            out += u.bytes
+        _put_str(out, r.master)
+        out += bytes([len(r.slaves)])
+        for s in r.slaves:
+            _put_str(out, s)
+    return ReservationMsgType.RESERVE, bytes(out)
+
+
+def encode_reply(seq: int, reason: RefusalReason | None = None) -> tuple[int, bytes]:
+    kind = ReservationMsgType.RESERVED if reason is None else ReservationMsgType.REFUSED
+    return kind, _REPLY.pack(seq & 0xFFFFFFFF, 0 if reason is None else int(reason))
+
+
+def decode_reply(msg_type: int, payload: bytes) -> tuple[int, RefusalReason | None]:
+    if msg_type not in (ReservationMsgType.RESERVED, ReservationMsgType.REFUSED) \
+            or len(payload) != _REPLY.size:
+        raise ReservationMessageError(f"not a reservation reply (type {msg_type:#x}, "
+                                      f"{len(payload)} bytes)")
+    seq, code = _REPLY.unpack(payload)
+    if msg_type == ReservationMsgType.RESERVED:
+        if code:
+            raise ReservationMessageError("RESERVED with a reason code")
+        return seq, None
+    try:
+        return seq, RefusalReason(code)
+    except ValueError:
+        raise ReservationMessageError(f"unknown refusal reason {code}") from None
+
+
+def decode_reserve(payload: bytes) -> tuple[int, list[Reservation]]:
+    """Payload of a RESERVE -> (seq, reservations); ReservationMessageError if malformed."""
+    view = memoryview(payload)
+    try:
+        seq, count = _HEAD.unpack_from(view, 0)
+        pos = _HEAD.size
+        if not 0 < count <= MAX_RECORDS:
+            raise ReservationMessageError(f"{count} reservations in one message")
+        records = []
+        for _ in range(count):
+            kid, size_bits, n_units = _REC.unpack_from(view, pos)
+            pos += _REC.size
+            if not 0 < n_units <= MAX_UNITS:
+                raise ReservationMessageError(f"{n_units} units in one reservation")
+            if pos + 16 * n_units > len(view):
+                raise ReservationMessageError("truncated unit list")
+            units = tuple(uuid.UUID(bytes=bytes(view[pos + 16 * i:pos + 16 * i + 16]))
+                          for i in range(n_units))
+            pos += 16 * n_units
+            master, pos = _get_str(view, pos)
+            n_slaves = view[pos]
+            pos += 1
+            if not 0 < n_slaves <= MAX_SLAVES:
+                raise ReservationMessageError(f"{n_slaves} slaves in one reservation")
+            slaves = []
+            for _ in range(n_slaves):
+                s, pos = _get_str(view, pos)
+                slaves.append(s)
+            records.append(Reservation(uuid.UUID(bytes=kid), size_bits, units, master,
+                                       tuple(slaves)))
+    except (struct.error, IndexError):
+        raise ReservationMessageError("truncated RESERVE message") from None
+    if pos != len(view):
+        raise ReservationMessageError(f"{len(view) - pos} trailing bytes after RESERVE")
+    return seq, records
+
+
+def _get_str(view: memoryview, pos: int) -> tuple[str, int]:
+    n = view[pos]
+    if not 0 < n <= MAX_SAE_BYTES or pos + 1 + n > len(view):
+        raise ReservationMessageError("bad SAE ID length")
+    try:
+        return bytes(view[pos + 1:pos + 1 + n]).decode(), pos + 1 + n
+    except UnicodeDecodeError:
+        raise ReservationMessageError("SAE ID is not UTF-8") from None

@@ -1,0 +1,158 @@
+"""The key service's socket: a CurveZMQ ROUTER behind a ZAP allow-list (the only zmq user here).
+
+A CURVE server without a ZAP handler accepts any client, so the authenticator is started before
+the socket binds and the service refuses to start with an empty allow-list. The allow-list maps
+a client's public key to its SAE ID; ZAP hands that SAE ID to every message as ``User-Id``, and
+the service trusts nothing else about who is asking. Replacing the allow-list (SIGHUP or the admin
+command) affects new handshakes at once and, because each request's SAE is checked against the
+current list, also clients that were removed while connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils.monitor import parse_monitor_message
+
+from daemon.keyservice.service import KeyService
+from daemon.keyservice.wire import RequestError, encode_reply, peek_request_id
+
+log = logging.getLogger("qkd.keyservice")
+
+ZAP_DOMAIN = "qkd-keyservice"
+
+
+def key_fingerprint(z85_public_key: bytes | str) -> str:
+    """A short, stable name for a public key in logs (never a secret)."""
+    raw = z85_public_key.encode() if isinstance(z85_public_key, str) else z85_public_key
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class ServiceStartError(RuntimeError):
+    """The key service cannot start as configured (message says what to change)."""
+
+
+class _AllowList(AsyncioAuthenticator):
+    def __init__(self, context, clients: dict[bytes, str]):
+        super().__init__(context)
+        self.clients = dict(clients)
+        self.rejected = 0
+
+    def callback(self, domain: str, z85_key: bytes) -> bool:
+        if z85_key in self.clients:
+            return True
+        self.rejected += 1
+        log.warning("key service: refused a CURVE client with unknown key fingerprint %s",
+                    key_fingerprint(z85_key))
+        return False
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.clients[zmq.utils.z85.encode(client_public_key)]
+
+
+class KeyServer:
+    """Serve ``service`` on ``endpoint`` (e.g. ``tcp://127.0.0.1:7200``) until ``stop``."""
+
+    def __init__(self, service: KeyService, endpoint: str, *, public_key: bytes,
+                 secret_key: bytes, clients: dict[bytes, str],
+                 context: zmq.asyncio.Context | None = None):
+        if not clients:
+            raise ServiceStartError("key service: no clients in the allow-list; refusing to "
+                                    "start a service anyone could use")
+        self.service = service
+        self.endpoint = endpoint
+        self._public, self._secret = public_key, secret_key
+        # ZAP is one handler per context: the key service keeps a context of its own so that
+        # the peer channel's authenticator (another domain, another allow-list) never collides.
+        self._own_ctx = context is None
+        self._ctx = context or zmq.asyncio.Context()
+        self._auth = _AllowList(self._ctx, clients)
+        self._sock: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.handshake_failures = 0
+
+    @property
+    def clients(self) -> dict[bytes, str]:
+        return dict(self._auth.clients)
+
+    def set_clients(self, clients: dict[bytes, str]) -> None:
+        if not clients:
+            raise ServiceStartError("key service: an empty allow-list would lock every client "
+                                    "out; keeping the current one")
+        self._auth.clients = dict(clients)
+        log.info("key service: allow-list now has %d clients", len(clients))
+
+    async def start(self) -> None:
+        self._auth.start()
+        self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self._auth)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.curve_server = True
+        sock.curve_publickey = self._public
+        sock.curve_secretkey = self._secret
+        sock.zap_domain = ZAP_DOMAIN.encode()
+        sock.linger = 0
+        sock.router_mandatory = False
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                          | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                          | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            self._auth.stop()
+            raise ServiceStartError(f"key service: cannot bind {self.endpoint}: {exc}") from None
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+        self._tasks = [asyncio.create_task(self._serve()), asyncio.create_task(
+            self._watch(monitor))]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.disable_monitor()
+            self._sock.close(linger=0)
+        self._auth.stop()
+        self.service.close()
+        if self._own_ctx:
+            self._ctx.term()
+
+    async def _watch(self, monitor) -> None:
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                self.handshake_failures += 1
+                log.warning("key service: CURVE handshake failed (%s) from %s",
+                            zmq.Event(event["event"]).name, event.get("endpoint", b"?"))
+        finally:
+            monitor.close(linger=0)
+
+    async def _serve(self) -> None:
+        sock = self._sock
+        inflight: set[asyncio.Task] = set()
+        while True:
+            msg = await sock.recv_multipart(copy=False)
+            sae = msg[-1].get("User-Id")
+            task = asyncio.create_task(self._answer(msg[0].bytes, sae,
+                                                    [f.bytes for f in msg[1:]]))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+
+    async def _answer(self, identity: bytes, sae: str, frames: list[bytes]) -> None:
+        if sae not in self._auth.clients.values():
+            op, rid = peek_request_id(frames)
+            reply = encode_reply(op.decode(), rid, 401, RequestError(
+                401, "unauthorized: this client was removed from the allow-list").body())
+        else:
+            reply = await self.service.handle(sae, frames)
+        try:
+            await self._sock.send_multipart([identity, *reply])
+        finally:
+            for f in reply:
+                f[:] = bytes(len(f))

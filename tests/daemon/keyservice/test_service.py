@@ -1,0 +1,237 @@
+"""ETSI 014/004 semantics of the key service, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from daemon.keyservice import service as svc
+from daemon.keyservice.wire import PROTOCOL, decode_reply, encode_request
+from tests.daemon.keyservice.pools import MemoryPool, SharedLink
+
+LIMITS_A = svc.KmeLimits(kme_id="KME-A", peer_kme_id="KME-B", local_saes=frozenset({"X", "X2"}),
+                         remote_saes=frozenset({"Y", "Y2"}), max_key_per_request=64,
+                         max_sae_id_count=1)
+LIMITS_B = svc.KmeLimits(kme_id="KME-B", peer_kme_id="KME-A", local_saes=frozenset({"Y", "Y2"}),
+                         remote_saes=frozenset({"X", "X2"}), max_key_per_request=64,
+                         max_sae_id_count=1)
+
+
+def pair(n_bytes=1 << 16):
+    link = SharedLink(n_bytes)
+    return svc.KeyService(LIMITS_A, MemoryPool(link)), svc.KeyService(LIMITS_B, MemoryPool(link))
+
+
+def call(service, sae, op, body, rid=None):
+    rid = rid or uuid.uuid4().bytes
+    frames = encode_request(op, rid, body)
+    reply = decode_reply(asyncio.run(service.handle(sae, frames)))
+    assert reply.request_id == rid and reply.op == op
+    return reply
+
+
+def test_status_reports_etsi_fields():
+    a, _ = pair()
+    r = call(a, "X", "status", {"slave_SAE_ID": "Y"})
+    assert r.status == 200
+    assert set(r.body) == {"source_KME_ID", "target_KME_ID", "master_SAE_ID", "slave_SAE_ID",
+                           "key_size", "stored_key_count", "max_key_count",
+                           "max_key_per_request", "max_key_size", "min_key_size",
+                           "max_SAE_ID_count"}
+    assert r.body["master_SAE_ID"] == "X" and r.body["slave_SAE_ID"] == "Y"
+    assert r.body["stored_key_count"] == (1 << 16) // 32
+
+
+def test_enc_keys_then_dec_keys_at_the_other_node_give_the_same_bytes():
+    a, b = pair()
+    enc = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 3, "size": 512})
+    assert enc.status == 200 and len(enc.body["keys"]) == 3
+    assert all(len(base64.b64decode(k["key"])) == 64 for k in enc.body["keys"])
+    ids = [{"key_ID": k["key_ID"]} for k in enc.body["keys"]]
+    dec = call(b, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+    assert dec.status == 200
+    assert dec.body["keys"] == enc.body["keys"]
+    again = call(b, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+    assert again.status == 400 and again.body["message"] == svc.MSG_NOT_FOUND
+
+
+def test_dec_keys_by_another_sae_is_401_and_consumes_nothing():
+    a, b = pair()
+    enc = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"})
+    ids = [{"key_ID": k["key_ID"]} for k in enc.body["keys"]]
+    stolen = call(b, "Y2", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+    assert stolen.status == 401
+    assert call(b, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids}).status == 200
+
+
+def test_a_mixed_request_with_one_foreign_key_consumes_none():
+    a, b = pair()
+    mine = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"}).body["keys"][0]["key_ID"]
+    other = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y2"}).body["keys"][0]["key_ID"]
+    r = call(b, "Y", "dec_keys", {"master_SAE_ID": "X",
+                                  "key_IDs": [{"key_ID": mine}, {"key_ID": other}]})
+    assert r.status == 401
+    assert call(b, "Y", "dec_keys", {"master_SAE_ID": "X",
+                                     "key_IDs": [{"key_ID": mine}]}).status == 200
+
+
+def test_retry_with_the_same_request_id_returns_the_same_keys_new_id_new_keys():
+    a, _ = pair()
+    rid = b"retry-me"
+    first = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2}, rid=rid)
+    second = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2}, rid=rid)
+    third = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2})
+    assert first.body == second.body
+    assert not {k["key_ID"] for k in third.body["keys"]} & {k["key_ID"] for k in first.body["keys"]}
+    assert a.counters["retries_served"] == 1
+
+
+def test_the_same_request_id_from_another_client_is_a_new_request():
+    a, _ = pair()
+    one = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"}, rid=b"same")
+    two = call(a, "X2", "enc_keys", {"slave_SAE_ID": "Y"}, rid=b"same")
+    assert one.body["keys"][0]["key_ID"] != two.body["keys"][0]["key_ID"]
+
+
+def test_evicted_replies_are_wiped():
+    now = [0.0]
+    link = SharedLink(4096)
+    a = svc.KeyService(LIMITS_A, MemoryPool(link), reply_ttl_s=10, clock=lambda: now[0])
+    frames = encode_request("enc_keys", b"r1", {"slave_SAE_ID": "Y"})
+    asyncio.run(a.handle("X", frames))
+    cached = a._cache._done[("X", b"r1")][1]
+    assert any(any(f) for f in cached)
+    now[0] = 11.0
+    asyncio.run(a.handle("X", encode_request("status", b"r2", {"slave_SAE_ID": "Y"})))
+    assert ("X", b"r1") not in a._cache._done
+    assert all(not any(f) for f in cached)
+
+
+def test_exhausted_pool_is_503_and_takes_nothing():
+    a, _ = pair(n_bytes=64)
+    r = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 3})
+    assert r.status == 503 and "exhausted" in r.body["message"]
+    assert call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2}).status == 200
+
+
+BAD_REQUESTS = [
+    # (frames or (op, body)), status, fragment of the message
+    ([PROTOCOL, b"enc_keys", b"r"], 400, "4 frames"),
+    ([b"HTTP/1.1", b"enc_keys", b"r", b"{}"], 400, "unknown protocol"),
+    ([PROTOCOL, b"drop_tables", b"r", b"{}"], 400, "unknown operation"),
+    ([PROTOCOL, b"status", b"", b"{}"], 400, "request_id"),
+    ([PROTOCOL, b"status", b"r" * 65, b"{}"], 400, "request_id"),
+    ([PROTOCOL, b"status", b"r", b"{not json"], 400, "not valid JSON"),
+    ([PROTOCOL, b"status", b"r", b"[1,2]"], 400, "schema"),
+    ([PROTOCOL, b"status", b"r", b"x" * 70000], 400, "exceeds"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "number": "3"}), 400, "schema"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "number": -1}), 400, "schema"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "number": 10**30}), 400, "schema"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "number": 65}), 400, "max_key_per_request"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "size": 100}), 400, "size shall be a multiple of 8"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "size": 16}), 400, "min_key_size"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "numbr": 2}), 400, "schema"),
+    (("enc_keys", {"slave_SAE_ID": "nobody"}), 400, "unknown SAE ID"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "additional_slave_SAE_IDs": ["Y2", "Y"]}), 400,
+     "max_SAE_ID_count"),
+    (("enc_keys", {"slave_SAE_ID": "Y", "extension_mandatory": [{"route": "fast"}]}), 400,
+     "not all extension_mandatory parameters are supported"),
+    (("dec_keys", {"master_SAE_ID": "Y", "key_IDs": [{"key_ID": "not-a-uuid"}]}), 400,
+     "schema"),
+    (("dec_keys", {"master_SAE_ID": "Y", "key_IDs": []}), 400, "schema"),
+    (("dec_keys", {"master_SAE_ID": "Y", "key_IDs": [{"key_ID": str(uuid.UUID(int=5))}]}), 400,
+     svc.MSG_NOT_FOUND),
+]
+
+
+@pytest.mark.parametrize("request_, status, fragment", BAD_REQUESTS)
+def test_bad_requests_get_an_error_naming_the_problem_and_consume_nothing(request_, status,
+                                                                          fragment):
+    a, _ = pair(n_bytes=32 * 4)
+    if isinstance(request_, tuple):
+        frames = encode_request(request_[0], b"rid", request_[1])
+    else:
+        frames = request_
+    reply = decode_reply(asyncio.run(a.handle("X", frames)))
+    assert reply.status == status
+    text = json.dumps(reply.body)
+    assert fragment in text
+    assert a.pool.stored_key_count(256) == 4
+
+
+def test_many_clients_racing_never_share_a_key():
+    a, _ = pair(n_bytes=32 * 400)
+
+    async def race():
+        tasks = [a.handle(sae, encode_request("enc_keys", uuid.uuid4().bytes,
+                                              {"slave_SAE_ID": "Y", "number": 4}))
+                 for sae in ("X", "X2") for _ in range(50)]
+        return await asyncio.gather(*tasks)
+
+    ids, keys = [], []
+    for frames in asyncio.run(race()):
+        r = decode_reply(frames)
+        assert r.status == 200
+        ids += [k["key_ID"] for k in r.body["keys"]]
+        keys += [k["key"] for k in r.body["keys"]]
+    assert len(ids) == len(set(ids)) == 400
+    assert len(set(keys)) == 400
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["X", "X2"]), st.integers(1, 5),
+                          st.booleans()), min_size=1, max_size=20))
+def test_property_retries_and_new_requests_never_hand_out_a_key_twice(plan):
+    a, _ = pair(n_bytes=32 * 200)
+    seen: dict[str, tuple[str, bytes]] = {}
+    last: dict[str, bytes] = {}
+    for sae, number, retry in plan:
+        rid = last.get(sae) if retry and sae in last else uuid.uuid4().bytes
+        last[sae] = rid
+        r = call(a, sae, "enc_keys", {"slave_SAE_ID": "Y", "number": number}, rid=rid)
+        for k in r.body["keys"]:
+            owner = seen.setdefault(k["key_ID"], (sae, rid))
+            assert owner == (sae, rid), "a key went to two different requests"
+
+
+def test_etsi004_both_ends_get_the_same_key_for_the_same_index():
+    a, b = pair()
+    qos = {"key_chunk_size": 32, "timeout": 100}
+    opened = call(a, "X", "open_connect", {"source": "X", "destination": "Y", "qos": qos})
+    assert opened.body["status"] == svc.SUCCESSFUL
+    ksid = opened.body["key_stream_id"]
+    # node B learns the stream over the peer channel; here both services share the link
+    b.streams[ksid] = svc.KeyStream(ksid, "X", "Y", a.streams[ksid].qos)
+    b.streams[ksid].opened_by.add("Y")
+    ka = call(a, "X", "get_key", {"key_stream_id": ksid, "index": 7})
+    kb = call(b, "Y", "get_key", {"key_stream_id": ksid, "index": 7})
+    assert ka.body["status"] == kb.body["status"] == svc.SUCCESSFUL
+    assert ka.body["key_buffer"] == kb.body["key_buffer"]
+    assert call(a, "X", "get_key", {"key_stream_id": ksid, "index": 7}).status == 400
+    assert call(a, "X", "close", {"key_stream_id": ksid}).body["status"] == svc.SUCCESSFUL
+    assert call(a, "X", "get_key", {"key_stream_id": ksid, "index": 8}).status == 400
+
+
+def test_etsi004_status_codes():
+    a, _ = pair(n_bytes=32)
+    r = call(a, "X", "open_connect", {"source": "X", "destination": "Y",
+                                      "qos": {"key_chunk_size": 4096}})
+    assert r.body["status"] == svc.QOS_NOT_MET
+    r = call(a, "X", "open_connect", {"source": "X", "destination": "Y", "key_stream_id": "s1",
+                                      "qos": {"key_chunk_size": 32}})
+    assert r.body["status"] == svc.SUCCESSFUL
+    again = call(a, "X", "open_connect", {"source": "X", "destination": "Y",
+                                          "key_stream_id": "s1", "qos": {"key_chunk_size": 32}})
+    assert again.body["status"] == svc.KEY_STREAM_ID_IN_USE
+    assert call(a, "X", "get_key", {"key_stream_id": "s1", "index": 0,
+                                    "metadata_size": 1}).body["status"] == svc.METADATA_TOO_SMALL
+    assert call(a, "X", "get_key", {"key_stream_id": "s1", "index": 0}).body["status"] == 0
+    assert call(a, "X", "get_key", {"key_stream_id": "s1",
+                                    "index": 1}).body["status"] == svc.INSUFFICIENT_KEY
+    assert call(a, "Z", "open_connect", {"source": "X", "destination": "Y",
+                                         "qos": {"key_chunk_size": 32}}).status == 401
