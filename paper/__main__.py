@@ -22,7 +22,7 @@ from paper import extrapolation as ex
 from paper import qkd_detection, qkd_first_key, report, rsa_factoring
 from paper.node_rules import QberRule, YieldRule, distill_default, node_protocols
 
-FULL = dict(blocks=200, m_max_any=256, m_max_node=1 << 16, m_max_usd=1 << 13,
+FULL = dict(blocks=200, m_max_any=256, m_max_node=1 << 15, m_max_usd=1 << 13,
             distances=(5.0, 10.0, 25.0, 50.0), targets=(256, 1_000_000), max_events=8e7,
             rsa_sizes=(64, 80, 96, 112, 128, 144, 160, 176), rsa_count=100)
 QUICK = dict(blocks=30, m_max_any=64, m_max_node=1 << 11, m_max_usd=1 << 10,
@@ -88,12 +88,12 @@ def collect(*, quick: bool, seed: int, log=print) -> dict:
 
 def write(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if plots:
-        from paper import plots as _plots      # matplotlib only where figures are drawn
-        _plots.write_all(results, out_dir / "img")
     (out_dir / "paper-results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     doc = out_dir / "paper-comparison.md"
     doc.write_text(report.render(results))
+    if plots:
+        from paper import plots as _plots      # matplotlib only where figures are drawn
+        _plots.write_all(results, out_dir / "img")
     return doc
 
 

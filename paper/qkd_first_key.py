@@ -159,7 +159,7 @@ def first_key(case: Case, distance_km: float, target_bits: int, *, max_events: f
         params = link(case, distance_km)
         det = theory.expected_link(params).detection_probability
     except Exception as exc:      # a protocol the simulator cannot produce yet
-        res.error = f"{type(exc).__name__}: {exc}"
+        res.error = f"the simulator cannot run it: {type(exc).__name__}: {exc}"
         return res
     budget = int(max_events / det)
     res.budget_pulses = budget
@@ -171,7 +171,7 @@ def first_key(case: Case, distance_km: float, target_bits: int, *, max_events: f
         try:
             a = distill_block(case, params, n, seed + k)
         except Exception as exc:  # the node refuses the protocol or its inputs
-            res.error = f"{type(exc).__name__}: {exc}"
+            res.error = f"the node refuses: {type(exc).__name__}: {exc}"
             return res
         k += 1
         res.attempts.append(asdict(a))
