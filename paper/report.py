@@ -308,8 +308,10 @@ points:
 
 Every key length below is what `postprocessing.distill` granted on a simulated block (GYS
 parameters, 1 GHz, ε_sec = {node['eps_sec']:g}, ε_cor = {node['eps_cor']:g}); the search doubles
-the block until the key reaches the target, then interpolates. Time = pulses at 1 GHz plus the
-host time of `distill` here. Protocols: {', '.join(meta['first_key_cases'])} (those the node
+the block until the key reaches the target, then interpolates. Near the finite-size threshold
+the granted length swings from block to block (statistical fluctuation of the decoy and
+phase-error bounds), so "pulses" is the smallest block that reached the target in this run, good
+to roughly ±10 %. Time = pulses at 1 GHz plus the host time of `distill` here. Protocols: {', '.join(meta['first_key_cases'])} (those the node
 offers at run time).
 
 """,
