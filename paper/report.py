@@ -229,8 +229,9 @@ def render(results: dict, img_dir_rel: str = "img") -> str:
     paper_bits = paper_equivalent_bits(results)
 
     def row_text(r):
-        return (f"{r['case']} at {r['distance_km']:g} km: {fmt_count(r['pulses'])} pulses, "
-                f"{fmt_s(r['total_s'])}")
+        target = "1 Mbit" if r["target_bits"] == 1_000_000 else f"{r['target_bits']} bits"
+        return (f"{r['case']} at {r['distance_km']:g} km, {target}: "
+                f"{fmt_count(r['pulses'])} pulses, {fmt_s(r['total_s'])}")
 
     parts = [f"""# The freight paper's QKD-versus-RSA comparison, measured
 
@@ -310,8 +311,9 @@ Every key length below is what `postprocessing.distill` granted on a simulated b
 parameters, 1 GHz, ε_sec = {node['eps_sec']:g}, ε_cor = {node['eps_cor']:g}); the search doubles
 the block until the key reaches the target, then interpolates. Near the finite-size threshold
 the granted length swings from block to block (statistical fluctuation of the decoy and
-phase-error bounds), so "pulses" is the smallest block that reached the target in this run, good
-to roughly ±10 %. Time = pulses at 1 GHz plus the host time of `distill` here. Protocols: {', '.join(meta['first_key_cases'])} (those the node
+phase-error bounds), so "pulses" is the smallest block that reached the target in this run:
+good to roughly ±10 % where the search could interpolate, and only to its last doubling (a
+factor 2) where the first block with key already held far more than the target. Time = pulses at 1 GHz plus the host time of `distill` here. Protocols: {', '.join(meta['first_key_cases'])} (those the node
 offers at run time).
 
 """,
@@ -373,13 +375,16 @@ leaves B92 with laser pulses without any published security proof.
 node aborts B92 above a QBER of {node['qber_threshold_b92']:.1%} against {node['qber_threshold_bb84']:.1%}
 for BB84, and the GYS optics alone (3.3 % misalignment) give B92 a measured QBER of
 {_span(b92_gys_q)} in this run, where decoy
-BB84 on the same optics runs at about 3.3 %.
+BB84 on the same optics measured {_span([r["last_qber"] for r in bb_keys])}.
 Under the node's bound, {"B92 gave no key anywhere in this run" if not b92_keys else "B92 gave key only in these cases: " + "; ".join(row_text(r) for r in b92_keys)}
 ({len(b92_none)} B92 cases without key), while decoy BB84 reached
 {"; ".join(row_text(r) for r in bb_keys) if bb_keys else "no key in this run's budget"}.
-The node's B92 key-length rule is under review (no published proof covers B92 with weak
-coherent pulses); this document reads the rule from the node at each run, so it always states
-what the node currently grants. QKD also needs an authenticated classical channel — the
+Where B92 rows show key, they show what the node's current B92 rule grants, and that rule is
+being withdrawn: a security review found that an eavesdropper who discriminates the two states
+unambiguously and resends multi-photon states on success keeps the yield and a low QBER while
+knowing the key, and no published proof covers B92 with weak coherent pulses, so the node's B92
+key rate is to become zero (B92 then serves for eavesdropper detection only). This document
+reads the rule from the node at each run, so a rerun states whatever the node then grants. QKD also needs an authenticated classical channel — the
 sifting, estimation, reconciliation and hashing messages of every block are authenticated with
 a pre-shared or previously distilled key — so it extends a secret, it does not create one from
 nothing; and it protects the link between two nodes only, not the records at rest.
