@@ -4,7 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+PAPER_STAMP := $(VENV)/.paper-stamp
+
+.PHONY: demo test bench paper clean
 
 # Set-up messages go to stderr so that `make bench` prints only JSON lines on stdout.
 $(STAMP): pyproject.toml
@@ -26,6 +28,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench
+
+$(PAPER_STAMP): $(STAMP)
+	@$(BIN)/python -m pip install --quiet -e '.[test,paper]' >&2
+	@touch $(PAPER_STAMP)
+
+# Regenerates docs/paper-comparison.md, docs/paper-results.json and docs/img/paper-*.png.
+paper: $(PAPER_STAMP)
+	$(BIN)/python -m paper
 
 clean:
 	rm -rf $(VENV) build *.egg-info
