@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from postprocessing.reconciliation.leakage import (FULL_TRANSCRIPT, CascadeTraffic,
+                                                   leak_ec_bits)
 from postprocessing import estimation as est
 from postprocessing import sifting
 from postprocessing.amplification import toeplitz_hash
@@ -56,6 +58,16 @@ class BlockOutcome:
     stats: BlockStats
     aborted: bool
     reasons: list
+
+
+def charged_leak(alice_parity_bits: int, tag_bits: int) -> int:
+    """leak_EC charged to the bound: Cascade's whole two-way transcript (Tupkary & Lutkenhaus
+    2023). Bob compares at most one of his parities per parity Alice sends, so the transcript
+    is fixed by at most twice Alice's parity count; the min-entropy chain rule then holds for
+    every bound without further argument. (``leakage.ERROR_PATTERN_PUBLIC`` would charge
+    Alice's parities only; it needs an argument we could not check in the paper's text.)"""
+    traffic = CascadeTraffic(int(alice_parity_bits), int(alice_parity_bits), int(tag_bits))
+    return leak_ec_bits(traffic, accounting=FULL_TRANSCRIPT)
 
 
 def new_pa_seed(rng: ProtocolRandom, n_bits: int, key_length: int) -> np.ndarray:
@@ -390,7 +402,7 @@ class BobBlock(_BlockRole):
             msg = alice_verification_message(corrected, self.params.eps_cor, self.rng.bytes)
         self._corrected = corrected
         st.tag_bits = int(msg.tag_bits)
-        st.leak_ec = st.cascade_disclosed_bits + st.tag_bits
+        st.leak_ec = charged_leak(st.cascade_disclosed_bits, st.tag_bits)
         self.state = "await_pa"
         return [(int(M.VERIFY_TAGS), msg.to_bytes())]
 
@@ -524,7 +536,7 @@ class AliceBlock(_BlockRole):
         st.cascade_disclosed_bits = int(sum(self._cascade.disclosed_bits))
         self._drop_cascade()
         st.tag_bits = int(msg.tag_bits)
-        st.leak_ec = st.cascade_disclosed_bits + st.tag_bits
+        st.leak_ec = charged_leak(st.cascade_disclosed_bits, st.tag_bits)
         if not ok:
             return self._abort(est.AbortDecision.because(
                 _R.VERIFICATION_FAILED, f"verification tags differ ({st.tag_bits} tag bits, "
