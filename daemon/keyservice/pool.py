@@ -6,7 +6,8 @@ store's ``issuer`` column), so the two nodes never hand one key to two masters. 
    batch rather than per request);
 2. RESERVE them at the peer for the slave SAE and wait for RESERVED — the peer has then stored
    the reservation durably, so the slave can fetch the keys there whatever happens next;
-3. erase them here (``deliver_leased``) and return them.
+3. return them; they are wiped from the lease's memory at once and erased from the file when
+   the lease is settled (``settle``, which the node calls every few seconds) or closed.
 A crash between 1 and 3 leaves the lease open; at restart ``void_open_leases`` erases all its
 keys and the peer is told to erase them too (``void_peer_keys``), except those it had already
 reserved — which the slave can still fetch, and which were never handed out twice.
@@ -23,7 +24,6 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections import deque
 from typing import Awaitable, Callable
 
 from daemon.keyservice import reservations as rv
@@ -85,8 +85,7 @@ class NodeKeyPool:
         self._lease_batch = lease_batch
         self._reserve_timeout_s = reserve_timeout_s
         self._executor = executor
-        self._available: deque[tuple[int, uuid.UUID]] = deque()   # (lease_id, key_id)
-        self._lease_left: dict[int, int] = {}
+        self._lease = None   # the open store.Lease keys are taken from
         self._lease_lock = asyncio.Lock()
         self._seq = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
@@ -100,34 +99,43 @@ class NodeKeyPool:
     def stored_key_count(self, size_bits: int) -> int:
         if size_bits != self.key_size_bits:
             return 0
-        return len(self._available) + self.store.issuable_count(self.link_id)
+        left = self._lease.remaining if self._lease is not None else 0
+        return left + self.store.issuable_count(self.link_id)
 
     async def issue(self, master: str, slaves: tuple[str, ...], number: int,
                     size_bits: int) -> list[IssuedKey]:
         if size_bits != self.key_size_bits or len(slaves) != 1:
             raise ValueError("the service's limits allow only the store's key size and one slave")
-        taken = await self._take(number)
+        taken = await self._take(number, master, slaves[0])
         seq = next(self._seq) & 0xFFFFFFFF
         fut = asyncio.get_running_loop().create_future()
         self._waiting[seq] = fut
-        records = [rv.Reservation(kid, size_bits, (kid,), master, slaves) for _l, kid in taken]
+        records = [rv.Reservation(k.key_id, size_bits, (k.key_id,), master, slaves)
+                   for k in taken]
         try:
             await self._send(*rv.encode_reserve(seq, records))
             refusal = await asyncio.wait_for(fut, self._reserve_timeout_s)
         except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
             self.counters["reserve_timeouts"] += 1
-            await self._burn(taken, master, slaves[0])
+            _burn(taken)
             raise PeerUnavailable(f"no reservation from the peer within "
                                   f"{self._reserve_timeout_s:g} s ({type(exc).__name__})") from None
         finally:
             self._waiting.pop(seq, None)
         if refusal is not None:
             self.counters["reserve_refused"] += 1
-            await self._burn(taken, master, slaves[0])
+            _burn(taken)
             raise PeerUnavailable(f"the peer refused the reservation: {refusal.name}")
-        keys = await self._deliver_leased(taken, master, slaves[0])
-        self.counters["issued"] += len(keys)
-        return keys
+        self.counters["issued"] += len(taken)
+        return taken
+
+    async def settle(self) -> int:
+        """Durably erase the keys handed out from the open lease so far; returns how many."""
+        async with self._lease_lock:
+            if self._lease is None:
+                return 0
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.store.settle_lease, self._lease)
 
     async def fetch(self, caller: str, master: str,
                     key_ids: list[uuid.UUID]) -> list[IssuedKey]:
@@ -169,40 +177,26 @@ class NodeKeyPool:
 
     # -- store work (executor) ----------------------------------------------------------------
 
-    async def _take(self, number: int) -> list[tuple[int, uuid.UUID]]:
+    async def _take(self, number: int, master: str, slave: str) -> list[IssuedKey]:
+        """Keys taken from the current lease (each once; a taken key is erased when the lease
+        is settled or closed, or at restart with the whole lease)."""
         loop = asyncio.get_running_loop()
         async with self._lease_lock:
-            while len(self._available) < number:
-                lease = await loop.run_in_executor(
+            if self._lease is None or self._lease.remaining < number:
+                old, self._lease = self._lease, None
+                if old is not None:
+                    await loop.run_in_executor(self._executor, self.store.close_lease, old)
+                self._lease = await loop.run_in_executor(
                     self._executor, lambda: self.store.lease(
-                        self.link_id, max(self._lease_batch, number - len(self._available))))
-                if lease is None:
-                    raise PoolExhausted(f"{len(self._available)} keys ready to issue")
-                self._lease_left[lease.lease_id] = len(lease.key_ids)
-                self._available.extend((lease.lease_id, k) for k in lease.key_ids)
-            return [self._available.popleft() for _ in range(number)]
-
-    async def _deliver_leased(self, taken, master: str, slave: str) -> list[IssuedKey]:
-        loop = asyncio.get_running_loop()
-
-        def work():
-            out = []
-            for lease_id, group in itertools.groupby(taken, key=lambda t: t[0]):
-                ids = [k for _l, k in group]
-                out += self.store.deliver_leased(lease_id, ids, master_sae=master,
-                                                 slave_sae=slave)
-                self._lease_left[lease_id] -= len(ids)
-                if self._lease_left[lease_id] == 0:
-                    del self._lease_left[lease_id]
-                    self.store.close_lease(lease_id)
-            return out
-
-        return [IssuedKey(k, b) for k, b in await loop.run_in_executor(self._executor, work)]
-
-    async def _burn(self, taken, master: str, slave: str) -> None:
-        """Erase keys whose reservation is in doubt: the peer may hold them for the slave."""
-        for key in await self._deliver_leased(taken, master, slave):
-            key.key[:] = bytes(len(key.key))
+                        self.link_id, max(self._lease_batch, number)))
+                if self._lease is None or self._lease.remaining < number:
+                    have = 0 if self._lease is None else self._lease.remaining
+                    raise PoolExhausted(f"{have} keys ready to issue")
+            keys = self._lease.take(number, master_sae=master, slave_sae=slave)
+            if self._lease.remaining == 0:
+                done, self._lease = self._lease, None
+                await loop.run_in_executor(self._executor, self.store.close_lease, done)
+            return [IssuedKey(k, b) for k, b in keys]
 
     def _deliver_batch(self, requests):
         return self.store.deliver_many(requests)
@@ -228,3 +222,10 @@ class NodeKeyPool:
                     break
             out.append(reason)
         return out
+
+
+def _burn(keys: list[IssuedKey]) -> None:
+    """Keys whose reservation is in doubt: the peer may hold them for the slave, so they are
+    never handed out here (taken from the lease, they are erased with it)."""
+    for k in keys:
+        k.key[:] = bytes(len(k.key))

@@ -42,7 +42,7 @@ def test_roles_exchange_the_documented_steps_and_agree(honest):
     a, b = alice.outcome.stats, bob.outcome.stats
     # both ends computed the same bound from the same public data
     assert a.key_length == b.key_length == alice.outcome.key.size
-    assert a.leak_ec == b.leak_ec == 2 * b.cascade_disclosed_bits + b.tag_bits   # two-way charge
+    assert a.leak_ec == b.leak_ec == b.cascade_disclosed_bits + b.tag_bits
     assert a.round_trips == b.round_trips == len(middle) // 2 + 1
     assert b.to_dict()["bound"] == fk.BOUND_TOMAMICHEL_2012
     assert all_wiped(alice, bob)

@@ -73,6 +73,7 @@ def test_enc_at_a_dec_at_b_same_bytes_erased_at_both_ends(tmp_path):
         stolen = await call(sb, "Y2", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
         dec = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
         again = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+        await sa.pool.settle()   # what the node does every few seconds
         return st, enc, stolen, dec, again
 
     st, enc, stolen, dec, again = asyncio.run(run())
