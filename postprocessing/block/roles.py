@@ -20,6 +20,8 @@ message aborts the block (reason ``protocol_error``, ABORT to the peer).
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -106,7 +108,7 @@ def _split_frames(bits: np.ndarray, frame_bits: int | None, schedule: str, qber:
     return [bits[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
-class _BlockRole:
+class _BlockRole(abc.ABC):
     side = ""
 
     def __init__(self, params: BlockParams, rng: ProtocolRandom, pa_hash=None):
@@ -199,8 +201,9 @@ class _BlockRole:
                 _R.PROTOCOL_ERROR, f"{self.side} in state {self.state}: "
                                    f"{type(exc).__name__}: {exc}"))
 
+    @abc.abstractmethod
     def _handlers(self) -> dict:
-        raise NotImplementedError
+        """msg_type -> bound method for the messages this role accepts in its current state."""
 
     # shared estimation bookkeeping
     def _record_sampled(self, e: decisions.SampledEstimate) -> None:
