@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from daemon.peer.auth_keys import write_bootstrap
 from daemon.runtime.admin import AdminSocketError, request
 
 RUNS = ("honest", "intercept-resend")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 30.0
-AUTH_BOOTSTRAP_BYTES = 1 << 16
+AUTH_BOOTSTRAP_BYTES = 1 << 20    # 64 Ki messages each way before the first refill
 ATTACK_ABORTS_ENOUGH = 3      # the attack run may stop once Bob has aborted this many blocks
 
 
@@ -90,9 +91,8 @@ class RunResult:
 
 def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     """A CurveZMQ keypair in ZeroMQ's certificate files, the secret one private (0600)."""
-    import zmq.auth           # only the key files; the channel itself lives in daemon/peer
-    public, secret = zmq.auth.create_certificates(str(directory), name)
-    os.chmod(secret, 0o600)
+    from daemon.curve_keys import generate_keypair
+    public, secret = generate_keypair(directory, name)
     return Path(public), Path(secret)
 
 
@@ -194,7 +194,7 @@ class Launcher:
             self.stop.set()
 
     def start_sim(self, run: str, run_dir: Path, seed: int) -> tuple[Child, list[dict]]:
-        argv = [sys.executable, "-m", "daemon.cli", "sim", "serve", "--json", "--seed",
+        argv = [sys.executable, "-m", "daemon.cli", "sim", "serve", "--json", "--base-port", "0", "--seed",
                 str(seed), "--distance-km", f"{self.args.distance_km:g}"]
         if run == "intercept-resend":
             argv += ["--eve", "intercept-resend", "--eve-fraction", "1.0"]
@@ -223,7 +223,7 @@ class Launcher:
             sim, endpoints = self.start_sim(run, run_dir, seed)
             keys = {n: write_keypair(run_dir, n) for n in ("alice", "bob")}
             auth = run_dir / "alice-bob.auth"
-            write_private_file(auth, os.urandom(AUTH_BOOTSTRAP_BYTES))
+            write_bootstrap(auth, AUTH_BOOTSTRAP_BYTES)
             endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
             sockets = {}
             for node, peer in (("alice", "bob"), ("bob", "alice")):

@@ -26,6 +26,7 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import hmac
 import os
 import sqlite3
 import stat
@@ -596,6 +597,24 @@ class KeyStore:
                 h.update(bits)
                 found += 1
         return found, h.digest()
+
+    def committed_digest(self, link_id: str, nonce: bytes) -> tuple[int, int, str, str]:
+        """(keys, bits, SHA-256 of their IDs, HMAC-SHA256 under ``nonce`` of (ID, bits)) over
+        the link's committed keys in ID order: two stores compare these without any key
+        leaving either, and a fresh nonce per comparison makes the MAC useless afterwards."""
+        ids_h = hashlib.sha256()
+        mac = hmac.new(bytes(nonce), digestmod=hashlib.sha256)
+        n_keys = n_bits = 0
+        for k, size, bits in self._read("SELECT key_id, size_bits, bits FROM keys WHERE "
+                                        "link_id=? AND state != 'pending' ORDER BY key_id",
+                                        (_check_link(link_id),)):
+            ids_h.update(k)
+            mac.update(k)
+            mac.update(len(bits).to_bytes(4, "little"))
+            mac.update(bits)
+            n_keys += 1
+            n_bits += size
+        return n_keys, n_bits, ids_h.hexdigest(), mac.hexdigest()
 
     def audit(self, key_id: uuid.UUID) -> list[tuple[int, str, str | None]]:
         """Lifecycle events of one key ID: (time ns, event, detail), oldest first.

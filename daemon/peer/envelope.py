@@ -30,7 +30,8 @@ HEADER_SIZE = HEADER.size                # 36
 TAG = struct.Struct("<Q")
 TAG_SIZE = TAG.size                      # 8
 OVERHEAD = HEADER_SIZE + TAG_SIZE        # 44
-MAX_PAYLOAD_BYTES = 16 * 1024 * 1024     # a receiver refuses longer frames unread
+MAX_PAYLOAD_BYTES = 256 * 1024 * 1024    # a receiver refuses longer frames unread (a 2e9-pulse
+#                                          block's sifting announcement is ~150 MB at 10 km)
 
 U8_MAX = 0xFF
 U32_MAX = 0xFFFF_FFFF

@@ -1,0 +1,196 @@
+"""The real ports: the CurveZMQ peer channel, the SQLite key store and the block roles.
+
+``build_ports()`` maps each component onto its shape in ``engine/ports.py`` (see
+``wiring.py``). The adapters translate only: link ids (the envelope carries a 32-bit number,
+derived from the link's name so both ends agree without configuring it), the channel's
+rejection events (turned into ``Rejected`` items so the engine aborts the block), the store's
+role-free port (the engine's two-step commit has Bob choose the key IDs, so Bob's end is the
+store's coordinator) and the link's policy into ``BlockParams``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from daemon.config import LinkConfig, NodeConfig
+from daemon.curve_keys import load_keypair, load_public_key
+from daemon.engine.messages import EngineMessage
+from daemon.engine.ports import (AcquiredBlock, BoardParameters, Rejected, StoreDigest,
+                                 StoreUsage)
+from daemon.keystore.store import KeyStore
+from daemon.peer import session as ss
+from daemon.peer.auth_keys import STRIDE, AuthKeyPool
+from daemon.peer.channel import PeerChannel
+from daemon.runtime.wiring import Ports
+from postprocessing.block import AliceBlock, BlockParams, BobBlock, MessageType
+from postprocessing.randomness import ProtocolRandom
+
+log = logging.getLogger("qkd.adapters")
+
+REFILL_MAX_BITS = 1 << 15
+"""Authentication key taken from each block's fresh key: 256 messages per direction, several
+times what a block's messages spend (about 2 x 64 bits per round trip); never more than half
+of the block's key. A fixed rule of the key length, so both ends take the same bits."""
+
+LINK_TYPES = frozenset(int(t) for t in MessageType) | frozenset(int(t) for t in EngineMessage)
+
+
+def link_number(link_id: str) -> int:
+    """The 32-bit link id of the envelope: the first 4 bytes of SHA-256 of the link's name."""
+    return int.from_bytes(hashlib.sha256(link_id.encode()).digest()[:4], "little")
+
+
+@dataclass(frozen=True)
+class LinkEnvelope:
+    """An authenticated envelope as the engine sees it (link id by name)."""
+
+    link_id: str
+    block_id: int
+    step: int
+    msg_type: int
+    payload: bytes
+
+
+class ChannelPort:
+    """``engine.ports.PeerChannel`` over ``daemon.peer.channel.PeerChannel``."""
+
+    def __init__(self, node: NodeConfig, link: LinkConfig, **channel_options):
+        self.link = link
+        self.number = link_number(link.id)
+        mine = load_keypair(link.keys.secret_key_file)
+        self.pool = AuthKeyPool(node.state_dir / "auth" / link.id, local_role=link.role,
+                                bootstrap=link.peer.auth_bootstrap_file)
+        self.channel = PeerChannel(
+            link_id=self.number, pool=self.pool,
+            mode="bind" if link.peer.bind else "connect", endpoint=link.peer.endpoint,
+            public_key=mine.public, secret_key=mine.secret,
+            peer_public_key=load_public_key(link.peer.public_key_file),
+            allowed_types=LINK_TYPES, **channel_options)
+        self._items: asyncio.Queue | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self._items = asyncio.Queue(4096)
+        await self.channel.start()
+        self._tasks = [asyncio.create_task(self._envelopes(), name=f"{self.link.id}-envelopes"),
+                       asyncio.create_task(self._events(), name=f"{self.link.id}-events")]
+
+    async def _envelopes(self) -> None:
+        while True:
+            env = await self.channel.recv()
+            await self._items.put(LinkEnvelope(self.link.id, env.block_id, env.step,
+                                               env.msg_type, bytes(env.payload)))
+
+    async def _events(self) -> None:
+        while True:
+            event = await self.channel.next_event()
+            if event.is_rejection:
+                # Only an authenticated frame's block id can be believed (a forged frame could
+                # otherwise abort any block it names).
+                block = event.block_id if event.authenticated else None
+                await self._items.put(Rejected(self.link.id, block,
+                                               f"{event.kind}: {event.detail}"))
+
+    async def send(self, link_id: str, block_id: int, step: int, msg_type: int,
+                   payload: bytes) -> None:
+        await self.channel.send(link_number(link_id), block_id, step, msg_type, payload)
+
+    async def recv(self):
+        return await self._items.get()
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.channel.close()
+        self.pool.close()
+
+    def auth_key_bits_left(self) -> int:
+        st = self.pool.status()
+        return 64 * min(st.send_messages_left, st.recv_messages_left)
+
+    def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
+        take = min(REFILL_MAX_BITS, int(key_bits.size) // 2)
+        take -= take % (8 * STRIDE)
+        if take == 0:
+            return 0
+        packed = np.packbits(key_bits[:take])
+        try:
+            self.pool.refill(packed, block_id=block_id)
+        finally:
+            packed.fill(0)
+        return take
+
+    def status(self) -> dict:
+        return self.channel.status()
+
+
+class StorePort:
+    """``engine.ports.KeyStore`` over ``daemon.keystore.KeyStore`` (one file per node)."""
+
+    def __init__(self, node: NodeConfig):
+        self.store = KeyStore(node.keystore.path, max_bits=node.keystore.capacity_bits)
+        self.capacity_bits = node.keystore.capacity_bits
+        self._bob_links = {link.id for link in node.links if link.role == "bob"}
+
+    def prepare(self, link_id: str, block_id: int, keys) -> None:
+        tag = hashlib.sha256(b"".join(k.bytes for k, _ in keys)).digest()
+        self.store.prepare(link_id, block_id, keys, coordinator=link_id in self._bob_links,
+                           commit_tag=tag)
+
+    def commit(self, link_id: str, block_id: int) -> None:
+        self.store.commit(link_id, block_id)
+
+    def discard(self, link_id: str, block_id: int) -> None:
+        self.store.discard(link_id, block_id)
+
+    def block_state(self, link_id: str, block_id: int) -> str | None:
+        return self.store.block_state(link_id, block_id)
+
+    def in_doubt(self, link_id: str) -> list[int]:
+        return self.store.in_doubt(link_id)
+
+    def usage(self, link_id: str) -> StoreUsage:
+        return StoreUsage(self.store.fill().bits, self.capacity_bits)
+
+    def digest(self, link_id: str, nonce: bytes) -> StoreDigest:
+        n_keys, n_bits, ids_sha, bits_mac = self.store.committed_digest(link_id, nonce)
+        return StoreDigest(n_keys, n_bits, ids_sha, bits_mac)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
+    """The link's policy, calibration and Alice's announced board parameters as BlockParams."""
+    p = link.policy
+    common = dict(qber_tol=p.qber_tol, eps_sec=p.eps_sec, eps_cor=p.eps_cor,
+                  schedule=p.schedule, qber_threshold=p.qber_threshold,
+                  sample_fraction=p.sample_fraction, min_sample_size=p.min_sample_size)
+    if link.protocol == "bb84-decoy":
+        return BlockParams(protocol="bb84", intensities=board.intensities,
+                           intensity_probabilities=board.probabilities, **common)
+    if link.protocol == "b92":
+        return BlockParams(protocol="b92", expected_conclusive_per_pulse=(
+            link.calibration.expected_conclusive_per_pulse), **common)
+    return BlockParams(protocol="bb84", **common)
+
+
+class RoleFactory:
+    """``engine.ports.BlockRoleFactory``: fresh roles, each with its own ProtocolRandom."""
+
+    def alice(self, link: LinkConfig, board: BoardParameters, pattern_of) -> AliceBlock:
+        return AliceBlock(block_params(link, board), pattern_of, ProtocolRandom())
+
+    def bob(self, link: LinkConfig, board: BoardParameters, block: AcquiredBlock) -> BobBlock:
+        return BobBlock(block_params(link, board), block.slots, block.channels, block.valid,
+                        block.n_pulses, ProtocolRandom())
+
+
+def build_ports() -> Ports:
+    return Ports(channel=ChannelPort, store=StorePort, roles=lambda node: RoleFactory())
