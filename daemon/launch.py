@@ -246,7 +246,9 @@ class Launcher:
             self._final_status(sockets, result)
         finally:
             result.seconds = time.monotonic() - t0
-            end_children(children + ([sim] if sim is not None else []))
+            end_children(children)             # the nodes first: they still talk to the sim
+            if sim is not None:
+                end_children([sim])
         return result
 
     def _wait_for_nodes(self, children: list[Child], sockets: dict) -> None:

@@ -1,24 +1,28 @@
 """One link's pipeline: hello, blocks in flight, the two-step commit, figures.
 
 The event loop owns all state here; the role objects' work (numba kernels) runs in the compute
-pool and the board's blocking I/O in a one-thread I/O pool, so the node keeps answering status
-and its peer while it distills. Each block has its own task and inbox: its messages are handled
-in order, blocks run side by side up to ``policy.blocks_in_flight`` (round trips, not CPU, bound
-a block on a real network).
+pool, the board's blocking I/O in a one-thread I/O pool and the two-step commit (store writes)
+in a one-thread commit pool, so the node keeps answering status and its peer while it
+distills. Each block has its own task and inbox: its messages are handled in order, blocks run
+side by side up to ``policy.blocks_in_flight`` (round trips, not CPU, bound a block on a real
+network).
 
-Roles: Bob opens blocks (acquisition, ``BobBlock.start``) and coordinates the commit; Alice
-answers. Two-step commit, Bob deciding: Bob ``prepare``s and sends PREPARE (key IDs); Alice
-``prepare``s and answers PREPARED; Bob ``commit``s and sends COMMIT; Alice ``commit``s. Bob
-discards and sends ABORT if anything fails before he commits. Alice never discards a prepared
-block on her own (Bob may have committed): it stays in doubt until Bob's COMMIT or ABORT, or
-until the next hello, where Bob resolves every block in doubt at either end from his store —
-commit when both ends prepared it, else discard. So after any crash both ends keep a block or
-both drop it.
+Roles: Bob opens blocks (acquisition, ``BobBlock.start``); Alice answers. When a block's roles
+end with a key, the key goes to the key store's two-step commit (``daemon.keystore.commit.
+LinkCommit``, docs/keystore.md §4-6), Alice's end coordinating: she draws the key IDs, prepares
+and sends PREPARE; Bob prepares the same keys under those IDs and votes PREPARED; Alice's
+durable commit is the decision, then COMMIT, then Bob's commit. Its timers resend what is
+unanswered and settle, after any crash, every block a store shows in doubt (presumed abort), so
+both ends keep a block or both drop it.
+
+Authentication key: before the commit, each end takes the first bits of the block's key into
+its Wegman-Carter pool (``channel.refill_auth_key``). Both pools must grow in the same order, so
+Alice numbers her refills (per peer session) in a REFILL message sent just before her PREPARE,
+and Bob takes his turn by that number.
 
 Hello: each end announces a fresh session nonce, its role, protocol and policy (Alice adds her
-board's public parameters and her blocks in doubt) and repeats it until the peer echoes the
-nonce. A new peer session means the peer restarted: live blocks are aborted (prepared ones stay
-in doubt for the resolution).
+board's public parameters) and repeats it until the peer echoes the nonce. A new peer session
+means the peer restarted: live blocks are aborted (prepared ones are settled by the commit).
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,10 +44,13 @@ from daemon.engine.acquisition import AcquisitionError, BobAcquisition, PatternS
     read_board_parameters
 from daemon.engine.figures import LinkFigures
 from daemon.engine.messages import EngineMessage as E
-from daemon.engine.ports import BlockRole, BlockRoleFactory, BlockState, BoardParameters, \
-    KeyStore, PeerChannel, Rejected
+from daemon.engine.ports import BlockRole, BlockRoleFactory, BoardParameters, KeyStore, \
+    PeerChannel, Rejected
+from daemon.keystore import messages as cm
+from daemon.keystore.commit import LinkCommit
 
 HELLO_REPEAT_S = 1.0
+COMMIT_TICK_S = 2.0     # the commit's timer: resends, timeouts, questions about blocks in doubt
 STORE_POLL_S = 1.0
 PEER_FULL_PAUSE_S = 5.0
 
@@ -61,8 +67,7 @@ class _Block:
     role: BlockRole | None = None
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
-    prepared: bool = False          # this end holds the block durably (not yet deliverable)
-    committing: bool = False        # the store is committing it: too late to abort
+    handed_over: bool = False       # the key went to the two-step commit: its business now
     step: int = 0
 
 
@@ -110,11 +115,15 @@ class LinkEngine:
         self._acq = None
         self._held = False          # an operator asked Bob to open no new blocks
         self._opening = 0           # Bob: a block being acquired or opened (not yet in flight)
-        # Authentication key refills happen in the same order at both ends: Bob numbers them
-        # (per peer session) in PREPARE, Alice takes her turn by that number.
+        # Authentication key refills happen in the same order at both ends: Alice numbers them
+        # (per peer session) in REFILL, Bob takes his turn by that number.
         self._refill_seq = 0
         self._refill_lock = asyncio.Lock()
         self._refill_turn = asyncio.Condition()
+        self.commit = LinkCommit(store, link.id, coordinator=not self.is_bob,
+                                 key_size_bits=keystore.key_size_bits)
+        self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-commit-{link.id}")
+        self._unsettled: dict[int, tuple] = {}     # block -> figures, until the store decides
 
     @property
     def is_bob(self) -> bool:
@@ -132,9 +141,12 @@ class LinkEngine:
                                                                self.board)
                 self._pattern = PatternSource(self.board)
             self.figures.state = "waiting for peer"
+            recovered = await self._in_commit(self.commit.recover)
             await self.channel.start()
             tasks = [asyncio.create_task(self._receive_loop(), name=f"{self.link.id}-recv"),
-                     asyncio.create_task(self._hello_loop(), name=f"{self.link.id}-hello")]
+                     asyncio.create_task(self._hello_loop(), name=f"{self.link.id}-hello"),
+                     asyncio.create_task(self._commit_timer_loop(recovered),
+                                         name=f"{self.link.id}-commit")]
             if self.is_bob:
                 tasks.append(asyncio.create_task(self._bob_loop(), name=f"{self.link.id}-bob"))
             await self._refresh_store_figures()
@@ -155,6 +167,7 @@ class LinkEngine:
             if self._acq is not None:
                 await loop.run_in_executor(self.io, self._acq.stop)
             await self.channel.close()
+            self._commit_pool.shutdown(wait=True)
 
     def hold(self, held: bool) -> None:
         """Open no new blocks (blocks in flight finish) until released: a drained, quiescent
@@ -166,7 +179,9 @@ class LinkEngine:
             self.figures.state = "running"
 
     def status(self) -> dict:
-        self.figures.in_flight = len(self._blocks) + self._opening
+        # A block counts until this end's store has decided it (the drain before a store
+        # comparison waits for both ends).
+        self.figures.in_flight = len(self._blocks) + self._opening + len(self._unsettled)
         try:
             self.figures.auth_bits_left = self.channel.auth_key_bits_left()
         except Exception:        # status never fails because a port cannot say
@@ -175,6 +190,10 @@ class LinkEngine:
 
     async def _in_thread(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.compute, fn, *args)
+
+    async def _in_commit(self, fn, *args):
+        """LinkCommit is not thread-safe: every call goes through its one thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._commit_pool, fn, *args)
 
     async def _send(self, block_id: int, msg_type: int, payload: bytes, step: int = 0) -> None:
         await self.channel.send(self.link.id, block_id, step, msg_type, payload)
@@ -193,7 +212,6 @@ class LinkEngine:
                  "policy": policy_summary(self.link)}
         if not self.is_bob:
             hello["board"] = self.board_params.to_dict()
-            hello["in_doubt"] = await self._in_thread(self.store.in_doubt, self.link.id)
         await self._send(m.LINK_BLOCK_ID, E.HELLO, m.encode_json(hello))
 
     async def _on_hello(self, hello: dict) -> None:
@@ -224,11 +242,9 @@ class LinkEngine:
             if self.is_bob:
                 try:
                     self.board_params = BoardParameters.from_dict(hello["board"])
-                    in_doubt = [int(b) for b in hello.get("in_doubt", [])]
                 except (KeyError, TypeError, ValueError) as exc:
                     self._peer_session = None
                     raise m.MessageError(f"hello without usable board parameters: {exc!r}")
-                await self._resolve_in_doubt(in_doubt)
             await self._send_hello()
         if hello.get("peer_session") == self._session and not self._peer_acked:
             self._peer_acked = True
@@ -236,38 +252,59 @@ class LinkEngine:
             self.figures.state = "held by operator" if self._held else "running"
             self.log.info("peer %s ready (role %s)", hello.get("node"), peer_role)
 
-    async def _resolve_in_doubt(self, alice_in_doubt: list[int]) -> None:
-        """Bob decides every block in doubt at either end, from his own store."""
-        mine = await self._in_thread(self.store.in_doubt, self.link.id)
-        commit, discard = [], []
-        for block_id in sorted(set(mine) | set(alice_in_doubt)):
-            state = await self._in_thread(self.store.block_state, self.link.id, block_id)
-            both_prepared = block_id in alice_in_doubt and state in (BlockState.PREPARED,
-                                                                     BlockState.COMMITTED)
-            if both_prepared:
-                if state == BlockState.PREPARED:
-                    await self._in_thread(self.store.commit, self.link.id, block_id)
-                commit.append(block_id)
-            else:
-                if state == BlockState.PREPARED:
-                    await self._in_thread(self.store.discard, self.link.id, block_id)
-                if block_id in alice_in_doubt:
-                    discard.append(block_id)
-        if commit or discard or mine:
-            self.log.warning("in-doubt blocks resolved: %d committed, %d discarded at both ends",
-                             len(commit), len(set(mine) | set(alice_in_doubt)) - len(commit))
-            await self._send(m.LINK_BLOCK_ID, E.RESOLVE,
-                             m.encode_json({"commit": commit, "discard": discard}))
-        await self._refresh_store_figures()
+    # -- the two-step commit ---------------------------------------------------------------
 
-    async def _apply_resolution(self, verdict: dict) -> None:
-        for block_id in verdict.get("commit", []):
-            if block_id not in self._blocks:
-                await self._in_thread(self.store.commit, self.link.id, int(block_id))
-        for block_id in verdict.get("discard", []):
-            if block_id not in self._blocks:
-                await self._in_thread(self.store.discard, self.link.id, int(block_id))
-        await self._refresh_store_figures()
+    async def _commit_timer_loop(self, recovered: list) -> None:
+        await self._ready.wait()
+        await self._send_commit(recovered)
+        while True:
+            await asyncio.sleep(COMMIT_TICK_S)
+            await self._send_commit(await self._in_commit(self.commit.on_timer))
+            await self._note_settled()
+
+    async def _send_commit(self, out) -> None:
+        for msg_type, payload in out:
+            await self._send(cm.block_of(payload), int(msg_type), payload)
+
+    async def _on_commit_message(self, env) -> None:
+        if env.msg_type == cm.CommitMsgType.ABORT and len(env.payload) == 9 \
+                and env.payload[8] == cm.Reason.STORE_FULL:
+            self._peer_full_until = time.monotonic() + PEER_FULL_PAUSE_S
+        try:
+            if cm.block_of(env.payload) != env.block_id:
+                raise m.MessageError(f"commit message for block {cm.block_of(env.payload)} "
+                                     f"in the envelope of block {env.block_id}")
+        except cm.CommitMessageError as exc:
+            raise m.MessageError(str(exc)) from None
+        await self._send_commit(await self._in_commit(self.commit.receive, env.msg_type,
+                                                      env.payload))
+        await self._note_settled()
+
+    async def _note_settled(self) -> None:
+        """Count blocks whose fate this end's store has decided (keys stored, or dropped)."""
+        if not self._unsettled:
+            return
+        changed = False
+        for block_id in list(self._unsettled):
+            state = await self._in_commit(self.commit.settled, block_id)
+            if state is None and await self._in_commit(self.commit.in_progress, block_id):
+                continue
+            if block_id not in self._unsettled:
+                continue
+            qber, n_keys, auth_bits, secret_bits = self._unsettled.pop(block_id)
+            changed = True
+            if state == "committed":
+                self.figures.block_ok(qber, secret_bits, n_keys, auth_bits)
+                self.log.info("block %d stored: %d keys, %d secret bits, QBER %.2f%%, "
+                              "%d auth bits", block_id, n_keys, secret_bits, qber * 100,
+                              auth_bits)
+            else:
+                self.figures.block_aborted(["commit_discarded"], qber,
+                                           self.link.policy.qber_alarm_blocks)
+                self.log.info("block %d aborted: its keys were discarded in the two-step "
+                              "commit", block_id)
+        if changed:
+            await self._refresh_store_figures()
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -294,27 +331,17 @@ class LinkEngine:
             else:
                 raise m.MessageError(f"message type {env.msg_type} on the link channel")
             return
+        if env.msg_type in cm.COMMIT_TYPES:
+            await self._on_commit_message(env)
+            return
         blk = self._blocks.get(env.block_id)
         if blk is not None:
             blk.inbox.put_nowait(env)
             return
-        if m.is_engine_type(env.msg_type):
-            await self._late_engine_message(env)
-        elif not self.is_bob:
+        if not m.is_engine_type(env.msg_type) and not self.is_bob:
             await self._open_alice_block(env)
-        # Bob: a role message for a block he no longer runs (aborted here): nothing to do.
-
-    async def _late_engine_message(self, env) -> None:
-        """COMMIT/ABORT for a block whose task ended while it was prepared (in doubt)."""
-        if not self.is_bob and env.msg_type in (E.COMMIT, E.ABORT):
-            state = await self._in_thread(self.store.block_state, self.link.id, env.block_id)
-            if state == BlockState.PREPARED:
-                if env.msg_type == E.COMMIT:
-                    await self._in_thread(self.store.commit, self.link.id, env.block_id)
-                    await self._send(env.block_id, E.COMMITTED, b"")
-                else:
-                    await self._in_thread(self.store.discard, self.link.id, env.block_id)
-                await self._refresh_store_figures()
+        # Otherwise a message for a block no longer running here (aborted, or handed to the
+        # commit, which settles it on its own): nothing to do.
 
     async def _on_rejected(self, block_id: int | None, reason: str) -> None:
         self.figures.message_rejected(reason)
@@ -330,8 +357,10 @@ class LinkEngine:
             await self._send(env.block_id, E.ABORT, m.encode_reason("peer_not_ready"))
             return
         if env.block_id <= self._highest_peer_block:
-            await self._on_rejected(env.block_id, "block id not above the last one")
-            await self._send(env.block_id, E.ABORT, m.encode_reason("stale_block_id"))
+            # A late message of a block that ended here (both ends' aborts can cross): the
+            # block is over at both ends, so there is nothing to answer.
+            self.log.debug("message type %d for ended block %d dropped", env.msg_type,
+                           env.block_id)
             return
         # Bob bounds the blocks in flight; Alice allows twice as many (her last block may still
         # be taking Bob's COMMIT when his next one opens) and refuses more from a runaway peer.
@@ -378,6 +407,8 @@ class LinkEngine:
                 blk = _Block(self._new_block_id())
                 blk.role = await self._in_thread(self.roles.bob, self.link, self.board_params,
                                                  acquired)
+                # The commit holds Alice's PREPARE for this block until its key is ready.
+                await self._in_commit(self.commit.expect, blk.block_id)
                 opening = await self._in_thread(blk.role.start)
                 # Opened here, in block-id order: Alice refuses a block id below the last one.
                 self._blocks[blk.block_id] = blk
@@ -428,12 +459,13 @@ class LinkEngine:
                 outcome = blk.role.outcome
                 if outcome is None or outcome.aborted:
                     reasons = list(outcome.reasons) if outcome is not None else ["no_outcome"]
+                    await self._commit_block_aborted(blk)
                     self._record_abort(blk, reasons, outcome)
                     return
                 if self.is_bob:
-                    await self._bob_commit(blk, outcome)
+                    await self._bob_hand_over(blk, outcome)
                 else:
-                    await self._alice_commit(blk, outcome)
+                    await self._alice_hand_over(blk, outcome)
         except _BlockAborted as exc:
             await self._abort_block(blk, exc.reason, tell_peer=exc.tell_peer, outcome=outcome)
         except TimeoutError:
@@ -473,80 +505,57 @@ class LinkEngine:
             raise _BlockAborted(f"unexpected_message_{env.msg_type}")
         return env
 
-    def _cut_keys(self, blk: _Block, outcome) -> tuple[list, int, int]:
-        """Auth key refill first, then whole keys; returns (keys, auth_bits, secret_bits)."""
+    def _take_auth_key(self, blk: _Block, outcome) -> tuple[np.ndarray, int]:
+        """Refill the authentication pool from the front of the key; the rest (a copy) goes to
+        the commit, which cuts, stores and wipes it."""
         bits = outcome.key
         taken = int(self.channel.refill_auth_key(self.link.id, blk.block_id, bits))
-        size = self.keystore.key_size_bits
-        usable = bits[taken:]
-        n = usable.size // size
-        keys = []
-        for i in range(n):
-            chunk = np.packbits(usable[i * size:(i + 1) * size])
-            keys.append(chunk.tobytes())
-            chunk.fill(0)
-        return keys, taken, n * size
+        return bits[taken:].copy(), taken
 
-    async def _bob_commit(self, blk: _Block, outcome) -> None:
+    def _figures_of(self, outcome, rest: np.ndarray, taken: int) -> tuple:
+        size = self.keystore.key_size_bits
+        n_keys = rest.size // size
+        return _stat(outcome, "qber_estimate"), n_keys, taken, n_keys * size
+
+    async def _hand_over(self, blk: _Block, outcome, rest: np.ndarray, taken: int) -> None:
+        """The key goes to the two-step commit (which wipes it): from here the block is the
+        commit's, and nothing the block's task sees aborts it any more."""
+        self._unsettled[blk.block_id] = self._figures_of(outcome, rest, taken)
+        blk.handed_over = True
+        await self._send_commit(await self._in_commit(self.commit.block_done, blk.block_id,
+                                                      rest))
+        await self._note_settled()
+
+    async def _alice_hand_over(self, blk: _Block, outcome) -> None:
         async with self._refill_lock:
             seq = self._refill_seq
-            keys, auth_bits, secret_bits = await self._in_thread(self._cut_keys, blk, outcome)
+            rest, taken = await self._in_thread(self._take_auth_key, blk, outcome)
             self._refill_seq += 1
-        ids = [uuid.UUID(bytes=os.urandom(16), version=4) for _ in keys]
-        await self._in_thread(self.store.prepare, self.link.id, blk.block_id,
-                              list(zip(ids, keys)))
-        blk.prepared = True
-        del keys
-        await self._send(blk.block_id, E.PREPARE, m.encode_prepare(seq, ids))
-        await self._expect(blk, E.PREPARED)
-        await self._commit_in_store(blk)
-        await self._send(blk.block_id, E.COMMIT, b"")
-        self._record_ok(blk, outcome, len(ids), auth_bits, secret_bits)
+            # REFILL goes before PREPARE on the one ordered channel: Bob waits for it.
+            await self._send(blk.block_id, E.REFILL, m.encode_refill(seq))
+        await self._hand_over(blk, outcome, rest, taken)
 
-    async def _alice_commit(self, blk: _Block, outcome) -> None:
-        env = await self._expect(blk, E.PREPARE)
-        seq, ids = m.decode_prepare(env.payload)
+    async def _bob_hand_over(self, blk: _Block, outcome) -> None:
+        env = await self._expect(blk, E.REFILL)
+        seq = m.decode_refill(env.payload)
         async with self._refill_turn:
             if seq < self._refill_seq:
                 raise _BlockAborted(f"refill_out_of_order (#{seq} after #{self._refill_seq})")
             await self._refill_turn.wait_for(lambda: self._refill_seq == seq)
         try:
-            keys, auth_bits, secret_bits = await self._in_thread(self._cut_keys, blk, outcome)
+            rest, taken = await self._in_thread(self._take_auth_key, blk, outcome)
         finally:
             async with self._refill_turn:
                 self._refill_seq = seq + 1
                 self._refill_turn.notify_all()
-        if len(keys) != len(ids):
-            raise _BlockAborted(f"key_count_mismatch ({len(keys)} here, {len(ids)} at Bob)")
-        usage = await self._in_thread(self.store.usage, self.link.id)
-        if usage.stored_bits + secret_bits > usage.capacity_bits:
-            raise _BlockAborted("store_full")
-        await self._in_thread(self.store.prepare, self.link.id, blk.block_id,
-                              list(zip(ids, keys)))
-        blk.prepared = True
-        del keys
-        await self._send(blk.block_id, E.PREPARED, b"")
-        await self._expect(blk, E.COMMIT)
-        await self._commit_in_store(blk)
-        await self._send(blk.block_id, E.COMMITTED, b"")
-        self._record_ok(blk, outcome, len(ids), auth_bits, secret_bits)
+        await self._hand_over(blk, outcome, rest, taken)
 
-    async def _commit_in_store(self, blk: _Block) -> None:
-        """Once the commit starts, nothing aborts the block (shielded from cancellation too)."""
-        blk.committing = True
-        await asyncio.shield(self._in_thread(self.store.commit, self.link.id, blk.block_id))
-        blk.prepared = blk.committing = False
-
-    def _record_ok(self, blk, outcome, n_keys: int, auth_bits: int, secret_bits: int) -> None:
-        qber = _stat(outcome, "qber_estimate")
-        self.figures.block_ok(qber, secret_bits, n_keys, auth_bits)
-        self.figures.store_bits += secret_bits
-        self.log.info("block %d stored: %d keys, %d secret bits, QBER %.2f%%, %d auth bits",
-                      blk.block_id, n_keys, secret_bits, qber * 100, auth_bits)
+    async def _commit_block_aborted(self, blk: _Block) -> None:
+        if self.is_bob:
+            await self._send_commit(await self._in_commit(self.commit.block_aborted,
+                                                          blk.block_id))
 
     def _record_abort(self, blk, reasons: list[str], outcome) -> None:
-        if "peer: store_full" in reasons:
-            self._peer_full_until = time.monotonic() + PEER_FULL_PAUSE_S
         qber = _stat(outcome, "qber_estimate")
         self.figures.block_aborted(reasons, qber, self.link.policy.qber_alarm_blocks)
         if "qber" in self.figures.alarms and any("qber" in r for r in reasons):
@@ -556,24 +565,17 @@ class LinkEngine:
     async def _abort_block(self, blk: _Block, reason: str, *, tell_peer: bool = True,
                            outcome=None) -> None:
         """Abort at this end and (unless the peer told us) at the peer's."""
-        if blk.committing:
-            self.log.warning("block %d: %s while committing; the commit stands", blk.block_id,
-                             reason)
+        if blk.handed_over:
+            self.log.warning("block %d: %s after its key went to the commit; the commit "
+                             "settles it", blk.block_id, reason)
             return
         if blk.task is not None and blk.task is not asyncio.current_task():
             blk.task.cancel()
-        if blk.prepared:
-            if self.is_bob or reason.startswith("peer: "):
-                # Bob decides; Alice drops a prepared block only on Bob's word.
-                await self._in_thread(self.store.discard, self.link.id, blk.block_id)
-                blk.prepared = False
-            else:
-                self.log.warning("block %d in doubt (prepared, %s): kept until Bob resolves it",
-                                 blk.block_id, reason)
+        await self._commit_block_aborted(blk)
         if tell_peer:
             try:
                 await self._send(blk.block_id, E.ABORT, m.encode_reason(reason))
-            except Exception as exc:     # the peer learns at the next hello at the latest
+            except Exception as exc:     # the peer's block times out at the latest
                 self.log.warning("could not tell the peer block %d aborted: %s",
                                  blk.block_id, exc)
         self._record_abort(blk, [reason], outcome)

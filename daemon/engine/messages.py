@@ -1,10 +1,10 @@
-"""The engine's own peer messages: link hello, two-step commit, engine-level abort.
+"""The engine's own peer messages: link hello, authentication refill order, engine-level abort.
 
 They travel in the same envelope as the block roles' messages, with message types from the top
 of the byte (0xF0..0xFF) that ``postprocessing.block.MessageType`` must leave free. Link-level
 messages use block id 0. Payloads are public: session nonces, policy, board parameters, block
-and key IDs — never key bits. Hello and resolve are JSON (rare, human-checkable); the commit
-messages are binary (one per block).
+numbers — never key bits. Hello is JSON (rare, human-checkable). The two-step commit's
+messages (0xC1..0xC6) belong to ``daemon.keystore.messages``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,15 @@ from __future__ import annotations
 import enum
 import json
 import struct
-import uuid
 
 LINK_BLOCK_ID = 0
 ENGINE_TYPE_BASE = 0xF0
 
 
 class EngineMessage(enum.IntEnum):
-    HELLO = 0xF0           # JSON: session, peer_session, node, role, protocol, policy, [board, in_doubt]
-    PREPARE = 0xF1         # Bob -> Alice: u64 refill seq, u32 count, count x 16-byte key UUIDs
-    PREPARED = 0xF2        # Alice -> Bob: empty
-    COMMIT = 0xF3          # Bob -> Alice: empty
-    COMMITTED = 0xF4       # Alice -> Bob: empty
+    HELLO = 0xF0           # JSON: session, peer_session, node, role, protocol, policy, [board]
+    REFILL = 0xF1          # Alice -> Bob: u64 refill sequence number (just before her PREPARE)
     ABORT = 0xF5           # either way: UTF-8 reason
-    RESOLVE = 0xF6         # Bob -> Alice, block 0: JSON {"commit": [ids], "discard": [ids]}
 
 
 class MessageError(ValueError):
@@ -50,18 +45,14 @@ def decode_json(payload: bytes) -> dict:
     return obj
 
 
-def encode_prepare(refill_seq: int, key_ids: list[uuid.UUID]) -> bytes:
-    return struct.pack("<QI", refill_seq, len(key_ids)) + b"".join(k.bytes for k in key_ids)
+def encode_refill(seq: int) -> bytes:
+    return struct.pack("<Q", seq)
 
 
-def decode_prepare(payload: bytes) -> tuple[int, list[uuid.UUID]]:
-    """(refill sequence number, key IDs)."""
-    if len(payload) < 12:
-        raise MessageError(f"PREPARE of {len(payload)} bytes: needs at least 12")
-    seq, n = struct.unpack_from("<QI", payload)
-    if len(payload) != 12 + 16 * n:
-        raise MessageError(f"PREPARE announces {n} key IDs in {len(payload)} bytes")
-    return seq, [uuid.UUID(bytes=payload[12 + 16 * i: 28 + 16 * i]) for i in range(n)]
+def decode_refill(payload: bytes) -> int:
+    if len(payload) != 8:
+        raise MessageError(f"REFILL of {len(payload)} bytes: expected 8")
+    return struct.unpack("<Q", payload)[0]
 
 
 def encode_reason(reason: str) -> bytes:

@@ -77,14 +77,6 @@ PeerChannelFactory = Callable[[LinkConfig], PeerChannel]
 
 # -- key store (daemon/keystore) --------------------------------------------------------------
 
-class BlockState:
-    """Values of ``KeyStore.block_state``; None means the store never saw the block."""
-
-    PREPARED = "prepared"
-    COMMITTED = "committed"
-    DISCARDED = "discarded"
-
-
 @dataclass(frozen=True)
 class StoreUsage:
     stored_bits: int
@@ -106,16 +98,24 @@ class StoreDigest:
 
 
 class KeyStore(Protocol):
-    """Durable key store; synchronous, the engine calls it from its thread pool."""
+    """Durable key store; synchronous, the engine calls it from its threads.
 
-    def prepare(self, link_id: str, block_id: int,
-                keys: list[tuple[uuid.UUID, bytes]]) -> None: ...
+    The block half is what ``daemon.keystore.commit.LinkCommit`` drives (prepare with the
+    coordinator flag and commit tag, commit, discard, block_state, block_info, in_doubt; see
+    ``daemon.keystore.store.KeyStore``); ``usage`` and ``digest`` feed status and the
+    comparison of two stores.
+    """
+
+    def prepare(self, link_id: str, block_id: int, keys: list[tuple[uuid.UUID, bytes]], *,
+                coordinator: bool, commit_tag: bytes = b"") -> None: ...
 
     def commit(self, link_id: str, block_id: int) -> None: ...
 
-    def discard(self, link_id: str, block_id: int) -> None: ...
+    def discard(self, link_id: str, block_id: int) -> bool: ...
 
     def block_state(self, link_id: str, block_id: int) -> str | None: ...
+
+    def block_info(self, link_id: str, block_id: int) -> Any: ...
 
     def in_doubt(self, link_id: str) -> list[int]: ...
 

@@ -181,6 +181,16 @@ class LinkCommit:
                         out.append(m.refused(self._held.pop(block_id).block_id, Reason.NO_KEY))
         return out
 
+    def in_progress(self, block_id: int) -> bool:
+        """This end still works on the block: a key waiting for its PREPARE, a held PREPARE,
+        a running role, or (coordinator) an undecided block. False once it is settled or was
+        dropped before anything was stored."""
+        if self.coordinator:
+            return block_id in self._undecided
+        return (block_id in self._pending or block_id in self._held
+                or block_id in self._expected
+                or self.store.block_state(self.link_id, block_id) == "prepared")
+
     def settled(self, block_id: int) -> str | None:
         """'committed' or 'discarded' once this end's store has decided the block."""
         state = self.store.block_state(self.link_id, block_id)

@@ -46,6 +46,9 @@ class CommitMsgType(enum.IntEnum):
     DONE = 0xC6
 
 
+COMMIT_TYPES = frozenset(int(t) for t in CommitMsgType)
+
+
 class Reason(enum.IntEnum):
     """Why a participant refuses (REFUSED) or a coordinator aborts (ABORT) a block."""
     NO_KEY = 1          # participant has no key for this block (its role aborted, or it restarted)

@@ -4,8 +4,7 @@
 ``wiring.py``). The adapters translate only: link ids (the envelope carries a 32-bit number,
 derived from the link's name so both ends agree without configuring it), the channel's
 rejection events (turned into ``Rejected`` items so the engine aborts the block), the store's
-role-free port (the engine's two-step commit has Bob choose the key IDs, so Bob's end is the
-store's coordinator) and the link's policy into ``BlockParams``.
+figures (usage, a digest of the committed keys) and the link's policy into ``BlockParams``.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from daemon.curve_keys import load_keypair, load_public_key
 from daemon.engine.messages import EngineMessage
 from daemon.engine.ports import (AcquiredBlock, BoardParameters, Rejected, StoreDigest,
                                  StoreUsage)
+from daemon.keystore.messages import COMMIT_TYPES
 from daemon.keystore.store import KeyStore
 from daemon.peer import session as ss
 from daemon.peer.auth_keys import STRIDE, AuthKeyPool
@@ -37,7 +37,8 @@ REFILL_MAX_BITS = 1 << 15
 times what a block's messages spend (about 2 x 64 bits per round trip); never more than half
 of the block's key. A fixed rule of the key length, so both ends take the same bits."""
 
-LINK_TYPES = frozenset(int(t) for t in MessageType) | frozenset(int(t) for t in EngineMessage)
+LINK_TYPES = (frozenset(int(t) for t in MessageType) | frozenset(int(t) for t in EngineMessage)
+              | COMMIT_TYPES)
 
 
 def link_number(link_id: str) -> int:
@@ -130,40 +131,18 @@ class ChannelPort:
         return self.channel.status()
 
 
-class StorePort:
-    """``engine.ports.KeyStore`` over ``daemon.keystore.KeyStore`` (one file per node)."""
+class StorePort(KeyStore):
+    """``engine.ports.KeyStore``: the SQLite store (one file per node) with status figures."""
 
     def __init__(self, node: NodeConfig):
-        self.store = KeyStore(node.keystore.path, max_bits=node.keystore.capacity_bits)
+        super().__init__(node.keystore.path, max_bits=node.keystore.capacity_bits)
         self.capacity_bits = node.keystore.capacity_bits
-        self._bob_links = {link.id for link in node.links if link.role == "bob"}
-
-    def prepare(self, link_id: str, block_id: int, keys) -> None:
-        tag = hashlib.sha256(b"".join(k.bytes for k, _ in keys)).digest()
-        self.store.prepare(link_id, block_id, keys, coordinator=link_id in self._bob_links,
-                           commit_tag=tag)
-
-    def commit(self, link_id: str, block_id: int) -> None:
-        self.store.commit(link_id, block_id)
-
-    def discard(self, link_id: str, block_id: int) -> None:
-        self.store.discard(link_id, block_id)
-
-    def block_state(self, link_id: str, block_id: int) -> str | None:
-        return self.store.block_state(link_id, block_id)
-
-    def in_doubt(self, link_id: str) -> list[int]:
-        return self.store.in_doubt(link_id)
 
     def usage(self, link_id: str) -> StoreUsage:
-        return StoreUsage(self.store.fill().bits, self.capacity_bits)
+        return StoreUsage(self.fill().bits, self.capacity_bits)
 
     def digest(self, link_id: str, nonce: bytes) -> StoreDigest:
-        n_keys, n_bits, ids_sha, bits_mac = self.store.committed_digest(link_id, nonce)
-        return StoreDigest(n_keys, n_bits, ids_sha, bits_mac)
-
-    def close(self) -> None:
-        self.store.close()
+        return StoreDigest(*self.committed_digest(link_id, nonce))
 
 
 def block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
