@@ -15,10 +15,11 @@ durable commit is the decision, then COMMIT, then Bob's commit. Its timers resen
 unanswered and settle, after any crash, every block a store shows in doubt (presumed abort), so
 both ends keep a block or both drop it.
 
-Authentication key: before the commit, each end takes the first bits of the block's key into
-its Wegman-Carter pool (``channel.refill_auth_key``). Both pools must grow in the same order, so
-Alice numbers her refills (per peer session) in a REFILL message sent just before her PREPARE,
-and Bob takes his turn by that number.
+Authentication key: each end sets aside the first bits of the block's key (the channel's rule
+of the key length, so the same bits at both ends) and hands the rest to the commit. The part
+set aside goes into the Wegman-Carter pool the moment this end commits the block, in the commit
+thread: Alice's commits happen in one order and her COMMITs reach Bob in that order, so both
+pools grow alike; a block that is discarded refills nothing at either end.
 
 Hello: each end announces a fresh session nonce, its role, protocol and policy (Alice adds her
 board's public parameters) and repeats it until the peer echoes the nonce. A new peer session
@@ -115,11 +116,7 @@ class LinkEngine:
         self._acq = None
         self._held = False          # an operator asked Bob to open no new blocks
         self._opening = 0           # Bob: a block being acquired or opened (not yet in flight)
-        # Authentication key refills happen in the same order at both ends: Alice numbers them
-        # (per peer session) in REFILL, Bob takes his turn by that number.
-        self._refill_seq = 0
-        self._refill_lock = asyncio.Lock()
-        self._refill_turn = asyncio.Condition()
+        self._auth_parts: dict[int, np.ndarray] = {}   # block -> bits for the pool, until commit
         self.commit = LinkCommit(store, link.id, coordinator=not self.is_bob,
                                  key_size_bits=keystore.key_size_bits)
         self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-commit-{link.id}")
@@ -195,6 +192,23 @@ class LinkEngine:
         """LinkCommit is not thread-safe: every call goes through its one thread."""
         return await asyncio.get_running_loop().run_in_executor(self._commit_pool, fn, *args)
 
+    async def _commit_step(self, fn, *args) -> list:
+        """One LinkCommit call; the blocks it commits at this end refill the pool at once."""
+        return await self._in_commit(self._step_and_refill, fn, args)
+
+    def _step_and_refill(self, fn, args) -> list:
+        out = fn(*args)
+        decided = cm.CommitMsgType.DONE if self.is_bob else cm.CommitMsgType.COMMIT
+        for msg_type, payload in out:
+            if msg_type == decided and (self.is_bob is False or payload[8:9] == b"\x01"):
+                part = self._auth_parts.pop(cm.block_of(payload), None)
+                if part is not None:
+                    try:
+                        self.channel.refill_auth_key(self.link.id, cm.block_of(payload), part)
+                    finally:
+                        part.fill(0)
+        return out
+
     async def _send(self, block_id: int, msg_type: int, payload: bytes, step: int = 0) -> None:
         await self.channel.send(self.link.id, block_id, step, msg_type, payload)
 
@@ -230,7 +244,6 @@ class LinkEngine:
         if hello.get("session") != self._peer_session:
             restarted = self._peer_session is not None
             self._peer_session = hello.get("session")
-            self._refill_seq = 0
             self._highest_peer_block = 0      # a restarted Bob's clock may have stepped back
             self._peer_acked = False
             self._ready.clear()
@@ -259,7 +272,7 @@ class LinkEngine:
         await self._send_commit(recovered)
         while True:
             await asyncio.sleep(COMMIT_TICK_S)
-            await self._send_commit(await self._in_commit(self.commit.on_timer))
+            await self._send_commit(await self._commit_step(self.commit.on_timer))
             await self._note_settled()
 
     async def _send_commit(self, out) -> None:
@@ -276,9 +289,17 @@ class LinkEngine:
                                      f"in the envelope of block {env.block_id}")
         except cm.CommitMessageError as exc:
             raise m.MessageError(str(exc)) from None
-        await self._send_commit(await self._in_commit(self.commit.receive, env.msg_type,
-                                                      env.payload))
+        await self._send_commit(await self._commit_step(self.commit.receive, env.msg_type,
+                                                        env.payload))
         await self._note_settled()
+
+    def _fate(self, block_id: int) -> str:
+        """'committed', 'discarded' (or dropped before anything was stored) or 'live'; one
+        call in the commit thread, so no commit step falls between the two questions."""
+        state = self.commit.settled(block_id)
+        if state is not None:
+            return state
+        return "live" if self.commit.in_progress(block_id) else "discarded"
 
     async def _note_settled(self) -> None:
         """Count blocks whose fate this end's store has decided (keys stored, or dropped)."""
@@ -286,13 +307,16 @@ class LinkEngine:
             return
         changed = False
         for block_id in list(self._unsettled):
-            state = await self._in_commit(self.commit.settled, block_id)
-            if state is None and await self._in_commit(self.commit.in_progress, block_id):
+            state = await self._in_commit(self._fate, block_id)
+            if state == "live":
                 continue
             if block_id not in self._unsettled:
                 continue
             qber, n_keys, auth_bits, secret_bits = self._unsettled.pop(block_id)
             changed = True
+            part = self._auth_parts.pop(block_id, None)
+            if part is not None:        # discarded (a committed block's part is used already)
+                part.fill(0)
             if state == "committed":
                 self.figures.block_ok(qber, secret_bits, n_keys, auth_bits)
                 self.log.info("block %d stored: %d keys, %d secret bits, QBER %.2f%%, "
@@ -462,10 +486,7 @@ class LinkEngine:
                     await self._commit_block_aborted(blk)
                     self._record_abort(blk, reasons, outcome)
                     return
-                if self.is_bob:
-                    await self._bob_hand_over(blk, outcome)
-                else:
-                    await self._alice_hand_over(blk, outcome)
+                await self._hand_over(blk, outcome)
         except _BlockAborted as exc:
             await self._abort_block(blk, exc.reason, tell_peer=exc.tell_peer, outcome=outcome)
         except TimeoutError:
@@ -497,58 +518,25 @@ class LinkEngine:
             blk.step += 1
             await self._send(blk.block_id, msg_type, payload, blk.step)
 
-    async def _expect(self, blk: _Block, msg_type: int):
-        env = await blk.inbox.get()
-        if env.msg_type == E.ABORT:
-            raise _BlockAborted("peer: " + m.decode_reason(env.payload), tell_peer=False)
-        if env.msg_type != msg_type:
-            raise _BlockAborted(f"unexpected_message_{env.msg_type}")
-        return env
-
-    def _take_auth_key(self, blk: _Block, outcome) -> tuple[np.ndarray, int]:
-        """Refill the authentication pool from the front of the key; the rest (a copy) goes to
-        the commit, which cuts, stores and wipes it."""
+    def _split_key(self, outcome) -> tuple[np.ndarray, np.ndarray]:
+        """(bits set aside for the authentication pool, the rest for the commit): copies."""
         bits = outcome.key
-        taken = int(self.channel.refill_auth_key(self.link.id, blk.block_id, bits))
-        return bits[taken:].copy(), taken
+        take = int(self.channel.auth_refill_bits(int(bits.size)))
+        return bits[:take].copy(), bits[take:].copy()
 
-    def _figures_of(self, outcome, rest: np.ndarray, taken: int) -> tuple:
-        size = self.keystore.key_size_bits
-        n_keys = rest.size // size
-        return _stat(outcome, "qber_estimate"), n_keys, taken, n_keys * size
-
-    async def _hand_over(self, blk: _Block, outcome, rest: np.ndarray, taken: int) -> None:
+    async def _hand_over(self, blk: _Block, outcome) -> None:
         """The key goes to the two-step commit (which wipes it): from here the block is the
         commit's, and nothing the block's task sees aborts it any more."""
-        self._unsettled[blk.block_id] = self._figures_of(outcome, rest, taken)
+        auth, rest = await self._in_thread(self._split_key, outcome)
+        size = self.keystore.key_size_bits
+        n_keys = rest.size // size
+        self._unsettled[blk.block_id] = (_stat(outcome, "qber_estimate"), n_keys,
+                                         int(auth.size), n_keys * size)
+        self._auth_parts[blk.block_id] = auth
         blk.handed_over = True
-        await self._send_commit(await self._in_commit(self.commit.block_done, blk.block_id,
-                                                      rest))
+        await self._send_commit(await self._commit_step(self.commit.block_done, blk.block_id,
+                                                        rest))
         await self._note_settled()
-
-    async def _alice_hand_over(self, blk: _Block, outcome) -> None:
-        async with self._refill_lock:
-            seq = self._refill_seq
-            rest, taken = await self._in_thread(self._take_auth_key, blk, outcome)
-            self._refill_seq += 1
-            # REFILL goes before PREPARE on the one ordered channel: Bob waits for it.
-            await self._send(blk.block_id, E.REFILL, m.encode_refill(seq))
-        await self._hand_over(blk, outcome, rest, taken)
-
-    async def _bob_hand_over(self, blk: _Block, outcome) -> None:
-        env = await self._expect(blk, E.REFILL)
-        seq = m.decode_refill(env.payload)
-        async with self._refill_turn:
-            if seq < self._refill_seq:
-                raise _BlockAborted(f"refill_out_of_order (#{seq} after #{self._refill_seq})")
-            await self._refill_turn.wait_for(lambda: self._refill_seq == seq)
-        try:
-            rest, taken = await self._in_thread(self._take_auth_key, blk, outcome)
-        finally:
-            async with self._refill_turn:
-                self._refill_seq = seq + 1
-                self._refill_turn.notify_all()
-        await self._hand_over(blk, outcome, rest, taken)
 
     async def _commit_block_aborted(self, blk: _Block) -> None:
         if self.is_bob:

@@ -1,4 +1,4 @@
-"""The engine's own peer messages: link hello, authentication refill order, engine-level abort.
+"""The engine's own peer messages: link hello and engine-level abort.
 
 They travel in the same envelope as the block roles' messages, with message types from the top
 of the byte (0xF0..0xFF) that ``postprocessing.block.MessageType`` must leave free. Link-level
@@ -19,7 +19,6 @@ ENGINE_TYPE_BASE = 0xF0
 
 class EngineMessage(enum.IntEnum):
     HELLO = 0xF0           # JSON: session, peer_session, node, role, protocol, policy, [board]
-    REFILL = 0xF1          # Alice -> Bob: u64 refill sequence number (just before her PREPARE)
     ABORT = 0xF5           # either way: UTF-8 reason
 
 
@@ -43,16 +42,6 @@ def decode_json(payload: bytes) -> dict:
     if not isinstance(obj, dict):
         raise MessageError("engine message is not a JSON object")
     return obj
-
-
-def encode_refill(seq: int) -> bytes:
-    return struct.pack("<Q", seq)
-
-
-def decode_refill(payload: bytes) -> int:
-    if len(payload) != 8:
-        raise MessageError(f"REFILL of {len(payload)} bytes: expected 8")
-    return struct.unpack("<Q", payload)[0]
 
 
 def encode_reason(reason: str) -> bytes:

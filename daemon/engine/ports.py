@@ -62,13 +62,15 @@ class PeerChannel(Protocol):
         """Wegman-Carter key material left in the pool (None when not known)."""
         ...
 
-    def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
-        """Take authentication key from a block's fresh key before the rest is stored.
+    def auth_refill_bits(self, key_bits: int) -> int:
+        """How many of a block key's ``key_bits`` bits go to the authentication pool: a rule of
+        the length only, so both ends set aside the same bits (counted in the block's
+        figures; the engine stores only the bits after them)."""
+        ...
 
-        Returns how many bits it took (counted in the block's figures); the engine stores
-        only the bits after them. Called from the engine's thread pool, one call at a time per
-        link, in the same block order at both ends (Bob numbers the refills in PREPARE).
-        """
+    def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
+        """Append the bits set aside from a block the store has just committed; returns how
+        many it took. Called from the engine's commit thread, in this end's commit order."""
         ...
 
 

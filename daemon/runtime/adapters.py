@@ -115,17 +115,19 @@ class ChannelPort:
         st = self.pool.status()
         return 64 * min(st.send_messages_left, st.recv_messages_left)
 
+    def auth_refill_bits(self, key_bits: int) -> int:
+        take = min(REFILL_MAX_BITS, int(key_bits) // 2)
+        return take - take % (8 * STRIDE)
+
     def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
-        take = min(REFILL_MAX_BITS, int(key_bits.size) // 2)
-        take -= take % (8 * STRIDE)
-        if take == 0:
+        if key_bits.size == 0:
             return 0
-        packed = np.packbits(key_bits[:take])
+        packed = np.packbits(key_bits)
         try:
             self.pool.refill(packed, block_id=block_id)
         finally:
             packed.fill(0)
-        return take
+        return int(key_bits.size)
 
     def status(self) -> dict:
         return self.channel.status()

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from daemon.engine.acquisition import AcquisitionError
-from daemon.engine.ports import AcquiredBlock, BlockState, Rejected, StoreDigest, StoreUsage
+from daemon.engine.ports import AcquiredBlock, Rejected, StoreDigest, StoreUsage
+from daemon.keystore.errors import BlockStateError, StoreFull
+from daemon.keystore.store import BlockInfo
 from firmware_protocol import ParamId
 
 
@@ -81,13 +83,15 @@ class LoopbackChannel:
     def auth_key_bits_left(self) -> int:
         return self.auth_bits
 
+    def auth_refill_bits(self, key_bits: int) -> int:
+        return min(self.refill_bits, int(key_bits) // 2)
+
     def refill_auth_key(self, link_id, block_id, key_bits) -> int:
         if self.refill_delay_s:       # a pool write of uneven length (durable consumption)
             time.sleep(self.refill_delay_s * (os.urandom(1)[0] / 255))
-        take = min(self.refill_bits, int(key_bits.size) // 2)
-        self.auth_bits += take
+        self.auth_bits += int(key_bits.size)
         self.refills.append(block_id)
-        return take
+        return int(key_bits.size)
 
 
 def loopback_channel_pair() -> tuple[LoopbackChannel, LoopbackChannel]:
@@ -99,7 +103,8 @@ def loopback_channel_pair() -> tuple[LoopbackChannel, LoopbackChannel]:
 # -- key store ----------------------------------------------------------------------------------
 
 class InMemoryKeyStore:
-    """Blocks by (link, block): state and keys; prepared and committed keys count as stored."""
+    """Blocks by (link, block): state, keys and commit tag, with the block semantics of the real
+    store that LinkCommit relies on; prepared and committed keys count as stored."""
 
     def __init__(self, capacity_bits: int = 1 << 40):
         self.capacity_bits = capacity_bits
@@ -107,40 +112,63 @@ class InMemoryKeyStore:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, int]] = []
 
-    def prepare(self, link_id, block_id, keys) -> None:
+    def prepare(self, link_id, block_id, keys, *, coordinator, commit_tag=b"") -> None:
         with self.lock:
+            if (link_id, block_id) in self.blocks:
+                raise BlockStateError(f"block {block_id} exists")
+            new_bits = sum(8 * len(v) for _, v in keys)
+            if self._bits(link_id) + new_bits > self.capacity_bits:
+                raise StoreFull("full")
             self.calls.append(("prepare", block_id))
-            self.blocks[(link_id, block_id)] = {"state": BlockState.PREPARED,
-                                                "keys": [(k, bytes(v)) for k, v in keys]}
+            self.blocks[(link_id, block_id)] = {
+                "state": "prepared", "keys": [(k, bytes(v)) for k, v in keys],
+                "role": "coordinator" if coordinator else "participant",
+                "tag": bytes(commit_tag), "size": 8 * len(keys[0][1]) if keys else 0}
 
     def commit(self, link_id, block_id) -> None:
         with self.lock:
-            self.calls.append(("commit", block_id))
-            self.blocks[(link_id, block_id)]["state"] = BlockState.COMMITTED
-
-    def discard(self, link_id, block_id) -> None:
-        with self.lock:
-            self.calls.append(("discard", block_id))
             rec = self.blocks.get((link_id, block_id))
-            if rec is not None:
-                rec["state"], rec["keys"] = BlockState.DISCARDED, []
+            if rec is None or rec["state"] == "discarded":
+                raise BlockStateError(f"cannot commit block {block_id}")
+            self.calls.append(("commit", block_id))
+            rec["state"] = "committed"
+
+    def discard(self, link_id, block_id) -> bool:
+        with self.lock:
+            rec = self.blocks.get((link_id, block_id))
+            if rec is None:
+                return False
+            if rec["state"] == "committed":
+                raise BlockStateError(f"cannot discard committed block {block_id}")
+            self.calls.append(("discard", block_id))
+            rec["state"], rec["keys"] = "discarded", []
+            return True
 
     def block_state(self, link_id, block_id):
         rec = self.blocks.get((link_id, block_id))
         return None if rec is None else rec["state"]
 
+    def block_info(self, link_id, block_id):
+        rec = self.blocks.get((link_id, block_id))
+        if rec is None:
+            return None
+        return BlockInfo(link_id, block_id, rec["role"], rec["state"], rec["size"],
+                         len(rec["keys"]), rec["tag"])
+
     def in_doubt(self, link_id) -> list[int]:
         return sorted(b for (lk, b), r in self.blocks.items()
-                      if lk == link_id and r["state"] == BlockState.PREPARED)
+                      if lk == link_id and r["state"] == "prepared")
+
+    def _bits(self, link_id) -> int:
+        return sum(8 * len(v) for (lk, _), r in self.blocks.items() if lk == link_id
+                   and r["state"] != "discarded" for _, v in r["keys"])
 
     def committed(self, link_id) -> dict:
         return {k: v for (lk, b), r in sorted(self.blocks.items()) if lk == link_id
-                and r["state"] == BlockState.COMMITTED for k, v in r["keys"]}
+                and r["state"] == "committed" for k, v in r["keys"]}
 
     def usage(self, link_id) -> StoreUsage:
-        bits = sum(8 * len(v) for (lk, _), r in self.blocks.items() if lk == link_id
-                   and r["state"] != BlockState.DISCARDED for _, v in r["keys"])
-        return StoreUsage(bits, self.capacity_bits)
+        return StoreUsage(self._bits(link_id), self.capacity_bits)
 
     def digest(self, link_id, nonce: bytes) -> StoreDigest:
         keys = sorted(self.committed(link_id).items())
@@ -371,6 +399,9 @@ class FakeTcpChannel:
 
     def auth_key_bits_left(self) -> int:
         return 1 << 20
+
+    def auth_refill_bits(self, key_bits: int) -> int:
+        return 0
 
     def refill_auth_key(self, link_id, block_id, key_bits) -> int:
         return 0

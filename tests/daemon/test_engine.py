@@ -1,5 +1,6 @@
 """The link engine with FAKE ports: blocks flow, aborts reach both ends, the store pauses it,
-rejected messages abort a block at both ends, blocks in doubt are resolved at the next hello."""
+rejected messages abort a block at both ends, the two-step commit (LinkCommit) settles blocks
+in doubt after lost messages and restarts."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from daemon import config as cfg
 from daemon.engine import link as link_mod
 from daemon.engine.link import LinkEngine
 from daemon.engine.messages import EngineMessage
+from daemon.keystore.messages import CommitMsgType
 from tests.daemon.configs import example_in
 from tests.daemon.fakes import FakeAcquisition, FakeBoard, FakeRoleFactory, InMemoryKeyStore, \
     loopback_channel_pair
@@ -28,6 +30,7 @@ KEYS_PER_BLOCK = (KEY_BITS - 64) // 256
 def fast_hello(monkeypatch):
     monkeypatch.setattr(link_mod, "HELLO_REPEAT_S", 0.05)
     monkeypatch.setattr(link_mod, "STORE_POLL_S", 0.05)
+    monkeypatch.setattr(link_mod, "COMMIT_TICK_S", 0.05)
 
 
 def links(tmp_path, **policy):
@@ -179,12 +182,13 @@ def test_a_full_store_at_alice_aborts_and_pauses_bob(tmp_path):
         pair = Pair(tmp_path, alice_store=InMemoryKeyStore(capacity_bits=100))
         pair.start()
         await pair.until(lambda: pair.bob.status()["state"] == "paused: peer's key store full")
+        await pair.until(lambda: pair.bob.figures.abort_reasons["commit_discarded"] >= 1)
         await pair.stop()
         return pair
     pair = run(main())
     pair.close()
-    assert pair.bob.figures.abort_reasons["peer: store_full"] >= 1
-    assert pair.alice.figures.abort_reasons["store_full"] >= 1
+    assert pair.alice.figures.abort_reasons["commit_discarded"] >= 1
+    assert pair.bob.figures.blocks_ok == 0 == pair.alice.figures.blocks_ok
     assert pair.bob_store.committed("alice-bob") == {} == pair.alice_store.committed("alice-bob")
 
 
@@ -208,7 +212,9 @@ def test_a_rejected_message_aborts_its_block_at_both_ends(tmp_path):
     pair.close()
     assert pair.bob.figures.abort_reasons["rejected_message"] == 1
     assert pair.bob.figures.rejected_messages == 1
-    assert pair.alice.figures.abort_reasons["peer: rejected_message"] == 1
+    # Alice had finished her part and prepared the block: Bob's refusal discards it there
+    assert pair.alice.figures.abort_reasons["commit_discarded"] == 1
+    assert pair.alice_store.in_doubt("alice-bob") == []
     a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
     assert len(a) == 2 * KEYS_PER_BLOCK and a == b
 
@@ -241,21 +247,25 @@ def test_a_foreign_link_message_is_rejected_and_counted(tmp_path):
     assert pair.bob.status()["state"] == "stopped"
 
 
-def test_a_block_in_doubt_is_resolved_when_alice_restarts(tmp_path):
-    """Bob committed, Alice never got COMMIT: after her restart both hold the block."""
+def _drop_first(msg_type):
+    dropped = []
+
+    def tamper(env):
+        if env.msg_type == msg_type and not dropped:
+            dropped.append(env.block_id)
+            return "drop"
+    return tamper
+
+
+def test_a_lost_commit_is_asked_for_again_and_both_ends_keep_the_block(tmp_path):
+    """Alice committed, her COMMIT is lost: Bob's PREPARED again gets COMMIT again."""
     async def main():
-        pair = Pair(tmp_path, max_blocks=1, block_timeout_s=0.5)
-        pair.ch_b.tamper = lambda env: "drop" if env.msg_type == EngineMessage.COMMIT else None
+        pair = Pair(tmp_path, max_blocks=1)
+        pair.ch_a.tamper = _drop_first(CommitMsgType.COMMIT)
         pair.start()
         await pair.until(lambda: pair.bob.figures.blocks_ok == 1
-                         and pair.alice.figures.abort_reasons["timeout"] == 1)
-        assert pair.alice_store.in_doubt("alice-bob") != []
-        assert pair.alice_store.committed("alice-bob") == {}
-        pair.ch_b.tamper = None
-        await pair.stop(pair.alice)
-        pair.alice = pair.new_alice()           # Alice's node restarts on the same store
-        pair.start(pair.alice)
-        await pair.until(lambda: pair.alice_store.in_doubt("alice-bob") == [])
+                         and pair.alice.figures.blocks_ok == 1)
+        await pair.until(lambda: pair.bob_store.in_doubt("alice-bob") == [])
         await pair.stop()
         return pair
     pair = run(main())
@@ -264,14 +274,15 @@ def test_a_block_in_doubt_is_resolved_when_alice_restarts(tmp_path):
     assert len(a) == KEYS_PER_BLOCK and a == b
 
 
-def test_a_block_prepared_only_at_alice_is_discarded_at_both_ends(tmp_path):
-    """PREPARED is lost: Bob times out, discards and says so; Alice drops her prepared copy."""
+def test_a_block_whose_vote_never_arrives_is_discarded_at_both_ends(tmp_path):
+    """Every PREPARED is lost: Alice resends PREPARE, gives up, discards, says ABORT."""
     async def main():
-        pair = Pair(tmp_path, max_blocks=1, block_timeout_s=0.5)
-        pair.ch_a.tamper = lambda env: "drop" if env.msg_type == EngineMessage.PREPARED else None
+        pair = Pair(tmp_path, max_blocks=1)
+        pair.ch_b.tamper = lambda env: "drop" if env.msg_type == CommitMsgType.PREPARED \
+            else None
         pair.start()
-        await pair.until(lambda: pair.bob.figures.abort_reasons["timeout"] == 1
-                         and pair.alice_store.calls[-1][0] == "discard")
+        await pair.until(lambda: pair.alice.figures.abort_reasons["commit_discarded"] == 1
+                         and pair.bob.figures.abort_reasons["commit_discarded"] == 1)
         await pair.stop()
         return pair
     pair = run(main())
@@ -279,17 +290,42 @@ def test_a_block_prepared_only_at_alice_is_discarded_at_both_ends(tmp_path):
     for store in (pair.alice_store, pair.bob_store):
         assert store.committed("alice-bob") == {} and store.in_doubt("alice-bob") == []
     assert [op for op, _ in pair.alice_store.calls] == ["prepare", "discard"]
+    assert [op for op, _ in pair.bob_store.calls] == ["prepare", "discard"]
 
 
-def test_a_block_prepared_at_both_ends_is_committed_after_bob_crashes(tmp_path):
-    """Bob's node dies while waiting for PREPARED: his fresh node commits it at both ends."""
+def test_alice_restarting_undecided_discards_the_block_at_both_ends(tmp_path):
+    """Both ends prepared, Alice dies before deciding: presumed abort after her restart."""
     async def main():
-        pair = Pair(tmp_path, max_blocks=1, block_timeout_s=5.0)
-        pair.ch_a.tamper = lambda env: "drop" if env.msg_type == EngineMessage.PREPARED else None
+        pair = Pair(tmp_path, max_blocks=1)
+        pair.ch_b.tamper = lambda env: "drop" if env.msg_type == CommitMsgType.PREPARED \
+            else None
         pair.start()
         await pair.until(lambda: pair.alice_store.in_doubt("alice-bob") != []
                          and pair.bob_store.in_doubt("alice-bob") != [])
-        await pair.stop(pair.bob)                 # crash: nothing discarded on the way out
+        await pair.stop(pair.alice)              # crash: nothing decided on the way out
+        pair.ch_b.tamper = None
+        pair.alice = pair.new_alice()            # Alice's node restarts on the same store
+        pair.start(pair.alice)
+        await pair.until(lambda: pair.alice_store.in_doubt("alice-bob") == []
+                         and pair.bob_store.in_doubt("alice-bob") == [])
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    for store in (pair.alice_store, pair.bob_store):
+        assert store.committed("alice-bob") == {}
+        assert [op for op, _ in store.calls] == ["prepare", "discard"]
+
+
+def test_bob_restarting_in_doubt_learns_the_commit_and_keeps_the_block(tmp_path):
+    """Alice committed, COMMIT lost, Bob dies: his restarted node asks and commits."""
+    async def main():
+        pair = Pair(tmp_path, max_blocks=1)
+        pair.ch_a.tamper = lambda env: "drop" if env.msg_type == CommitMsgType.COMMIT else None
+        pair.start()
+        await pair.until(lambda: pair.alice_store.committed("alice-bob") != {}
+                         and pair.bob_store.in_doubt("alice-bob") != [])
+        await pair.stop(pair.bob)                 # crash: nothing decided on the way out
         pair.ch_a.tamper = None
         pair.bob = LinkEngine(pair.bob_link, pair.conf.keystore, node_id="bob", board=None,
                               channel=pair.ch_b, store=pair.bob_store, roles=pair.bob_roles,
@@ -297,8 +333,7 @@ def test_a_block_prepared_at_both_ends_is_committed_after_bob_crashes(tmp_path):
                               acquisition_factory=functools.partial(FakeAcquisition,
                                                                     max_blocks=0))
         pair.start(pair.bob)
-        await pair.until(lambda: pair.alice_store.in_doubt("alice-bob") == []
-                         and pair.bob_store.in_doubt("alice-bob") == [])
+        await pair.until(lambda: pair.bob_store.in_doubt("alice-bob") == [])
         await pair.stop()
         return pair
     pair = run(main())
@@ -415,14 +450,16 @@ def test_a_malformed_hello_is_rejected_and_the_engine_keeps_running(tmp_path):
 
 
 def test_auth_key_refills_happen_in_the_same_block_order_at_both_ends(tmp_path):
-    """Blocks finish out of order (uneven work); both pools still refill in one order."""
+    """Blocks finish out of order (uneven work, slow pool writes); both pools still refill in
+    one order, the order of Alice's commits, and an aborted block refills nothing."""
     async def main():
         pair = Pair(tmp_path, bob_roles=FakeRoleFactory(KEY_BITS, role_delay_s=0.03),
-                    max_blocks=12, blocks_in_flight=4)
+                    alice_roles=FakeRoleFactory(KEY_BITS, abort_every=5),
+                    max_blocks=15, blocks_in_flight=4)
         pair.pools[0].shutdown()
         pair.alice.compute = pair.bob.compute = pair.pools[0] = ThreadPoolExecutor(4)
         pair.ch_a.delay_s = pair.ch_b.delay_s = 0.005
-        pair.ch_a.refill_delay_s = 0.05          # Alice's pool writes are slow and uneven
+        pair.ch_b.refill_delay_s = 0.05          # Bob's pool writes are slow and uneven
         pair.start()
         await pair.until(lambda: pair.bob.figures.blocks_ok == 12
                          and pair.alice.figures.blocks_ok == 12)
@@ -431,3 +468,5 @@ def test_auth_key_refills_happen_in_the_same_block_order_at_both_ends(tmp_path):
     pair = run(main())
     pair.close()
     assert len(pair.ch_b.refills) == 12 and pair.ch_a.refills == pair.ch_b.refills
+    committed = {b for (_, b), r in pair.bob_store.blocks.items() if r["state"] == "committed"}
+    assert set(pair.ch_b.refills) == committed
