@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 		echo "kernel warm-up failed: the first demo will compile them instead" >&2
 	@touch $(STAMP)
 
+# Two `qkd-node run` processes on simulated hardware: an honest run, then intercept-resend.
+# Options pass through, e.g. `make demo DEMO_ARGS="--keys 5000 --state-dir /tmp/qkd-demo"`.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/qkd-node demo
+	$(BIN)/qkd-node demo-nodes $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -40,7 +40,9 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 30.0
 AUTH_BOOTSTRAP_BYTES = 1 << 20    # 64 Ki messages each way before the first refill
-ATTACK_ABORTS_ENOUGH = 3      # the attack run may stop once Bob has aborted this many blocks
+ATTACK_ABORTS_ENOUGH = 2      # the attack run may stop once Bob has aborted this many blocks
+DEFAULT_SECONDS = 90.0        # without --seconds/--keys: each run stops after this long ...
+DEFAULT_KEYS = 1000            # ... or (honest run) once both stores hold this many keys
 
 
 class LaunchError(RuntimeError):
@@ -359,9 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qkd-node demo-nodes",
                                 description="two qkd-node processes on simulated hardware")
     p.add_argument("--seconds", type=float, default=None,
-                   help="stop each run after this long (default 60 unless --keys is given)")
+                   help=f"stop each run after this long (default {DEFAULT_SECONDS:g} when "
+                        f"neither --seconds nor --keys is given)")
     p.add_argument("--keys", type=int, default=None,
-                   help="stop the honest run once both stores hold this many keys")
+                   help=f"stop the honest run once both stores hold this many keys (default "
+                        f"{DEFAULT_KEYS} when neither --seconds nor --keys is given)")
     p.add_argument("--state-dir", default=None,
                    help="keep configs, keys, logs and stores here (default: a temporary "
                         "directory, removed at the end)")
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None,
     if not 0 < args.distance_km <= 500:
         return _usage_error(f"distance_km = {args.distance_km:g} is outside (0, 500]")
     if args.seconds is None and args.keys is None:
-        args.seconds = 60.0
+        args.seconds, args.keys = DEFAULT_SECONDS, DEFAULT_KEYS
     out = sys.stdout
     launcher = Launcher(args, node_command, out, sys.stderr if args.json else sys.stdout)
     previous = {sig: signal.signal(sig, lambda s, _f: launcher.request_stop(
@@ -432,7 +436,8 @@ def main(argv: list[str] | None = None,
 def _passed(r: RunResult) -> bool:
     s = r.summary()
     if r.run == "honest":
-        return s["stores_identical"] if s.get("stores_compared") else False
+        return bool(s.get("stores_compared") and s["stores_identical"]
+                    and s["stored_keys"]["alice"] > 0)
     return s.get("stores_compared", False) and s["stored_keys"] == {"alice": 0, "bob": 0}
 
 

@@ -33,6 +33,7 @@ class LinkFigures:
     store_capacity_bits: int = 0
     rejected_messages: int = 0
     alarms: dict = field(default_factory=dict)
+    note: str = ""                  # a standing remark for the operator (B92: why no key)
     started_at: float = field(default_factory=time.monotonic)
     _qber_aborts_in_row: int = 0
     _rejected_times: deque = field(default_factory=lambda: deque(maxlen=REJECTED_ALARM_COUNT))
@@ -86,4 +87,5 @@ class LinkFigures:
             "auth_bits_left": self.auth_bits_left, "store_bits": self.store_bits,
             "store_capacity_bits": self.store_capacity_bits, "store_fill": fill,
             "rejected_messages": self.rejected_messages, "alarms": dict(self.alarms),
+            "note": self.note,
         }

@@ -54,6 +54,9 @@ HELLO_REPEAT_S = 1.0
 COMMIT_TICK_S = 2.0     # the commit's timer: resends, timeouts, questions about blocks in doubt
 STORE_POLL_S = 1.0
 PEER_FULL_PAUSE_S = 5.0
+B92_NOTE = ("B92 stores no key: no published security proof covers it with weak coherent "
+            "pulses, so its key length is zero; blocks run for QBER, yield and eavesdropper "
+            "detection (abort reason no_security_proof)")
 
 
 class _BlockAborted(Exception):
@@ -102,6 +105,8 @@ class LinkEngine:
         self.log = log or logging.getLogger(f"qkd.link.{link.id}")
         self.acquisition_factory = acquisition_factory
         self.figures = LinkFigures(link.id, link.role, link.protocol)
+        if link.protocol == "b92":
+            self.figures.note = B92_NOTE
         self.board_params: BoardParameters | None = None
         self._blocks: dict[int, _Block] = {}
         self._slots = asyncio.Semaphore(link.policy.blocks_in_flight)

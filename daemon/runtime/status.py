@@ -53,6 +53,8 @@ def render(status: dict) -> str:
             lines.append(f"  {ln['link']}: aborted blocks by reason: {reasons}")
         for name, text in sorted(ln["alarms"].items()):
             lines.append(f"  {ln['link']}: ALARM {name}: {text}")
+        if ln.get("note"):
+            lines.append(f"  {ln['link']}: note: {ln['note']}")
     return "\n".join(lines)
 
 
