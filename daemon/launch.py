@@ -114,15 +114,28 @@ def _q(value: str) -> str:
     return json.dumps(str(value))       # a JSON string is a valid TOML basic string
 
 
+DEMO_POLICY = {"eps_sec": 1e-10, "eps_cor": 1e-15, "qber_tol": 0.06, "qber_threshold": 0.11,
+               "blocks_in_flight": 2, "block_timeout_s": 300}
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return _q(v) if isinstance(v, (str, Path)) else repr(v)
+
+
 def node_config(*, node: str, run_dir: Path, endpoint: str, peer: str,
                 devices: list[dict], block_pulses: int, keys: dict[str, tuple[Path, Path]],
-                auth_file: Path) -> str:
+                auth_file: Path, protocol: str = "bb84-decoy", policy: dict | None = None,
+                calibration: dict | None = None, log_level: str = "info") -> str:
+    """One node's config: Alice binds ``endpoint``, Bob connects to it."""
     state = run_dir / node
     lines = ["# written by qkd-node demo-nodes", "[node]", f"id = {_q(node)}",
              f"state_dir = {_q(state)}", f"admin_socket = {_q(state / 'admin.sock')}",
-             'log_level = "info"', "", "[keystore]", f"path = {_q(state / 'keys.sqlite')}",
+             f"log_level = {_q(log_level)}", "", "[keystore]",
+             f"path = {_q(state / 'keys.sqlite')}",
              "capacity_bits = 10_000_000_000", "key_size_bits = 256", "",
-             "[[link]]", 'id = "alice-bob"', f"role = {_q(node)}", 'protocol = "bb84-decoy"',
+             "[[link]]", 'id = "alice-bob"', f"role = {_q(node)}", f"protocol = {_q(protocol)}",
              "", "[link.peer]", f"endpoint = {_q(endpoint)}",
              f"bind = {'true' if node == 'alice' else 'false'}",
              f"public_key_file = {_q(keys[peer][0])}", f"auth_bootstrap_file = {_q(auth_file)}",
@@ -131,10 +144,12 @@ def node_config(*, node: str, run_dir: Path, endpoint: str, peer: str,
     for dev in devices:
         lines += [f"[link.devices.{dev['device']}]", f"driver = {_q(dev['driver'])}",
                   f"url = {_q(dev['url'])}", ""]
-    lines += ["[link.policy]", f"block_pulses = {int(block_pulses)}", "eps_sec = 1e-10",
-              "eps_cor = 1e-15", "qber_tol = 0.06", "qber_threshold = 0.11",
-              "blocks_in_flight = 2", "block_timeout_s = 300", ""]
-    return "\n".join(lines)
+    lines += ["[link.policy]", f"block_pulses = {int(block_pulses)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in {**DEMO_POLICY, **(policy or {})}.items()]
+    if calibration:
+        lines += ["", "[link.calibration]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in calibration.items()]
+    return "\n".join(lines) + "\n"
 
 
 # -- children ------------------------------------------------------------------------------------

@@ -378,6 +378,10 @@ class LinkEngine:
         blk = self._blocks.get(block_id) if block_id is not None else None
         if blk is not None:
             await self._abort_block(blk, "rejected_message")
+        elif block_id:
+            # The block is not running here (its opening message was the one dropped): the
+            # peer's end of it must stop too, or it waits for its timeout.
+            await self._send(block_id, E.ABORT, m.encode_reason("rejected_message"))
 
     # -- blocks ---------------------------------------------------------------------------------
 

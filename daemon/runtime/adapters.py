@@ -91,10 +91,10 @@ class ChannelPort:
         while True:
             event = await self.channel.next_event()
             if event.is_rejection:
-                # Only an authenticated frame's block id can be believed (a forged frame could
-                # otherwise abort any block it names).
-                block = event.block_id if event.authenticated else None
-                await self._items.put(Rejected(self.link.id, block,
+                # The block the frame claims: a damaged, replayed or reordered message of a live
+                # block aborts that block at both ends (an attacker who can forge a claim can
+                # also just drop the message, so believing it costs nothing).
+                await self._items.put(Rejected(self.link.id, event.block_id,
                                                f"{event.kind}: {event.detail}"))
 
     async def send(self, link_id: str, block_id: int, step: int, msg_type: int,

@@ -179,7 +179,7 @@ class InMemoryKeyStore:
 
 # -- block roles --------------------------------------------------------------------------------
 
-NONCE, REPLY, FAKE_ABORT = 1, 2, 9
+NONCE, REPLY, PING, FAKE_ABORT = 1, 2, 3, 9
 
 
 @dataclass
@@ -205,9 +205,14 @@ def _fake_key(nonce_b: bytes, nonce_a: bytes, n_bits: int) -> np.ndarray:
 
 
 class FakeBobBlock:
+    """``factory.rounds`` round trips: NONCE/REPLY, then PING/REPLY (the key comes from the
+    first two nonces); the extra rounds give a block a middle for fault injection."""
+
     def __init__(self, factory):
         self.f = factory
         self.nonce = os.urandom(16)
+        self.replies = 0
+        self.first_reply = b""
         self.done, self.outcome = False, None
 
     def start(self):
@@ -222,8 +227,13 @@ class FakeBobBlock:
             self.outcome = FakeOutcome(np.zeros(0, np.uint8), FakeStats(self.f.abort_qber),
                                        True, [payload.decode()])
             return []
+        self.replies += 1
+        if self.replies == 1:
+            self.first_reply = payload
+        if self.replies < self.f.rounds:
+            return [(PING, self.replies.to_bytes(4, "little"))]
         self.done = True
-        self.outcome = FakeOutcome(_fake_key(self.nonce, payload, self.f.key_bits),
+        self.outcome = FakeOutcome(_fake_key(self.nonce, self.first_reply, self.f.key_bits),
                                    FakeStats(self.f.qber))
         return []
 
@@ -232,6 +242,8 @@ class FakeAliceBlock:
     def __init__(self, factory, abort: bool):
         self.f, self.abort = factory, abort
         self.done, self.outcome = False, None
+        self.received = 0
+        self.key = None
 
     def start(self):
         return []
@@ -245,10 +257,13 @@ class FakeAliceBlock:
             self.outcome = FakeOutcome(np.zeros(0, np.uint8), FakeStats(self.f.abort_qber),
                                        True, ["qber_above_threshold"])
             return [(FAKE_ABORT, b"qber_above_threshold")]
+        self.received += 1
         nonce_a = os.urandom(16)
-        self.done = True
-        self.outcome = FakeOutcome(_fake_key(payload, nonce_a, self.f.key_bits),
-                                   FakeStats(self.f.qber))
+        if self.received == 1:
+            self.key = _fake_key(payload, nonce_a, self.f.key_bits)
+        if self.received >= self.f.rounds:
+            self.done = True
+            self.outcome = FakeOutcome(self.key, FakeStats(self.f.qber))
         return [(REPLY, nonce_a)]
 
 
@@ -256,7 +271,9 @@ class FakeRoleFactory:
     """``abort_every``: Alice aborts every n-th block she sees (QBER) — both ends must abort."""
 
     def __init__(self, key_bits: int = 1000, qber: float = 0.02, abort_every: int = 0,
-                 abort_qber: float = 0.25, stall: bool = False, role_delay_s: float = 0.0):
+                 abort_qber: float = 0.25, stall: bool = False, role_delay_s: float = 0.0,
+                 rounds: int = 1):
+        self.rounds = rounds
         self.key_bits, self.qber, self.abort_every = key_bits, qber, abort_every
         self.abort_qber, self.stall, self.role_delay_s = abort_qber, stall, role_delay_s
         self.alice_blocks = 0
