@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -122,8 +123,12 @@ class LinkEngine:
         self._held = False          # an operator asked Bob to open no new blocks
         self._opening = 0           # Bob: a block being acquired or opened (not yet in flight)
         self._auth_parts: dict[int, np.ndarray] = {}   # block -> bits for the pool, until commit
+        # The commit waits as long as a block may take: Bob's end of a block finishes after
+        # Alice's (his privacy amplification follows her PA seed), so her PREPARE may wait.
+        ticks = max(3, math.ceil(link.policy.block_timeout_s / COMMIT_TICK_S))
         self.commit = LinkCommit(store, link.id, coordinator=not self.is_bob,
-                                 key_size_bits=keystore.key_size_bits)
+                                 key_size_bits=keystore.key_size_bits, max_retries=ticks,
+                                 max_wait_ticks=ticks)
         self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-commit-{link.id}")
         self._unsettled: dict[int, tuple] = {}     # block -> figures, until the store decides
 
