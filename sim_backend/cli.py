@@ -211,7 +211,7 @@ def run_report(params: LinkParams, pulses: int, seed: int, progress=None) -> dic
                           for k, v in expected.to_dict().items()}
     if params.eve == "usd-multiphoton" and params.eve_active:
         report["expected"]["usd_multiphoton"] = theory.b92_expectation(params).to_dict()
-    elif params.eve_active:
+    elif params.eve_active and params.protocol != "lt3":
         sig = theory.eve_signature(params.protocol, params.eve, params.eve_fraction, params.mu,
                                    params.transmittance)
         report["expected"]["eve_ideal_optics"] = dataclasses.asdict(sig)
