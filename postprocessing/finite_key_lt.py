@@ -225,7 +225,8 @@ def virtual_coefficients(bloch) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(c_plus, c_minus): Tr(D sigma_+-) = sum_j c_+-[j] Tr(D rho_j) for any operator D.
 
     sigma_+- = (|phi_Z0> +- |phi_Z1>)(...)^dagger / 4 (so sigma_+ + sigma_- = (rho_Z0 +
-    rho_Z1)/2), with |phi> = (cos(theta/2), sin(theta/2)), theta = atan2(P_X, P_Z). Writing
+    rho_Z1)/2), with |phi> = (cos(theta/2), sin(theta/2)), theta = atan2(P_X, P_Z), the sign of
+    |phi_Z1> chosen so that sigma_+ leans towards X0 (``max`` below). Writing
     sigma = (P_I 1 + P_X X + P_Z Z)/2 and Tr(D rho_j) = (q_I + x_j q_X + z_j q_Z)/2 gives
     Tr(D sigma) = P . q / 2 = P . A^-1 Y, so c = P^T A^-1 (A: rows (1, x_j, z_j)).
     """
@@ -235,11 +236,22 @@ def virtual_coefficients(bloch) -> tuple[tuple[float, ...], tuple[float, ...]]:
         th = math.atan2(x, z)
         phis.append((math.cos(th / 2), math.sin(th / 2)))
     a_inv = _inverse3(_matrix_a(b))
+
+    def paulis(sign, flip):
+        f = -1.0 if flip else 1.0
+        v = (0.5 * (phis[0][0] + sign * f * phis[1][0]),
+             0.5 * (phis[0][1] + sign * f * phis[1][1]))
+        # sigma = v v^T (v = (phi0 +- phi1)/2): P_I = |v|^2, P_X = 2 v0 v1, P_Z = v0^2 - v1^2
+        return (v[0] ** 2 + v[1] ** 2, 2 * v[0] * v[1], v[0] ** 2 - v[1] ** 2)
+
+    # The kets' relative phase is the virtual source's choice (any is sound): take the one that
+    # puts sigma_+ along the test state X0, so a good channel shows few phase errors.
+    x0, z0 = b[2]
+    flip = max((False, True), key=lambda f: paulis(1.0, f)[1] * x0 + paulis(1.0, f)[2] * z0
+               - paulis(-1.0, f)[1] * x0 - paulis(-1.0, f)[2] * z0)
     out = []
     for sign in (1.0, -1.0):
-        v = (0.5 * (phis[0][0] + sign * phis[1][0]), 0.5 * (phis[0][1] + sign * phis[1][1]))
-        # sigma = v v^T (v = (phi0 +- phi1)/2): P_I = |v|^2, P_X = 2 v0 v1, P_Z = v0^2 - v1^2
-        p = (v[0] ** 2 + v[1] ** 2, 2 * v[0] * v[1], v[0] ** 2 - v[1] ** 2)
+        p = paulis(sign, flip)
         out.append(tuple(sum(p[r] * a_inv[r][j] for r in range(3)) for j in range(3)))
     return out[0], out[1]
 
