@@ -314,7 +314,7 @@ class PatternRequest(Message):
 
 @dataclass(eq=False)
 class PatternReply(Message):
-    """One pattern byte per requested slot, in request order (layout: firmware_protocol.wire_facts)."""
+    """One pattern byte per requested slot, in request order (layout: wire_facts, SPEC.md)."""
 
     TYPE: ClassVar[int] = 0x31
     _FIXED: ClassVar = struct.Struct("<II")

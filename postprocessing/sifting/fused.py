@@ -175,7 +175,8 @@ def _settle_multi(protocol, coins, multi_pos, multi_masks, n_multi, out_code, re
             keep = basis == pattern_fields(code)[1]
         else:
             keep = bit == 1
-        out_code[pos] = (code & np.uint8(_PATTERN_BITS)) | (((basis << np.uint8(1)) | bit) << np.uint8(4))
+        squashed = ((basis << np.uint8(1)) | bit) << np.uint8(4)
+        out_code[pos] = (code & np.uint8(_PATTERN_BITS)) | squashed
         if not keep:
             removed[n_removed] = pos
             n_removed += 1
