@@ -9,7 +9,7 @@ window of the synthetic board pattern covering the whole run (a 200 MB array, so
 miss the caches as a board query would not).
 
 Figures: the role-split chain (what the two nodes run, with the messages between them, plus the
-board stand-in lookup), the fused in-process path (``sifting_fused.align_and_sift_bb84``, one
+board stand-in lookup), the fused in-process path (``sifting.fused.align_and_sift_bb84``, one
 pass, same keys), the work of each node's host, and each stage. Every throughput figure carries
 the plain-numpy version of the same work as ratio.
 
@@ -31,9 +31,9 @@ import numpy as np
 
 from bench.common import best_time, emit, progress
 from postprocessing.alignment import ClockFit, assign_slots
-from postprocessing.sifting import (alice_answer_bb84, bob_align_and_announce_bb84,
-                                   bob_announce_bb84, bob_apply_answer, pattern_from_window)
-from postprocessing.sifting_fused import align_and_sift_bb84
+from postprocessing.sifting import (alice_answer_bb84, align_and_sift_bb84,
+                                   bob_align_and_announce_bb84, bob_announce_bb84,
+                                   bob_apply_answer, pattern_from_window)
 
 BENCH = "bench_sifting"
 N_EVENTS = 4_000_000
