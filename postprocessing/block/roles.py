@@ -31,7 +31,7 @@ from postprocessing.reconciliation.leakage import (ERROR_PATTERN_PUBLIC, Cascade
                                                    leak_ec_bits)
 from postprocessing import estimation as est
 from postprocessing import sifting
-from postprocessing import sifting_lt3
+from postprocessing.sifting import lt3 as sifting_lt3
 from postprocessing.amplification import toeplitz_hash
 from postprocessing.block import decisions
 from postprocessing.block.messages import Abort, MessageType, PaSeed

@@ -14,7 +14,7 @@ Flow::
 
 Pattern bytes: bit0 value, bit1 basis (0 = Z: H for value 0, V for 1; 1 = X: D, value bit
 ignored), bits 2-3 intensity (0 = mu, 1 = nu, 2 = vacuum). Bob's channels, squashing,
-hold-off and gating are those of ``postprocessing.sifting`` (BB84 receiver).
+hold-off and gating are those of the package (``detections``: the BB84 receiver).
 
 What is disclosed: Bob's basis of every detection and his bit on X-basis detections (X
 outcomes never become key); Alice's state on rows Bob measured in X, and on Z rows only
@@ -29,10 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_protocol.wire_facts import PATTERN_MAX_INTENSITY_INDEX as MAX_INTENSITY
 from postprocessing.bits import BitsError, pack_bits, packed_len, unpack_bits
 from postprocessing.finite_key_lt import Lt3Counts
 from postprocessing.randomness import ProtocolRandom
-from postprocessing import sifting as _s
+from postprocessing.sifting.detections import squashed_detections
+from postprocessing.sifting.errors import SiftError, SiftMessageError
+from postprocessing.sifting.kernels import all_bits, strictly_increasing
+from postprocessing.sifting.messages import MAX_ANNOUNCED
+from postprocessing.sifting.records import BobDetections, SiftCounts
 
 CODE_Z = 0
 """Answer code on a Bob-Z row: Alice sent a Z state (which one stays secret)."""
@@ -64,24 +69,24 @@ class Lt3Announcement:
         for name, a, dt in (("slots", s, np.int64), ("basis", b, np.uint8), ("x_bits", x,
                                                                             np.uint8)):
             if not (isinstance(a, np.ndarray) and a.dtype == dt and a.ndim == 1):
-                raise _s.SiftMessageError(f"LT3 announcement {name}: expected 1-D "
+                raise SiftMessageError(f"LT3 announcement {name}: expected 1-D "
                                           f"{np.dtype(dt).name}")
         if b.size != s.size:
-            raise _s.SiftMessageError(f"LT3 announcement: {b.size} bases for {s.size} slots")
-        if s.size and (s[0] < 0 or not _s._strictly_increasing(s)):
-            raise _s.SiftMessageError("LT3 announcement: slots must be >= 0 and strictly "
+            raise SiftMessageError(f"LT3 announcement: {b.size} bases for {s.size} slots")
+        if s.size and (s[0] < 0 or not strictly_increasing(s)):
+            raise SiftMessageError("LT3 announcement: slots must be >= 0 and strictly "
                                       "increasing")
-        if (b.size and not _s._all_bits(b)) or (x.size and not _s._all_bits(x)):
-            raise _s.SiftMessageError("LT3 announcement: bases and bits must be 0 or 1")
+        if (b.size and not all_bits(b)) or (x.size and not all_bits(x)):
+            raise SiftMessageError("LT3 announcement: bases and bits must be 0 or 1")
         n_x = int(np.count_nonzero(b))
         if x.size != n_x:
-            raise _s.SiftMessageError(f"LT3 announcement: {x.size} X bits for {n_x} X rows")
+            raise SiftMessageError(f"LT3 announcement: {x.size} X bits for {n_x} X rows")
         if not (isinstance(self.n_pulses, (int, np.integer)) and 1 <= self.n_pulses
                 <= MAX_PULSES):
-            raise _s.SiftMessageError(f"LT3 announcement: n_pulses {self.n_pulses!r} outside "
+            raise SiftMessageError(f"LT3 announcement: n_pulses {self.n_pulses!r} outside "
                                       f"[1, 2^48]")
         if s.size and int(s[-1]) - int(s[0]) >= int(self.n_pulses):
-            raise _s.SiftMessageError(f"LT3 announcement: slots span {int(s[-1] - s[0]) + 1} "
+            raise SiftMessageError(f"LT3 announcement: slots span {int(s[-1] - s[0]) + 1} "
                                       f"> n_pulses {int(self.n_pulses)}")
         return self
 
@@ -95,18 +100,18 @@ class Lt3Announcement:
     def from_bytes(cls, data: bytes) -> "Lt3Announcement":
         view = memoryview(bytes(data))
         if len(view) < _ANN.size:
-            raise _s.SiftMessageError(f"LT3 announcement: {len(view)} bytes < header "
+            raise SiftMessageError(f"LT3 announcement: {len(view)} bytes < header "
                                       f"{_ANN.size}")
         magic, version, r1, r2, n, n_pulses = _ANN.unpack_from(view)
         if magic != _ANN_MAGIC or version != _VERSION or r1 or r2:
-            raise _s.SiftMessageError(f"LT3 announcement: header {magic!r} v{version}, "
+            raise SiftMessageError(f"LT3 announcement: header {magic!r} v{version}, "
                                       f"expected {_ANN_MAGIC!r} v{_VERSION}")
-        if n > _s.MAX_ANNOUNCED:
-            raise _s.SiftMessageError(f"LT3 announcement: {n} rows > {_s.MAX_ANNOUNCED}")
+        if n > MAX_ANNOUNCED:
+            raise SiftMessageError(f"LT3 announcement: {n} rows > {MAX_ANNOUNCED}")
         body = view[_ANN.size:]
         nb = packed_len(n)
         if len(body) < 8 * n + nb:
-            raise _s.SiftMessageError(f"LT3 announcement: body {len(body)} bytes too short "
+            raise SiftMessageError(f"LT3 announcement: body {len(body)} bytes too short "
                                       f"for {n} rows")
         slots = np.frombuffer(body[:8 * n], dtype="<i8").astype(np.int64)
         try:
@@ -114,11 +119,11 @@ class Lt3Announcement:
             n_x = int(np.count_nonzero(basis))
             rest = body[8 * n + nb:]
             if len(rest) != packed_len(n_x):
-                raise _s.SiftMessageError(f"LT3 announcement: {len(rest)} bytes of X bits, "
+                raise SiftMessageError(f"LT3 announcement: {len(rest)} bytes of X bits, "
                                           f"expected {packed_len(n_x)}")
             x_bits = unpack_bits(np.frombuffer(rest, np.uint8), n_x)
         except BitsError as exc:
-            raise _s.SiftMessageError(f"LT3 announcement: {exc}") from None
+            raise SiftMessageError(f"LT3 announcement: {exc}") from None
         return cls(slots, basis, x_bits, int(n_pulses)).validate()
 
 
@@ -132,19 +137,19 @@ class Lt3Answer:
     def validate(self, basis: np.ndarray | None = None) -> "Lt3Answer":
         r = self.rows
         if not (isinstance(r, np.ndarray) and r.dtype == np.uint8 and r.ndim == 1):
-            raise _s.SiftMessageError("LT3 answer: expected 1-D uint8 rows")
-        if r.size and (int(r.max()) >> 4 or int(((r >> 2) & 3).max()) > _s.MAX_INTENSITY):
-            raise _s.SiftMessageError("LT3 answer: a byte uses bits 4-7 or intensity 3")
+            raise SiftMessageError("LT3 answer: expected 1-D uint8 rows")
+        if r.size and (int(r.max()) >> 4 or int(((r >> 2) & 3).max()) > MAX_INTENSITY):
+            raise SiftMessageError("LT3 answer: a byte uses bits 4-7 or intensity 3")
         if basis is not None:
             if basis.size != r.size:
-                raise _s.SiftMessageError(f"LT3 answer covers {r.size} rows, Bob announced "
+                raise SiftMessageError(f"LT3 answer covers {r.size} rows, Bob announced "
                                           f"{basis.size}")
             code = r & 3
             if np.any((basis == 0) & ((code == CODE_Z0) | (code == CODE_Z1))):
-                raise _s.SiftMessageError("LT3 answer names a Z value on a Z row (key "
+                raise SiftMessageError("LT3 answer names a Z value on a Z row (key "
                                           "disclosure refused)")
             if np.any((basis == 1) & (code == CODE_Z)):
-                raise _s.SiftMessageError("LT3 answer withholds the state on an X row")
+                raise SiftMessageError("LT3 answer withholds the state on an X row")
         return self
 
     def to_bytes(self) -> bytes:
@@ -155,13 +160,13 @@ class Lt3Answer:
     def from_bytes(cls, data: bytes) -> "Lt3Answer":
         data = bytes(data)
         if len(data) < _ANS.size:
-            raise _s.SiftMessageError(f"LT3 answer: {len(data)} bytes < header {_ANS.size}")
+            raise SiftMessageError(f"LT3 answer: {len(data)} bytes < header {_ANS.size}")
         magic, version, r1, r2, n = _ANS.unpack_from(data)
         if magic != _ANS_MAGIC or version != _VERSION or r1 or r2:
-            raise _s.SiftMessageError(f"LT3 answer: header {magic!r} v{version}, expected "
+            raise SiftMessageError(f"LT3 answer: header {magic!r} v{version}, expected "
                                       f"{_ANS_MAGIC!r} v{_VERSION}")
         if len(data) != _ANS.size + n:
-            raise _s.SiftMessageError(f"LT3 answer: {len(data) - _ANS.size} row bytes, header "
+            raise SiftMessageError(f"LT3 answer: {len(data) - _ANS.size} row bytes, header "
                                       f"says {n}")
         return cls(np.frombuffer(data, np.uint8, offset=_ANS.size).copy()).validate()
 
@@ -213,10 +218,10 @@ def _x0_errors(basis, x_bit_rows, answer_rows) -> tuple[int, int]:
 
 
 def bob_announce_lt3(slots, channels, rng: ProtocolRandom, n_pulses: int, *, valid=None,
-                     holdoff_slots: int = 0) -> tuple[Lt3Announcement, _s.BobDetections]:
+                     holdoff_slots: int = 0) -> tuple[Lt3Announcement, BobDetections]:
     """Bob's LT3 announcement: every detected slot, its squashed basis, the X-basis bits."""
-    s, b, k, counts = _s._squashed_detections(slots, channels, rng, valid, holdoff_slots)
-    rec = _s.BobDetections("lt3", s, b, k, _s.SiftCounts(**counts, n_announced=int(s.size)))
+    s, b, k, counts = squashed_detections(slots, channels, rng, valid, holdoff_slots)
+    rec = BobDetections("lt3", s, b, k, SiftCounts(**counts, n_announced=int(s.size)))
     ann = Lt3Announcement(s, b, k[b == 1].copy(), int(n_pulses))
     return ann.validate(), rec
 
@@ -225,17 +230,17 @@ def alice_answer_lt3(announcement: Lt3Announcement, pattern_bytes
                      ) -> tuple[Lt3Answer, Lt3Rows]:
     """Alice's answer from her pattern bytes for the announced slots, and her key rows."""
     if not isinstance(announcement, Lt3Announcement):
-        raise _s.SiftMessageError(f"expected an Lt3Announcement, got "
+        raise SiftMessageError(f"expected an Lt3Announcement, got "
                                   f"{type(announcement).__name__}")
     announcement.validate()
     basis = announcement.basis
     pattern = np.asarray(pattern_bytes)
     if pattern.ndim != 1 or pattern.dtype != np.uint8 or pattern.size != basis.size:
-        raise _s.SiftError(f"pattern_bytes: expected {basis.size} uint8 values, got "
+        raise SiftError(f"pattern_bytes: expected {basis.size} uint8 values, got "
                            f"{pattern.dtype} {pattern.shape}")
     if pattern.size and (int(np.bitwise_or.reduce(pattern)) & 0xF0
-                         or int(((pattern >> 2) & 3).max()) > _s.MAX_INTENSITY):
-        raise _s.SiftError("pattern_bytes: a byte uses bits 4-7 or intensity index 3")
+                         or int(((pattern >> 2) & 3).max()) > MAX_INTENSITY):
+        raise SiftError("pattern_bytes: a byte uses bits 4-7 or intensity index 3")
     a_basis = (pattern >> 1) & 1
     value = pattern & 1
     code = np.where(a_basis == 1, CODE_X0,
@@ -251,13 +256,13 @@ def alice_answer_lt3(announcement: Lt3Announcement, pattern_bytes
     return answer, Lt3Rows(key_bits, announcement.slots[key], counts, err, n0)
 
 
-def bob_apply_answer_lt3(answer: Lt3Answer, detections: _s.BobDetections,
+def bob_apply_answer_lt3(answer: Lt3Answer, detections: BobDetections,
                          n_pulses: int) -> Lt3Rows:
     """Bob's key rows and the count table (the same table Alice computed)."""
     if not isinstance(answer, Lt3Answer):
-        raise _s.SiftMessageError(f"expected an Lt3Answer, got {type(answer).__name__}")
+        raise SiftMessageError(f"expected an Lt3Answer, got {type(answer).__name__}")
     if detections.protocol != "lt3":
-        raise _s.SiftMessageError(f"detections are from {detections.protocol!r}, expected "
+        raise SiftMessageError(f"detections are from {detections.protocol!r}, expected "
                                   f"'lt3'")
     basis = detections.basis
     answer.validate(basis)
