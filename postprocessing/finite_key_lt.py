@@ -157,6 +157,10 @@ class Lt3Setup:
         for name, vals in (("intensity_probabilities", ps), ("state_probabilities", sp)):
             if len(vals) != 3 or any(not (v > 0.0) for v in vals) or abs(sum(vals) - 1) > 1e-9:
                 raise FiniteKeyInputError(f"{name}={vals!r} must hold 3 values > 0 summing to 1")
+        if abs(sp[0] - sp[1]) > 1e-9:
+            raise FiniteKeyInputError(f"state_probabilities={sp!r}: Z0 and Z1 must be equally "
+                                      f"likely (the virtual source (|0>|Z0> + |1>|Z1>)/sqrt 2 "
+                                      f"prepares them 50/50)")
         q = float(self.bob_z_probability)
         if not 0.0 < q < 1.0:
             raise FiniteKeyInputError(f"bob_z_probability={q!r} must lie in (0, 1)")

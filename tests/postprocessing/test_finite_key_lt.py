@@ -228,6 +228,8 @@ def test_block_params_check_the_lt3_calibration():
     with pytest.raises(BlockParamsError, match="alice_state_probabilities"):
         BlockParams(protocol="lt3", qber_tol=0.05, intensities=(0.5, 0.1, 0.0),
                     intensity_probabilities=(0.6, 0.2, 0.2))
+    with pytest.raises(BlockParamsError, match="equally likely"):
+        _lt3_params(alice_state_probabilities=(0.4, 0.3, 0.3))
     with pytest.raises(BlockParamsError, match="mu > nu > 0"):
         _lt3_params(intensities=(0.5, 0.1, 0.05))
     p = _lt3_params(bloch_vectors=((0.0, 1.0), (0.0, -1.0), (0.0, 1.0)))
