@@ -55,6 +55,7 @@ class LinkControls:
 
     fibre_rotation: np.ndarray = field(default_factory=_eye)
     controller_rotation: np.ndarray = field(default_factory=_eye)
+    reference_sop: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
     switch_port: int = 1
     link_port: int = 1
     detectors: list[DetectorSettings] = field(

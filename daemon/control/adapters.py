@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Callable
 
-from daemon.control.common import QberWindow
+from daemon.control.common import ControlConfigError, QberWindow
 from daemon.control.detector import (AlarmInterval, DetectorLoop, DetectorSample, TaggerCounts)
-from daemon.control.polarization import GpLoop, OzLoop, SopReading
+from daemon.control.polarization import (D_REF, H_REF, GpConfig, GpLoop, OzLoop,
+                                         SopReading)
 from daemon.control.switch import SwitchLoop, SwitchReading
 from drivers.errors import DeviceError
 
@@ -70,25 +71,46 @@ class LoopAdapter:
 
 
 class GpAdapter(LoopAdapter):
-    """``drivers.polarization.gp_scpi.GpPolarizationController`` + ``GpLoop``."""
+    """``drivers.polarization.gp_scpi.GpPolarizationController`` + ``GpLoop``.
+
+    With two references the loop asks for the next one after each step: ``select_reference(k)``
+    makes Alice's reference light state ``k`` of ``GpConfig.references`` (her board's reference
+    frame; the simulator's ``LinkControls.reference_sop``). Without a selector only one
+    reference can be used, and a two-reference loop is refused.
+    """
 
     kind = "polarization-gp"
 
     def __init__(self, name: str, driver, loop: GpLoop | None = None, *,
+                 select_reference: Callable[[int], None] | None = None,
                  stale_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        loop = loop or GpLoop()
+        loop = loop or GpLoop(GpConfig(references=(H_REF, D_REF) if select_reference
+                                       else (H_REF,)))
+        if len(loop.config.references) > 1 and select_reference is None:
+            raise ControlConfigError(f"{name}: {len(loop.config.references)} references "
+                                     f"configured but no way to select Alice's reference light")
         super().__init__(name, loop, loop.initial_state(), stale_after_s=stale_after_s,
                          clock=clock)
         self.driver = driver
+        self.select_reference = select_reference
+        self._selected = False
 
     def tick(self, now_s: float, qber: QberWindow | None = None):
         def run():
+            if self.select_reference is not None and not self._selected:
+                with self._lock:
+                    first = self._state.reference
+                self.select_reference(first)
+                self._selected = True
             m = self.driver.measure_sop()
             with self._lock:
                 state, action = self.loop.step(self._state,
                                                SopReading(now_s, m.as_tuple(), qber))
             if action is not None:
-                self.driver.set_sop(action.target)
+                if action.target is not None:
+                    self.driver.set_sop(action.target)
+                if action.next_reference is not None:
+                    self.select_reference(action.next_reference)
             with self._lock:
                 self._state = state
             return action
