@@ -149,6 +149,11 @@ class OzAdapter(LoopAdapter):
             return action
         return self._guarded(run)
 
+    def probe(self) -> None:
+        """Read the voltages only: proves the unit answers while no QBER window arrives (an
+        idle link must not look like a lost device)."""
+        self._guarded(self.driver.voltages_mv)
+
 
 class DetectorAdapter(LoopAdapter):
     """``drivers.detector.id120.Id120`` (or any driver with ``read_telemetry``) + DetectorLoop.
@@ -165,6 +170,7 @@ class DetectorAdapter(LoopAdapter):
         super().__init__(name, loop, loop.initial_state(), stale_after_s=stale_after_s,
                          clock=clock)
         self.driver = driver
+        self._readings: tuple = (None, None)      # (last, the one before)
 
     def tick(self, tagger: TaggerCounts | None = None, acquiring: bool = True):
         def run():
@@ -172,8 +178,14 @@ class DetectorAdapter(LoopAdapter):
             with self._lock:
                 self._state, action = self.loop.step(
                     self._state, DetectorSample(reading, tagger, acquiring))
+                self._readings = (reading, self._readings[0])
             return action
         return self._guarded(run)
+
+    def last_readings(self):
+        """The last telemetry reading and the one before it (None until there are)."""
+        with self._lock:
+            return self._readings
 
     def window_verdict(self, t0_s: float, t1_s: float) -> str:
         with self._lock:
