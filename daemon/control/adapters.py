@@ -52,6 +52,12 @@ class LoopAdapter:
             self._last_ok = self._clock()
         return result
 
+    @property
+    def device_error(self) -> str | None:
+        """The last device error, None once a tick succeeded again."""
+        with self._lock:
+            return self._device_error
+
     def healthy(self) -> bool:
         with self._lock:
             return (self._device_error is None and self._last_ok is not None

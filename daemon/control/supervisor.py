@@ -130,8 +130,8 @@ class LinkSupervisor:
 
     # -- running ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Tick every loop at its period until cancelled."""
+    def _jobs(self) -> list:
+        """(adapter, period, blocking tick) for every periodic loop of the link."""
         s = self.settings
         jobs = []
         if self.detector is not None:
@@ -146,9 +146,18 @@ class LinkSupervisor:
                          lambda: pol.tick(self.clock(), self._last_qber)))
         elif isinstance(pol, OzAdapter):
             jobs.append((pol, s.probe_period_s, pol.probe))
+        return jobs
+
+    async def tick_once(self) -> None:
+        """One tick of every periodic loop, in order (tests step link time with it)."""
+        for adapter, _, fn in self._jobs():
+            await self._run(adapter, fn)
+
+    async def run(self) -> None:
+        """Tick every loop at its period until cancelled."""
         self._running = True
         try:
-            await asyncio.gather(*(self._every(a, p, fn) for a, p, fn in jobs))
+            await asyncio.gather(*(self._every(a, p, fn) for a, p, fn in self._jobs()))
         finally:
             self._running = False
             for t in list(self._tasks):
@@ -161,7 +170,7 @@ class LinkSupervisor:
             await asyncio.sleep(period_s)
 
     async def _run(self, adapter: LoopAdapter, fn) -> None:
-        was_healthy = adapter.healthy()
+        was_lost = adapter.device_error is not None
         try:
             action = await asyncio.get_running_loop().run_in_executor(self._io, fn)
         except asyncio.CancelledError:
@@ -170,15 +179,14 @@ class LinkSupervisor:
             self.log.error("link %s: control loop %s failed: %s: %s", self.link_id,
                            adapter.name, type(exc).__name__, exc)
             return
-        self._report(adapter, action, was_healthy)
+        self._report(adapter, action, was_lost)
 
-    def _report(self, adapter: LoopAdapter, action, was_healthy: bool) -> None:
-        status = adapter.status()
-        lost = status["alarms"].get("device_lost")
-        if lost is not None and was_healthy:
+    def _report(self, adapter: LoopAdapter, action, was_lost: bool) -> None:
+        lost = adapter.device_error
+        if lost is not None and not was_lost:
             self.log.error("link %s: ALARM %s device lost: %s", self.link_id, adapter.name, lost)
-        elif lost is None and not was_healthy and adapter.healthy():
-            self.log.info("link %s: %s answers again", self.link_id, adapter.name)
+        elif lost is None and was_lost:
+            self.log.warning("link %s: %s answers again", self.link_id, adapter.name)
         if isinstance(action, AlarmRaised):
             self.log.warning("link %s: ALARM detector %s: no key from this window",
                              self.link_id, action.describe())
