@@ -438,9 +438,10 @@ class LinkEngine:
                 if self.control is not None and self.is_bob:      # detector veto, QBER feed
                     stats = getattr(getattr(outcome, "stats", None), "to_dict", dict)()
                     self.control.block_finished(self.link.id, *blk.window, stats)
-                    veto = await self.control.key_veto(self.link.id, *blk.window)
-                    if veto and not (outcome is None or outcome.aborted):
-                        raise _BlockAborted(veto)
+                    if outcome is not None and not outcome.aborted:
+                        veto = await self.control.key_veto(self.link.id, *blk.window)
+                        if veto:
+                            raise _BlockAborted(veto)
                 if outcome is None or outcome.aborted:
                     reasons = list(outcome.reasons) if outcome is not None else ["no_outcome"]
                     self._record_abort(blk, reasons, outcome)
