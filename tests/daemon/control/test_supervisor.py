@@ -269,3 +269,47 @@ def test_settings_refuse_a_zero_period():
     with pytest.raises(ControlConfigError, match="detector_period_s"):
         ControlSettings(detector_period_s=0.0)
 
+
+
+def test_block_qber_reaches_the_oz_loop_which_dithers_the_epc():
+    """The engine's ``block_finished`` feeds the OZ loop: its first window asks for +dither on
+    squeezer 1, applied to the simulated EPC over TCP; a window begun before that took effect
+    is not charged to the new setting."""
+    from daemon.control.adapters import OzAdapter
+    from sim_backend.instruments.polarization_oz import OzEpcSim
+    controls = LinkControls()
+    epc = OzEpcSim(controls)
+    clock = LinkTime()
+
+    async def main():
+        with TcpServer(epc) as server:
+            driver = registry.create("oz-epc", server.url, timeout_s=2.0)
+            try:
+                oz = OzAdapter("alice-bob.polarization", driver, clock=clock)
+                sup = ControlSupervisor({"alice-bob": LinkSupervisor(
+                    "alice-bob", polarization=oz, clock=clock,
+                    settings=ControlSettings(probe_period_s=0.01))})
+                ctl = asyncio.create_task(sup.run())
+                await asyncio.sleep(0.05)                   # the probe has read the unit
+                healthy = sup.healthy()
+                clock.t = 1.0
+                sup.block_finished("alice-bob", 0.0, 1.0,
+                                    {"sample_bits": 5000, "qber_estimate": 0.04})
+                for _ in range(100):
+                    await asyncio.sleep(0.01)
+                    if oz.state.windows_used:
+                        break
+                after_first = tuple(epc.voltages_mv)
+                sup.block_finished("alice-bob", 0.5, 1.5,     # began before the dither
+                                   {"sample_bits": 5000, "qber_estimate": 0.2})
+                await asyncio.sleep(0.1)
+                used = oz.state.windows_used
+                ctl.cancel()
+                await asyncio.gather(ctl, return_exceptions=True)
+                return healthy, after_first, used, oz.status()
+            finally:
+                driver.close()
+    healthy, after_first, used, status = asyncio.run(main())
+    assert healthy
+    assert after_first == (50, 0, 0, 0)
+    assert used == 1 and status["last_action"] == "set voltages 50,0,0,0 mV"
