@@ -21,6 +21,8 @@ from daemon.control.supervisor import (VETO_ALARM, VETO_UNVERIFIED, ControlSetti
                                        ControlSupervisor, LinkSupervisor, _rate_from,
                                        qber_window)
 from daemon.control.switch import SwitchConfig, SwitchLoop
+from daemon.engine.figures import LinkFigures
+from daemon.runtime.status import render
 from drivers import registry
 from drivers.detector.telemetry import Telemetry
 from sim_backend.controls import LinkControls
@@ -69,7 +71,8 @@ def test_blinding_trips_the_alarm_within_one_period_vetoes_the_window_and_resume
                     st = link.status()["loops"]["alice-bob.detector"]
                     if st["state"] == "alarm" and first_alarm is None:
                         first_alarm = clock.t
-                        statuses.append(sup.annotate([{"link": "alice-bob", "alarms": {}}])[0])
+                        figures = LinkFigures("alice-bob", "bob", "bb84-decoy").to_dict()
+                        statuses.append(sup.annotate([figures])[0])
                 verdicts = {w: await sup.key_veto("alice-bob", *w)
                             for w in [(0.5, 1.5), (1.5, 2.5), (2.5, 3.0), (3.5, 4.5),
                                       (4.5, 5.0), (5.0, 5.9)]}
@@ -85,6 +88,9 @@ def test_blinding_trips_the_alarm_within_one_period_vetoes_the_window_and_resume
     alarms = statuses[0]["alarms"]
     assert any(k.startswith("control.alice-bob.detector.photocurrent_high") for k in alarms)
     assert statuses[0]["control"]["loops"]["alice-bob.detector"]["state"] == "alarm"
+    table = render({"node": "bob", "pid": 1, "uptime_s": 3.0, "links": statuses})
+    assert "alice-bob: ALARM control.alice-bob.detector.photocurrent_high:0: photocurrent_high" \
+        in table                                      # what `qkd-node status` prints
     assert verdicts[(0.5, 1.5)] is None
     assert verdicts[(1.5, 2.5)] == verdicts[(2.5, 3.0)] == verdicts[(3.5, 4.5)] == VETO_ALARM
     assert verdicts[(4.5, 5.0)] is None and verdicts[(5.0, 5.9)] is None   # output resumes
