@@ -193,16 +193,21 @@ def test_engine_stores_no_key_from_a_blinded_window_and_output_resumes(tmp_path,
 # -- switch ------------------------------------------------------------------------------------
 
 def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
-    """Someone moved the switch to port 2: the detectors go dark (the simulator's channel is
-    closed), the loop reselects port 1 and, once the mirror has settled, sees light again."""
+    """The link's fibre is on port 3. A power glitch drops the non-latching switch back to
+    port 1: the detectors go dark (the simulator's channel is closed) and the switch reports
+    port 1. The next tick reselects port 3 and, once the mirror has settled (a gate that began
+    after the switching), the loop sees light again and clears its alarms."""
     controls = LinkControls()
+    controls.link_port = controls.switch_port = 3
     sim = LinkSimulator(LinkParams.preset("gys", distance_km=10.0), controls, seed=3)
+    switch_sim = DiconMemsSim(controls)
     clock = LinkTime()
     settings = ControlSettings(detector_period_s=PERIOD, switch_period_s=PERIOD,
-                               switch_port=1)
+                               switch_port=3)
+    floor = SwitchConfig(port=3).light_floor_hz
 
     async def main():
-        with serve_spd(controls) as spd, TcpServer(DiconMemsSim(controls)) as sw_server:
+        with serve_spd(controls) as spd, TcpServer(switch_sim) as sw_server:
             det = registry.create("id120", spd.url, timeout_s=2.0)
             sw = registry.create("dicon-mems", sw_server.url, timeout_s=2.0)
             try:
@@ -213,23 +218,25 @@ def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
                 trace = []
                 for k in range(30):
                     if k == 10:
-                        with controls.lock:
-                            controls.switch_port = 2        # moved behind the node's back
+                        switch_sim.power_on()               # falls back to port 1
                     sim.run_slots(1_000_000)
                     clock.t = round(clock.t + PERIOD, 9)
                     await link.tick_once()
                     st = link.status()["loops"]["alice-bob.switch"]
-                    trace.append((clock.t, controls.switch_port, st["state"],
-                                  dict(st["alarms"]), st["corrections"]))
+                    rate = sum(link.detector.last_readings()[0].count_rate_hz)
+                    trace.append((controls.switch_port, st["state"], dict(st["alarms"]),
+                                  st["corrections"], rate))
             finally:
                 det.close()
                 sw.close()
         return trace
     trace = asyncio.run(main())
-    assert all(s == "ok" for _, _, s, _, _ in trace[2:10])
-    moved = trace[10]
-    assert "wrong_port" in moved[3] and moved[1] == 1 and moved[4] == 1   # reselected at once
-    assert trace[-1][2] == "ok" and trace[-1][3] == {} and trace[-1][1] == 1
+    assert all(s == "ok" and r > floor for _, s, _, _, r in trace[2:10])
+    port, _, alarms, corrections, rate = trace[10]
+    assert rate < floor                               # no light on the wrong port ...
+    assert "wrong_port" in alarms and port == 3 and corrections == 1   # ... reselected at once
+    assert trace[-1][1] == "ok" and trace[-1][2] == {} and trace[-1][4] > floor
+    assert trace[-1][3] == 1                          # one correction in all
 
 
 def test_switch_on_the_right_port_without_light_alarms():
