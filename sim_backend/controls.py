@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-N_DETECTORS = 4
+from firmware_protocol.wire_facts import N_DETECTORS
 
 
 def _eye() -> np.ndarray:

@@ -25,9 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-from sim_backend.controls import N_DETECTORS, LinkControls
+from firmware_protocol.wire_facts import N_DETECTORS, PATTERN_INTENSITY_SHIFT, SYNC_CHANNEL
+from sim_backend.controls import LinkControls
 from sim_backend.params import LinkParams, ParameterError
-from sim_backend.pattern import INTENSITY_SHIFT, SYNC_CHANNEL, pattern_at, sync_slots
+from sim_backend.pattern import pattern_at, sync_slots
 from sim_backend.physics import channel, detectors, eve, sampling, source
 
 BLINDING_PHOTOCURRENT_UA = 40.0
@@ -415,7 +416,7 @@ def _accumulate(result: SimResult, sim: LinkSimulator, chunk: SlotChunk,
     if slots.size == 0:
         return
     pat = sim.alice_pattern(slots)
-    intensity = (pat >> INTENSITY_SHIFT).astype(np.int64)
+    intensity = (pat >> PATTERN_INTENSITY_SHIFT).astype(np.int64)
     value = pat & 1
     analyser, port = det >> 1, det & 1
     if sim.params.protocol == "b92":
