@@ -1,5 +1,4 @@
-"""Run every benchmark module (``bench/bench_*.py``, ``bench/*_key_rates.py``) or those named
-on the command line."""
+"""Run every benchmark module (``bench/bench_*.py``) or those named on the command line."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     here = pathlib.Path(__file__).parent
-    names = argv or (sorted(p.stem for p in here.glob("bench_*.py"))
-                     + sorted(p.stem for p in here.glob("*_key_rates.py")))
+    names = argv or sorted(p.stem for p in here.glob("bench_*.py"))
     failed = []
     for name in names:
         mod = importlib.import_module(f"bench.{name}")

@@ -36,7 +36,7 @@ sources only): every step above was re-derived here and is checked in the tests 
 independent hand computation and against the depolarising-channel identity e_ph = p/2. Azuma's
 inequality over all N pulses is loose (the deviation grows with sqrt(N), not with the counts): a
 block needs ~3e8 pulses at 60 % detection efficiency (2 km, tested end to end), 1e11-1e12 with
-4.5 % detectors (bench/lt3_key_rates.py).
+4.5 % detectors (bench/bench_lt3_key_rates.py).
 Currás-Lorenzo et al., PRA 104, 012406 (2021) tighten this with random sampling; not used here.
 
 Plain Python floats: this runs once per block.

@@ -25,7 +25,7 @@ from postprocessing.sifting import lt3 as slt3
 from sim_backend.link import LinkSimulator
 from sim_backend.params import LinkParams
 
-BENCH = "lt3_key_rates"
+BENCH = "bench_lt3_key_rates"
 SIM_PULSES = 20_000_000
 BLOCKS = (SIM_PULSES, 10**10, 10**12)
 DISTANCES_KM = (2.0, 10.0, 25.0, 50.0)
