@@ -11,9 +11,10 @@ from __future__ import annotations
 class KmsError(Exception):
     status = 500
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, details: dict | None = None):
         super().__init__(message)
         self.message = message
+        self.details = details or {}
 
 
 class MalformedRequest(KmsError):
