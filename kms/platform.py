@@ -97,9 +97,13 @@ class KeyCloudPlatform:
                           [(t, v, p, now) for t, v, p in rows])
 
     def terminal_for_key(self, public_key: str) -> str | None:
-        """Who a CURVE public key belongs to, if registered and not revoked (for ZAP)."""
-        row = self.store.query("SELECT terminal_id FROM terminals WHERE public_key=? AND "
-                               "revoked_at IS NULL", (public_key,))
+        """Who a CURVE public key belongs to, if registered (for ZAP and every request).
+
+        A revoked terminal still passes the handshake so that each of its requests gets a
+        clear "revoked" refusal instead of silence; it can no longer do anything else.
+        """
+        row = self.store.query("SELECT terminal_id FROM terminals WHERE public_key=?",
+                               (public_key,))
         return row[0][0] if row else None
 
     def _active(self, c, terminal_id: str) -> None:
