@@ -47,7 +47,8 @@ class TerminalVault:
         self._device_key = self._secret_file(DEVICE_KEY_FILE, lambda: secrets.token_bytes(32))
         pub_sec = self._secret_file(CURVE_KEY_FILE, lambda: b"\n".join(zmq.curve_keypair()))
         self.public_key, self.secret_key = pub_sec.split(b"\n")
-        self.db = sqlite3.connect(self.dir / VAULT_FILE, isolation_level=None)
+        self.db = sqlite3.connect(self.dir / VAULT_FILE, isolation_level=None,
+                                  check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA secure_delete=ON")
