@@ -27,9 +27,7 @@ def _site(args):
     from kms.server import KeyManagementServer
     from kms.store import Store
     cfg = cfgmod.load(args.config)
-    if not cfg.db_path.exists():
-        raise KmsError(f"{cfg.db_path}: no store yet (start `qkd-kms run` once, or check "
-                       "state_dir in the config)")
+    cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     kms = KeyManagementServer(Store(cfg.db_path), cfg.policy, None, site=cfg.name,
                               pool_targets=cfg.pool_targets)
     return cfg, kms, KeyCloudPlatform(kms)
