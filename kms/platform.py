@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable

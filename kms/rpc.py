@@ -4,8 +4,9 @@ Both ends are pinned: the client knows the server's public key, and the server a
 public keys its resolver maps to a principal (``user:NAME`` from the site config,
 ``terminal:ID`` for a registered terminal); an unknown key fails the handshake and hears only
 silence. The resolver is asked again at every request and the handlers check the terminal's
-state, so a terminal revoked while connected gets a clear refusal from its next message. This is the "trusted local link, authenticated
-both ways" of the depot, and the same channel vehicles use on the road.
+state, so a terminal revoked while connected gets a clear refusal from its next message. This
+is the "trusted local link, authenticated both ways" of the depot, and the same channel
+vehicles use on the road.
 
 Frames, request: ``QKDKMS/1`` | op | request ID (1-64 bytes) | JSON body.
 Reply: ``QKDKMS/1`` | op | request ID | status (ASCII decimal) | JSON body. Binary values in

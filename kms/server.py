@@ -20,7 +20,7 @@ from typing import Callable
 
 from kms.crypto import AES_GCM, OTP, wipe
 from kms.errors import (AlreadyUsed, KmsError, MalformedRequest, NoKeyAvailable,
-                        NotAuthorized, PolicyRefused, UnknownName)
+                        PolicyRefused, UnknownName)
 from kms.policy import Decision, Policy, decide
 from kms.store import Store
 
@@ -52,7 +52,8 @@ def _uuid(text: str) -> str:
 
 class KeyManagementServer:
     def __init__(self, store: Store, policy: Policy, source=None, *, site: str = "site",
-                 pool_targets: dict[str, int] | None = None, clock: Callable[[], float] = time.time):
+                 pool_targets: dict[str, int] | None = None,
+                 clock: Callable[[], float] = time.time):
         self.store, self.policy, self.source, self.site = store, policy, source, site
         self.pool_targets = pool_targets or {}
         self.clock = clock
@@ -395,5 +396,3 @@ class KeyManagementServer:
         return [dict(zip(("ts", "actor", "action", "subject", "key_id", "granted", "reason"),
                          r)) for r in rows]
 
-
-__all__ = ["KeyManagementServer", "Allocation", "NotAuthorized"]

@@ -23,8 +23,8 @@ from pathlib import Path
 import zmq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kms.crypto import AES_GCM, OTP, login_proof, seal, wipe
-from kms.errors import AlreadyUsed, KmsError, NoKeyAvailable
+from kms.crypto import login_proof, seal, wipe
+from kms.errors import AlreadyUsed, NoKeyAvailable
 from kms.platform import LOGIN_SERVICE, ChargedKey, record_aad
 from kms.rpc import RpcClient
 
@@ -196,5 +196,3 @@ class Terminal:
     def records_left(self) -> dict[str, int]:
         return self.vault.records_left()
 
-
-__all__ = ["TerminalVault", "Terminal", "SealedRecord", "KmsError", "OTP", "AES_GCM"]
