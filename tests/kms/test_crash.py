@@ -127,7 +127,7 @@ def terminals(p: PlatformProcess, tmp_path: Path, n: int) -> list[Terminal]:
         tid = f"V{i}"
         vault = TerminalVault(tmp_path / "t" / tid, tid)
         plat.register(tid, f"van {i}", vault.public_key.decode())
-        out.append(Terminal(vault, p.public_key, depot=p.depot, road=p.api, timeout_s=0.5,
+        out.append(Terminal(vault, p.public_key, depot=p.depot, road=p.api, timeout_s=2.0,
                             retries=1))
     kms.store.close()
     return out
