@@ -177,3 +177,25 @@ def test_a_retried_charge_returns_the_same_batch(site, tmp_path):
     assert site.kms.store.query("SELECT COUNT(*) FROM mirror")[0][0] == 11
     assert t.charge({"position": 2}, charge_id="depot-visit-2") == 2
     t.close()
+
+
+def test_terminal_cli_plays_a_vehicle(site, tmp_path, capsys):
+    from kms.cli import main
+    state = str(tmp_path / "cli-T5")
+    common = ["--state", state, "--id", "T5"]
+    assert main(["terminal", "pubkey", *common]) == 0
+    pub = capsys.readouterr().out.strip()
+    site.platform.register("T5", "truck 5", pub)
+    link = [*common, "--platform-key", site.public_key.decode(), "--depot",
+            site.depot.endpoint, "--road", site.road.endpoint, "--json"]
+    assert main(["terminal", "charge", *link]) == 0
+    assert json.loads(capsys.readouterr().out)["charged"] == sum(PLAN.values())
+    assert main(["terminal", "send", *link, "--service", "position", "--text", "km 212"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted"] is True
+    assert main(["terminal", "login", *link]) == 0
+    assert json.loads(capsys.readouterr().out)["terminal_id"] == "T5"
+    assert main(["terminal", "left", *common, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"position": 5, "identity": 2,
+                                                   "password-auth": 2}
+    assert main(["terminal", "send", *link, "--service", "cargo", "--text", "x"]) == 2
+    assert "no 'cargo' key left" in capsys.readouterr().err

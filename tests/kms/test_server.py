@@ -7,8 +7,13 @@ import uuid
 
 import pytest
 
+from daemon.keyservice.client import Key
+from kms.config import DEFAULT_LEVELS, build_policy
 from kms.crypto import AES_GCM, OTP, open_sealed, seal
 from kms.errors import NoKeyAvailable, PolicyRefused, UnknownName
+from kms.server import KeyManagementServer
+from kms.store import Store
+from tests.kms.conftest import USERS
 
 
 def test_site_a_encrypts_and_site_b_decrypts_with_the_same_key(sites):
@@ -149,3 +154,51 @@ def test_unknown_service_and_malformed_key_id_give_clear_errors(sites):
         a.allocate("dora", "fuel", AES_GCM)
     with pytest.raises(Exception, match="is not a UUID"):
         b.retrieve("dora", "cargo", "not-a-uuid", AES_GCM)
+
+
+class _ScarceNode:
+    """A node source with only ``budget`` keys left; records which service asked first."""
+
+    endpoint = "scarce"
+
+    def __init__(self, budget):
+        self.budget, self.asked = budget, []
+
+    def draw(self, service, number, size_bits):
+        self.asked.append(service)
+        n = min(number, self.budget)
+        self.budget -= n
+        if n == 0:
+            raise NoKeyAvailable("node pool exhausted")
+        return [Key(uuid.uuid4(), bytearray(secrets.token_bytes(size_bits // 8)))
+                for _ in range(n)]
+
+
+def test_scarce_key_goes_to_the_most_sensitive_level_then_to_demand(clock, policy):
+    node = _ScarceNode(budget=10)
+    kms = KeyManagementServer(Store(), policy, node, clock=clock,
+                              pool_targets={"identity": 6, "cargo": 6, "position": 6})
+    # position had demand in the last hour, cargo none: same level, position first
+    kms.store.conn.executemany("INSERT INTO draws VALUES (?,?,?,?)",
+                               [(clock(), "dora", "position", "quantum")] * 2)
+    added = kms.refill(["cargo", "position", "identity"])
+    assert node.asked[:2] == ["identity", "position"]
+    assert added == {"identity": 6, "position": 4, "cargo": 0}
+
+
+def test_per_user_quota_of_a_level(nodes, clock):
+    policy = build_policy(levels={"internal": {**DEFAULT_LEVELS["internal"],
+                                               "max_keys_per_user_per_hour": 2,
+                                               "rotation_interval_s": 1.0}}, users=USERS)
+    src = nodes[0].source()
+    kms = KeyManagementServer(Store(), policy, src, clock=clock, pool_targets={"cargo": 5})
+    kms.refill(["cargo"])
+    kms.allocate("dora", "cargo", AES_GCM)
+    clock.advance(2)
+    kms.allocate("dora", "cargo", AES_GCM)
+    with pytest.raises(PolicyRefused, match="drew 2 keys at level 'internal' in the last hour"):
+        kms.allocate("dora", "cargo", AES_GCM)
+    assert kms.allocate("multi", "cargo", AES_GCM).decision.granted   # another user: unaffected
+    clock.advance(3600)
+    assert kms.allocate("dora", "cargo", AES_GCM).decision.granted    # the hour has passed
+    src.close()
