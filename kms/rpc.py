@@ -196,4 +196,5 @@ class RpcClient:
                 return out
             self.close()
         raise RpcTimeout(f"no reply from {self.endpoint} to {op} after {self.retries} "
-                         f"attempts of {self.timeout_s:g} s (down, or keys not pinned)")
+                         f"attempts of {self.timeout_s:g} s (server down, this client's key "
+                         "not registered there, or a wrong server key)")

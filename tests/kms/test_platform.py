@@ -199,3 +199,24 @@ def test_terminal_cli_plays_a_vehicle(site, tmp_path, capsys):
                                                    "password-auth": 2}
     assert main(["terminal", "send", *link, "--service", "cargo", "--text", "x"]) == 2
     assert "no 'cargo' key left" in capsys.readouterr().err
+
+
+def test_applications_allocate_over_the_wire_and_bad_fields_are_named(site):
+    from kms.rpc import RpcClient
+    pub, sec = zmq.curve_keypair()
+    site.api.user_keys[pub.decode()] = "dora"
+    c = RpcClient(site.road.endpoint, server_public_key=site.public_key, public_key=pub,
+                  secret_key=sec, timeout_s=2.0, retries=1)
+    got = c.call("allocate", {"service": "position", "algorithm": "aes-256-gcm",
+                              "record_bytes": 100})
+    assert len(base64.b64decode(got["key"])) == 32 and got["decision"]["granted"]
+    assert got["origin"] == "quantum"
+    with pytest.raises(MalformedRequest, match="field 'record_bytes': expected int"):
+        c.call("allocate", {"service": "position", "algorithm": "aes-256-gcm",
+                            "record_bytes": "lots"})
+    with pytest.raises(MalformedRequest, match="unknown operation 'record'"):
+        c.call("record", {})          # a user is not a terminal
+    from kms.errors import PolicyRefused
+    with pytest.raises(PolicyRefused, match="no role that opens service 'identity'"):
+        c.call("allocate", {"service": "identity", "algorithm": "otp"})
+    c.close()
