@@ -11,6 +11,7 @@ pages.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -57,12 +58,22 @@ CREATE TABLE IF NOT EXISTS challenges (
 """
 
 
+def private_file(path: str | Path) -> None:
+    """Create ``path`` readable by its owner only (SQLite's -wal and -shm files copy its mode)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class Store:
     """One SQLite file (or ``:memory:``); ``tx()`` is a serialised write transaction."""
 
     def __init__(self, path: str | Path = ":memory:"):
         self.path = str(path)
         self._lock = threading.RLock()
+        if self.path != ":memory:":
+            private_file(self.path)
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                     timeout=30.0)
         if self.path != ":memory:":

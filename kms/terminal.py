@@ -27,6 +27,7 @@ from kms.crypto import login_proof, seal, wipe
 from kms.errors import AlreadyUsed, NoKeyAvailable
 from kms.platform import LOGIN_SERVICE, ChargedKey, record_aad
 from kms.rpc import RpcClient
+from kms.store import private_file
 
 DEVICE_KEY_FILE = "device.key"
 CURVE_KEY_FILE = "curve.key"
@@ -47,6 +48,7 @@ class TerminalVault:
         self._device_key = self._secret_file(DEVICE_KEY_FILE, lambda: secrets.token_bytes(32))
         pub_sec = self._secret_file(CURVE_KEY_FILE, lambda: b"\n".join(zmq.curve_keypair()))
         self.public_key, self.secret_key = pub_sec.split(b"\n")
+        private_file(self.dir / VAULT_FILE)
         self.db = sqlite3.connect(self.dir / VAULT_FILE, isolation_level=None,
                                   check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")

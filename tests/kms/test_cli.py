@@ -116,3 +116,17 @@ def test_demo_runs_two_sites_three_vehicles_and_one_revocation(capsys):
     assert status[revoked]["revoked"] and status[revoked]["mirror"] == {}
     assert all(s["mirror"] for t, s in status.items() if t != revoked)
     assert by("done")[0]["records"] == sum(e["accepted"] for e in records)
+
+
+def test_store_and_key_files_are_private(cfg, capsys, tmp_path):
+    import stat
+    from kms.terminal import TerminalVault
+    run(capsys, "keygen", "--config", cfg)
+    run(capsys, "pools", "--config", cfg)
+    TerminalVault(tmp_path / "term", "T1").close()
+    files = [p for p in list((tmp_path / "state").rglob("*")) + list(
+        (tmp_path / "term").rglob("*")) if p.is_file()]
+    assert {p.name for p in files} >= {"kms.db", "server.key", "cargo.key", "vault.db",
+                                       "device.key", "curve.key"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p
