@@ -259,3 +259,25 @@ def test_kill9_during_use_accepts_each_record_once(platform, tmp_path):
     kms, _ = offline(platform)
     assert kms.store.query("SELECT COUNT(*) FROM used_ids WHERE how='record'")[0][0] == accepted
     kms.store.close()
+
+
+def test_run_notifies_systemd_and_stops_cleanly_on_sigterm(tmp_path):
+    sock_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(sock_path)
+        notify.settimeout(30)
+        cfg = tmp_path / "site.toml"
+        cfg.write_text(f'[site]\nname = "n"\nstate_dir = "{tmp_path / "state"}"\n'
+                       f'api_endpoint = "tcp://127.0.0.1:{free_port()}"\n'
+                       f'depot_endpoint = "tcp://127.0.0.1:{free_port()}"\n')
+        proc = subprocess.Popen([sys.executable, "-m", "kms.cli", "run", "--config", str(cfg)],
+                                cwd=ROOT, env={**os.environ, "NOTIFY_SOCKET": sock_path},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert notify.recv(64) == b"READY=1"
+            proc.send_signal(signal.SIGTERM)
+            assert notify.recv(64) == b"STOPPING=1"
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
