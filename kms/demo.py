@@ -135,7 +135,7 @@ def run_demo(vehicles: int = 3, records: int = 4, json_out: bool = False,
                     try:
                         t.send_record(service, payload)
                         alg = OTP if service == "identity" else AES_GCM
-                        say("record", f"{tid} sent a {service} record ({alg}); platform "
+                        say("record", f"{tid} sent its {service} record ({alg}); platform "
                             "decrypted it and erased the key", terminal=tid, service=service,
                             accepted=True)
                     except KmsError as exc:
