@@ -26,7 +26,7 @@ from daemon.keystore.store import KeyStore
 from daemon.peer import session as ss
 from daemon.peer.auth_keys import STRIDE, AuthKeyPool
 from daemon.peer.channel import PeerChannel
-from daemon.runtime.wiring import Ports
+from daemon.runtime.wiring import MissingComponent, Ports
 from postprocessing.block import AliceBlock, BlockParams, BobBlock, MessageType
 from postprocessing.randomness import ProtocolRandom
 
@@ -162,8 +162,19 @@ def block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
     return BlockParams(protocol="bb84", **common)
 
 
+UNSUPPORTED = {"lt3": "LT3 needs Alice's state probabilities and a calibrated multi-click "
+                      "ceiling, which the board's announced parameters and the link's "
+                      "calibration table do not carry yet"}
+
+
 class RoleFactory:
     """``engine.ports.BlockRoleFactory``: fresh roles, each with its own ProtocolRandom."""
+
+    def __init__(self, node: NodeConfig):
+        for link in node.links:
+            if link.protocol in UNSUPPORTED:
+                raise MissingComponent(f"link {link.id}: protocol {link.protocol!r} is not run "
+                                       f"by this node yet: {UNSUPPORTED[link.protocol]}")
 
     def alice(self, link: LinkConfig, board: BoardParameters, pattern_of) -> AliceBlock:
         return AliceBlock(block_params(link, board), pattern_of, ProtocolRandom())
@@ -174,4 +185,4 @@ class RoleFactory:
 
 
 def build_ports() -> Ports:
-    return Ports(channel=ChannelPort, store=StorePort, roles=lambda node: RoleFactory())
+    return Ports(channel=ChannelPort, store=StorePort, roles=RoleFactory)
