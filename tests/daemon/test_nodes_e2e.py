@@ -35,7 +35,9 @@ def test_decoy_bb84_two_processes_store_identical_keys(tmp_path):
         assert s["keys_stored"] == d[n]["n_keys"] and s["blocks_aborted"] == 0
         # the sample QBER passed the link's fixed tolerance, and the pool took its refill
         assert 0 < s["qber"] <= QBER_TOL and s["auth_bits_used"] > 0
-        assert s["alarms"] == {} and s["rejected_messages"] == 0
+        # the link's own alarms (the control loops' "control.*" alarms are theirs to test)
+        assert [a for a in s["alarms"] if not a.startswith("control.")] == []
+        assert s["rejected_messages"] == 0
     for n in NODES:     # keys never reach a log: only counts, IDs of blocks and figures
         assert "bits_hmac" not in pair.logs[n].read_text()
 
