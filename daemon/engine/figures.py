@@ -26,6 +26,7 @@ class LinkFigures:
     in_flight_peak: int = 0
     last_qber: float = math.nan
     secret_bits: int = 0
+    sifted_bits: int = 0            # sifted bits of every block whose roles finished here
     keys_stored: int = 0
     auth_bits_used: int = 0
     auth_bits_left: int | None = None
@@ -82,7 +83,8 @@ class LinkFigures:
             "abort_reasons": dict(self.abort_reasons), "in_flight": self.in_flight,
             "in_flight_peak": self.in_flight_peak,
             "qber": None if self.last_qber != self.last_qber else self.last_qber,
-            "secret_bits": self.secret_bits, "secret_bits_per_s": self.secret_bits_per_s(),
+            "secret_bits": self.secret_bits, "sifted_bits": self.sifted_bits,
+            "secret_bits_per_s": self.secret_bits_per_s(),
             "keys_stored": self.keys_stored, "auth_bits_used": self.auth_bits_used,
             "auth_bits_left": self.auth_bits_left, "store_bits": self.store_bits,
             "store_capacity_bits": self.store_capacity_bits, "store_fill": fill,

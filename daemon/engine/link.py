@@ -155,6 +155,10 @@ class LinkEngine:
                 self._pattern = PatternSource(self.board)
             self.figures.state = "waiting for peer"
             recovered = await self._in_commit(self.commit.recover)
+            if recovered:
+                self.log.warning("%d block(s) in doubt from before the restart: %s", len(recovered),
+                                 "discarded (presumed abort)" if not self.is_bob else
+                                 "asking Alice how she decided")
             await self.channel.start()
             tasks = [asyncio.create_task(self._receive_loop(), name=f"{self.link.id}-recv"),
                      asyncio.create_task(self._hello_loop(), name=f"{self.link.id}-hello"),
@@ -504,6 +508,9 @@ class LinkEngine:
                     env = await blk.inbox.get()
                     await self._role_step(blk, env)
                 outcome = blk.role.outcome
+                sifted = _stat(outcome, "sifted_bits")
+                if sifted == sifted:
+                    self.figures.sifted_bits += int(sifted)
                 if self.control is not None and self.is_bob:      # detector veto, QBER feed
                     stats = getattr(getattr(outcome, "stats", None), "to_dict", dict)()
                     self.control.block_finished(self.link.id, *blk.window, stats)
