@@ -5,6 +5,7 @@ bootstrap, one config per node), starts ``qkd-node sim serve`` unless the nodes 
 devices, starts Alice's and Bob's processes, and answers questions about them through their
 admin sockets (status, hold, store digests) or, once they are stopped, by opening their stores
 read-only. With ``relay=True`` Bob reaches Alice through a ``CurveRelay`` (an attacker inside
+CurveZMQ); with ``delay_s`` through a ``PeerProxy`` delay line (that much each way, below
 CurveZMQ).
 """
 
@@ -24,6 +25,7 @@ from daemon.keystore.store import KeyStore
 from daemon.peer.auth_keys import write_bootstrap
 from daemon.runtime.admin import AdminSocketError, request
 from tests.daemon.curve_relay import CurveRelay
+from tests.daemon.peer_proxy import PeerProxy
 
 LINK = "alice-bob"
 NODES = ("alice", "bob")
@@ -39,13 +41,15 @@ class NodePair:
     def __init__(self, directory: Path, *, fast: bool = False, relay: bool = False,
                  protocol: str = "bb84-decoy", block_pulses: float = 2e9,
                  sim_args: tuple = (), policy: dict | None = None,
-                 calibration: dict | None = None, seed: int | None = None):
+                 calibration: dict | None = None, seed: int | None = None,
+                 delay_s: float | None = None):
         self.dir = Path(directory)
         self.fast = fast
         self.command = FAST_NODE if fast else REAL_NODE
         self.procs: dict[str, subprocess.Popen] = {}
         self.sim: subprocess.Popen | None = None
         self.relay: CurveRelay | None = None
+        self.proxy: PeerProxy | None = None
         self.sockets = {n: self.dir / n / "admin.sock" for n in NODES}
         self.configs = {n: self.dir / f"{n}.toml" for n in NODES}
         self.logs = {n: self.dir / f"{n}.log" for n in NODES}
@@ -64,6 +68,10 @@ class NodePair:
                                                          pair["alice"].secret),
                                         (pair["bob"].public, pair["bob"].secret))
                 bob_endpoint = self.relay.endpoint
+            elif delay_s is not None:
+                self.proxy = PeerProxy(int(alice_endpoint.rsplit(":", 1)[1]))
+                self.proxy.delay_s = delay_s
+                bob_endpoint = self.proxy.endpoint
             for node, peer, endpoint in (("alice", "bob", alice_endpoint),
                                          ("bob", "alice", bob_endpoint)):
                 (self.dir / node).mkdir(exist_ok=True)
@@ -115,6 +123,8 @@ class NodePair:
             self.sim.stdout.close()
         if self.relay is not None:
             self.relay.close()
+        if self.proxy is not None:
+            self.proxy.close()
 
     def __enter__(self):
         return self
@@ -123,6 +133,9 @@ class NodePair:
         self.close()
 
     # -- questions ----------------------------------------------------------------------------
+
+    def pid(self, node: str) -> int:
+        return self.procs[node].pid
 
     def answers(self, node: str) -> bool:
         try:
@@ -165,6 +178,14 @@ class NodePair:
         nonce = secrets.token_bytes(32)
         return {n: request(self.sockets[n], {"op": "digest", "nonce": nonce.hex()},
                            timeout_s=30.0)["links"][0] for n in NODES}
+
+    def integrity(self, node: str) -> str:
+        """``PRAGMA integrity_check`` of a node's store, read-only beside the running node."""
+        store = KeyStore(self.stores[node], readonly=True)
+        try:
+            return store.integrity_check()
+        finally:
+            store.close()
 
     def offline_digests(self) -> dict[str, tuple]:
         """Both stores opened read-only (the nodes stopped): integrity, blocks in doubt and
