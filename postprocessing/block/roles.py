@@ -225,6 +225,11 @@ class _BlockRole(abc.ABC):
         st.qber_estimate = verdict.total_errors / n_test
         st.qber_upper = est.estimate_qber_upper(verdict.total_errors, n_test, n_key,
                                                 self.params.eps_sec)
+        # Per basis [Z, X]: the disclosed test basis now, the key basis once Bob has corrected.
+        st.qber_by_basis = [float("nan")] * est.N_BASES
+        st.sample_by_basis = [0] * est.N_BASES
+        st.qber_by_basis[1 - sifting.KEY_BASIS] = st.qber_estimate
+        st.sample_by_basis[1 - sifting.KEY_BASIS] = int(n_test)
 
     def _key_length(self, leak: int):
         if self.params.decoy:
@@ -398,6 +403,9 @@ class BobBlock(_BlockRole):
         st.cascade_disclosed_bits = int(disclosed)
         st.round_trips = int(getattr(self, "_rounds", 0))
         st.reconcile_efficiency = float(efficiency_of(int(disclosed), n, flips / n))
+        if self.params.decoy and not failed and n:    # the key basis' errors, as corrected
+            st.qber_by_basis[sifting.KEY_BASIS] = flips / n
+            st.sample_by_basis[sifting.KEY_BASIS] = int(n)
         if failed:
             return self._abort(est.AbortDecision.because(
                 _R.RECONCILIATION_FAILED, f"Cascade gave up on frame(s) {failed[:5]}"))

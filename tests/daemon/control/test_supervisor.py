@@ -215,6 +215,7 @@ def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
                     _config("bob"), {"alice-bob": {"detector": det, "switch": sw}},
                     settings=settings, clock=clock)
                 link = sup.links["alice-bob"]
+                sup.acquiring("alice-bob", True)            # the engine collects throughout
                 trace = []
                 for k in range(30):
                     if k == 10:
@@ -255,6 +256,7 @@ def test_switch_on_the_right_port_without_light_alarms():
                 switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(port=1, settle_s=0.05)),
                                        _rate_from(detector), clock=clock)
                 link = LinkSupervisor("l", detector=detector, switch=switch, clock=clock)
+                link.acquiring(True)
                 for _ in range(5):
                     sim.run_slots(1_000_000)
                     clock.t = round(clock.t + PERIOD, 9)
