@@ -18,8 +18,8 @@ after): light is expected only then, so the switch's light check (and a detector
 judges only a gate that lies wholly inside a run of collection, pauses between blocks shorter
 than ``acquisition_gap_s`` included. An idle link (no peer, held, store full) is not dark.
 Each link's settings come from its ``[link.control]`` table (``daemon.control.settings``).
-``ControlSupervisor`` is the node-wide face the runtime sees: one object, per-link dispatch. All times are ``clock()`` seconds (monotonic by
-default), the clock the engine stamps its acquisition windows with; detector drivers that
+``ControlSupervisor`` is the node-wide face the runtime sees: one object, per-link dispatch.
+All times are ``clock()`` seconds (monotonic by default), the clock the engine stamps its acquisition windows with; detector drivers that
 stamp their own readings are given the same clock.
 """
 

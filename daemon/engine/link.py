@@ -97,8 +97,9 @@ class LinkEngine:
         self.log = log or logging.getLogger(f"qkd.link.{link.id}")
         self.acquisition_factory = acquisition_factory
         # Control hook (daemon.control.supervisor): key_veto(link, t0, t1) -> reason | None,
-        # block_finished(link, t0, t1, stats), acquiring(link, on) around each collection. The stream is continuous, so a block's events
-        # were detected since the previous block was cut: ``_window_mark``.
+        # block_finished(link, t0, t1, stats), acquiring(link, on) around each collection.
+        # The stream is continuous, so a block's events were detected since the previous
+        # block was cut: ``_window_mark``.
         self.control = control
         self._window_mark: float | None = None
         self.figures = LinkFigures(link.id, link.role, link.protocol)
