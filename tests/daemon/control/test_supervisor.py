@@ -162,6 +162,13 @@ def test_engine_stores_no_key_from_a_blinded_window_and_output_resumes(tmp_path,
         seen.append(((t0, t1), verdict))
         return verdict
     control.key_veto = spy
+    signals = []                               # the engine's acquiring(link, on) calls
+    acquiring = control.acquiring
+
+    def acquiring_spy(link_id, on):
+        signals.append((link_id, on, time.monotonic()))
+        acquiring(link_id, on)
+    control.acquiring = acquiring_spy
 
     async def main():
         pair = Pair(tmp_path)
@@ -193,6 +200,14 @@ def test_engine_stores_no_key_from_a_blinded_window_and_output_resumes(tmp_path,
     a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
     assert len(b) == bob["blocks_ok"] * KEYS_PER_BLOCK and a == b      # Alice kept none either
     assert alice["abort_reasons"].get(f"peer: {VETO_ALARM}", 0) >= 3
+    # Bob's engine says when it collects: on, off, on, off ... around every block it cut, and
+    # every block window ends at an "off".
+    ons = [on for _, on, _ in signals]
+    assert ons[:2] == [True, False] and all(a != b for a, b in zip(ons, ons[1:]))
+    assert {link for link, _, _ in signals} == {"alice-bob"}
+    offs = [t for _, on, t in signals if not on]
+    assert len(offs) >= len(seen)
+    assert all(any(abs(t - w[1]) < 0.01 for t in offs) for w, _ in seen)   # same instant
 
 
 # -- switch ------------------------------------------------------------------------------------
