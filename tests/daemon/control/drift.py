@@ -74,6 +74,8 @@ def run(params: LinkParams, dialect: str, loop_on: bool, n_windows: int, window_
         else:
             measured = tuple(float(x) for x in dev.handle_line(":MEAS:SOP?").split(","))
             state, action = loop.step(state, SopReading(t, measured, window))
+            for waypoint in action.via if action is not None else ():
+                dev.handle_line(":CONT:SOP {:.6f},{:.6f},{:.6f}".format(*waypoint))
             if action is not None and action.target is not None:
                 dev.handle_line(":CONT:SOP {:.6f},{:.6f},{:.6f}".format(*action.target))
             if action is not None and action.next_reference is not None:
