@@ -229,7 +229,8 @@ class LinkSimulator:
         eve_detect = np.zeros(5)
         resend_at_bob = source.BB84_STATES @ rot.T                        # (4, 3)
         if f > 0.0:
-            attack = eve.attack_probabilities(p.eve, alice, mean_n)       # (16, 4)
+            attack = eve.attack_probabilities(p.eve, alice, mean_n,
+                                              protocol=p.protocol)         # (16, 4)
             if eve_kind != 2:
                 # Eve's light: through the fibre, or (bypass) straight into Bob's receiver
                 # -- unless the switch has taken the receiver off the link.
@@ -422,6 +423,9 @@ def _accumulate(result: SimResult, sim: LinkSimulator, chunk: SlotChunk,
     if sim.params.protocol == "b92":
         sifted = port == 1                         # V -> bit 1, A -> bit 0
         bob_bit = (analyser == 0).astype(np.uint8)
+    elif sim.params.protocol == "lt3":
+        sifted = (analyser == 0) & (((pat >> 1) & 1) == 0)   # key rows: Z state, Z detector
+        bob_bit = port.astype(np.uint8)
     else:
         sifted = analyser == ((pat >> 1) & 1)
         bob_bit = port.astype(np.uint8)

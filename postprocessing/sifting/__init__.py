@@ -17,7 +17,7 @@ Modules: ``messages`` (the two peer messages and their codec), ``records`` (what
 produces), ``kernels`` (numba kernels every protocol shares), ``detections`` (Bob's events to
 squashed detections), ``patterns`` (Alice's pattern bytes and checks), ``apply`` (Bob's last
 step), one module per protocol (``bb84``, ``b92``: its announcement, Alice's comparison kernel
-and answer), ``inprocess`` (both roles in one process) and ``fused`` (both ends in one pass,
+and answer; ``lt3``: the loss-tolerant three-state protocol's own messages and count table), ``inprocess`` (both roles in one process) and ``fused`` (both ends in one pass,
 in-process only). A protocol variant is a new module beside ``bb84`` and ``b92``.
 
 Conventions

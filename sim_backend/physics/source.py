@@ -25,7 +25,8 @@ def prepared_stokes(protocol: str) -> np.ndarray:
     """(16, 3) float64: Stokes vector Alice prepares for each pattern byte.
 
     BB84: basis Z sends H (0) / V (1), basis X sends D (0) / A (1). B92 ignores the basis bit
-    and sends H for bit 0, D for bit 1 (docs/physics.md section 2).
+    and sends H for bit 0, D for bit 1 (docs/physics.md section 2). LT3 (loss-tolerant
+    three-state): basis Z sends H / V, basis X sends D whatever the value bit.
     """
     out = np.empty((N_PATTERN_BYTES, 3))
     for b in range(N_PATTERN_BYTES):
@@ -33,6 +34,8 @@ def prepared_stokes(protocol: str) -> np.ndarray:
         basis = (b & PATTERN_BASIS_BIT) >> PATTERN_BASIS_SHIFT
         if protocol == "b92":
             out[b] = STOKES_D if value else STOKES_H
+        elif protocol == "lt3" and basis == 1:
+            out[b] = STOKES_D
         else:
             out[b] = BB84_STATES[2 * basis + value]
     return out
