@@ -455,7 +455,8 @@ class BobBlock(_BlockRole):
         st.cascade_disclosed_bits = int(disclosed)
         st.round_trips = int(getattr(self, "_rounds", 0))
         st.reconcile_efficiency = float(efficiency_of(int(disclosed), n, flips / n))
-        if self.params.decoy and not failed and n:    # the key basis' errors, as corrected
+        if st.decoy_counts and len(st.sample_by_basis) == est.N_BASES and not failed and n:
+            # decoy BB84: the key basis' errors, as corrected (``_record_decoy`` set the X)
             st.qber_by_basis[sifting.KEY_BASIS] = flips / n
             st.sample_by_basis[sifting.KEY_BASIS] = int(n)
         if failed:
