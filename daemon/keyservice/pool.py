@@ -15,6 +15,21 @@ reserved — which the slave can still fetch, and which were never handed out tw
 Fetching here (the peer issued): ``deliver_many`` checks the reservation and erases durably, one
 fsync for all the fetches queued meanwhile (group commit).
 
+ETSI 004 streams (``stream_key``): the node whose application is the stream's source issues
+its keys, one unit per index. An index is bound when the source asks for it there (take from
+the lease, RESERVE at the peer under ``stream_key_id(stream, index)``, reply) or when the
+destination asks at its own node first (that node sends STREAM_PULL; the issuer binds the index
+the same way and holds the key in memory for its source). The destination's node delivers a
+bound index like any reserved key (durable erase). Bindings live in memory, like the streams:
+a restart of either node ends its streams. Keys the issuer bound but never delivered are voided
+at the peer (VOID, scope STREAM) when its source closes the stream; keys bound at the
+destination's node that its application never takes expire there after
+``STREAM_RESERVATION_TTL_S`` (the RESERVE names the index, not the stream, so that node cannot
+tell which stream an untaken binding belongs to).
+
+Voids: ``void_keys`` sends VOID and keeps it until the peer answers VOIDED (``resend_voids``
+sends again; the runner calls it on a timer and when the peer reconnects).
+
 Every store call runs in the executor: SQLite's fsync must not stall the event loop.
 """
 
@@ -23,17 +38,46 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from daemon.keyservice import reservations as rv
-from daemon.keyservice.service import (IssuedKey, KeysNotFound, NotAuthorized, PeerUnavailable,
-                                       PoolExhausted)
+from daemon.keyservice.service import (IssuedKey, KeysNotFound, NotAuthorized,
+                                       PeerAppNotConnected, PeerUnavailable, PoolExhausted)
 from daemon.keystore.errors import KeyNotFound, KeyNotReserved, StoreError
 
 log = logging.getLogger("qkd.keyservice")
 
 SendToPeer = Callable[[int, bytes], Awaitable[None]]
+
+STREAM_RESERVATION_TTL_S = 3600.0
+"""A stream key reserved at the destination's node and not fetched within this is erased."""
+MAX_PENDING_PER_STREAM = 4096
+"""Indices the issuer may hold for its source application after the destination pulled them."""
+
+
+@dataclass
+class _Stream:
+    """What one node remembers of an ETSI 004 stream (in memory, like the stream itself)."""
+
+    key_stream_id: str
+    source: str
+    destination: str
+    issuer: bool                                       # this node's application is the source
+    open_here: bool = False
+    delivered: set[int] = field(default_factory=set)   # indices delivered here
+    bound: set[int] = field(default_factory=set)       # issuer: indices bound to a unit
+    pending: dict[int, IssuedKey] = field(default_factory=dict)   # issuer: pulled, not taken
+    binding: dict[int, asyncio.Future] = field(default_factory=dict)  # binding in progress
+
+
+_PULL_REFUSALS = {
+    rv.RefusalReason.INSUFFICIENT_KEY: PoolExhausted,
+    rv.RefusalReason.STREAM_NOT_OPEN: PeerAppNotConnected,
+    rv.RefusalReason.PEER_UNREACHABLE: PeerUnavailable,
+}
 
 
 class _Batcher:
@@ -91,8 +135,14 @@ class NodeKeyPool:
         self._waiting: dict[int, asyncio.Future] = {}
         self._fetcher = _Batcher(self._deliver_batch, executor)
         self._reserver = _Batcher(self._reserve_batch, executor)
+        self._streams: dict[str, _Stream] = {}
+        # receiver: stream_key_id(stream, index) -> (monotonic time bound, unit reserved here)
+        self._stream_units: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
+        self._voids: dict[int, tuple[rv.VoidScope, list[uuid.UUID]]] = {}   # seq -> unacked
+        self._tasks: set[asyncio.Task] = set()
         self.counters = {"issued": 0, "fetched": 0, "reserved_for_peer": 0,
-                         "reserve_refused": 0, "reserve_timeouts": 0}
+                         "reserve_refused": 0, "reserve_timeouts": 0, "stream_keys": 0,
+                         "voids_sent": 0, "voided_here": 0}
 
     # -- KeyPool ------------------------------------------------------------------------------
 
@@ -102,30 +152,18 @@ class NodeKeyPool:
         left = self._lease.remaining if self._lease is not None else 0
         return left + self.store.issuable_count(self.link_id)
 
+    @property
+    def leased_remaining(self) -> int:
+        return self._lease.remaining if self._lease is not None else 0
+
     async def issue(self, master: str, slaves: tuple[str, ...], number: int,
                     size_bits: int) -> list[IssuedKey]:
         if size_bits != self.key_size_bits or len(slaves) != 1:
             raise ValueError("the service's limits allow only the store's key size and one slave")
         taken = await self._take(number, master, slaves[0])
-        seq = next(self._seq) & 0xFFFFFFFF
-        fut = asyncio.get_running_loop().create_future()
-        self._waiting[seq] = fut
         records = [rv.Reservation(k.key_id, size_bits, (k.key_id,), master, slaves)
                    for k in taken]
-        try:
-            await self._send(*rv.encode_reserve(seq, records))
-            refusal = await asyncio.wait_for(fut, self._reserve_timeout_s)
-        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
-            self.counters["reserve_timeouts"] += 1
-            _burn(taken)
-            raise PeerUnavailable(f"no reservation from the peer within "
-                                  f"{self._reserve_timeout_s:g} s ({type(exc).__name__})") from None
-        finally:
-            self._waiting.pop(seq, None)
-        if refusal is not None:
-            self.counters["reserve_refused"] += 1
-            _burn(taken)
-            raise PeerUnavailable(f"the peer refused the reservation: {refusal.name}")
+        await self._reserve_at_peer(records, taken)
         self.counters["issued"] += len(taken)
         return taken
 
@@ -134,8 +172,18 @@ class NodeKeyPool:
         async with self._lease_lock:
             if self._lease is None:
                 return 0
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.store.settle_lease, self._lease)
+            return await self._store_call(self.store.settle_lease, self._lease)
+
+    async def close(self) -> None:
+        """End the open lease durably (taken keys erased, the rest back in the pool) and wipe
+        the keys held for stream sources."""
+        for st in list(self._streams.values()):
+            _burn(list(st.pending.values()))
+            st.pending.clear()
+        async with self._lease_lock:
+            lease, self._lease = self._lease, None
+            if lease is not None:
+                await self._store_call(self.store.close_lease, lease)
 
     async def fetch(self, caller: str, master: str,
                     key_ids: list[uuid.UUID]) -> list[IssuedKey]:
@@ -148,34 +196,257 @@ class NodeKeyPool:
         self.counters["fetched"] += len(result)
         return [IssuedKey(kid, key) for kid, key in result]
 
-    async def stream_key(self, stream, index, caller, timeout_s):
-        raise PoolExhausted("ETSI 004 key streams are not served from the durable store yet")
+    # -- asking the peer ----------------------------------------------------------------------
+
+    async def _ask_peer(self, message: tuple[int, bytes], seq: int, timeout_s: float):
+        """Send ``message``; wait for the RESERVED (None) or REFUSED (reason) carrying ``seq``."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = fut
+        try:
+            await self._send(*message)
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._waiting.pop(seq, None)
+
+    async def _reserve_at_peer(self, records: list[rv.Reservation],
+                               taken: list[IssuedKey]) -> None:
+        """RESERVE ``records`` at the peer; on any doubt burn ``taken`` and raise."""
+        seq = next(self._seq) & 0xFFFFFFFF
+        try:
+            refusal = await self._ask_peer(rv.encode_reserve(seq, records), seq,
+                                           self._reserve_timeout_s)
+        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+            self.counters["reserve_timeouts"] += 1
+            _burn(taken)
+            raise PeerUnavailable(f"no reservation from the peer within "
+                                  f"{self._reserve_timeout_s:g} s ({type(exc).__name__})") from None
+        if refusal is not None:
+            self.counters["reserve_refused"] += 1
+            _burn(taken)
+            raise PeerUnavailable(f"the peer refused the reservation: {refusal.name}")
+
+    async def _send_quietly(self, message: tuple[int, bytes]) -> None:
+        try:
+            await self._send(*message)
+        except (ConnectionError, OSError) as exc:
+            log.info("key service: peer message %#x not sent (%s); it is resent or its "
+                     "sender times out", message[0], type(exc).__name__)
+
+    # -- ETSI 004 streams ---------------------------------------------------------------------
+
+    def open_stream(self, stream) -> None:
+        """The service opened ``stream`` for a local application (open_connect)."""
+        self._stream(stream).open_here = True
+
+    async def close_stream(self, stream) -> None:
+        """Every local application closed ``stream``. The issuer voids at the peer the keys it
+        bound for its source and never delivered."""
+        st = self._streams.pop(stream.key_stream_id, None)
+        if st is None:
+            return
+        if st.pending:
+            units = [k.key_id for k in st.pending.values()]
+            _burn(list(st.pending.values()))
+            st.pending.clear()
+            await self.void_keys(rv.VoidScope.STREAM, units)
+
+    def forget_expired_bindings(self, now: float | None = None) -> int:
+        """Drop in-memory stream bindings older than the store's reservation TTL (the store
+        erases their keys in ``expire``). Returns how many were dropped."""
+        now = time.monotonic() if now is None else now
+        old = [i for i, (t, _u) in self._stream_units.items()
+               if now - t > STREAM_RESERVATION_TTL_S]
+        for i in old:
+            del self._stream_units[i]
+        return len(old)
+
+    def _stream(self, stream) -> _Stream:
+        st = self._streams.get(stream.key_stream_id)
+        if st is None:
+            st = self._streams[stream.key_stream_id] = _Stream(
+                stream.key_stream_id, stream.source, stream.destination, stream.issuer_here)
+        return st
+
+    async def stream_key(self, stream, index: int, caller: str, timeout_s: float) -> IssuedKey:
+        st = self._stream(stream)
+        if index in st.delivered:
+            raise KeysNotFound(f"index {index} was delivered here already")
+        if st.issuer:
+            key = await self._issuer_key(st, index, for_pull=False)
+        else:
+            key = await self._receiver_key(st, index, caller, timeout_s)
+        st.delivered.add(index)
+        self.counters["stream_keys"] += 1
+        return key
+
+    async def _issuer_key(self, st: _Stream, index: int, *, for_pull: bool) -> IssuedKey | None:
+        """Bind ``index`` (take a unit, RESERVE it at the peer) unless it is bound already; the
+        local source gets the key, a pull leaves it pending for the source."""
+        while index in st.binding:
+            await asyncio.shield(st.binding[index])
+        if index in st.pending:
+            return None if for_pull else st.pending.pop(index)
+        if index in st.bound:
+            if for_pull:
+                raise KeysNotFound(f"index {index} is bound already")
+            raise KeysNotFound(f"index {index} was delivered here already")
+        if for_pull and len(st.pending) >= MAX_PENDING_PER_STREAM:
+            raise PoolExhausted(f"{len(st.pending)} indices already held for the source")
+        done = asyncio.get_running_loop().create_future()
+        st.binding[index] = done
+        try:
+            taken = await self._take(1, st.source, st.destination)
+            record = rv.Reservation(rv.stream_key_id(st.key_stream_id, index),
+                                    self.key_size_bits, (taken[0].key_id,), st.source,
+                                    (st.destination,))
+            await self._reserve_at_peer([record], taken)
+            st.bound.add(index)
+            if for_pull:
+                st.pending[index] = taken[0]
+                return None
+            return taken[0]
+        finally:
+            del st.binding[index]
+            done.set_result(None)
+
+    async def _receiver_key(self, st: _Stream, index: int, caller: str,
+                            timeout_s: float) -> IssuedKey:
+        index_id = rv.stream_key_id(st.key_stream_id, index)
+        while index in st.binding:
+            await asyncio.shield(st.binding[index])
+            if index in st.delivered:
+                raise KeysNotFound(f"index {index} was delivered here already")
+        if index_id not in self._stream_units:
+            done = asyncio.get_running_loop().create_future()
+            st.binding[index] = done
+            try:
+                seq = next(self._seq) & 0xFFFFFFFF
+                pull = rv.StreamPull(seq, index, st.key_stream_id, st.source, st.destination)
+                try:
+                    refusal = await self._ask_peer(rv.encode_stream_pull(pull), seq, timeout_s)
+                except TimeoutError:     # an OSError too: QoS timeout, ETSI 004 status 6
+                    raise
+                except (ConnectionError, OSError) as exc:
+                    raise PeerUnavailable(f"the peer node is not connected "
+                                          f"({type(exc).__name__})") from None
+                if refusal is not None and refusal != rv.RefusalReason.INDEX_BOUND:
+                    raise _PULL_REFUSALS.get(refusal, PeerUnavailable)(
+                        f"the issuing node refused index {index}: {refusal.name}")
+            finally:
+                del st.binding[index]
+                done.set_result(None)
+        bound = self._stream_units.pop(index_id, None)
+        if bound is None:
+            raise KeysNotFound(f"index {index} is bound to no key here (delivered or erased)")
+        try:
+            result = await self._fetcher.submit((caller, [bound[1]]))
+        except (KeyNotFound, KeyNotReserved) as exc:
+            raise KeysNotFound(f"index {index}: {type(exc).__name__}") from None
+        return IssuedKey(result[0][0], result[0][1])
+
+    async def _on_stream_pull(self, pull: rv.StreamPull) -> None:
+        st = self._streams.get(pull.key_stream_id)
+        reason = None
+        if st is None or not st.open_here or not st.issuer or \
+                (st.source, st.destination) != (pull.source, pull.destination):
+            reason = rv.RefusalReason.STREAM_NOT_OPEN
+        elif pull.index in st.delivered:
+            reason = rv.RefusalReason.INDEX_BOUND
+        else:
+            try:
+                await self._issuer_key(st, pull.index, for_pull=True)
+            except PoolExhausted:
+                reason = rv.RefusalReason.INSUFFICIENT_KEY
+            except PeerUnavailable:
+                reason = rv.RefusalReason.PEER_UNREACHABLE
+            except KeysNotFound:
+                reason = rv.RefusalReason.INDEX_BOUND
+        await self._send_quietly(rv.encode_reply(pull.seq, reason))
+
+    def stream_status(self) -> list[dict]:
+        return [{"key_stream_id": st.key_stream_id, "source": st.source,
+                 "destination": st.destination, "issuer": st.issuer, "open_here": st.open_here,
+                 "delivered": len(st.delivered), "held_for_source": len(st.pending)}
+                for st in self._streams.values()]
+
+    # -- voids --------------------------------------------------------------------------------
+
+    async def void_keys(self, scope: rv.VoidScope, key_ids: list[uuid.UUID]) -> None:
+        """Tell the peer to erase ``key_ids``; kept and resent until it answers VOIDED."""
+        for i in range(0, len(key_ids), rv.MAX_VOID_KEYS):
+            seq = next(self._seq) & 0xFFFFFFFF
+            self._voids[seq] = (scope, list(key_ids[i:i + rv.MAX_VOID_KEYS]))
+            await self._send_void(seq)
+
+    async def resend_voids(self) -> None:
+        for seq in list(self._voids):
+            await self._send_void(seq)
+
+    @property
+    def unacknowledged_voids(self) -> int:
+        return sum(len(ids) for _, ids in self._voids.values())
+
+    async def _send_void(self, seq: int) -> None:
+        entry = self._voids.get(seq)
+        if entry is not None:
+            self.counters["voids_sent"] += 1
+            await self._send_quietly(rv.encode_void(seq, *entry))
+
+    async def _on_void(self, seq: int, scope: rv.VoidScope, key_ids: list[uuid.UUID]) -> None:
+        fn = self.store.void_peer_keys if scope == rv.VoidScope.LEASE else self.store.void_reserved
+        try:
+            n = await self._store_call(fn, self.link_id, key_ids)
+        except StoreError as exc:   # no VOIDED: the peer sends the VOID again
+            log.error("key service: cannot erase keys the peer voided: %s", exc)
+            return
+        if scope == rv.VoidScope.STREAM:
+            gone = set(key_ids)
+            for i in [i for i, (_s, u) in self._stream_units.items() if u in gone]:
+                del self._stream_units[i]
+        self.counters["voided_here"] += n
+        await self._send_quietly(rv.encode_voided(seq))
 
     # -- peer messages ------------------------------------------------------------------------
 
     async def on_peer_message(self, msg_type: int, payload: bytes) -> None:
-        """Route a reservation message from the peer (the runtime calls this)."""
-        if msg_type == rv.ReservationMsgType.RESERVE:
-            try:
-                seq, records = rv.decode_reserve(payload)
-            except rv.ReservationMessageError as exc:
-                log.warning("key service: malformed RESERVE from the peer: %s", exc)
-                return
-            reason = await self._reserver.submit(records)
-            if reason is None:
-                self.counters["reserved_for_peer"] += sum(len(r.units) for r in records)
-            await self._send(*rv.encode_reply(seq, reason))
-            return
+        """Handle a key-service message from the peer (the runner passes them on).
+
+        Returns once the message is handled, except STREAM_PULL, whose work waits for the
+        peer's own answer and so runs as a task: a receive loop that awaits this never
+        deadlocks."""
         try:
-            seq, refusal = rv.decode_reply(msg_type, payload)
+            if msg_type == rv.ReservationMsgType.RESERVE:
+                await self._on_reserve(*rv.decode_reserve(payload))
+            elif msg_type == rv.ReservationMsgType.VOID:
+                await self._on_void(*rv.decode_void(payload))
+            elif msg_type == rv.ReservationMsgType.VOIDED:
+                self._voids.pop(rv.decode_voided(payload), None)
+            elif msg_type == rv.ReservationMsgType.STREAM_PULL:
+                task = asyncio.get_running_loop().create_task(
+                    self._on_stream_pull(rv.decode_stream_pull(payload)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                seq, refusal = rv.decode_reply(msg_type, payload)
+                fut = self._waiting.get(seq)
+                if fut is not None and not fut.done():
+                    fut.set_result(refusal)
         except rv.ReservationMessageError as exc:
-            log.warning("key service: malformed reservation reply from the peer: %s", exc)
-            return
-        fut = self._waiting.get(seq)
-        if fut is not None and not fut.done():
-            fut.set_result(refusal)
+            log.warning("key service: malformed peer message %#x: %s", msg_type, exc)
+
+    async def _on_reserve(self, seq: int, records: list[rv.Reservation]) -> None:
+        reason = await self._reserver.submit(records)
+        if reason is None:
+            self.counters["reserved_for_peer"] += sum(len(r.units) for r in records)
+            for r in records:
+                if r.key_id != r.units[0]:    # an index of a stream: remember its unit
+                    self._stream_units[r.key_id] = (time.monotonic(), r.units[0])
+        await self._send_quietly(rv.encode_reply(seq, reason))
 
     # -- store work (executor) ----------------------------------------------------------------
+
+    async def _store_call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _take(self, number: int, master: str, slave: str) -> list[IssuedKey]:
         """Keys taken from the current lease (each once; a taken key is erased when the lease
@@ -205,14 +476,16 @@ class NodeKeyPool:
         """One durable ``reserve`` per (master, slave) of each RESERVE message."""
         out = []
         for records in batches:
-            groups: dict[tuple[str, str], list[uuid.UUID]] = {}
+            groups: dict[tuple[str, str, bool], list[uuid.UUID]] = {}
             for r in records:
-                groups.setdefault((r.master, r.slaves[0]), []).extend(r.units)
+                stream = r.key_id != r.units[0]
+                groups.setdefault((r.master, r.slaves[0], stream), []).extend(r.units)
             reason = None
-            for (master, slave), units in groups.items():
+            for (master, slave, stream), units in groups.items():
                 try:
-                    bad = self.store.reserve(self.link_id, units, slave_sae=slave,
-                                             master_sae=master)
+                    bad = self.store.reserve(
+                        self.link_id, units, slave_sae=slave, master_sae=master,
+                        ttl_s=STREAM_RESERVATION_TTL_S if stream else None)
                 except StoreError as exc:
                     log.error("key service: cannot store a reservation: %s", exc)
                     reason = rv.RefusalReason.STORE_ERROR

@@ -1,4 +1,4 @@
-"""Reservation messages between the two nodes' key services (sans-I/O codec).
+"""Messages between the two nodes' key services: reservations, voids, stream pulls (sans-I/O).
 
 When node A hands keys to master SAE X for slave SAE Y, node B must know — durably, before X
 gets its reply — that those key IDs belong to Y, or Y could not fetch them after a crash of A.
@@ -8,7 +8,16 @@ sequenced); this module only turns them into bytes and back. Layout (little-endi
 docs/key-service.md, "Between the nodes".
 
 A delivered key is one or more stored keys ("units", the store's fixed size) concatenated and
-cut to the requested size; its key ID is the first unit's ID, so both nodes name it alike.
+cut to the requested size; its key ID is the first unit's ID, so both nodes name it alike. A key
+of an ETSI 004 stream is one unit whose record carries, as ``key_id``, the ID derived from the
+stream and the index (``stream_key_id``): that is how the receiving node learns which unit a
+stream index is bound to.
+
+VOID tells the peer to erase keys that will never be delivered at the sending end (a lease left
+open by a stop, or stream keys bound but never taken); VOIDED acknowledges it. STREAM_PULL asks
+the node that issues a stream's keys to bind an index now, because the application at the
+receiving node asked for it first; the answer is the RESERVE for that index followed by
+RESERVED (or REFUSED) carrying the pull's sequence number.
 """
 
 from __future__ import annotations
@@ -23,6 +32,13 @@ class ReservationMsgType(enum.IntEnum):
     RESERVE = 0x60
     RESERVED = 0x61
     REFUSED = 0x62
+    VOID = 0x63
+    VOIDED = 0x64
+    STREAM_PULL = 0x65
+
+
+MESSAGE_TYPES = frozenset(int(t) for t in ReservationMsgType)
+"""Every peer message type the key service sends and must be given (``on_peer_message``)."""
 
 
 class RefusalReason(enum.IntEnum):
@@ -30,6 +46,23 @@ class RefusalReason(enum.IntEnum):
     NOT_ISSUERS_KEY = 2      # a unit the sender may not issue (it belongs to the other end)
     STORE_ERROR = 3          # the holder could not make the reservation durable
     MALFORMED = 4
+    INSUFFICIENT_KEY = 5     # STREAM_PULL: the issuer has no key to bind
+    STREAM_NOT_OPEN = 6      # STREAM_PULL: the stream's application has not opened it there
+    INDEX_BOUND = 7          # STREAM_PULL: that index was bound (or delivered) already
+    PEER_UNREACHABLE = 8     # STREAM_PULL: the issuer's own RESERVE got no answer
+
+
+class VoidScope(enum.IntEnum):
+    LEASE = 1       # a lease left open by a stop: erase the keys no SAE has reserved
+    STREAM = 2      # stream keys bound but never delivered at the issuer: erase even if reserved
+
+
+STREAM_NAMESPACE = uuid.UUID("5d0c3f0e-2b7a-4c55-9a51-0b6b2f1e7a40")
+
+
+def stream_key_id(key_stream_id: str, index: int) -> uuid.UUID:
+    """The name both nodes give to index ``index`` of a stream before a unit is bound to it."""
+    return uuid.uuid5(STREAM_NAMESPACE, f"{key_stream_id}/{index}")
 
 
 class ReservationMessageError(ValueError):
@@ -44,6 +77,11 @@ MAX_UNITS = 4096
 _HEAD = struct.Struct("<IH")          # request seq, record count
 _REC = struct.Struct("<16sIH")        # key_ID, size_bits, unit count
 _REPLY = struct.Struct("<IB")         # request seq, reason (0 for RESERVED)
+_VOID = struct.Struct("<IBH")         # seq, scope, key count
+_VOIDED = struct.Struct("<I")         # seq
+_PULL = struct.Struct("<IQ")          # seq, stream index
+MAX_VOID_KEYS = 4096
+MAX_STREAM_ID_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -145,3 +183,68 @@ def _get_str(view: memoryview, pos: int) -> tuple[str, int]:
         return bytes(view[pos + 1:pos + 1 + n]).decode(), pos + 1 + n
     except UnicodeDecodeError:
         raise ReservationMessageError("SAE ID is not UTF-8") from None
+
+
+def encode_void(seq: int, scope: VoidScope, key_ids: list[uuid.UUID]) -> tuple[int, bytes]:
+    if not 0 < len(key_ids) <= MAX_VOID_KEYS:
+        raise ValueError(f"1..{MAX_VOID_KEYS} key IDs per VOID, got {len(key_ids)}")
+    return ReservationMsgType.VOID, (_VOID.pack(seq & 0xFFFFFFFF, int(scope), len(key_ids))
+                                     + b"".join(k.bytes for k in key_ids))
+
+
+def decode_void(payload: bytes) -> tuple[int, VoidScope, list[uuid.UUID]]:
+    if len(payload) < _VOID.size:
+        raise ReservationMessageError("truncated VOID message")
+    seq, scope, n = _VOID.unpack_from(payload)
+    try:
+        scope = VoidScope(scope)
+    except ValueError:
+        raise ReservationMessageError(f"unknown VOID scope {scope}") from None
+    if not 0 < n <= MAX_VOID_KEYS or len(payload) != _VOID.size + 16 * n:
+        raise ReservationMessageError(f"VOID of {n} keys in {len(payload)} bytes")
+    return seq, scope, [uuid.UUID(bytes=payload[_VOID.size + 16 * i:_VOID.size + 16 * i + 16])
+                        for i in range(n)]
+
+
+def encode_voided(seq: int) -> tuple[int, bytes]:
+    return ReservationMsgType.VOIDED, _VOIDED.pack(seq & 0xFFFFFFFF)
+
+
+def decode_voided(payload: bytes) -> int:
+    if len(payload) != _VOIDED.size:
+        raise ReservationMessageError(f"VOIDED of {len(payload)} bytes")
+    return _VOIDED.unpack(payload)[0]
+
+
+@dataclass(frozen=True)
+class StreamPull:
+    seq: int
+    index: int
+    key_stream_id: str
+    source: str
+    destination: str
+
+
+def encode_stream_pull(pull: StreamPull) -> tuple[int, bytes]:
+    out = bytearray(_PULL.pack(pull.seq & 0xFFFFFFFF, pull.index))
+    raw = pull.key_stream_id.encode()
+    if not 0 < len(raw) <= MAX_STREAM_ID_BYTES:
+        raise ValueError(f"key_stream_id must be 1..{MAX_STREAM_ID_BYTES} UTF-8 bytes")
+    out += bytes([len(raw)]) + raw
+    _put_str(out, pull.source)
+    _put_str(out, pull.destination)
+    return ReservationMsgType.STREAM_PULL, bytes(out)
+
+
+def decode_stream_pull(payload: bytes) -> StreamPull:
+    view = memoryview(payload)
+    try:
+        seq, index = _PULL.unpack_from(view)
+        ksid, pos = _get_str(view, _PULL.size)
+        source, pos = _get_str(view, pos)
+        destination, pos = _get_str(view, pos)
+    except (struct.error, IndexError):
+        raise ReservationMessageError("truncated STREAM_PULL message") from None
+    if pos != len(view):
+        raise ReservationMessageError(f"{len(view) - pos} trailing bytes after STREAM_PULL")
+    return StreamPull(seq, index, ksid, source, destination)

@@ -810,6 +810,25 @@ class KeyStore:
         self._forget([(k, rows[k][1]) for k in gone])
         return len(gone)
 
+    def void_reserved(self, link_id: str, key_ids: list[uuid.UUID]) -> int:
+        """Erase keys reserved here that no SAE will ever fetch (an ETSI 004 stream index bound
+        but never delivered at the issuing end, or a stream closed here). Returns keys erased."""
+        link_id = _check_link(link_id)
+        ids = _ids(key_ids)
+        with self._tx("void reserved") as conn:
+            rows = self._fetch(conn, ids, "link_id=? AND state='reserved'", (link_id,))
+            gone = list(rows)
+            self._erase(conn, gone)
+            self._audit(conn, gone, "voided", "stream key never delivered")
+        self._forget([(k, rows[k][1]) for k in gone])
+        return len(gone)
+
+    def reservation_counts(self, link_id: str) -> dict[tuple[str, str], int]:
+        """(master SAE, slave SAE) -> keys reserved here and not yet fetched (admin view)."""
+        return {(m, s): n for m, s, n in self._read(
+            "SELECT master_sae, slave_sae, COUNT(*) FROM keys WHERE link_id=? AND "
+            "state='reserved' GROUP BY master_sae, slave_sae", (_check_link(link_id),))}
+
     def expire(self, now_ns: int | None = None) -> int:
         """Erase what has outlived its time: unfetched reservations, leases past their TTL,
         and (with ``max_key_age_s``) committed keys older than that. Returns keys erased."""
