@@ -49,6 +49,30 @@ def _keys(body: dict) -> list[Key]:
             for k in body.get("keys", [])]
 
 
+@dataclass
+class StreamKey:
+    """An ETSI 004 get_key answer: ``status`` 0 carries ``key``; other codes carry none."""
+
+    status: int
+    index: int
+    key: Key | None = None
+    metadata: dict | None = None
+
+
+def _stream_key(body: dict) -> StreamKey:
+    key = None
+    if body.get("status") == 0 and "key_buffer" in body:
+        key = Key(uuid.UUID(body["key_ID"]), bytearray(base64.b64decode(body["key_buffer"])))
+    return StreamKey(body.get("status", -1), body.get("index", -1), key, body.get("metadata"))
+
+
+def _open_body(source: str, destination: str, qos: dict, key_stream_id: str | None) -> dict:
+    body: dict[str, Any] = {"source": source, "destination": destination, "qos": dict(qos)}
+    if key_stream_id is not None:
+        body["key_stream_id"] = key_stream_id
+    return body
+
+
 class _Base:
     def __init__(self, endpoint: str, *, server_public_key: bytes, public_key: bytes,
                  secret_key: bytes, timeout_s: float = 2.0, retries: int = 3):
@@ -137,6 +161,21 @@ class KeyClient(_Base):
         body = {"master_SAE_ID": master, "key_IDs": [{"key_ID": str(k)} for k in key_ids]}
         return _keys(self.request("dec_keys", body, **kw))
 
+    def open_connect(self, source: str, destination: str, qos: dict,
+                     key_stream_id: str | None = None, **kw) -> dict:
+        """ETSI 004 OPEN_CONNECT; the answer's ``status`` is 0 on success."""
+        return self.request("open_connect", _open_body(source, destination, qos, key_stream_id),
+                            **kw)
+
+    def get_stream_key(self, key_stream_id: str, index: int, **kw) -> StreamKey:
+        """ETSI 004 GET_KEY of one index."""
+        return _stream_key(self.request("get_key", {"key_stream_id": key_stream_id,
+                                                    "index": index}, **kw))
+
+    def close_stream(self, key_stream_id: str, **kw) -> dict:
+        """ETSI 004 CLOSE (``close()`` closes the socket)."""
+        return self.request("close", {"key_stream_id": key_stream_id}, **kw)
+
 
 class AsyncKeyClient(_Base):
     """asyncio client with the same calls as ``KeyClient`` (awaitable)."""
@@ -178,3 +217,15 @@ class AsyncKeyClient(_Base):
     async def dec_keys(self, master: str, key_ids, **kw) -> list[Key]:
         body = {"master_SAE_ID": master, "key_IDs": [{"key_ID": str(k)} for k in key_ids]}
         return _keys(await self.request("dec_keys", body, **kw))
+
+    async def open_connect(self, source: str, destination: str, qos: dict,
+                           key_stream_id: str | None = None, **kw) -> dict:
+        return await self.request("open_connect",
+                                  _open_body(source, destination, qos, key_stream_id), **kw)
+
+    async def get_stream_key(self, key_stream_id: str, index: int, **kw) -> StreamKey:
+        return _stream_key(await self.request("get_key", {"key_stream_id": key_stream_id,
+                                                          "index": index}, **kw))
+
+    async def close_stream(self, key_stream_id: str, **kw) -> dict:
+        return await self.request("close", {"key_stream_id": key_stream_id}, **kw)
