@@ -27,6 +27,7 @@ class PeerLink:
     def __init__(self):
         self.runners: dict[str, KeyServiceRunner] = {}
         self.up = True
+        self.delay_s = {"A": 0.0, "B": 0.0}       # per receiving node: a slow channel
         self.seen_types: set[int] = set()
         self._queues = {"A": asyncio.Queue(), "B": asyncio.Queue()}
         self._tasks = [asyncio.create_task(self._pump(n)) for n in ("A", "B")]
@@ -45,6 +46,8 @@ class PeerLink:
     async def _pump(self, name: str) -> None:
         while True:
             msg_type, payload = await self._queues[name].get()
+            if self.delay_s[name]:
+                await asyncio.sleep(self.delay_s[name])
             assert msg_type in MESSAGE_TYPES          # the node routes only these to us
             await self.runners[name].on_peer_message(msg_type, payload)
 
