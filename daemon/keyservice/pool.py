@@ -12,6 +12,14 @@ A crash between 1 and 3 leaves the lease open; at restart ``void_open_leases`` e
 keys and the peer is told to erase them too (``void_peer_keys``), except those it had already
 reserved — which the slave can still fetch, and which were never handed out twice.
 
+Reserving ahead (``reserve_ahead`` > 0): a durable reservation at the peer costs an fsync there
+(milliseconds on a busy disk), too much to wait for on every request. So for each (master,
+slave) pair the pool keeps up to ``reserve_ahead`` keys already reserved at the peer for that
+slave, refilled in the background when half are gone; a request is answered from them at once.
+Keys reserved ahead are held in memory only. A clean stop voids them at the peer (VOID, scope
+RESERVED); after a crash the peer keeps them reserved — the slave can fetch only IDs it was
+told, so they are never delivered — until the reservation TTL erases them.
+
 Fetching here (the peer issued): ``deliver_many`` checks the reservation and erases durably, one
 fsync for all the fetches queued meanwhile (group commit).
 
@@ -36,6 +44,7 @@ Every store call runs in the executor: SQLite's fsync must not stall the event l
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -121,8 +130,17 @@ class NodeKeyPool:
     """``KeyPool`` of one link (see ``daemon.keyservice.service``)."""
 
     def __init__(self, store, link_id: str, send: SendToPeer, *, key_size_bits: int,
-                 lease_batch: int = 1024, reserve_timeout_s: float = 2.0, executor=None):
+                 lease_batch: int = 1024, reserve_timeout_s: float = 2.0,
+                 reserve_ahead: int = 0, reservation_ttl_s: float | None = None,
+                 executor=None):
+        if not 0 <= reserve_ahead <= rv.MAX_RECORDS // 2:
+            raise ValueError(f"reserve_ahead {reserve_ahead}: expected 0..{rv.MAX_RECORDS // 2}")
         self.store = store
+        self._reserve_ahead = reserve_ahead
+        self._reservation_ttl_s = reservation_ttl_s
+        self._ahead: dict[tuple[str, str], collections.deque[IssuedKey]] = {}
+        self._ahead_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._refilling: set[tuple[str, str]] = set()
         self.link_id = link_id
         self.key_size_bits = key_size_bits
         self._send = send
@@ -160,12 +178,54 @@ class NodeKeyPool:
                     size_bits: int) -> list[IssuedKey]:
         if size_bits != self.key_size_bits or len(slaves) != 1:
             raise ValueError("the service's limits allow only the store's key size and one slave")
-        taken = await self._take(number, master, slaves[0])
-        records = [rv.Reservation(k.key_id, size_bits, (k.key_id,), master, slaves)
-                   for k in taken]
-        await self._reserve_at_peer(records, taken)
-        self.counters["issued"] += len(taken)
-        return taken
+        pair = (master, slaves[0])
+        if not self._reserve_ahead:
+            taken = await self._take(number, *pair)
+            await self._reserve_at_peer(self._records(pair, taken), taken)
+            self.counters["issued"] += len(taken)
+            return taken
+        queue = self._ahead.setdefault(pair, collections.deque())
+        if len(queue) < number:
+            async with self._ahead_locks.setdefault(pair, asyncio.Lock()):
+                if len(queue) < number:
+                    await self._fill(pair, number - len(queue), self._reserve_ahead)
+        out = [queue.popleft() for _ in range(number)]
+        self.counters["issued"] += number
+        if len(queue) < self._reserve_ahead // 2 and pair not in self._refilling:
+            self._refilling.add(pair)
+            self._spawn(self._refill(pair))
+        return out
+
+    def _records(self, pair: tuple[str, str], keys: list[IssuedKey]) -> list[rv.Reservation]:
+        return [rv.Reservation(k.key_id, self.key_size_bits, (k.key_id,), pair[0], (pair[1],))
+                for k in keys]
+
+    async def _fill(self, pair: tuple[str, str], need: int, extra: int) -> None:
+        """Take ``need`` (+ ``extra`` if the pool has them) keys, reserve them at the peer for
+        the pair's slave and queue them for the pair's master."""
+        taken = await self._take(need + extra, *pair, at_least=need)
+        await self._reserve_at_peer(self._records(pair, taken), taken)
+        self._ahead[pair].extend(taken)
+
+    async def _refill(self, pair: tuple[str, str]) -> None:
+        try:
+            async with self._ahead_locks.setdefault(pair, asyncio.Lock()):
+                want = self._reserve_ahead - len(self._ahead[pair])
+                if want > 0:
+                    await self._fill(pair, 1, want - 1)
+        except (PoolExhausted, PeerUnavailable) as exc:
+            log.info("key service: reserving ahead for %s -> %s paused: %s", *pair, exc)
+        finally:
+            self._refilling.discard(pair)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def reserved_ahead(self) -> dict[str, int]:
+        return {f"{m} -> {s}": len(q) for (m, s), q in self._ahead.items()}
 
     async def settle(self) -> int:
         """Durably erase the keys handed out from the open lease so far; returns how many."""
@@ -174,12 +234,26 @@ class NodeKeyPool:
                 return 0
             return await self._store_call(self.store.settle_lease, self._lease)
 
-    async def close(self) -> None:
-        """End the open lease durably (taken keys erased, the rest back in the pool) and wipe
-        the keys held for stream sources."""
+    async def close(self, void_wait_s: float = 1.0) -> None:
+        """End the open lease durably (taken keys erased, the rest back in the pool), wipe the
+        keys held for stream sources and void at the peer the keys reserved ahead (waiting
+        up to ``void_wait_s`` for its VOIDED; unacknowledged ones expire there)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        held: list[IssuedKey] = []
         for st in list(self._streams.values()):
-            _burn(list(st.pending.values()))
+            held += st.pending.values()
             st.pending.clear()
+        for queue in self._ahead.values():
+            held += queue
+            queue.clear()
+        if held:
+            await self.void_keys(rv.VoidScope.RESERVED, [k.key_id for k in held])
+            _burn(held)
+            deadline = time.monotonic() + void_wait_s
+            while self._voids and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         async with self._lease_lock:
             lease, self._lease = self._lease, None
             if lease is not None:
@@ -248,7 +322,7 @@ class NodeKeyPool:
             units = [k.key_id for k in st.pending.values()]
             _burn(list(st.pending.values()))
             st.pending.clear()
-            await self.void_keys(rv.VoidScope.STREAM, units)
+            await self.void_keys(rv.VoidScope.RESERVED, units)
 
     def forget_expired_bindings(self, now: float | None = None) -> int:
         """Drop in-memory stream bindings older than the store's reservation TTL (the store
@@ -399,7 +473,7 @@ class NodeKeyPool:
         except StoreError as exc:   # no VOIDED: the peer sends the VOID again
             log.error("key service: cannot erase keys the peer voided: %s", exc)
             return
-        if scope == rv.VoidScope.STREAM:
+        if scope == rv.VoidScope.RESERVED:
             gone = set(key_ids)
             for i in [i for i, (_s, u) in self._stream_units.items() if u in gone]:
                 del self._stream_units[i]
@@ -422,10 +496,7 @@ class NodeKeyPool:
             elif msg_type == rv.ReservationMsgType.VOIDED:
                 self._voids.pop(rv.decode_voided(payload), None)
             elif msg_type == rv.ReservationMsgType.STREAM_PULL:
-                task = asyncio.get_running_loop().create_task(
-                    self._on_stream_pull(rv.decode_stream_pull(payload)))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._on_stream_pull(rv.decode_stream_pull(payload)))
             else:
                 seq, refusal = rv.decode_reply(msg_type, payload)
                 fut = self._waiting.get(seq)
@@ -448,22 +519,26 @@ class NodeKeyPool:
     async def _store_call(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _take(self, number: int, master: str, slave: str) -> list[IssuedKey]:
-        """Keys taken from the current lease (each once; a taken key is erased when the lease
-        is settled or closed, or at restart with the whole lease)."""
+    async def _take(self, number: int, master: str, slave: str,
+                    at_least: int | None = None) -> list[IssuedKey]:
+        """Up to ``number`` keys (never fewer than ``at_least``, by default ``number``) taken
+        from the current lease: each once; a taken key is erased when the lease is settled or
+        closed, or at restart with the whole lease."""
+        need = number if at_least is None else at_least
         loop = asyncio.get_running_loop()
         async with self._lease_lock:
-            if self._lease is None or self._lease.remaining < number:
+            if self._lease is None or self._lease.remaining < need:
                 old, self._lease = self._lease, None
                 if old is not None:
                     await loop.run_in_executor(self._executor, self.store.close_lease, old)
                 self._lease = await loop.run_in_executor(
                     self._executor, lambda: self.store.lease(
                         self.link_id, max(self._lease_batch, number)))
-                if self._lease is None or self._lease.remaining < number:
+                if self._lease is None or self._lease.remaining < need:
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
-            keys = self._lease.take(number, master_sae=master, slave_sae=slave)
+            keys = self._lease.take(min(number, self._lease.remaining), master_sae=master,
+                                    slave_sae=slave)
             if self._lease.remaining == 0:
                 done, self._lease = self._lease, None
                 await loop.run_in_executor(self._executor, self.store.close_lease, done)
@@ -485,7 +560,7 @@ class NodeKeyPool:
                 try:
                     bad = self.store.reserve(
                         self.link_id, units, slave_sae=slave, master_sae=master,
-                        ttl_s=STREAM_RESERVATION_TTL_S if stream else None)
+                        ttl_s=STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s)
                 except StoreError as exc:
                     log.error("key service: cannot store a reservation: %s", exc)
                     reason = rv.RefusalReason.STORE_ERROR

@@ -14,7 +14,8 @@ stream and the index (``stream_key_id``): that is how the receiving node learns 
 stream index is bound to.
 
 VOID tells the peer to erase keys that will never be delivered at the sending end (a lease left
-open by a stop, or stream keys bound but never taken); VOIDED acknowledges it. STREAM_PULL asks
+open by a stop; stream keys bound but never taken; keys reserved ahead and never handed out);
+VOIDED acknowledges it. STREAM_PULL asks
 the node that issues a stream's keys to bind an index now, because the application at the
 receiving node asked for it first; the answer is the RESERVE for that index followed by
 RESERVED (or REFUSED) carrying the pull's sequence number.
@@ -54,7 +55,8 @@ class RefusalReason(enum.IntEnum):
 
 class VoidScope(enum.IntEnum):
     LEASE = 1       # a lease left open by a stop: erase the keys no SAE has reserved
-    STREAM = 2      # stream keys bound but never delivered at the issuer: erase even if reserved
+    RESERVED = 2    # keys reserved at the peer that the issuer will never deliver (stream keys
+                    # its source never took, keys reserved ahead at a clean stop): erase them
 
 
 STREAM_NAMESPACE = uuid.UUID("5d0c3f0e-2b7a-4c55-9a51-0b6b2f1e7a40")

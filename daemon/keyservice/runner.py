@@ -68,6 +68,8 @@ class KeyServiceSettings:
     max_key_per_request: int = 128
     max_key_count: int = 100_000
     lease_batch: int = 1024
+    reserve_ahead: int = 256            # keys per (master, slave) reserved at the peer ahead
+    reservation_ttl_s: float = 3600.0   # a reserved key not fetched by then is erased
     settle_interval_s: float = 2.0
     reserve_timeout_s: float = 2.0
     reply_ttl_s: float = 60.0
@@ -89,6 +91,13 @@ def _positive(table: dict, key: str, default, where: str):
         raise ValueError(f"{where}.{key} = {value!r}: expected a positive number")
     if isinstance(default, int) and not isinstance(value, int):
         raise ValueError(f"{where}.{key} = {value!r}: expected a positive integer")
+    return value
+
+
+def _ahead(value, where: str) -> int:
+    top = rv.MAX_RECORDS // 2
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ValueError(f"{where}.reserve_ahead = {value!r}: expected an integer in 0..{top}")
     return value
 
 
@@ -150,6 +159,8 @@ def parse_settings(table: dict, *, base_dir: Path) -> KeyServiceSettings:
         max_key_per_request=_positive(table, "max_key_per_request", 128, where),
         max_key_count=_positive(table, "max_key_count", 100_000, where),
         lease_batch=_positive(table, "lease_batch", 1024, where),
+        reserve_ahead=_ahead(table.get("reserve_ahead", 256), where),
+        reservation_ttl_s=float(_positive(table, "reservation_ttl_s", 3600.0, where)),
         settle_interval_s=float(_positive(table, "settle_interval_s", 2.0, where)),
         reserve_timeout_s=float(_positive(table, "reserve_timeout_s", 2.0, where)),
         reply_ttl_s=float(_positive(table, "reply_ttl_s", 60.0, where)),
@@ -193,7 +204,9 @@ class KeyServiceRunner:
         voided = await loop.run_in_executor(self._executor, self.store.void_open_leases)
         self.pool = NodeKeyPool(self.store, s.link_id, self._send,
                                 key_size_bits=self._key_size_bits, lease_batch=s.lease_batch,
-                                reserve_timeout_s=s.reserve_timeout_s, executor=self._executor)
+                                reserve_timeout_s=s.reserve_timeout_s,
+                                reserve_ahead=s.reserve_ahead,
+                                reservation_ttl_s=s.reservation_ttl_s, executor=self._executor)
         self.service = KeyService(self._limits(s.clients), self.pool, reply_ttl_s=s.reply_ttl_s)
         self.server = KeyServer(self.service, s.endpoint, public_key=s.public_key,
                                 secret_key=s.secret_key, clients=s.clients,
@@ -260,6 +273,7 @@ class KeyServiceRunner:
                      "leased_remaining": pool.leased_remaining,
                      "store_keys": fill.keys, "store_bits": fill.bits,
                      "max_keys": fill.max_keys, "max_bits": fill.max_bits},
+            "reserved_ahead": pool.reserved_ahead,
             "streams": pool.stream_status(),
             "unacknowledged_voids": pool.unacknowledged_voids,
             "voided_at_start": self.voided_at_start,

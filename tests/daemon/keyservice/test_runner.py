@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -83,7 +84,7 @@ class Pair:
                 public_key=pub, secret_key=sec,
                 clients={self.client_keys[s][0]: s for s in local},
                 remote_saes=frozenset(remote), lease_batch=8, settle_interval_s=0.05,
-                reserve_timeout_s=0.5, **settings)
+                reserve_timeout_s=2.0, **{"reserve_ahead": 0, **settings})
         self.ctx = zmq.asyncio.Context()
         self.link: PeerLink | None = None
         self.runners: dict[str, KeyServiceRunner] = {}
@@ -301,3 +302,62 @@ def test_parse_clients_refuses_one_key_for_two_saes(tmp_path):
     with pytest.raises(ValueError, match="already given"):
         parse_clients([{"sae_id": "X", "public_key": key}, {"sae_id": "Z", "public_key": key}],
                       base_dir=tmp_path)
+
+
+def test_reserving_ahead_answers_from_keys_already_reserved_and_a_stop_voids_the_rest(tmp_path):
+    a_store, b_store = make_stores(tmp_path)
+
+    async def run():
+        p = Pair(a_store, b_store, reserve_ahead=6)
+        await p.start()
+        x, y = p.client("A", "X"), p.client("B", "Y")
+        first = await x.enc_keys("Y", number=2)
+        for _ in range(100):                       # the background refill
+            if p.runners["A"].status()["reserved_ahead"].get("X -> Y") == 6:
+                break
+            await asyncio.sleep(0.01)
+        ahead = p.runners["A"].status()["reserved_ahead"]
+        reserved_b = p.runners["B"].status()["reservations"]
+        second = await x.enc_keys("Y", number=3)   # straight from the keys reserved ahead
+        fetched = await y.dec_keys("X", [k.key_id for k in first + second])
+        a = p.runners.pop("A")
+        await a.close()                            # a clean stop: VOID for the 3 left
+        reserved_after = p.runners["B"].status()["reservations"]
+        await p.close()
+        return first + second, ahead, reserved_b, fetched, reserved_after
+
+    keys, ahead, reserved_b, fetched, reserved_after = asyncio.run(run())
+    assert ahead == {"X -> Y": 6}
+    assert reserved_b == [{"master_SAE_ID": "X", "slave_SAE_ID": "Y", "keys": 2 + 6}]
+    assert [bytes(k.key) for k in fetched] == [bytes(k.key) for k in keys]
+    assert reserved_after == []                    # the 3 never handed out: voided at B
+    assert not {k for k, s in b_store.key_states("L").items() if s == "reserved"}
+
+
+def test_after_a_crash_keys_reserved_ahead_stay_reserved_until_their_ttl(tmp_path):
+    a_store, b_store = make_stores(tmp_path)
+
+    async def run():
+        p = Pair(a_store, b_store, reserve_ahead=4, reservation_ttl_s=600.0)
+        await p.start()
+        x = p.client("A", "X")
+        keys = await x.enc_keys("Y", number=1)
+        for _ in range(100):
+            if p.runners["A"].status()["reserved_ahead"].get("X -> Y") == 4:
+                break
+            await asyncio.sleep(0.01)
+        a = p.runners.pop("A")                      # kill: no close, nothing voided
+        for t in a._timers:
+            t.cancel()
+        await a.server.stop()
+        await p.close()
+        return keys
+
+    keys = asyncio.run(run())
+    reserved = {k for k, s in b_store.key_states("L").items() if s == "reserved"}
+    assert len(reserved) == 5 and keys[0].key_id in reserved
+    a_store.void_open_leases()                     # what A's restart does
+    for kid in reserved:                           # never deliverable at A again
+        assert kid not in a_store.key_states("L")
+    assert b_store.expire(now_ns=time.time_ns() + int(601e9)) >= 5
+    assert not {k for k, s in b_store.key_states("L").items() if s == "reserved"}
