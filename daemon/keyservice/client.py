@@ -8,6 +8,7 @@ wrong server key gets no error, only silence: that shows up here as ``KeyService
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import uuid
@@ -178,31 +179,58 @@ class KeyClient(_Base):
 
 
 class AsyncKeyClient(_Base):
-    """asyncio client with the same calls as ``KeyClient`` (awaitable)."""
+    """asyncio client with the same calls as ``KeyClient`` (awaitable). Many requests may be
+    in flight at once on one client: a reader task hands each reply to its request by ID."""
 
     def __init__(self, endpoint: str, *, context: zmq.asyncio.Context | None = None, **kw):
         super().__init__(endpoint, **kw)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._sock = None
+        self._reader: asyncio.Task | None = None
+        self._waiting: dict[bytes, asyncio.Future] = {}
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
 
+    def _socket(self):
+        if self._sock is None:
+            self._sock = self._ctx.socket(zmq.DEALER)
+            self._configure(self._sock)
+            self._reader = asyncio.get_running_loop().create_task(self._read(self._sock))
+        return self._sock
+
+    async def _read(self, sock) -> None:
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                reply = decode_reply(frames)
+            except ValueError:
+                continue            # not for us to answer; the request times out and retries
+            fut = self._waiting.get(reply.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(frames)
+
     async def request(self, op: str, body: dict, *, request_id: bytes | None = None) -> Any:
         rid = request_id or secrets.token_bytes(16)
         frames = encode_request(op, rid, body)
-        for _attempt in range(self.retries):
-            if self._sock is None:
-                self._sock = self._ctx.socket(zmq.DEALER)
-                self._configure(self._sock)
-            await self._sock.send_multipart(frames)
-            while await self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                out = self._result(op, rid, await self._sock.recv_multipart())
-                if out is not None:
-                    return out
-            self.close()
+        try:
+            for _attempt in range(self.retries):
+                fut = asyncio.get_running_loop().create_future()
+                self._waiting[rid] = fut
+                await self._socket().send_multipart(frames)
+                try:
+                    reply = await asyncio.wait_for(fut, self.timeout_s)
+                except asyncio.TimeoutError:
+                    self.close()    # Lazy Pirate: a fresh socket, the same request_id
+                    continue
+                return self._result(op, rid, reply)
+        finally:
+            self._waiting.pop(rid, None)
         raise KeyServiceTimeout(f"no reply from {self.endpoint} to {op} after {self.retries} "
                                 f"attempts of {self.timeout_s:g} s")
 

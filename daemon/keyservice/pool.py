@@ -148,6 +148,8 @@ class NodeKeyPool:
         self._reserve_timeout_s = reserve_timeout_s
         self._executor = executor
         self._lease = None   # the open store.Lease keys are taken from
+        self._spare: asyncio.Future | None = None   # the next lease, granted in the background
+        self._closing: set[asyncio.Future] = set()  # used-up leases being closed durably
         self._lease_lock = asyncio.Lock()
         self._seq = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
@@ -256,8 +258,13 @@ class NodeKeyPool:
                 await asyncio.sleep(0.01)
         async with self._lease_lock:
             lease, self._lease = self._lease, None
-            if lease is not None:
-                await self._store_call(self.store.close_lease, lease)
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                spare = await _quietly(spare)
+            for one in (lease, spare):
+                if one is not None:
+                    await self._store_call(self.store.close_lease, one)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def fetch(self, caller: str, master: str,
                     key_ids: list[uuid.UUID]) -> list[IssuedKey]:
@@ -525,24 +532,43 @@ class NodeKeyPool:
         from the current lease: each once; a taken key is erased when the lease is settled or
         closed, or at restart with the whole lease."""
         need = number if at_least is None else at_least
-        loop = asyncio.get_running_loop()
         async with self._lease_lock:
             if self._lease is None or self._lease.remaining < need:
                 old, self._lease = self._lease, None
-                if old is not None:
-                    await loop.run_in_executor(self._executor, self.store.close_lease, old)
-                self._lease = await loop.run_in_executor(
-                    self._executor, lambda: self.store.lease(
-                        self.link_id, max(self._lease_batch, number)))
+                spare, self._spare = self._spare, None
+                if spare is not None:      # granted meanwhile: usually no wait at all
+                    spare = await _quietly(spare)
+                if spare is not None and spare.remaining >= need:
+                    self._lease = spare
+                    if old is not None:
+                        self._close_later(old)
+                else:    # close first, so that what they hold counts for the new lease
+                    for one in (old, spare):
+                        if one is not None:
+                            await self._store_call(self.store.close_lease, one)
+                    self._lease = await self._store_call(
+                        self.store.lease, self.link_id, max(self._lease_batch, number))
                 if self._lease is None or self._lease.remaining < need:
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
             keys = self._lease.take(min(number, self._lease.remaining), master_sae=master,
                                     slave_sae=slave)
             if self._lease.remaining == 0:
-                done, self._lease = self._lease, None
-                await loop.run_in_executor(self._executor, self.store.close_lease, done)
+                self._close_later(self._lease)
+                self._lease = None
+            if self._spare is None and (self._lease is None or self._lease.remaining
+                                        < self._lease_batch // 4):
+                self._spare = asyncio.ensure_future(self._store_call(
+                    self.store.lease, self.link_id, self._lease_batch))
             return [IssuedKey(k, b) for k, b in keys]
+
+    def _close_later(self, lease) -> None:
+        """Close a used-up lease durably in the background (its taken keys are erased, the
+        rest go back to the pool); ``close`` waits for these."""
+        fut = asyncio.ensure_future(self._store_call(self.store.close_lease, lease))
+        self._closing.add(fut)
+        fut.add_done_callback(self._closing.discard)
+        fut.add_done_callback(_log_failure)
 
     def _deliver_batch(self, requests):
         return self.store.deliver_many(requests)
@@ -570,6 +596,20 @@ class NodeKeyPool:
                     break
             out.append(reason)
         return out
+
+
+async def _quietly(fut):
+    """The result of a background store call, or None (logged) if it failed."""
+    try:
+        return await fut
+    except StoreError as exc:
+        log.error("key service: a background lease failed: %s", exc)
+        return None
+
+
+def _log_failure(fut) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("key service: closing a lease failed: %s", fut.exception())
 
 
 def _burn(keys: list[IssuedKey]) -> None:
