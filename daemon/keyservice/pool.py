@@ -64,6 +64,12 @@ SendToPeer = Callable[[int, bytes], Awaitable[None]]
 STREAM_RESERVATION_TTL_S = 3600.0
 """A stream key reserved at the destination's node and not fetched within this is erased."""
 MAX_PENDING_PER_STREAM = 4096
+MAX_RESERVE_AHEAD = 65536
+REFILL_CHUNK = 1024
+"""Keys per background RESERVE; several may be in flight, so a fast client never waits for
+the peer's fsync once the pool has warmed up."""
+REFILL_PAUSE_S = 1.0
+"""After a refill fails (pool exhausted, peer away) the next starts no sooner than this."""
 """Indices the issuer may hold for its source application after the destination pulled them."""
 
 
@@ -133,14 +139,15 @@ class NodeKeyPool:
                  lease_batch: int = 1024, reserve_timeout_s: float = 2.0,
                  reserve_ahead: int = 0, reservation_ttl_s: float | None = None,
                  executor=None):
-        if not 0 <= reserve_ahead <= rv.MAX_RECORDS // 2:
-            raise ValueError(f"reserve_ahead {reserve_ahead}: expected 0..{rv.MAX_RECORDS // 2}")
+        if not 0 <= reserve_ahead <= MAX_RESERVE_AHEAD:
+            raise ValueError(f"reserve_ahead {reserve_ahead}: expected 0..{MAX_RESERVE_AHEAD}")
         self.store = store
         self._reserve_ahead = reserve_ahead
         self._reservation_ttl_s = reservation_ttl_s
         self._ahead: dict[tuple[str, str], collections.deque[IssuedKey]] = {}
         self._ahead_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._refilling: set[tuple[str, str]] = set()
+        self._inflight: dict[tuple[str, str], int] = {}      # keys being reserved ahead
+        self._paused_until: dict[tuple[str, str], float] = {}  # after a failed refill
         self.link_id = link_id
         self.key_size_bits = key_size_bits
         self._send = send
@@ -189,36 +196,46 @@ class NodeKeyPool:
         queue = self._ahead.setdefault(pair, collections.deque())
         if len(queue) < number:
             async with self._ahead_locks.setdefault(pair, asyncio.Lock()):
-                if len(queue) < number:
-                    await self._fill(pair, number - len(queue), self._reserve_ahead)
+                if len(queue) < number:     # reserve the shortfall now, on this request
+                    await self._fill(pair, number - len(queue))
         out = [queue.popleft() for _ in range(number)]
         self.counters["issued"] += number
-        if len(queue) < self._reserve_ahead // 2 and pair not in self._refilling:
-            self._refilling.add(pair)
-            self._spawn(self._refill(pair))
+        self._top_up(pair)
         return out
+
+    def _top_up(self, pair: tuple[str, str]) -> None:
+        """Start background RESERVEs (chunks of up to ``REFILL_CHUNK`` keys, several in flight)
+        until queued + in flight reaches ``reserve_ahead``."""
+        if time.monotonic() < self._paused_until.get(pair, 0.0):
+            return
+        chunk = max(1, min(REFILL_CHUNK, self._reserve_ahead // 2))
+        missing = self._reserve_ahead - len(self._ahead[pair]) - self._inflight.get(pair, 0)
+        while missing >= chunk:
+            self._inflight[pair] = self._inflight.get(pair, 0) + chunk
+            missing -= chunk
+            self._spawn(self._refill(pair, chunk))
 
     def _records(self, pair: tuple[str, str], keys: list[IssuedKey]) -> list[rv.Reservation]:
         return [rv.Reservation(k.key_id, self.key_size_bits, (k.key_id,), pair[0], (pair[1],))
                 for k in keys]
 
-    async def _fill(self, pair: tuple[str, str], need: int, extra: int) -> None:
-        """Take ``need`` (+ ``extra`` if the pool has them) keys, reserve them at the peer for
-        the pair's slave and queue them for the pair's master."""
-        taken = await self._take(need + extra, *pair, at_least=need)
+    async def _fill(self, pair: tuple[str, str], number: int, at_least: int | None = None
+                    ) -> None:
+        """Take up to ``number`` keys (at least ``at_least``, by default all), reserve them at
+        the peer for the pair's slave and queue them for the pair's master."""
+        taken = await self._take(number, *pair, at_least=at_least)
         await self._reserve_at_peer(self._records(pair, taken), taken)
         self._ahead[pair].extend(taken)
 
-    async def _refill(self, pair: tuple[str, str]) -> None:
+    async def _refill(self, pair: tuple[str, str], chunk: int) -> None:
         try:
-            async with self._ahead_locks.setdefault(pair, asyncio.Lock()):
-                want = self._reserve_ahead - len(self._ahead[pair])
-                if want > 0:
-                    await self._fill(pair, 1, want - 1)
+            await self._fill(pair, chunk, at_least=1)
         except (PoolExhausted, PeerUnavailable) as exc:
-            log.info("key service: reserving ahead for %s -> %s paused: %s", *pair, exc)
+            self._paused_until[pair] = time.monotonic() + REFILL_PAUSE_S
+            log.info("key service: reserving ahead for %s -> %s paused for %g s: %s", *pair,
+                     REFILL_PAUSE_S, exc)
         finally:
-            self._refilling.discard(pair)
+            self._inflight[pair] -= chunk
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from daemon.keyservice import reservations as rv
-from daemon.keyservice.pool import NodeKeyPool
+from daemon.keyservice.pool import MAX_RESERVE_AHEAD, NodeKeyPool
 from daemon.keyservice.server import KeyServer, key_fingerprint
 from daemon.keyservice.service import KeyService, KmeLimits
 
@@ -95,7 +95,7 @@ def _positive(table: dict, key: str, default, where: str):
 
 
 def _ahead(value, where: str) -> int:
-    top = rv.MAX_RECORDS // 2
+    top = MAX_RESERVE_AHEAD
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
         raise ValueError(f"{where}.reserve_ahead = {value!r}: expected an integer in 0..{top}")
     return value
