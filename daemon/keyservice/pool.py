@@ -55,7 +55,7 @@ from typing import Awaitable, Callable
 from daemon.keyservice import reservations as rv
 from daemon.keyservice.service import (IssuedKey, KeysNotFound, NotAuthorized,
                                        PeerAppNotConnected, PeerUnavailable, PoolExhausted)
-from daemon.keystore.errors import KeyNotFound, KeyNotReserved, StoreError
+from daemon.keystore.errors import KeyNotFound, KeyNotReserved, LeaseError, StoreError
 
 log = logging.getLogger("qkd.keyservice")
 
@@ -145,7 +145,6 @@ class NodeKeyPool:
         self._reserve_ahead = reserve_ahead
         self._reservation_ttl_s = reservation_ttl_s
         self._ahead: dict[tuple[str, str], collections.deque[IssuedKey]] = {}
-        self._ahead_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._inflight: dict[tuple[str, str], int] = {}      # keys being reserved ahead
         self._paused_until: dict[tuple[str, str], float] = {}  # after a failed refill
         self.link_id = link_id
@@ -158,6 +157,7 @@ class NodeKeyPool:
         self._spare: asyncio.Future | None = None   # the next lease, granted in the background
         self._closing: set[asyncio.Future] = set()  # used-up leases being closed durably
         self._lease_lock = asyncio.Lock()
+        self._store_lease_lock = asyncio.Lock()   # one settle or close of a lease at a time
         self._seq = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self._fetcher = _Batcher(self._deliver_batch, executor)
@@ -195,9 +195,13 @@ class NodeKeyPool:
             return taken
         queue = self._ahead.setdefault(pair, collections.deque())
         if len(queue) < number:
-            async with self._ahead_locks.setdefault(pair, asyncio.Lock()):
-                if len(queue) < number:     # reserve the shortfall now, on this request
-                    await self._fill(pair, number - len(queue))
+            # not enough reserved ahead: this request reserves its own keys and waits for the
+            # peer (concurrent ones share the peer's fsync: it batches RESERVEs)
+            self._top_up(pair)
+            taken = await self._take(number, *pair)
+            await self._reserve_at_peer(self._records(pair, taken), taken)
+            self.counters["issued"] += number
+            return taken
         out = [queue.popleft() for _ in range(number)]
         self.counters["issued"] += number
         self._top_up(pair)
@@ -247,11 +251,23 @@ class NodeKeyPool:
         return {f"{m} -> {s}": len(q) for (m, s), q in self._ahead.items()}
 
     async def settle(self) -> int:
-        """Durably erase the keys handed out from the open lease so far; returns how many."""
-        async with self._lease_lock:
-            if self._lease is None:
+        """Durably erase the keys handed out from the open lease so far; returns how many.
+
+        Runs beside ``take`` (no lock held while the store works: a take appends to the
+        lease's list of taken keys, the settle erases the ones it saw); a lease closed
+        meanwhile was settled by its close."""
+        lease = self._lease
+        if lease is None:
+            return 0
+        async with self._store_lease_lock:
+            try:
+                return await self._store_call(self.store.settle_lease, lease)
+            except LeaseError:
                 return 0
-            return await self._store_call(self.store.settle_lease, self._lease)
+
+    async def _close_lease(self, lease) -> int:
+        async with self._store_lease_lock:
+            return await self._store_call(self.store.close_lease, lease)
 
     async def close(self, void_wait_s: float = 1.0) -> None:
         """End the open lease durably (taken keys erased, the rest back in the pool), wipe the
@@ -280,7 +296,7 @@ class NodeKeyPool:
                 spare = await _quietly(spare)
             for one in (lease, spare):
                 if one is not None:
-                    await self._store_call(self.store.close_lease, one)
+                    await self._close_lease(one)
         await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def fetch(self, caller: str, master: str,
@@ -562,7 +578,7 @@ class NodeKeyPool:
                 else:    # close first, so that what they hold counts for the new lease
                     for one in (old, spare):
                         if one is not None:
-                            await self._store_call(self.store.close_lease, one)
+                            await self._close_lease(one)
                     self._lease = await self._store_call(
                         self.store.lease, self.link_id, max(self._lease_batch, number))
                 if self._lease is None or self._lease.remaining < need:
@@ -582,7 +598,7 @@ class NodeKeyPool:
     def _close_later(self, lease) -> None:
         """Close a used-up lease durably in the background (its taken keys are erased, the
         rest go back to the pool); ``close`` waits for these."""
-        fut = asyncio.ensure_future(self._store_call(self.store.close_lease, lease))
+        fut = asyncio.ensure_future(self._close_lease(lease))
         self._closing.add(fut)
         fut.add_done_callback(self._closing.discard)
         fut.add_done_callback(_log_failure)
