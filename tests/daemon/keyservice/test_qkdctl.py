@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,25 @@ def test_a_wrong_server_key_is_no_answer_exit_3(nodes, capsys):
     args[args.index("--timeout-s") + 1] = "0.3"
     assert qkdctl.main(["enc-keys", *args, "--slave", "Y"]) == 3
     assert "no reply" in capsys.readouterr().err
+
+
+def test_the_freight_records_example_against_two_runners(nodes):
+    import importlib.util
+
+    from daemon.keyservice.client import KeyClient
+
+    spec = importlib.util.spec_from_file_location(
+        "freight_records", Path(__file__).resolve().parents[3] / "examples" / "freight_records.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    keys = nodes.pair.client_keys
+    with KeyClient(nodes.pair.runners["A"].endpoint,
+                   server_public_key=nodes.pair.server_keys["A"][0], public_key=keys["X"][0],
+                   secret_key=keys["X"][1]) as a, \
+            KeyClient(nodes.pair.runners["B"].endpoint,
+                      server_public_key=nodes.pair.server_keys["B"][0],
+                      public_key=keys["Y"][0], secret_key=keys["Y"][1]) as b:
+        out = example.send_and_receive(a, b, sender="X", recipient="Y")
+    assert out["otp"]["decrypted_equal"] and out["aes_256_gcm"]["decrypted_equal"]
+    assert out["otp"]["pad_bits"] >= 8 * out["record_bytes"]
+    assert len(out["otp"]["key_IDs"]) == -(-out["record_bytes"] * 8 // KEY_BITS)
