@@ -177,6 +177,10 @@ class NodeKeyPool:
         if size_bits != self.key_size_bits:
             return 0
         left = self._lease.remaining if self._lease is not None else 0
+        spare = self._spare
+        if spare is not None and spare.done() and not spare.cancelled() \
+                and spare.exception() is None and spare.result() is not None:
+            left += spare.result().remaining
         return left + self.store.issuable_count(self.link_id)
 
     @property

@@ -22,12 +22,16 @@ arrive). For every message received from the peer whose type is in ``MESSAGE_TYP
 and never waits for the peer, so the channel's receive loop may await it. When the peer
 channel (re)connects the node awaits ``runner.peer_connected()``.
 
-SIGHUP or the admin command: the node re-reads the config and calls
-``runner.reload(parse_clients(...))`` (a dict of Z85 public key -> SAE ID); it raises
-``ValueError`` with one line for an empty list and keeps the old one. The admin socket's
-``{"op": "keyservice"}`` answers ``{"keyservice": runner.status()}`` (clients, reservations,
-pool fill, streams, counters; never key material). On shutdown: ``await runner.close()``
-(closes the socket, ends the lease durably, wipes cached replies) before closing the store.
+Reload (SIGHUP, and the admin op ``{"op": "keyservice_reload"}`` that ``qkdctl
+reload-clients`` sends): the node re-reads its TOML and calls ``runner.reload(parse_clients(
+toml["keyservice"]["clients"], base_dir=config_file.parent))`` (a dict of Z85 public key ->
+SAE ID), answering ``{"clients": N}``; a ``ValueError`` (one line, naming the entry) keeps the
+old list and becomes the admin reply's error. The admin op ``{"op": "keyservice"}`` answers
+``{"keyservice": runner.status()}`` (clients, reservations, pool fill, streams, counters; never
+key material) — ``qkdctl clients`` and ``qkdctl reservations`` read it. ``status()`` reads the
+store, so it may wait a few ms behind a store write. On shutdown: ``await runner.close()``
+(closes the socket, voids the keys reserved ahead at the peer, ends the lease durably, wipes
+cached replies) before closing the store.
 
 At ``start`` every lease the store has left open is voided (a lease exists only while this
 service runs) and the peer is told to erase those keys too (VOID, resent until VOIDED).
