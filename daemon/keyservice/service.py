@@ -70,6 +70,12 @@ class IssuedKey:
     key: bytearray   # wiped by the service after the reply is encoded
 
 
+def wipe_keys(keys) -> None:
+    """Overwrite the bytes of ``IssuedKey``s that will not be handed out (or have been)."""
+    for k in keys:
+        k.key[:] = bytes(len(k.key))
+
+
 class KeyPool(Protocol):
     """What the service needs from the node: ``issue`` reserves at the peer before returning."""
 
