@@ -282,12 +282,17 @@ class NodeKeyPool(StreamKeys):
     # -- asking the peer ----------------------------------------------------------------------
 
     async def _ask_peer(self, message: tuple[int, bytes], seq: int, timeout_s: float):
-        """Send ``message``; wait for the RESERVED (None) or REFUSED (reason) carrying ``seq``."""
-        fut = asyncio.get_running_loop().create_future()
+        """Send ``message``; wait for the RESERVED (None) or REFUSED (reason) carrying ``seq``.
+
+        ``timeout_s`` bounds the send too: a peer channel applies backpressure (its send waits
+        while the peer is away), and a client must get its 503 rather than wait for ever."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._waiting[seq] = fut
+        deadline = loop.time() + timeout_s
         try:
-            await self._send(*message)
-            return await asyncio.wait_for(fut, timeout_s)
+            await asyncio.wait_for(self._send(*message), timeout_s)
+            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         finally:
             self._waiting.pop(seq, None)
 
@@ -310,8 +315,8 @@ class NodeKeyPool(StreamKeys):
 
     async def _send_quietly(self, message: tuple[int, bytes]) -> None:
         try:
-            await self._send(*message)
-        except (ConnectionError, OSError) as exc:
+            await asyncio.wait_for(self._send(*message), self._reserve_timeout_s)
+        except (ConnectionError, OSError) as exc:   # TimeoutError is an OSError
             log.info("key service: peer message %#x not sent (%s); it is resent or its "
                      "sender times out", message[0], type(exc).__name__)
 

@@ -16,11 +16,16 @@ How the node daemon uses it (one key service per node, serving the link ``settin
 
 ``send(msg_type, payload)`` is an ``async`` function that sends one message to the peer node
 over the link's authenticated peer channel (message type < 256 and payload bytes, delivered in
-order); it may raise ``ConnectionError`` when the peer is down (the runner resends what must
-arrive). For every message received from the peer whose type is in ``MESSAGE_TYPES``
-(0x60..0x65) the node awaits ``runner.on_peer_message(msg_type, payload)``; it returns quickly
-and never waits for the peer, so the channel's receive loop may await it. When the peer
-channel (re)connects the node awaits ``runner.peer_connected()``.
+order). With ``daemon.peer.channel.PeerChannel`` that is
+``lambda t, p: channel.send(link_id, LINK_BLOCK_ID, 0, t, p)`` (block id 0, as the engine's
+link-level messages; their tags are charged to block 0), and the channel must be built with
+``MESSAGE_TYPES`` among its ``allowed_types``. ``send`` may raise ``ConnectionError`` or wait
+while the peer is away: the runner bounds every send by its reserve timeout and resends what
+must arrive. Every envelope received on the link whose ``msg_type`` is in ``MESSAGE_TYPES``
+(0x60..0x65) must reach ``await runner.on_peer_message(env.msg_type, env.payload)`` — the
+engine drains the channel, so it forwards them; the call returns quickly and never waits for
+the peer, so a receive loop may await it. When the peer channel (re)connects the node awaits
+``runner.peer_connected()`` (VOIDs are resent at once instead of at the next timer).
 
 Reload (SIGHUP, and the admin op ``{"op": "keyservice_reload"}`` that ``qkdctl
 reload-clients`` sends): the node re-reads its TOML and calls ``runner.reload(parse_clients(

@@ -289,3 +289,25 @@ def test_a_lease_left_open_by_a_stop_is_voided_at_both_ends(tmp_path):
     assert more.status == 200
     assert not undelivered & {uuid.UUID(k["key_ID"]) for k in more.body["keys"]}
     assert sa2.pool.stored_key_count(KEY_BITS) == 0     # 32 = 3 delivered + 5 voided + 24
+
+
+def test_a_peer_channel_that_blocks_its_send_gives_503_in_time(tmp_path):
+    """A real peer channel waits (backpressure) while the peer is away; the pool must not."""
+    a_store, b_store = stores(tmp_path)
+    forever = asyncio.Event()
+
+    async def stuck_send(msg_type, payload):
+        await forever.wait()
+
+    pa = NodeKeyPool(a_store, "L", stuck_send, key_size_bits=KEY_BITS, lease_batch=8,
+                     reserve_timeout_s=0.2)
+    sa = svc.KeyService(_limits(LIMITS_A), pa)
+
+    async def run():
+        t0 = asyncio.get_running_loop().time()
+        r = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2})
+        return r, asyncio.get_running_loop().time() - t0
+
+    r, took = asyncio.run(run())
+    assert r.status == 503 and "peer" in r.body["message"]
+    assert took < 2.0        # the 0.2 s reserve timeout, plus the lease: not for ever
