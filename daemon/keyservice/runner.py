@@ -36,7 +36,8 @@ old list and becomes the admin reply's error. The admin op ``{"op": "keyservice"
 key material) — ``qkdctl clients`` and ``qkdctl reservations`` read it. ``status()`` reads the
 store, so it may wait a few ms behind a store write. On shutdown: ``await runner.close()``
 (closes the socket, voids the keys reserved ahead at the peer, ends the lease durably, wipes
-cached replies) before closing the store.
+cached replies) before closing the peer channel (the VOID needs it, up to one second) and the
+store.
 
 At ``start`` every lease the store has left open is voided (a lease exists only while this
 service runs) and the peer is told to erase those keys too (VOID, resent until VOIDED).
