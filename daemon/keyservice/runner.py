@@ -17,7 +17,7 @@ How the node daemon uses it (one key service per node, serving the link ``settin
 ``send(msg_type, payload)`` is an ``async`` function that sends one message to the peer node
 over the link's authenticated peer channel (message type < 256 and payload bytes, delivered in
 order). With ``daemon.peer.channel.PeerChannel`` that is
-``lambda t, p: channel.send(link_id, LINK_BLOCK_ID, 0, t, p)`` (block id 0, as the engine's
+``lambda t, p: channel.send(channel.link_id, LINK_BLOCK_ID, 0, t, p)`` (block id 0, as the engine's
 link-level messages; their tags are charged to block 0), and the channel must be built with
 ``MESSAGE_TYPES`` among its ``allowed_types``. ``send`` may raise ``ConnectionError`` or wait
 while the peer is away: the runner bounds every send by its reserve timeout and resends what
