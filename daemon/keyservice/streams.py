@@ -1,15 +1,15 @@
 """ETSI 004 key streams on the durable store: which stored key an index is bound to, at both ends.
 
-The node whose application is the stream's source issues its keys, one unit per index. An index is bound when the source asks for it there (take from
-the lease, RESERVE at the peer under ``stream_key_id(stream, index)``, reply) or when the
-destination asks at its own node first (that node sends STREAM_PULL; the issuer binds the index
-the same way and holds the key in memory for its source). The destination's node delivers a
-bound index like any reserved key (durable erase). Bindings live in memory, like the streams:
-a restart of either node ends its streams. Keys the issuer bound but never delivered are voided
-at the peer (VOID, scope RESERVED) when its source closes the stream; keys bound at the
-destination's node that its application never takes expire there after
-``STREAM_RESERVATION_TTL_S`` (the RESERVE names the index, not the stream, so that node cannot
-tell which stream an untaken binding belongs to).
+The node whose application is the stream's source issues its keys, one unit per index. An index is
+bound when the source asks for it there (take from the lease, RESERVE at the peer under
+``stream_key_id(stream, index)``, reply) or when the destination asks at its own node first (that
+node sends STREAM_PULL; the issuer binds the index the same way and holds the key in memory for its
+source). The destination's node delivers a bound index like any reserved key (durable erase).
+Bindings live in memory, like the streams: a restart of either node ends its streams. Keys the
+issuer bound but never delivered are voided at the peer (VOID, scope RESERVED) when its source
+closes the stream; keys bound at the destination's node that its application never takes expire
+there after ``STREAM_RESERVATION_TTL_S`` (the RESERVE names the index, not the stream, so that node
+cannot tell which stream an untaken binding belongs to).
 
 ``StreamKeys`` is the stream half of ``NodeKeyPool`` (a mixin: it uses the pool's lease,
 peer requests and fetch batcher).
