@@ -25,6 +25,7 @@ from daemon.control.settings import BOOLEANS as _CONTROL_BOOLEANS
 from daemon.control.settings import NAMES as _CONTROL
 from daemon.control.settings import RANGES as _CONTROL_RANGES
 from daemon.control.settings import ControlSettings
+from daemon.keyservice.settings import MAX_RESERVE_AHEAD, KeyServiceSettings, parse_settings
 
 ROLES = ("alice", "bob")
 PROTOCOLS = ("bb84-decoy", "bb84", "b92", "lt3")
@@ -126,6 +127,7 @@ class NodeConfig:
     log_level: str
     keystore: KeyStoreConfig
     links: tuple[LinkConfig, ...]
+    keyservice: KeyServiceSettings | None = None    # None: the node serves no keys
 
 
 # -- reading one value ------------------------------------------------------------------------
@@ -241,7 +243,7 @@ def _choices(choices: tuple[str, ...]) -> str:
 
 # -- the sections -----------------------------------------------------------------------------
 
-_TOP = ("node", "keystore", "link")
+_TOP = ("node", "keystore", "link", "keyservice")
 _NODE = ("id", "state_dir", "admin_socket", "admin_socket_mode", "log_level")
 _KEYSTORE = ("path", "capacity_bits", "key_size_bits")
 _LINK = ("id", "role", "protocol", "peer", "keys", "devices", "policy", "calibration",
@@ -253,6 +255,10 @@ _POLICY = ("block_pulses", "eps_sec", "eps_cor", "qber_tol", "qber_threshold",
            "sample_fraction", "min_sample_size", "schedule", "blocks_in_flight",
            "block_timeout_s", "qber_alarm_blocks")
 _CALIBRATION = ("expected_conclusive_per_pulse", "bob_efficiency")
+_KEYSERVICE = ("endpoint", "link", "kme_id", "peer_kme_id", "secret_key_file", "remote_saes",
+               "clients", "max_key_per_request", "max_key_count", "lease_batch", "reserve_ahead",
+               "reservation_ttl_s", "settle_interval_s", "reserve_timeout_s", "reply_ttl_s")
+_KS_CLIENT = ("sae_id", "public_key", "public_key_file")
 
 
 def load(path: str | os.PathLike) -> NodeConfig:
@@ -296,7 +302,7 @@ def parse(data: dict, source: Path) -> NodeConfig:
                               "expected a link id not used by another [[link]]")
         seen.add(link.id)
     return NodeConfig(source, node_id, state_dir, admin_socket, ADMIN_SOCKET_MODES[mode_text],
-                      log_level, keystore, links)
+                      log_level, keystore, links, _keyservice(top, links))
 
 
 def _link(source: Path, name: str, raw: Any) -> LinkConfig:
@@ -372,6 +378,49 @@ def _control(link: _Table) -> ControlSettings:
         return ControlSettings(**values)
     except ControlConfigError as exc:       # a rule across settings (none today): one line
         raise ConfigError(link.source, c.name, str(exc)) from None
+
+
+def _keyservice(top: _Table, links: tuple[LinkConfig, ...]) -> KeyServiceSettings | None:
+    """``[keyservice]`` (optional): what ``_Table`` can say about each key first (unknown keys,
+    the endpoint, the link, the secret key file's mode, each client entry), then the key
+    service's own reading of the table, its one-line errors naming the key."""
+    if not top.has("keyservice"):
+        return None
+    t = top.table("keyservice", _KEYSERVICE)
+    t.text("endpoint", pattern=_ENDPOINT, accepted="tcp://HOST:PORT (HOST may be * for every "
+                                                   "interface)")
+    t.text("link", choices=tuple(link.id for link in links))
+    for k in ("kme_id", "peer_kme_id"):
+        t.text(k, pattern=_ID, accepted=_ID_TEXT)
+    t.readable_file("secret_key_file", private=True)
+    clients = t.data.get("clients")
+    if not isinstance(clients, list) or not clients:
+        raise ConfigError(top.source, t.key("clients"), "missing; expected one or more "
+                          "[[keyservice.clients]] tables (the service refuses to start without "
+                          "clients)")
+    for i, entry in enumerate(clients):
+        c = _Table(top.source, f"{t.key('clients')}[{i}]", entry, _KS_CLIENT)
+        if c.has("public_key_file"):
+            c.readable_file("public_key_file")
+        elif not c.has("public_key"):
+            raise ConfigError(top.source, c.key("public_key_file"),
+                              "missing; expected public_key_file (a ZeroMQ certificate) or "
+                              "public_key (40 Z85 characters)")
+    for k, (lo, hi, integer) in _KS_NUMBERS.items():
+        t.number(k, 1, lo, hi, integer=integer, open_lo=not integer)
+    try:
+        return parse_settings(t.data, base_dir=top.source.parent)
+    except ValueError as exc:           # the service's own checks: "keyservice.KEY...: why"
+        named = re.match(r"(keyservice[\w.\[\]]*(?: = .*?)?): (.*)", str(exc))
+        key, problem = named.groups() if named else ("keyservice", str(exc))
+        raise ConfigError(top.source, key, problem) from None
+
+
+# Accepted ranges of the key service's numbers (each optional; defaults in KeyServiceSettings).
+_KS_NUMBERS = {"max_key_per_request": (1, 1024, True), "max_key_count": (1, 1e12, True),
+               "lease_batch": (1, 1 << 20, True), "reserve_ahead": (0, MAX_RESERVE_AHEAD, True),
+               "reservation_ttl_s": (0, 1e7, False), "settle_interval_s": (0, 3600, False),
+               "reserve_timeout_s": (0, 3600, False), "reply_ttl_s": (0, 86400, False)}
 
 
 def _devices(link: _Table) -> tuple[DeviceConfig, ...]:

@@ -11,6 +11,14 @@ Before stopping a run the launcher holds the link (no new blocks), waits until n
 flight at either end, and compares the two stores through the admin sockets: key counts, a SHA-256 of the key IDs and an HMAC of the keys under a fresh random nonce — equal
 digests mean the same IDs with the same bits, and no key leaves a node.
 
+Each node also runs its key service (``[keyservice]``), with one client keypair per site: the
+dispatcher at Alice's node (site A), the recipient at Bob's (site B). After the honest run's
+comparison the launcher plays issue 10's freight exchange (``daemon.keyservice.freight``, the
+code of ``examples/freight_records.py``): the dispatcher encrypts a freight record with keys
+node A delivers (enc_keys), once with a one-time pad and once with AES-256-GCM; the recipient
+fetches the same keys by ID from node B (dec_keys) and decrypts; a second fetch of one of those
+IDs is refused. Only key IDs and outcomes are printed, never a key.
+
 The only module besides ``demo.py`` that starts the simulator (as a child process).
 """
 
@@ -40,6 +48,9 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 30.0
 AUTH_BOOTSTRAP_BYTES = 1 << 20    # 64 Ki messages each way before the first refill
+LINK_ID = "alice-bob"
+SITES = {"alice": ("dispatcher", "KME-alice"), "bob": ("recipient", "KME-bob")}   # SAE, KME
+KEYSERVICE_TIMEOUT_S = 5.0    # per attempt of a demo client (a loaded machine fsyncs slowly)
 ATTACK_ABORTS_ENOUGH = 2      # the attack run may stop once Bob has aborted this many blocks
 DEFAULT_SECONDS = 90.0        # without --seconds/--keys: each run stops after this long ...
 DEFAULT_KEYS = 1000            # ... or (honest run) once both stores hold this many keys
@@ -77,6 +88,7 @@ class RunResult:
     stopped_by: str = ""
     nodes: dict = field(default_factory=dict)
     stores: dict = field(default_factory=dict)
+    freight: dict | None = None
 
     def summary(self) -> dict:
         bob = self.nodes.get("bob", {})
@@ -86,7 +98,7 @@ class RunResult:
                 "keys": {n: s.get("keys_stored", 0) for n, s in self.nodes.items()},
                 "secret_bits_per_s": bob.get("secret_bits_per_s", 0.0), "qber": bob.get("qber"),
                 "alarms": {n: s.get("alarms", {}) for n, s in self.nodes.items()},
-                **self.stores}
+                **self.stores, **({"freight": self.freight} if self.freight is not None else {})}
 
 
 # -- files a run needs --------------------------------------------------------------------------
@@ -127,8 +139,11 @@ def _toml_value(v) -> str:
 def node_config(*, node: str, run_dir: Path, endpoint: str, peer: str,
                 devices: list[dict], block_pulses: int, keys: dict[str, tuple[Path, Path]],
                 auth_file: Path, protocol: str = "bb84-decoy", policy: dict | None = None,
-                calibration: dict | None = None, log_level: str = "info") -> str:
-    """One node's config: Alice binds ``endpoint``, Bob connects to it."""
+                calibration: dict | None = None, log_level: str = "info",
+                keyservice: dict | None = None) -> str:
+    """One node's config: Alice binds ``endpoint``, Bob connects to it. ``keyservice``: the
+    ``[keyservice]`` table's values (``keyservice_table`` of what ``write_keyservice_files``
+    wrote for the node), or none."""
     state = run_dir / node
     lines = ["# written by qkd-node demo-nodes", "[node]", f"id = {_q(node)}",
              f"state_dir = {_q(state)}", f"admin_socket = {_q(state / 'admin.sock')}",
@@ -149,7 +164,44 @@ def node_config(*, node: str, run_dir: Path, endpoint: str, peer: str,
     if calibration:
         lines += ["", "[link.calibration]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in calibration.items()]
+    if keyservice:
+        clients = keyservice.get("clients", [])
+        lines += ["", "[keyservice]"]
+        lines += [f"{k} = {_toml_value(v) if not isinstance(v, list) else _toml_list(v)}"
+                  for k, v in keyservice.items() if k != "clients"]
+        for sae, public_key_file in clients:
+            lines += ["", "[[keyservice.clients]]", f"sae_id = {_q(sae)}",
+                      f"public_key_file = {_q(public_key_file)}"]
     return "\n".join(lines) + "\n"
+
+
+def _toml_list(values: list) -> str:
+    return "[" + ", ".join(_toml_value(v) for v in values) + "]"
+
+
+def write_keyservice_files(run_dir: Path) -> dict[str, dict]:
+    """Per node: the key service's keypair, its one client's keypair (the site's SAE) and the
+    ``[keyservice]`` values naming them, on a free loopback port. Each node's service serves
+    its own site's SAE and knows the other site's SAE as the peer's."""
+    (run_dir / "clients").mkdir(exist_ok=True)
+    out = {}
+    for node, peer in (("alice", "bob"), ("bob", "alice")):
+        sae, kme = SITES[node]
+        public, secret = write_keypair(run_dir, f"{node}-keyservice")
+        client_public, client_secret = write_keypair(run_dir / "clients", sae)
+        out[node] = {
+            "endpoint": f"tcp://127.0.0.1:{free_tcp_port()}", "link": LINK_ID,
+            "kme_id": kme, "peer_kme_id": SITES[peer][1], "secret_key_file": secret,
+            "remote_saes": [SITES[peer][0]], "reserve_ahead": 16, "lease_batch": 256,
+            "clients": [(sae, client_public)],
+            # for the launcher, not the config: where its clients find their keys
+            "_server_public_key_file": public, "_client_secret_key_file": client_secret}
+    return out
+
+
+def keyservice_table(ks: dict) -> dict:
+    """The config's values only (the launcher's own notes start with ``_``)."""
+    return {k: v for k, v in ks.items() if not k.startswith("_")}
 
 
 # -- children ------------------------------------------------------------------------------------
@@ -194,9 +246,11 @@ def _read_first_line(proc: subprocess.Popen, timeout_s: float) -> str:
 
 
 class Launcher:
-    def __init__(self, args, node_command: Callable[[str], list[str]], out, progress):
+    def __init__(self, args, node_command: Callable[[str], list[str]], out, progress,
+                 keyservice: bool = True):
         self.args = args
         self.node_command = node_command
+        self.keyservice = keyservice     # False: nodes without a key service, no freight
         self.out = out                   # where the summary goes
         self.progress = progress         # where live progress goes
         self.stop = threading.Event()
@@ -242,6 +296,7 @@ class Launcher:
             auth = run_dir / "alice-bob.auth"
             write_bootstrap(auth, AUTH_BOOTSTRAP_BYTES)
             endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+            services = write_keyservice_files(run_dir) if self.keyservice else {}
             sockets = {}
             for node, peer in (("alice", "bob"), ("bob", "alice")):
                 (run_dir / node).mkdir(exist_ok=True)
@@ -249,7 +304,8 @@ class Launcher:
                 config.write_text(node_config(
                     node=node, run_dir=run_dir, endpoint=endpoint, peer=peer,
                     devices=[e for e in endpoints if e["node"] == node],
-                    block_pulses=self.args.pulses, keys=keys, auth_file=auth))
+                    block_pulses=self.args.pulses, keys=keys, auth_file=auth,
+                    keyservice=keyservice_table(services[node]) if services else None))
                 log = run_dir / f"{node}.log"
                 proc = _popen([*self.node_command(run), "--config", str(config)], log)
                 children.append(Child(f"{node}'s node", proc, log))
@@ -261,6 +317,8 @@ class Launcher:
             self._watch(run, children, sockets, result, t0)
             result.stores = self._compare_stores(sockets)
             self._final_status(sockets, result)
+            if run == "honest" and services:
+                result.freight = self._freight(services, result)
         finally:
             result.seconds = time.monotonic() - t0
             end_children(children)             # the nodes first: they still talk to the sim
@@ -329,6 +387,38 @@ class Launcher:
                 (result.nodes[node],) = request(path, {"op": "status"}, 5.0)["status"]["links"]
             except (AdminSocketError, KeyError, ValueError):
                 pass
+
+    def _freight(self, services: dict, result: RunResult) -> dict:
+        """Issue 10's exchange between the two nodes' key services (see the module docstring)."""
+        if not result.stores.get("stores_identical") or not result.stores["stored_keys"]["alice"]:
+            return {"done": False, "why": "no keys stored at both ends"}
+        from daemon.curve_keys import load_keypair, load_public_key
+        from daemon.keyservice.client import KeyClient, KeyServiceError, KeyServiceTimeout
+        from daemon.keyservice.freight import send_and_receive
+
+        clients = {}
+        try:
+            for node, ks in services.items():
+                mine = load_keypair(ks["_client_secret_key_file"])
+                clients[node] = KeyClient(
+                    ks["endpoint"], server_public_key=load_public_key(
+                        ks["_server_public_key_file"]), public_key=mine.public,
+                    secret_key=mine.secret, timeout_s=KEYSERVICE_TIMEOUT_S, retries=3)
+            sender, recipient = SITES["alice"][0], SITES["bob"][0]
+            out = send_and_receive(clients["alice"], clients["bob"], sender=sender,
+                                   recipient=recipient)
+            try:        # the same key ID once more at B: delivered keys are erased there
+                clients["bob"].dec_keys(sender, [out["aes_256_gcm"]["key_ID"]])
+                out["second_fetch"] = "DELIVERED AGAIN"
+            except KeyServiceError as exc:
+                out["second_fetch"] = f"refused ({exc.status}: {exc.message})"
+            out["done"] = True
+            return out
+        except (KeyServiceError, KeyServiceTimeout, OSError, ValueError) as exc:
+            return {"done": False, "why": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for c in clients.values():
+                c.close()
 
     def _drain(self, sockets: dict) -> None:
         """Hold the link and wait until no block is in flight at either end."""
@@ -401,7 +491,8 @@ def _usage_error(msg: str) -> int:
 
 
 def main(argv: list[str] | None = None,
-         node_command: Callable[[str], list[str]] = node_run_command) -> int:
+         node_command: Callable[[str], list[str]] = node_run_command,
+         keyservice: bool = True) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
@@ -417,7 +508,8 @@ def main(argv: list[str] | None = None,
     if args.seconds is None and args.keys is None:
         args.seconds, args.keys = DEFAULT_SECONDS, DEFAULT_KEYS
     out = sys.stdout
-    launcher = Launcher(args, node_command, out, sys.stderr if args.json else sys.stdout)
+    launcher = Launcher(args, node_command, out, sys.stderr if args.json else sys.stdout,
+                        keyservice=keyservice)
     previous = {sig: signal.signal(sig, lambda s, _f: launcher.request_stop(
         signal.Signals(s).name)) for sig in (signal.SIGINT, signal.SIGTERM)}
     keep = args.state_dir is not None
@@ -433,6 +525,8 @@ def main(argv: list[str] | None = None,
             launcher.say(f"== run {i + 1}: {title} ({args.distance_km:g} km, decoy BB84)")
             results.append(launcher.one_run(run, root / run, seed + i))
             launcher.say(_verdict(results[-1]))
+            if results[-1].freight is not None:
+                launcher.say(_freight_lines(results[-1].freight))
     except LaunchError as exc:
         print(f"qkd-node demo-nodes: error: {exc}", file=sys.stderr)
         return 1
@@ -452,8 +546,32 @@ def _passed(r: RunResult) -> bool:
     s = r.summary()
     if r.run == "honest":
         return bool(s.get("stores_compared") and s["stores_identical"]
-                    and s["stored_keys"]["alice"] > 0)
+                    and s["stored_keys"]["alice"] > 0) and _freight_ok(r.freight)
     return s.get("stores_compared", False) and s["stored_keys"] == {"alice": 0, "bob": 0}
+
+
+def _freight_ok(freight: dict | None) -> bool:
+    if freight is None:          # nodes without a key service (the launcher's tests)
+        return True
+    return bool(freight.get("done") and freight["otp"]["decrypted_equal"]
+                and freight["aes_256_gcm"]["decrypted_equal"]
+                and freight["second_fetch"].startswith("refused"))
+
+
+def _freight_lines(f: dict) -> str:
+    if not f.get("done"):
+        return f"  freight exchange not done: {f.get('why')}"
+    ok = {True: "decrypted, equal to the record", False: "DECRYPTION DIFFERS"}
+    otp, gcm = f["otp"], f["aes_256_gcm"]
+    ids = ", ".join(k[:8] + "…" for k in otp["key_IDs"])
+    return "\n".join([
+        f"  freight record ({f['record_bytes']} bytes) from the dispatcher at node A to the "
+        f"recipient at node B:",
+        f"    one-time pad: {len(otp['key_IDs'])} keys from node A (enc_keys) [{ids}]; "
+        f"fetched by ID at node B (dec_keys): {ok[otp['decrypted_equal']]}",
+        f"    AES-256-GCM:  key {gcm['key_ID'][:8]}… from node A; fetched at node B: "
+        f"{ok[gcm['decrypted_equal']]}",
+        f"    the same key ID asked for again at node B: {f['second_fetch']}"])
 
 
 def _verdict(r: RunResult) -> str:

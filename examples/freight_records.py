@@ -11,69 +11,21 @@ Run against two running nodes (``make demo`` does this at its end):
         --server-key-a A.key --server-key-b B.key --client-a dispatcher.key_secret \
         --client-b recipient.key_secret
 
-The keys themselves are never printed.
+The keys themselves are never printed. The exchange itself is ``daemon.keyservice.freight``
+(``make demo`` runs the same code between its two nodes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemon.curve_keys import KeyFileError, load_keypair, load_public_key
 from daemon.keyservice.client import KeyClient, KeyServiceError, KeyServiceTimeout
+from daemon.keyservice.freight import RECORD, otp_xor, send_and_receive
 
-RECORD = {
-    "waybill": "WB-2026-0412-7781",
-    "driver": {"name": "J. Novak", "licence": "CZ-D-5512093"},
-    "cargo": {"description": "pharmaceuticals, 2 pallets", "temperature_c": 4.0},
-    "position": {"lat": 50.0755, "lon": 14.4378, "time": "2026-12-02T17:04:00Z"},
-}
-
-
-def otp_xor(data: bytes, pad: bytes) -> bytes:
-    if len(pad) < len(data):
-        raise ValueError(f"one-time pad of {len(pad)} bytes is shorter than {len(data)}")
-    return bytes(a ^ b for a, b in zip(data, pad))
-
-
-def send_and_receive(site_a: KeyClient, site_b: KeyClient, *, sender: str = "dispatcher",
-                     recipient: str = "recipient", record: dict = RECORD) -> dict:
-    """Encrypt at A, decrypt at B; return what each step did (no key material).
-
-    The one-time pad is as long as the record: a node hands out keys of its own key size
-    (``status`` says which), so the pad is several keys end to end, each used once."""
-    plaintext = json.dumps(record, sort_keys=True).encode()
-    key_bytes = site_a.status(recipient)["key_size"] // 8
-    pads = site_a.enc_keys(recipient, number=-(-len(plaintext) // key_bytes))
-    [aes] = site_a.enc_keys(recipient, number=1, size=256)
-    pad = bytearray(b"".join(bytes(k.key) for k in pads))
-    try:
-        otp_ct = otp_xor(plaintext, pad)
-        nonce = os.urandom(12)
-        gcm_ct = AESGCM(bytes(aes.key)).encrypt(nonce, plaintext, aes.key_id.bytes)
-    finally:
-        pad[:] = bytes(len(pad))
-        for k in (*pads, aes):
-            k.wipe()
-    # -- only (key_IDs, ciphertext, nonce) cross from site A to site B -------------------------
-    pads_b = site_b.dec_keys(sender, [k.key_id for k in pads])
-    [aes_b] = site_b.dec_keys(sender, [aes.key_id])
-    pad_b = bytearray(b"".join(bytes(k.key) for k in pads_b))
-    try:
-        otp_pt = otp_xor(otp_ct, pad_b)
-        gcm_pt = AESGCM(bytes(aes_b.key)).decrypt(nonce, gcm_ct, aes.key_id.bytes)
-    finally:
-        pad_b[:] = bytes(len(pad_b))
-        for k in (*pads_b, aes_b):
-            k.wipe()
-    return {"record_bytes": len(plaintext),
-            "otp": {"key_IDs": [str(k.key_id) for k in pads], "pad_bits": 8 * len(pad),
-                    "decrypted_equal": otp_pt == plaintext},
-            "aes_256_gcm": {"key_ID": str(aes.key_id), "decrypted_equal": gcm_pt == plaintext}}
+__all__ = ["RECORD", "otp_xor", "send_and_receive", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,7 +103,9 @@ class KeyServer:
         try:
             sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
-            sock.close()
+            sock.disable_monitor()
+            monitor.close(linger=0)       # an open socket would hang the context's term()
+            sock.close(linger=0)
             self._auth.stop()
             raise ServiceStartError(f"key service: cannot bind {self.endpoint}: {exc}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -5,6 +5,8 @@
 derived from the link's name so both ends agree without configuring it), the channel's
 rejection events (turned into ``Rejected`` items so the engine aborts the block), the store's
 figures (usage, a digest of the committed keys) and the link's policy into ``BlockParams``.
+The key service shares a link's channel: ``ChannelPort.divert`` hands its messages (and the
+channel's reconnects) to it instead of the engine, ``send_service`` sends its messages.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import numpy as np
 
 from daemon.config import LinkConfig, NodeConfig
 from daemon.curve_keys import load_keypair, load_public_key
-from daemon.engine.messages import EngineMessage
+from daemon.engine.messages import LINK_BLOCK_ID, EngineMessage
 from daemon.engine.ports import (AcquiredBlock, BoardParameters, Rejected, StoreDigest,
                                  StoreUsage)
+from daemon.keyservice.reservations import MESSAGE_TYPES as KEYSERVICE_TYPES
 from daemon.keystore.messages import COMMIT_TYPES
 from daemon.keystore.store import KeyStore
 from daemon.peer import session as ss
 from daemon.peer.auth_keys import STRIDE, AuthKeyPool
-from daemon.peer.channel import PeerChannel
+from daemon.peer.channel import PeerChannel, PeerChannelError
 from daemon.runtime.wiring import MissingComponent, Ports
 from postprocessing.block import AliceBlock, BlockParams, BobBlock, MessageType
 from postprocessing.randomness import ProtocolRandom
@@ -38,7 +41,7 @@ times what a block's messages spend (about 2 x 64 bits per round trip); never mo
 of the block's key. A fixed rule of the key length, so both ends take the same bits."""
 
 LINK_TYPES = (frozenset(int(t) for t in MessageType) | frozenset(int(t) for t in EngineMessage)
-              | COMMIT_TYPES)
+              | COMMIT_TYPES | KEYSERVICE_TYPES)
 
 
 def link_number(link_id: str) -> int:
@@ -74,6 +77,25 @@ class ChannelPort:
             allowed_types=LINK_TYPES, **channel_options)
         self._items: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
+        self._diverted: frozenset[int] = frozenset()
+        self._divert_to = None
+        self._on_connected = None
+
+    def divert(self, msg_types, handler, on_connected=None) -> None:
+        """Link-level messages (block 0) of these types go to ``await handler(type, payload)``
+        instead of the engine, in the order received; ``await on_connected()`` runs (as a task
+        of its own) whenever the channel completes a handshake with the peer."""
+        self._diverted = frozenset(msg_types)
+        self._divert_to = handler
+        self._on_connected = on_connected
+
+    async def send_service(self, msg_type: int, payload: bytes) -> None:
+        """Send a link-level message for a service beside the engine (the key service);
+        ConnectionError while the channel is not running (before start, after close)."""
+        try:
+            await self.channel.send(self.number, LINK_BLOCK_ID, 0, msg_type, payload)
+        except PeerChannelError as exc:
+            raise ConnectionError(str(exc)) from None
 
     async def start(self) -> None:
         self._items = asyncio.Queue(4096)
@@ -84,18 +106,35 @@ class ChannelPort:
     async def _envelopes(self) -> None:
         while True:
             env = await self.channel.recv()
+            if env.msg_type in self._diverted and env.block_id == LINK_BLOCK_ID:
+                try:
+                    await self._divert_to(env.msg_type, bytes(env.payload))
+                except Exception:      # the service's fault must not stop the link's reader
+                    log.exception("link %s: a diverted peer message (type %#x) failed",
+                                  self.link.id, env.msg_type)
+                continue
             await self._items.put(LinkEnvelope(self.link.id, env.block_id, env.step,
                                                env.msg_type, bytes(env.payload)))
 
     async def _events(self) -> None:
         while True:
             event = await self.channel.next_event()
+            if event.kind == ss.EVENT_CONNECTED and self._on_connected is not None:
+                task = asyncio.create_task(self._connected(), name=f"{self.link.id}-up")
+                self._tasks.append(task)
+                self._tasks = [t for t in self._tasks if not t.done()]
             if event.is_rejection:
                 # The block the frame claims: a damaged, replayed or reordered message of a live
                 # block aborts that block at both ends (an attacker who can forge a claim can
                 # also just drop the message, so believing it costs nothing).
                 await self._items.put(Rejected(self.link.id, event.block_id,
                                                f"{event.kind}: {event.detail}"))
+
+    async def _connected(self) -> None:
+        try:
+            await self._on_connected()
+        except Exception:
+            log.exception("link %s: the service's reconnect handler failed", self.link.id)
 
     async def send(self, link_id: str, block_id: int, step: int, msg_type: int,
                    payload: bytes) -> None:

@@ -55,7 +55,25 @@ def render(status: dict) -> str:
             lines.append(f"  {ln['link']}: ALARM {name}: {text}")
         if ln.get("note"):
             lines.append(f"  {ln['link']}: note: {ln['note']}")
+    ks = status.get("keyservice")
+    if ks is not None:
+        lines.append(_keyservice_line(ks))
     return "\n".join(lines)
+
+
+def _keyservice_line(ks: dict) -> str:
+    if ks.get("state") != "serving":
+        return f"key service {ks.get('endpoint')}: {ks.get('state')}"
+    line = (f"key service {ks['endpoint']} ({ks['kme_id']}, link {ks['link']}): "
+            f"{ks['clients']} client(s), {ks['keys_issuable']} keys to issue, "
+            f"{ks['keys_reserved_for_peer']} reserved for the peer's SAEs; "
+            f"{ks['requests']} requests ({ks['errors']} errors), {ks['keys_delivered']} keys "
+            f"delivered")
+    if ks.get("rejected_client_keys"):
+        line += f"; {ks['rejected_client_keys']} unknown client key(s) refused"
+    if ks.get("unacknowledged_voids"):
+        line += f"; {ks['unacknowledged_voids']} voided key(s) not yet confirmed by the peer"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

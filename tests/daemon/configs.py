@@ -7,6 +7,7 @@ import tomllib
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "node.example.toml"
+KEYSERVICE_SECTION = "\n# The key service"     # the example's last section begins here
 
 
 def write_key_files(directory: Path, *names: str) -> None:
@@ -19,10 +20,25 @@ def write_key_files(directory: Path, *names: str) -> None:
         os.chmod(path, 0o600)
 
 
-def example_in(directory: Path) -> Path:
-    """The example config with its key files beside it and its state under ``directory``."""
+def write_keyservice_keys(directory: Path) -> None:
+    """The key service reads its keypair and its clients' public keys at start: real ones."""
+    from daemon.curve_keys import generate_keypair
+    for sub, name in (("keys", "keyservice"), ("clients", "recipient")):
+        (directory / sub).mkdir(exist_ok=True)
+        if not (directory / sub / f"{name}.key").exists():
+            generate_keypair(directory / sub, name)
+
+
+def example_in(directory: Path, *, keyservice: bool = False) -> Path:
+    """The example config with its key files beside it and its state under ``directory``;
+    without its ``[keyservice]`` table unless asked (a node test then binds no service port)."""
     write_key_files(directory, "alice.key", "alice-bob.auth", "bob.key", "bob.key_secret")
     text = EXAMPLE.read_text()
+    if keyservice:
+        write_keyservice_keys(directory)
+    else:
+        text = text[:text.index(KEYSERVICE_SECTION)]
+        assert "[keyservice]" not in text
     text = text.replace('"/var/lib/qkd-node/keys.sqlite"', f'"{directory}/keys.sqlite"')
     text = text.replace('"/var/lib/qkd-node"', f'"{directory}/state"')
     text = text.replace('"/run/qkd-node/admin.sock"', f'"{directory}/admin.sock"')
@@ -31,8 +47,8 @@ def example_in(directory: Path) -> Path:
     return path
 
 
-def example_data(directory: Path) -> dict:
-    return tomllib.loads(example_in(directory).read_text())
+def example_data(directory: Path, *, keyservice: bool = False) -> dict:
+    return tomllib.loads(example_in(directory, keyservice=keyservice).read_text())
 
 
 def dump_toml(data: dict) -> str:

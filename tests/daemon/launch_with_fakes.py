@@ -1,6 +1,7 @@
 """The demo launcher with FAKE nodes (tests only): ``python -m tests.daemon.launch_with_fakes``
 takes the launcher's flags; its nodes are ``tests.daemon.fake_node`` processes, which abort every
-block in the attack run (fake roles know nothing of Eve)."""
+block in the attack run (fake roles know nothing of Eve). Their in-memory store cannot serve
+keys, so they run without a key service (``keyservice=False``)."""
 
 from __future__ import annotations
 
@@ -15,4 +16,4 @@ def fake_node_command(run: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(launch.main(sys.argv[1:], node_command=fake_node_command))
+    sys.exit(launch.main(sys.argv[1:], node_command=fake_node_command, keyservice=False))

@@ -6,7 +6,9 @@ devices, starts Alice's and Bob's processes, and answers questions about them th
 admin sockets (status, hold, store digests) or, once they are stopped, by opening their stores
 read-only. With ``relay=True`` Bob reaches Alice through a ``CurveRelay`` (an attacker inside
 CurveZMQ); with ``delay_s`` through a ``PeerProxy`` delay line (that much each way, below
-CurveZMQ).
+CurveZMQ). With ``keyservice=True`` each node also runs its key service, configured as the demo
+does (``launch.write_keyservice_files``: the dispatcher's SAE at Alice's node, the recipient's
+at Bob's); ``client(node)`` connects that node's SAE to it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class NodePair:
                  protocol: str = "bb84-decoy", block_pulses: float = 2e9,
                  sim_args: tuple = (), policy: dict | None = None,
                  calibration: dict | None = None, seed: int | None = None,
-                 delay_s: float | None = None):
+                 delay_s: float | None = None, keyservice: bool = False):
         self.dir = Path(directory)
         self.fast = fast
         self.command = FAST_NODE if fast else REAL_NODE
@@ -54,12 +56,15 @@ class NodePair:
         self.configs = {n: self.dir / f"{n}.toml" for n in NODES}
         self.logs = {n: self.dir / f"{n}.log" for n in NODES}
         self.stores = {n: self.dir / n / "keys.sqlite" for n in NODES}
+        self.services: dict[str, dict] = {}
         seed = secrets.randbits(60) if seed is None else seed
         try:
             devices = FAKE_DEVICES if fast else self._start_sim(seed, sim_args)
             keys = {n: launch.write_keypair(self.dir, n) for n in NODES}
             auth = self.dir / "alice-bob.auth"
             write_bootstrap(auth, 1 << 20)
+            if keyservice:
+                self.services = launch.write_keyservice_files(self.dir)
             alice_endpoint = f"tcp://127.0.0.1:{launch.free_tcp_port()}"
             bob_endpoint = alice_endpoint
             if relay:
@@ -80,7 +85,9 @@ class NodePair:
                     devices=[d for d in devices if d.get("node", node) == node]
                     if not fast else FAKE_DEVICES[node],
                     block_pulses=int(block_pulses), keys=keys, auth_file=auth,
-                    protocol=protocol, policy=policy, calibration=calibration))
+                    protocol=protocol, policy=policy, calibration=calibration,
+                    keyservice=launch.keyservice_table(self.services[node])
+                    if keyservice else None))
         except BaseException:
             self.close()
             raise
@@ -146,6 +153,22 @@ class NodePair:
                 raise AssertionError(f"{node}'s node exited with {self.procs[node].returncode}:"
                                      f" {self.log_tail(node)}")
             return False
+
+    def client(self, node: str, secret_key_file: Path | None = None, **kw):
+        """A blocking key-service client at ``node``: as that node's SAE, or with the keypair
+        in ``secret_key_file``."""
+        from daemon.curve_keys import load_public_key
+        from daemon.keyservice.client import KeyClient
+        ks = self.services[node]
+        mine = load_keypair(secret_key_file or ks["_client_secret_key_file"])
+        return KeyClient(ks["endpoint"],
+                         server_public_key=load_public_key(ks["_server_public_key_file"]),
+                         public_key=mine.public, secret_key=mine.secret,
+                         **{"timeout_s": 5.0, "retries": 2, **kw})
+
+    def node_status(self, node: str) -> dict:
+        """The whole status reply (links and, with one, the key service)."""
+        return request(self.sockets[node], {"op": "status"}, timeout_s=10.0)["status"]
 
     def status(self, node: str) -> dict:
         (link,) = request(self.sockets[node], {"op": "status"}, timeout_s=10.0)["status"]["links"]

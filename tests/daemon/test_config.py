@@ -14,7 +14,7 @@ from tests.daemon.configs import dump_toml, example_data, example_in
 
 
 def test_the_shipped_example_loads(tmp_path):
-    conf = cfg.load(example_in(tmp_path))
+    conf = cfg.load(example_in(tmp_path, keyservice=True))
     assert conf.node_id == "bob"
     (link,) = conf.links
     assert (link.id, link.role, link.protocol) == ("alice-bob", "bob", "bb84-decoy")
@@ -28,9 +28,27 @@ def test_the_shipped_example_loads(tmp_path):
     assert link.control == ControlSettings()         # the example shows the defaults
 
 
+def test_the_example_key_service_is_read_with_its_clients(tmp_path):
+    from daemon.curve_keys import load_keypair, load_public_key
+    conf = cfg.load(example_in(tmp_path, keyservice=True))
+    ks = conf.keyservice
+    assert (ks.endpoint, ks.link_id, ks.kme_id, ks.peer_kme_id) == (
+        "tcp://0.0.0.0:7200", "alice-bob", "KME-bob", "KME-alice")
+    pair = load_keypair(tmp_path / "keys" / "keyservice.key_secret")
+    assert (ks.public_key, ks.secret_key) == (pair.public, pair.secret)
+    assert ks.clients == {load_public_key(tmp_path / "clients" / "recipient.key"): "recipient"}
+    assert ks.remote_saes == frozenset({"dispatcher"}) and ks.reserve_ahead == 256
+    assert pair.secret.decode() not in repr(conf)        # the secret key is never shown
+    data = example_data(tmp_path, keyservice=True)
+    del data["keyservice"]
+    path = tmp_path / "no-ks.toml"
+    path.write_text(dump_toml(data))
+    assert cfg.load(path).keyservice is None             # a node that serves no keys
+
+
 def test_link_control_settings_reach_the_supervisor(tmp_path):
     from daemon.control.supervisor import ControlSupervisor
-    data = example_data(tmp_path)
+    data = example_data(tmp_path, keyservice=True)
     path = tmp_path / "ctl.toml"
     data["link"][0]["control"] = {"switch_port": 3, "detector_period_s": 0.25,
                                   "light_floor_hz": 5e3, "steer_twist": False}
@@ -62,7 +80,7 @@ def test_link_control_settings_reach_the_supervisor(tmp_path):
 
 def test_link_control_on_an_alice_link_is_checked_and_runs_no_loop(tmp_path):
     from daemon.control.supervisor import ControlSupervisor
-    data = example_data(tmp_path)
+    data = example_data(tmp_path, keyservice=True)
     data["link"][0]["role"] = "alice"
     path = tmp_path / "alice.toml"
     path.write_text(dump_toml(data))
@@ -75,7 +93,7 @@ def test_link_control_on_an_alice_link_is_checked_and_runs_no_loop(tmp_path):
 
 
 def test_several_links_and_defaults(tmp_path):
-    data = example_data(tmp_path)
+    data = example_data(tmp_path, keyservice=True)
     second = copy.deepcopy(data["link"][0])
     second["id"] = "bob-carol"
     second["role"] = "alice"
@@ -138,6 +156,28 @@ BAD = [
     ("link.0.control.twist_dither_rad", "small", "link[0].control.twist_dither_rad = 'small'",
      "a number in [0.001, 0.5]"),
     ("link.0.control.steer_twist", 1, "link[0].control.steer_twist = 1", "true or false"),
+    ("keyservice.colour", "blue", "keyservice.colour", "unknown key"),
+    ("keyservice.link", "alice-carol", "keyservice.link = 'alice-carol'", "'alice-bob'"),
+    ("keyservice.endpoint", "7200", "keyservice.endpoint = '7200'", "tcp://HOST:PORT"),
+    ("keyservice.kme_id", _DELETE, "keyservice.kme_id", "missing"),
+    ("keyservice.secret_key_file", "keys/missing", "keyservice.secret_key_file",
+     "cannot read"),
+    ("keyservice.secret_key_file", "keys/bob.key_secret", "keyservice.secret_key_file",
+     "lacks a public-key or secret-key line"),
+    ("keyservice.remote_saes", [], "keyservice.remote_saes", "non-empty list"),
+    ("keyservice.reserve_ahead", -1, "keyservice.reserve_ahead = -1", "an integer in [0, 65536]"),
+    ("keyservice.reply_ttl_s", 0, "keyservice.reply_ttl_s = 0", "a number in (0, 86400]"),
+    ("keyservice.max_key_per_request", 2.5, "keyservice.max_key_per_request = 2.5",
+     "an integer in [1, 1024]"),
+    ("keyservice.clients", _DELETE, "keyservice.clients", "[[keyservice.clients]]"),
+    ("keyservice.clients.0.sae", "x", "keyservice.clients[0].sae", "unknown key"),
+    ("keyservice.clients.0.sae_id", "a b", "keyservice.clients[0].sae_id", "expected 1-64"),
+    ("keyservice.clients.0.public_key_file", "clients/none.key",
+     "keyservice.clients[0].public_key_file", "cannot read"),
+    ("keyservice.clients.0.public_key_file", _DELETE, "keyservice.clients[0].public_key_file",
+     "public_key (40 Z85 characters)"),
+    ("keyservice.clients.0.public_key", "tooshort", "keyservice.clients[0].public_key",
+     "expected 40 Z85 characters"),
 ]
 
 
@@ -146,7 +186,7 @@ BAD = [
                               for b in BAD])
 def test_each_bad_config_is_one_line_naming_file_and_key(tmp_path, change, value, key,
                                                          accepted):
-    data = example_data(tmp_path)
+    data = example_data(tmp_path, keyservice=True)
     _set(data, change, value)
     path = tmp_path / "bad.toml"
     path.write_text(dump_toml(data))
@@ -159,14 +199,14 @@ def test_each_bad_config_is_one_line_naming_file_and_key(tmp_path, change, value
 
 
 def test_a_secret_key_others_can_read_is_refused(tmp_path):
-    path = example_in(tmp_path)
+    path = example_in(tmp_path, keyservice=True)
     os.chmod(tmp_path / "keys" / "bob.key_secret", 0o644)
     with pytest.raises(cfg.ConfigError, match=r"secret_key_file = .*mode 0644.*owner only"):
         cfg.load(path)
 
 
 def test_a_duplicate_link_id_is_refused(tmp_path):
-    data = example_data(tmp_path)
+    data = example_data(tmp_path, keyservice=True)
     data["link"].append(copy.deepcopy(data["link"][0]))
     path = tmp_path / "dup.toml"
     path.write_text(dump_toml(data))
@@ -184,7 +224,7 @@ def test_bad_toml_and_missing_file(tmp_path):
 
 
 def test_run_with_a_bad_config_prints_one_line_and_exits_2(tmp_path, capsys):
-    data = example_data(tmp_path)
+    data = example_data(tmp_path, keyservice=True)
     data["link"][0]["policy"]["eps_sec"] = 0
     path = tmp_path / "bad.toml"
     path.write_text(dump_toml(data))

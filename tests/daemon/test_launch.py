@@ -34,7 +34,7 @@ def test_bad_flags_are_one_line_exit_2(capsys, argv, words):
 @pytest.mark.slow
 def test_two_runs_end_with_one_summary_each_and_identical_stores(tmp_path, capsys):
     rc = launch.main(["--keys", "6", "--seconds", "40", "--pulses", "2e7", "--json", "--state-dir",
-                      str(tmp_path)], node_command=fake_node_command)
+                      str(tmp_path)], node_command=fake_node_command, keyservice=False)
     out, err = capsys.readouterr()
     honest, attack = (json.loads(line) for line in out.strip().splitlines())
     assert rc == 0, err
