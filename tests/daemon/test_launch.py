@@ -101,3 +101,42 @@ def test_a_signal_stops_the_demo_and_ends_every_child(tmp_path, sig):
     assert "same key IDs with the same bits: yes" in out
     assert "== run 2" not in out            # the signal ends the whole demo
     assert all(_gone(pid) for pid in children)
+
+
+def test_the_demo_configs_give_each_node_a_key_service_for_its_own_site(tmp_path):
+    from daemon import config as cfg
+    from daemon.curve_keys import load_public_key
+    from daemon.peer.auth_keys import write_bootstrap
+    services = launch.write_keyservice_files(tmp_path)
+    keys = {n: launch.write_keypair(tmp_path, n) for n in ("alice", "bob")}
+    auth = tmp_path / "alice-bob.auth"
+    write_bootstrap(auth, 1 << 12)
+    conf = {}
+    for node, peer in (("alice", "bob"), ("bob", "alice")):
+        text = launch.node_config(
+            node=node, run_dir=tmp_path, endpoint="tcp://127.0.0.1:7301", peer=peer,
+            devices=[{"device": "board", "driver": "qkd-board", "url": "socket://127.0.0.1:9"}],
+            block_pulses=2e9, keys=keys, auth_file=auth,
+            keyservice=launch.keyservice_table(services[node]))
+        assert "client_secret" not in text and "dispatcher.key_secret" not in text
+        (tmp_path / f"{node}.toml").write_text(text)
+        conf[node] = cfg.load(tmp_path / f"{node}.toml").keyservice
+    a, b = conf["alice"], conf["bob"]
+    assert (a.kme_id, a.peer_kme_id, b.kme_id, b.peer_kme_id) == (
+        "KME-alice", "KME-bob", "KME-bob", "KME-alice")
+    assert a.clients == {load_public_key(tmp_path / "clients" / "dispatcher.key"): "dispatcher"}
+    assert b.clients == {load_public_key(tmp_path / "clients" / "recipient.key"): "recipient"}
+    assert a.remote_saes == {"recipient"} and b.remote_saes == {"dispatcher"}
+    assert a.link_id == b.link_id == "alice-bob" and a.endpoint != b.endpoint
+
+
+def test_the_freight_verdict_needs_both_decryptions_and_a_refused_second_fetch():
+    good = {"done": True, "record_bytes": 247, "second_fetch": "refused (400: not found)",
+            "otp": {"key_IDs": ["0" * 36] * 8, "pad_bits": 2048, "decrypted_equal": True},
+            "aes_256_gcm": {"key_ID": "1" * 36, "decrypted_equal": True}}
+    assert launch._freight_ok(good) and launch._freight_ok(None)
+    assert not launch._freight_ok({**good, "second_fetch": "DELIVERED AGAIN"})
+    assert not launch._freight_ok({**good, "otp": {**good["otp"], "decrypted_equal": False}})
+    assert not launch._freight_ok({"done": False, "why": "no keys stored at both ends"})
+    text = launch._freight_lines(good)
+    assert "one-time pad: 8 keys" in text and "DIFFERS" not in text

@@ -104,3 +104,35 @@ def test_a_key_service_that_cannot_bind_stops_the_node_with_one_line(tmp_path):
     assert proc.returncode == 1
     assert len(errors) == 1 and f"key service on tcp://127.0.0.1:{port}" in errors[0]
     assert "cannot bind" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_fast_nodes_serve_keys_both_ways_and_a_broken_reload_keeps_the_allow_list(tmp_path):
+    from daemon.runtime.status import render
+    with NodePair(tmp_path, fast=True, keyservice=True) as pair:
+        pair.start()
+        pair.wait(lambda: all(pair.status(n)["keys_stored"] >= 80 for n in NODES), 60,
+                  "keys stored at both ends")
+        outcome = {}
+        with pair.client("alice") as a, pair.client("bob") as b:
+            # each node issues the keys its store marks as its own; both directions work
+            for name, (master, slave, m_sae, s_sae) in {"a->b": (a, b, DISPATCHER, RECIPIENT),
+                                                        "b->a": (b, a, RECIPIENT, DISPATCHER)
+                                                        }.items():
+                sent = master.enc_keys(s_sae, number=3)
+                got = slave.dec_keys(m_sae, [k.key_id for k in sent])
+                outcome[name] = [(x.key_id, bytes(x.key)) == (y.key_id, bytes(y.key))
+                                 for x, y in zip(sent, got)]
+                for k in (*sent, *got):
+                    k.wipe()
+        before = request(pair.sockets["alice"], {"op": "keyservice"})["keyservice"]["clients"]
+        _allow(pair, "alice", "bad", "clients/no-such.key")
+        broken = request(pair.sockets["alice"], {"op": "keyservice_reload"})
+        after = request(pair.sockets["alice"], {"op": "keyservice"})["keyservice"]["clients"]
+        shown = render(pair.node_status("alice"))
+        code = pair.kill("alice", signal.SIGTERM)
+        log = pair.logs["alice"].read_text()
+    assert outcome == {"a->b": [True] * 3, "b->a": [True] * 3}
+    assert not broken["ok"] and "keyservice.clients[1].public_key_file" in broken["error"]
+    assert after == before and len(after) == 1
+    assert "key service tcp://127.0.0.1:" in shown and "6 keys delivered" in shown
+    assert code == 0 and "closing failed" not in log and "Traceback" not in log
