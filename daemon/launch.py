@@ -8,8 +8,9 @@ abort and nothing is stored. Each run stops after ``--seconds`` or once both sto
 ``--keys`` keys, or on Ctrl-C/SIGTERM; every child process is ended before the launcher exits.
 
 Before stopping a run the launcher holds the link (no new blocks), waits until no block is in
-flight at either end, and compares the two stores through the admin sockets: key counts, a SHA-256 of the key IDs and an HMAC of the keys under a fresh random nonce — equal
-digests mean the same IDs with the same bits, and no key leaves a node.
+flight at either end, and compares the two stores through the admin sockets: key counts, a
+SHA-256 of the key IDs and an HMAC of the keys under a fresh random nonce — equal digests mean
+the same IDs with the same bits, and no key leaves a node.
 
 Each node also runs its key service (``[keyservice]``), with one client keypair per site: the
 dispatcher at Alice's node (site A), the recipient at Bob's (site B). After the honest run's
@@ -265,8 +266,8 @@ class Launcher:
             self.stop.set()
 
     def start_sim(self, run: str, run_dir: Path, seed: int) -> tuple[Child, list[dict]]:
-        argv = [sys.executable, "-m", "daemon.cli", "sim", "serve", "--json", "--base-port", "0", "--seed",
-                str(seed), "--distance-km", f"{self.args.distance_km:g}"]
+        argv = [sys.executable, "-m", "daemon.cli", "sim", "serve", "--json", "--base-port", "0",
+                "--seed", str(seed), "--distance-km", f"{self.args.distance_km:g}"]
         if run == "intercept-resend":
             argv += ["--eve", "intercept-resend", "--eve-fraction", "1.0"]
         if not self.args.realtime:
@@ -285,7 +286,9 @@ class Launcher:
         return child, endpoints
 
     def one_run(self, run: str, run_dir: Path, seed: int) -> RunResult:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists():          # a previous demo's run in --state-dir: start afresh
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
         result = RunResult(run)
         children: list[Child] = []
         sim = None
@@ -472,8 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"stop the honest run once both stores hold this many keys (default "
                         f"{DEFAULT_KEYS} when neither --seconds nor --keys is given)")
     p.add_argument("--state-dir", default=None,
-                   help="keep configs, keys, logs and stores here (default: a temporary "
-                        "directory, removed at the end)")
+                   help="keep configs, keys, logs and stores here, in one subdirectory per "
+                        "run that a later demo replaces (default: a temporary directory, "
+                        "removed at the end)")
     p.add_argument("--json", action="store_true",
                    help="progress on stderr; one JSON summary object per run on stdout")
     p.add_argument("--distance-km", type=float, default=10.0)

@@ -221,7 +221,7 @@ class LinkEngine:
         out = fn(*args)
         decided = cm.CommitMsgType.DONE if self.is_bob else cm.CommitMsgType.COMMIT
         for msg_type, payload in out:
-            if msg_type == decided and (self.is_bob is False or payload[8:9] == b"\x01"):
+            if msg_type == decided and (not self.is_bob or payload[8:9] == b"\x01"):
                 part = self._auth_parts.pop(cm.block_of(payload), None)
                 if part is not None:
                     try:
@@ -371,8 +371,6 @@ class LinkEngine:
         if env.block_id == m.LINK_BLOCK_ID:
             if env.msg_type == E.HELLO:
                 await self._on_hello(m.decode_json(env.payload))
-            elif env.msg_type == E.RESOLVE and not self.is_bob:
-                await self._apply_resolution(m.decode_json(env.payload))
             else:
                 raise m.MessageError(f"message type {env.msg_type} on the link channel")
             return

@@ -1,22 +1,11 @@
 """Where the real ports come from: the peer channel, the key store and the block roles.
 
 ``Ports`` is what the node needs besides its config; tests pass doubles, ``qkd-node run`` the
-real ones from ``real_ports()``. The three real components are built on their own branches of
-the work (``daemon.peer``, ``daemon.keystore``, ``postprocessing.block``); until all three are
-present ``real_ports()`` names what this build lacks instead of starting half a node.
-
-``daemon/runtime/adapters.py`` (written when the three land) has one function,
-``build_ports() -> Ports``, mapping each real component onto its port in ``engine/ports.py``:
-
-- ``channel(node_config, link)``: the CurveZMQ channel for ``link.peer`` (endpoint, bind,
-  pinned ``public_key_file``, ``auth_bootstrap_file``) with ``link.keys``; ``recv()`` returns
-  its authenticated envelopes, and a ``ports.Rejected`` for each message it dropped;
-  ``auth_key_bits_left``/``refill_auth_key`` from its key pool.
-- ``store(node_config)``: the SQLite store at ``keystore.path``; ``usage`` (stored bits against
-  ``capacity_bits``) and ``digest`` (committed keys only) if it does not have them yet.
-- ``roles(node_config)``: a factory building ``BlockParams`` from ``link.protocol``,
-  ``link.policy``, ``link.calibration`` and the announced ``BoardParameters``, and the
-  ``AliceBlock``/``BobBlock`` roles each with a fresh ``ProtocolRandom``.
+real ones from ``real_ports()``: ``daemon/runtime/adapters.py`` ``build_ports()`` maps each real
+component onto its port in ``engine/ports.py`` (the CurveZMQ channel with its Wegman-Carter key
+pool, the SQLite store, the block roles built from the link's policy and Alice's announced board
+parameters). A build without one of the components names what it lacks instead of starting
+half a node.
 """
 
 from __future__ import annotations

@@ -470,3 +470,18 @@ def test_auth_key_refills_happen_in_the_same_block_order_at_both_ends(tmp_path):
     assert len(pair.ch_b.refills) == 12 and pair.ch_a.refills == pair.ch_b.refills
     committed = {b for (_, b), r in pair.bob_store.blocks.items() if r["state"] == "committed"}
     assert set(pair.ch_b.refills) == committed
+
+
+def test_a_link_level_message_other_than_hello_is_rejected_and_counted(tmp_path):
+    async def main():
+        pair = Pair(tmp_path, max_blocks=1)
+        pair.start()
+        await pair.until(lambda: pair.bob.figures.blocks_ok == 1)
+        for msg_type in (EngineMessage.ABORT, 0xF6, 0x01):
+            await pair.ch_a.send("alice-bob", 0, 0, msg_type, b"{}")
+        await pair.until(lambda: pair.bob.figures.rejected_messages == 3)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert pair.bob.status()["blocks_ok"] == 1

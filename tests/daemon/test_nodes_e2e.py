@@ -4,7 +4,8 @@ with real drivers, acquisition, block roles, CurveZMQ/Wegman-Carter channel and 
 - decoy BB84 over 10 km: both stores end with the same key IDs holding the same bits;
 - intercept-resend on every pulse: every block aborts on its QBER, nothing is stored;
 - B92: blocks run and stop with no_security_proof (its key length is zero by the security
-  review), nothing is stored, and status says why.
+  review), nothing is stored, and status says why;
+- LT3 (not run by the node yet): refused at start in one line.
 
 Each test waits for real distillation (a 2e9-pulse block takes tens of seconds here), so these
 are the slow tests of the daemon.
@@ -12,6 +13,9 @@ are the slow tests of the daemon.
 
 from __future__ import annotations
 
+import subprocess
+
+from postprocessing.block import MessageType
 from sim_backend.params import LinkParams
 from sim_backend.physics import theory
 from tests.daemon.nodes import NODES, NodePair
@@ -81,3 +85,35 @@ def test_b92_runs_stores_nothing_and_status_says_why(tmp_path):
         assert set(s["abort_reasons"]) == {"no_security_proof"}, s["abort_reasons"]
         assert "no published security proof" in s["note"]
         assert s["qber"] is not None and s["qber"] < 0.11
+
+
+def test_an_lt3_link_is_refused_at_start_in_one_line(tmp_path):
+    with NodePair(tmp_path, protocol="lt3", sim_args=("--distance-km", "10")) as pair:
+        proc = subprocess.run([*pair.command, "--config", str(pair.configs["alice"])],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if " ERROR " in ln]
+    assert "link alice-bob: protocol 'lt3' is not run by this node yet" in line
+
+
+def test_a_tampered_cascade_message_aborts_the_real_block_at_both_ends(tmp_path):
+    """An attacker inside CurveZMQ flips a bit of one of Bob's parity requests: Alice rejects
+    it (bad tag), the block aborts at both ends, the next blocks are stored alike."""
+    with NodePair(tmp_path, relay=True, sim_args=("--distance-km", "10")) as pair:
+        pair.relay.inject("to_alice", "tamper", msg_type=int(MessageType.PARITY_REQUEST))
+        pair.start()
+        pair.wait(lambda: all(pair.status(n)["blocks_aborted"] >= 1 for n in NODES), 300,
+                  "the tampered block aborted at both ends")
+        pair.wait(lambda: all(pair.status(n)["blocks_ok"] >= 1 for n in NODES), 300,
+                  "a block stored after it")
+        pair.drain(120)
+        d = pair.digests()
+        status = {n: pair.status(n) for n in NODES}
+    (done,) = pair.relay.done["to_alice"]
+    assert done[0] == "tamper" and done[2] == MessageType.PARITY_REQUEST
+    assert status["alice"]["abort_reasons"] == {"rejected_message": 1}
+    assert status["bob"]["abort_reasons"] == {"peer: rejected_message": 1}
+    assert f"block {done[1]} aborted" in pair.logs["bob"].read_text()
+    assert d["alice"]["n_keys"] > 0
+    for k in ("n_keys", "n_bits", "ids_sha256", "bits_hmac_sha256"):
+        assert d["alice"][k] == d["bob"][k], k

@@ -172,3 +172,16 @@ def test_a_peer_with_another_policy_gets_an_alarm_and_both_keep_serving(tmp_path
             s = pair.status(n)
             assert s["blocks_started"] == 0 and s["state"] == "peer configuration mismatch"
         assert pair.alive("alice") and pair.alive("bob")
+
+
+def test_a_dropped_connection_reconnects_by_itself(tmp_path):
+    with NodePair(tmp_path, fast=True, delay_s=0.0) as pair:
+        pair.start()
+        pair.wait(lambda: blocks_ok(pair) >= 5, 60, "blocks flowing")
+        connections = pair.proxy.connections
+        pair.proxy.drop_connections()          # TCP reset under CurveZMQ: libzmq reconnects
+        pair.wait(lambda: pair.proxy.connections > connections, 30, "a new connection")
+        ok = blocks_ok(pair)
+        pair.wait(lambda: blocks_ok(pair) >= ok + 10, 60, "blocks flowing after the drop")
+        assert "connection lost" in pair.logs["bob"].read_text()
+        assert_agree(pair)
