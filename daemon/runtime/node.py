@@ -251,8 +251,9 @@ class Node:
         try:
             await self.keyservice.start()
         except (ServiceStartError, StoreError, OSError) as exc:    # closed by run()'s finally
+            why = str(exc).removeprefix("key service: ")
             raise KeyServiceUnavailable(f"key service on {ks.endpoint} (link {ks.link_id}) "
-                                        f"cannot start: {exc}") from None
+                                        f"cannot start: {why}") from None
         self._keyservice_started = True
 
     async def _close_keyservice(self) -> None:
