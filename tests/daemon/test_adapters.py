@@ -51,3 +51,80 @@ def test_an_lt3_link_is_refused_by_the_role_factory(tmp_path):
     conf = replace(conf, links=(replace(conf.links[0], protocol="lt3"),))
     with pytest.raises(adapters.MissingComponent, match="protocol 'lt3' is not run"):
         adapters.RoleFactory(conf)
+
+
+def test_the_key_services_types_are_allowed_on_the_link_and_overlap_no_other():
+    from daemon.keyservice.reservations import MESSAGE_TYPES
+    others = adapters.LINK_TYPES - MESSAGE_TYPES
+    assert MESSAGE_TYPES == frozenset(range(0x60, 0x66)) and MESSAGE_TYPES <= adapters.LINK_TYPES
+    assert len(others) + len(MESSAGE_TYPES) == len(adapters.LINK_TYPES)
+    assert all(t < 0x60 or t >= 0xC0 for t in others)
+
+
+class _Inner:
+    """The CurveZMQ channel's receive side, scripted (no socket)."""
+
+    def __init__(self, envelopes, events):
+        import asyncio
+        self.envelopes, self.events = asyncio.Queue(), asyncio.Queue()
+        for e in envelopes:
+            self.envelopes.put_nowait(e)
+        for e in events:
+            self.events.put_nowait(e)
+
+    async def recv(self):
+        return await self.envelopes.get()
+
+    async def next_event(self):
+        return await self.events.get()
+
+    async def send(self, *args):
+        from daemon.peer.channel import PeerChannelError
+        raise PeerChannelError("peer channel of link 1 is not running")
+
+
+def test_a_diverted_channel_hands_key_service_messages_and_reconnects_to_the_service():
+    import asyncio
+
+    from daemon.peer import session as ss
+    from daemon.peer.envelope import Envelope
+
+    def env(block_id, msg_type, payload=b"p"):
+        return Envelope(7, block_id, 0, msg_type, 1, payload)
+
+    async def body():
+        got, ups = [], []
+
+        async def handler(msg_type, payload):
+            got.append((msg_type, payload))
+            if payload == b"boom":
+                raise RuntimeError("a bug in the service")
+
+        async def connected():
+            ups.append(True)
+
+        port = adapters.ChannelPort.__new__(adapters.ChannelPort)
+        port.link = type("L", (), {"id": "alice-bob"})()
+        port.number = 7
+        port._tasks = []
+        port._diverted, port._divert_to, port._on_connected = frozenset(), None, None
+        port.channel = _Inner([env(0, 0x60, b"boom"), env(0, 0x63, b"void"), env(5, 0x60),
+                               env(0, 0xF0, b"hello")],
+                              [ss.PeerEvent(ss.EVENT_CONNECTED, "up", link_id=7)])
+        port.divert({0x60, 0x63}, handler, connected)
+        port._items = asyncio.Queue()
+        port._tasks = [asyncio.create_task(port._envelopes()), asyncio.create_task(port._events())]
+        to_engine = [await asyncio.wait_for(port._items.get(), 5) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ConnectionError, match="not running"):
+            await port.send_service(0x60, b"x")
+        for t in port._tasks:
+            t.cancel()
+        await asyncio.gather(*port._tasks, return_exceptions=True)
+        return got, ups, to_engine
+
+    got, ups, to_engine = asyncio.run(body())
+    # the service's failure on the first message did not stop the reader
+    assert got == [(0x60, b"boom"), (0x63, b"void")] and ups == [True]
+    # a key-service type on a block's id is not the service's: the engine rejects it
+    assert [(e.block_id, e.msg_type) for e in to_engine] == [(5, 0x60), (0, 0xF0)]
