@@ -138,6 +138,7 @@ class LinkEngine:
                                  max_wait_ticks=ticks)
         self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-commit-{link.id}")
         self._unsettled: dict[int, tuple] = {}     # block -> figures, until the store decides
+        self._peer_reasons: dict[int, str] = {}    # block -> why the peer aborted it
 
     @property
     def is_bob(self) -> bool:
@@ -338,16 +339,16 @@ class LinkEngine:
             part = self._auth_parts.pop(block_id, None)
             if part is not None:        # discarded (a committed block's part is used already)
                 part.fill(0)
+            why = self._peer_reasons.pop(block_id, "commit_discarded")
             if state == "committed":
                 self.figures.block_ok(qber, secret_bits, n_keys, auth_bits)
                 self.log.info("block %d stored: %d keys, %d secret bits, QBER %.2f%%, "
                               "%d auth bits", block_id, n_keys, secret_bits, qber * 100,
                               auth_bits)
             else:
-                self.figures.block_aborted(["commit_discarded"], qber,
-                                           self.link.policy.qber_alarm_blocks)
-                self.log.info("block %d aborted: its keys were discarded in the two-step "
-                              "commit", block_id)
+                self.figures.block_aborted([why], qber, self.link.policy.qber_alarm_blocks)
+                self.log.info("block %d aborted: %s; its keys were discarded in the two-step "
+                              "commit", block_id, why)
         if changed:
             await self._refresh_store_figures()
 
@@ -378,6 +379,10 @@ class LinkEngine:
             await self._on_commit_message(env)
             return
         blk = self._blocks.get(env.block_id)
+        if env.msg_type == E.ABORT and (blk is not None or env.block_id in self._unsettled):
+            # Should the block be (or go) to the commit here before this is read, the peer's
+            # reason is the one to count when the commit discards it.
+            self._peer_reasons[env.block_id] = "peer: " + m.decode_reason(env.payload)
         if blk is not None:
             blk.inbox.put_nowait(env)
             return
@@ -539,6 +544,8 @@ class LinkEngine:
         finally:
             if outcome is not None and getattr(outcome, "key", None) is not None:
                 outcome.key.fill(0)
+            if not blk.handed_over:
+                self._peer_reasons.pop(blk.block_id, None)
             if self._blocks.pop(blk.block_id, None) is not None and self.is_bob:
                 self._slots.release()
 
@@ -599,13 +606,13 @@ class LinkEngine:
             return
         if blk.task is not None and blk.task is not asyncio.current_task():
             blk.task.cancel()
-        await self._commit_block_aborted(blk)
-        if tell_peer:
+        if tell_peer:       # before the commit's refusal: the peer learns why first
             try:
                 await self._send(blk.block_id, E.ABORT, m.encode_reason(reason))
             except Exception as exc:     # the peer's block times out at the latest
                 self.log.warning("could not tell the peer block %d aborted: %s",
                                  blk.block_id, exc)
+        await self._commit_block_aborted(blk)
         self._record_abort(blk, [reason], outcome)
 
 

@@ -212,8 +212,9 @@ def test_a_rejected_message_aborts_its_block_at_both_ends(tmp_path):
     pair.close()
     assert pair.bob.figures.abort_reasons["rejected_message"] == 1
     assert pair.bob.figures.rejected_messages == 1
-    # Alice had finished her part and prepared the block: Bob's refusal discards it there
-    assert pair.alice.figures.abort_reasons["commit_discarded"] == 1
+    # Alice had finished her part and prepared the block: Bob's refusal discards it there,
+    # counted under the reason Bob gave
+    assert pair.alice.figures.abort_reasons["peer: rejected_message"] == 1
     assert pair.alice_store.in_doubt("alice-bob") == []
     a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
     assert len(a) == 2 * KEYS_PER_BLOCK and a == b
