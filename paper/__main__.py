@@ -45,6 +45,8 @@ def _node_settings() -> dict:
     return {"qber_threshold_bb84": QberRule.for_protocol("bb84").threshold,
             "qber_threshold_b92": QberRule.for_protocol("b92").threshold,
             "qber_tol": float(distill_default("qber_tol")),
+            "clean_basis_sample": {p: QberRule.for_protocol(p).smallest_clean_basis_sample()
+                                   for p in ("bb84", "b92")},
             "b92_yields_key": may_yield_key("b92"),
             "b92_refusal": b92_refusal(),
             "b92_usd_limit": float(getattr(fk, "USD_SUCCESS_SINGLE_PHOTON", float("nan"))),

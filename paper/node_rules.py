@@ -124,6 +124,20 @@ class QberRule:
         same errors, a larger sample has a smaller rate and a smaller Serfling term."""
         return _critical_table(self, int(k_max))
 
+    def smallest_clean_basis_sample(self, k_max: int = 1 << 26) -> int:
+        """The fewest sampled bits of one basis that pass with no error at all (below this the
+        node aborts, or for B92 raises its alarm, on every block whatever Eve does)."""
+        lo, hi = 0, int(k_max)            # basis_passes(0, lo) False, (0, hi) True
+        if not self.basis_passes(0, hi):
+            return -1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.basis_passes(0, mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
     def aborts(self, errors_by_basis, k_by_basis) -> bool:
         """The node's verdict on a sample split by basis (two bases)."""
         if sum(k_by_basis) < self.min_sample_size:

@@ -193,11 +193,16 @@ def readings_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+SELECTED_BITS = {"any error": (1, 8, 64), "node rule": (1024, 4096, 8192, 32768),
+                 "yield drop": (64, 256, 1024)}
+"""Sample sizes shown in the selected-points table (the figure shows every point)."""
+
+
 def curve_rows(results: dict) -> list[list[str]]:
     rows = []
     for a in results["detection"]:
         for c in a["curves"]:
-            for m in (1, 8, 64, 1024):
+            for m in SELECTED_BITS[c["test"]]:
                 if m > c["bits"][-1]:
                     continue
                 b, an, sim, lo, hi = _at(c, m)
@@ -206,18 +211,32 @@ def curve_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def _target_cell(bits: int) -> str:
+    return "256 bit" if bits == 256 else ("1 Mbit" if bits == 1_000_000 else f"{bits} bit")
+
+
 def first_key_rows(results: dict) -> list[list[str]]:
-    rows = []
+    """One row per (protocol, distance, target); a protocol the node refuses key gets one row per
+    distance, with the one block its search ran."""
+    rows, refused = [], {}
     for r in results["first_key"]:
-        target = "256 bit" if r["target_bits"] == 256 else (
-            "1 Mbit" if r["target_bits"] == 1_000_000 else f"{r['target_bits']} bit")
+        if not r["found"] and r["never"] == fk_refused():
+            refused.setdefault((r["case"], r["distance_km"]), []).append(r)
+            continue
         if r["found"]:
-            rows.append([r["case"], f"{r['distance_km']:g}", target, fmt_count(r["pulses"]),
-                         fmt_count(r["key_bits"]), fmt_s(r["acquisition_s"]),
-                         fmt_s(r["host_s"]), fmt_s(r["total_s"])])
+            rows.append([r["case"], f"{r['distance_km']:g}", _target_cell(r["target_bits"]),
+                         fmt_count(r["pulses"]), fmt_count(r["key_bits"]),
+                         fmt_s(r["acquisition_s"]), fmt_s(r["host_s"]), fmt_s(r["total_s"])])
         else:
-            rows.append([r["case"], f"{r['distance_km']:g}", target, no_key_text(r),
-                         "—", "—", "—", "—"])
+            rows.append([r["case"], f"{r['distance_km']:g}", _target_cell(r["target_bits"]),
+                         no_key_text(r), "—", "—", "—", "—"])
+    for (case, km), group in refused.items():
+        ran = next((g["attempts"][0] for g in group if g["attempts"]), None)
+        block = (f"; its one block of {fmt_count(ran['pulses'])} pulses measured a sample QBER "
+                 f"of {ran['qber']:.2%} on {fmt_count(ran['sample_bits'])} bits"
+                 if ran and ran["qber"] == ran["qber"] else "")
+        rows.append([case, f"{km:g}", ", ".join(_target_cell(g["target_bits"]) for g in group),
+                     f"none: {fk_refused()}{block}", "—", "—", "—", "—"])
     return rows
 
 
@@ -293,6 +312,10 @@ def render(results: dict, img_dir_rel: str = "img") -> str:
     bb_q = [r["last_qber"] for r in fk if r["case"] == "decoy BB84" and r["last_qber"] == r["last_qber"]]
     bb_far = max((r["distance_km"] for r in bb_keys), default=None)
     bb_targets = sorted({r["target_bits"] for r in bb_keys})
+    bb_km = sorted({r["distance_km"] for r in bb_keys})
+    b92_links = sorted({(r["case"], r["distance_km"]) for r in fk if r["protocol"] == "b92"})
+    b92_links_with_key = sorted({(r["case"], r["distance_km"]) for r in b92_keys})
+    clean = node.get("clean_basis_sample", {})
     paper_bits = paper_equivalent_bits(results)
 
     def row_text(r):
@@ -345,8 +368,8 @@ Clopper–Pearson interval and the analytic value (for B92, the node's eavesdrop
 node also ends every B92 block with `no_security_proof`, Eve or not). At this size the node
 would abort **without Eve too**: {none_text} — a sample this small cannot bound the QBER
 tightly enough for any key, so "100 % success" here is the finite-size rule, not a feat of
-detection. The first-key rows are the search of the section on first keys at the same distance
-without Eve. RSA rows: wall time on one core of this machine; the extrapolated rows are
+detection. The first-key rows come from the first-key section below: the same distance, no
+Eve, the GYS optics as they are (misalignment and dark counts included). RSA rows: wall time on one core of this machine; the extrapolated rows are
 core-years of a 2.1 GHz Xeon core.
 
 ## Two readings of "Eve's success rate of 75 %"
@@ -384,7 +407,13 @@ aborts too. With k of the m sampled bits in one basis (binomial), P_abort =
 1 − Σ_k P(k) P(E₁ ≤ c(k)) P(E₂ ≤ c(m − k)), c the largest error count a basis sample may hold;
 the simulated points put each simulated sample through the node's own decision function. For
 B92 this curve is the node's eavesdropper alarm: B92 never yields key here, and the node
-still flags a B92 block whose QBER bound exceeds {node['qber_threshold_b92']:.1%}. For `usd`
+still flags a B92 block whose QBER bound exceeds {node['qber_threshold_b92']:.1%}. Even an
+error-free basis sample passes only from {fmt_count(clean.get('bb84'))} bits (BB84) or
+{fmt_count(clean.get('b92'))} bits (B92) up — the Serfling term alone exceeds the threshold below
+that — so with both bases the honest BB84 link stops aborting only past about
+{fmt_count(2 * clean['bb84']) if clean.get('bb84') else '—'} sampled bits, and the B92 alarm
+fires on every honest block up to about {fmt_count(2 * clean['b92']) if clean.get('b92') else '—'}:
+below those sizes "abort" says nothing about Eve. For `usd`
 the x axis counts the conclusive bits an honest link would have given in the same pulses, and
 the analytic curve is P(Binomial(N, p_Eve) < T(N)) with the node's threshold T (ε =
 {node['yield_eps']:g}, {node['yield_rel_tolerance']:.0%} calibration tolerance). Selected
@@ -480,8 +509,7 @@ for an ideal single-photon source, none of them near BB84's 11 %. The GYS optics
 ({meta.get('gys_misalignment', float('nan')):.1%} misalignment) give B92 a measured QBER of
 {_span(b92_gys_q)} in this run{(" and the well-aligned link " + _span(b92_good_q)) if b92_good_q else ""}, where decoy
 BB84 on the same GYS optics measured {_span(bb_q)}. Distance under
-the node's conservative bound: {("B92 reaches no distance at all — the node refuses B92 key at every distance and on either optics (" + str(len(b92_none)) + " B92 cases in this run, " + str(len(b92_keys)) + " with key), because no published proof covers B92 with weak coherent pulses on this hardware: the proofs need a single-photon source, or a strong phase reference that a polarization node lacks, and the unambiguous-discrimination attack with multi-photon resend keeps the yield whenever the total transmittance is at most " + f"{node.get('b92_usd_limit', float('nan')):.3f}" + ", while this node's is " + f"{node.get('eta_total_0km', float('nan')):.3f}" + " even at 0 km. B92 runs for eavesdropper detection and demonstration only") if b92_refused else ("B92 gave key in " + str(len(b92_keys)) + " of " + str(len(b92_keys) + len(b92_none)) + " cases")}; decoy BB84 gave {", ".join(target_text(t) for t in bb_targets) if bb_targets else "no key"}{(" out to " + f"{bb_far:g}" + " km") if bb_far is not None else ""}:
-{"; ".join(row_text(r) for r in bb_keys) if bb_keys else "no key in this run's budget"}.
+the node's conservative bound: {("B92 reaches no distance at all — the node refuses B92 key at every distance and on either optics (" + str(len(b92_links)) + " B92 links in this run, " + str(len(b92_cases)) + " optics × " + str(len(meta["distances_km"])) + " distances, " + str(len(b92_links_with_key)) + " with key), because no published proof covers B92 with weak coherent pulses on this hardware: the proofs need a single-photon source, or a strong phase reference that a polarization node lacks, and the unambiguous-discrimination attack with multi-photon resend keeps the yield whenever the total transmittance is at most " + f"{node.get('b92_usd_limit', float('nan')):.3f}" + ", while this node's (channel × detector efficiency) is " + f"{node.get('eta_total_0km', float('nan')):.3f}" + " even at 0 km. B92 runs for eavesdropper detection and demonstration only") if b92_refused else ("B92 gave key in " + str(len(b92_keys)) + " of " + str(len(b92_keys) + len(b92_none)) + " cases")}. Decoy BB84 on the same GYS optics {("gave a first " + " and a first ".join(target_text(t) for t in bb_targets) + " key at " + ", ".join(f"{d:g}" for d in bb_km) + " km (out to " + f"{bb_far:g}" + " km, the farthest distance run): " + "; ".join(row_text(r) for r in bb_keys)) if bb_keys else "gave no key within this run's budget"}.
 
 **QKD does not replace authentication.** QKD needs an authenticated classical channel — the sifting, estimation, reconciliation and
 hashing messages of every block are authenticated with a pre-shared or previously distilled
@@ -506,7 +534,8 @@ bound — not a table that times detection against factoring.
   attack at 75 % and 100 % of the pulses; μ = 0.5, one intensity, ideal optics.
 - First key: distances {', '.join(f'{d:g}' for d in meta['distances_km'])} km, targets
   {', '.join(str(t) for t in meta['targets_bits'])} bits, at most {meta['max_events']:.2g}
-  detections per block (beyond that a row says "up to N pulses"). Alignment from raw time tags
+  detections per block (beyond that a row says "up to N pulses"); a protocol the node grants
+  no key (B92) gets one block per link, for its QBER. Alignment from raw time tags
   is not timed (the simulator's slot numbers are used); network round trips are not modelled.
 - Factoring: {', '.join(str(r['bits']) for r in results['rsa'])}-bit moduli, {results['rsa'][0]['count']}
   per size, one core, python-flint {meta['flint_version']}; larger sizes would take hours here.
