@@ -91,3 +91,27 @@ def test_the_document_reports_zero_b92_key(results, doc):
     bb = [r for r in results["first_key"] if r["case"] == "decoy BB84" and r["found"]]
     assert bb and all(r["key_bits"] >= r["target_bits"] for r in bb)
     assert {r["target_bits"] for r in bb} == {256, 1_000_000}
+
+
+def test_the_honest_reading_matches_the_measurements(results, doc):
+    node = results["meta"]["node"]
+    # "B92 tolerates less noise than BB84": the node's own thresholds say so
+    assert node["qber_threshold_b92"] < node["qber_threshold_bb84"]
+    # the GYS optics alone put B92's measured QBER above its ceiling, and decoy BB84's below
+    gys_b92 = [r["last_qber"] for r in results["first_key"] if r["case"] == "B92 (GYS optics)"]
+    bb = [r["last_qber"] for r in results["first_key"] if r["case"] == "decoy BB84"]
+    assert gys_b92 and min(gys_b92) > node["qber_threshold_b92"]
+    assert bb and max(bb) < node["qber_threshold_b92"] < node["qber_threshold_bb84"]
+    # the node's USD argument: its total transmittance is below the single-photon limit
+    assert node["eta_total_0km"] < node["b92_usd_limit"]
+    # the honest B92 alarm fires on every simulated sample, as the text says it must below
+    # twice the clean basis sample
+    honest = next(a for a in results["detection"] if a["protocol"] == "b92"
+                  and a["model"] == "none")
+    alarm = next(c for c in honest["curves"] if c["test"] == "node rule")
+    assert max(alarm["bits"]) < 2 * node["clean_basis_sample"]["b92"]
+    assert all(s == 1.0 for s in alarm["simulated"])
+    for phrase in ("authenticated classical channel", "Shor's algorithm",
+                   "harvest now, decrypt later", 'What "success" means on each side',
+                   "B92 tolerates *less* noise than BB84"):
+        assert phrase in doc
