@@ -13,8 +13,12 @@ fibre drifts over the rest of the window. Figures (one JSON line each):
   gives no key;
   The OZ loop steers on those sampled bits, a node on about 2 000 times more: its figure is
   noise-limited here (with 5e5-pulse samples it keeps 82 % instead of 91 %);
-- CPU the loops' steps cost per hour of link time (the device I/O they trigger is a few lines
-  of serial text per window and not included).
+- dialects: ``oz`` (QBER dither), ``gp`` (two references, H and D, locked in turn; Alice's
+  reference light switched in the simulator's controls), ``gp1`` (one reference, the twist
+  about H left alone: what the two references buy);
+- CPU the loops' steps cost per hour of link time, and the supervisor's cost per tick (adapter,
+  lock, executor hop, status) at its default periods, with stub drivers (the device I/O itself
+  is a few lines of serial text per tick and not included).
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ import numpy as np
 
 from bench.common import emit, progress
 from daemon.control.common import QberWindow
-from daemon.control.polarization import GpLoop, OzLoop, SopReading
+from daemon.control.adapters import DetectorAdapter, GpAdapter
+from daemon.control.polarization import H_REF, GpConfig, GpLoop, OzLoop, SopReading
+from daemon.control.supervisor import ControlSettings, LinkSupervisor
+from drivers.detector.telemetry import Telemetry
+from drivers.polarization.stokes import StokesVector
 from sim_backend.controls import LinkControls
 from sim_backend.instruments.polarization_gp import GpPolarizationSim
 from sim_backend.instruments.polarization_oz import OzEpcSim
@@ -67,9 +75,12 @@ def run(dialect: str | None, sigma: float, seed: int) -> dict:
         for ch, v in enumerate(OZ_START_MV, 1):
             dev.handle_line(f"V{ch},{v}")
         state = loop.initial_state(OZ_START_MV)
-    elif dialect == "gp":
-        dev, loop = GpPolarizationSim(controls), GpLoop()
+    elif dialect in ("gp", "gp1"):
+        dev = GpPolarizationSim(controls)
+        loop = GpLoop(GpConfig(references=(H_REF,))) if dialect == "gp1" else GpLoop()
         state = loop.initial_state()
+        refs = [np.array(r, float) for r in loop.config.references]
+        controls.reference_sop = refs[0]
     n = int(HOUR_S / WINDOW_S)
     rates, qbers, cpu, t = np.zeros(n), np.zeros(n), 0.0, 0.0
     for k in range(n):
@@ -86,15 +97,54 @@ def run(dialect: str | None, sigma: float, seed: int) -> dict:
             if action is not None:
                 for ch, v in enumerate(action.voltages_mv, 1):
                     dev.handle_line(f"V{ch},{v}")
-        elif dialect == "gp":
+        elif dialect in ("gp", "gp1"):
             measured = tuple(float(x) for x in dev.handle_line(":MEAS:SOP?").split(","))
             c0 = time.process_time()
             state, action = loop.step(state, SopReading(t, measured, window))
             cpu += time.process_time() - c0
-            if action is not None:
+            if action is not None and action.target is not None:
                 dev.handle_line(":CONT:SOP {:.6f},{:.6f},{:.6f}".format(*action.target))
+            if action is not None and action.next_reference is not None:
+                controls.reference_sop = refs[action.next_reference]
     return {"key_per_pulse": float(rates.mean()), "qber_mean": float(qbers.mean()),
             "qber_p95": float(np.percentile(qbers, 95)), "loop_cpu_s": cpu, "steps": n}
+
+
+class _StubDetector:
+    clock = staticmethod(time.monotonic)
+
+    def read_telemetry(self) -> Telemetry:
+        return Telemetry(self.clock(), (0,) * 4, (1e4,) * 4, 50.0, (50.0,) * 4, (0.01,) * 4,
+                         (-50.0,) * 4)
+
+
+class _StubGp:
+    def measure_sop(self) -> StokesVector:
+        return StokesVector(1.0, 0.0, 0.0)
+
+    def set_sop(self, target) -> None:
+        pass
+
+
+def supervisor_overhead(ticks: int) -> dict:
+    """CPU of one supervisor round (detector + GP tick through the control thread)."""
+    import asyncio
+    sup = LinkSupervisor("bench", detector=DetectorAdapter("d", _StubDetector()),
+                         polarization=GpAdapter("p", _StubGp(), select_reference=lambda k: None))
+
+    async def rounds():
+        for _ in range(ticks):
+            await sup.tick_once()
+            sup.status()
+    c0 = time.process_time()
+    asyncio.run(rounds())
+    cpu = time.process_time() - c0
+    sup.close()
+    s = ControlSettings()
+    per_round = cpu / ticks
+    # per hour at the default periods: a detector tick every 0.5 s, a GP tick every 1 s
+    per_hour = per_round / 2 * (HOUR_S / s.detector_period_s + HOUR_S / s.polarization_period_s)
+    return {"cpu_us_per_round": 1e6 * per_round, "cpu_s_per_link_hour": per_hour}
 
 
 def main() -> None:
@@ -109,7 +159,7 @@ def main() -> None:
          key_fraction_of_drift_free=off["key_per_pulse"] / base["key_per_pulse"],
          key_lost_fraction=1 - off["key_per_pulse"] / base["key_per_pulse"],
          qber_mean=off["qber_mean"], qber_p95=off["qber_p95"])
-    for dialect in ("oz", "gp"):
+    for dialect in ("oz", "gp", "gp1"):
         progress(f"control: drift, {dialect} loop on")
         on = run(dialect, SIGMA, seed)
         emit("control", figure=f"drift_loop_on_{dialect}", sigma_rad_per_sqrt_s=SIGMA,
@@ -119,6 +169,12 @@ def main() -> None:
              loop_cpu_s_per_link_hour=on["loop_cpu_s"],
              loop_cpu_us_per_step=1e6 * on["loop_cpu_s"] / on["steps"],
              loop_cpu_fraction_of_core=on["loop_cpu_s"] / HOUR_S)
+    progress("control: supervisor overhead")
+    ov = supervisor_overhead(2000)
+    emit("control", figure="supervisor_overhead", ticks=2000,
+         cpu_us_per_round=ov["cpu_us_per_round"],
+         cpu_s_per_link_hour=ov["cpu_s_per_link_hour"],
+         cpu_fraction_of_core=ov["cpu_s_per_link_hour"] / HOUR_S)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ window of the synthetic board pattern covering the whole run (a 200 MB array, so
 miss the caches as a board query would not).
 
 Figures: the role-split chain (what the two nodes run, with the messages between them, plus the
-board stand-in lookup), the fused in-process path (``sifting_fused.align_and_sift_bb84``, one
+board stand-in lookup), the fused in-process path (``sifting.fused.align_and_sift_bb84``, one
 pass, same keys), the work of each node's host, and each stage. Every throughput figure carries
 the plain-numpy version of the same work as ratio.
 
@@ -31,9 +31,10 @@ import numpy as np
 
 from bench.common import best_time, emit, progress
 from postprocessing.alignment import ClockFit, assign_slots
-from postprocessing.sifting import (alice_answer_bb84, bob_align_and_announce_bb84,
-                                   bob_announce_bb84, bob_apply_answer, pattern_from_window)
-from postprocessing.sifting_fused import align_and_sift_bb84
+from postprocessing.randomness import ProtocolRandom
+from postprocessing.sifting import (alice_answer_bb84, align_and_sift_bb84,
+                                   bob_align_and_announce_bb84, bob_announce_bb84,
+                                   bob_apply_answer, pattern_from_window)
 
 BENCH = "bench_sifting"
 N_EVENTS = 4_000_000
@@ -163,14 +164,14 @@ def main() -> None:
     rng = np.random.default_rng(1)
     progress("generating synthetic events")
     t, channels, pattern, first, fit = synthetic_events(rng, N_EVENTS)
-    n_kernel = kernel_step(t, channels, pattern, first, fit, np.random.default_rng(2))
-    n_numpy = numpy_step(t, channels, pattern, first, fit, np.random.default_rng(2))
+    n_kernel = kernel_step(t, channels, pattern, first, fit, ProtocolRandom.deterministic_for_tests(2))
+    n_numpy = numpy_step(t, channels, pattern, first, fit, ProtocolRandom.deterministic_for_tests(2))
     progress("timing numba kernels")
     tk = best_time(lambda: kernel_step(t, channels, pattern, first, fit,
-                                       np.random.default_rng(2)), repeat=5)
+                                       ProtocolRandom.deterministic_for_tests(2)), repeat=5)
     progress("timing numpy baseline")
     tn = best_time(lambda: numpy_step(t, channels, pattern, first, fit,
-                                      np.random.default_rng(2)), repeat=3)
+                                      ProtocolRandom.deterministic_for_tests(2)), repeat=3)
     emit(BENCH, figure="align_and_sift_bb84", data="synthetic", events=N_EVENTS,
          chunk_events=CHUNK_EVENTS, sifted_bits=n_kernel, sifted_bits_numpy=n_numpy,
          kernel_s=round(tk, 5), kernel_mevents_per_s=round(N_EVENTS / tk / 1e6, 1),
@@ -178,11 +179,11 @@ def main() -> None:
          speedup_vs_numpy=round(tn / tk, 2), target_mevents_per_s=300)
     progress("timing the fused path")
     fused = []
-    n_fused = fused_step(t, channels, pattern, first, fit, np.random.default_rng(2), fused)
-    same = identical(chain_results(t, channels, pattern, first, fit, np.random.default_rng(2)),
+    n_fused = fused_step(t, channels, pattern, first, fit, ProtocolRandom.deterministic_for_tests(2), fused)
+    same = identical(chain_results(t, channels, pattern, first, fit, ProtocolRandom.deterministic_for_tests(2)),
                      fused)
     tf = best_time(lambda: fused_step(t, channels, pattern, first, fit,
-                                      np.random.default_rng(2)), repeat=5)
+                                      ProtocolRandom.deterministic_for_tests(2)), repeat=5)
     emit(BENCH, figure="align_and_sift_bb84_fused", data="synthetic", events=N_EVENTS,
          chunk_events=CHUNK_EVENTS, sifted_bits=n_fused, identical_to_chain=same,
          kernel_s=round(tf, 5), kernel_mevents_per_s=round(N_EVENTS / tf / 1e6, 1),
@@ -226,7 +227,7 @@ def node_steps(t, channels, pattern, first, fit):
     prepared answers refer to. Per Bob event, so that both figures compare with the target.
     """
     parts = chunks(t.size)
-    rng, rng_two = np.random.default_rng(2), np.random.default_rng(2)
+    rng, rng_two = ProtocolRandom.deterministic_for_tests(2), ProtocolRandom.deterministic_for_tests(2)
     announcements, answers = [], []
     same = True  # the one-pass Bob gives what assign_slots + bob_announce_bb84 give
     for c in parts:
@@ -238,7 +239,7 @@ def node_steps(t, channels, pattern, first, fit):
         pat = pattern_from_window(pattern, first, ann.slots)  # the board's reply
         announcements.append((ann, pat))
         answers.append(alice_answer_bb84(ann, pat)[0])
-    rng = np.random.default_rng(2)
+    rng = ProtocolRandom.deterministic_for_tests(2)
     np_announcements, np_matches = [], []
     for c in parts:
         s, basis, bit = numpy_bob_announce(t[c], channels[c], fit, rng)
@@ -247,7 +248,7 @@ def node_steps(t, channels, pattern, first, fit):
         np_matches.append(numpy_alice_answer(pat, basis)[0])
 
     def bob():
-        rng = np.random.default_rng(2)
+        rng = ProtocolRandom.deterministic_for_tests(2)
         for c, answer in zip(parts, answers, strict=True):
             _, det = bob_align_and_announce_bb84(t[c], channels[c], fit, GATE_PS, rng)
             bob_apply_answer(answer, det)
@@ -278,8 +279,8 @@ def stage_times(t, channels, pattern, first, fit, repeat: int = 3) -> dict[str, 
     for _ in range(repeat):
         acc = dict.fromkeys(("assign_slots", "bob_announce", "board_pattern_lookup",
                              "alice_answer", "bob_apply", "bob_align_and_announce"), 0.0)
-        rng = np.random.default_rng(2)
-        rng_one = np.random.default_rng(2)
+        rng = ProtocolRandom.deterministic_for_tests(2)
+        rng_one = ProtocolRandom.deterministic_for_tests(2)
         for lo in range(0, t.size, CHUNK_EVENTS):
             t0 = time.perf_counter()
             slots, valid = assign_slots(t[lo:lo + CHUNK_EVENTS], fit, GATE_PS)

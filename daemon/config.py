@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("alice", "bob")
-PROTOCOLS = ("bb84-decoy", "bb84", "b92")
+PROTOCOLS = ("bb84-decoy", "bb84", "b92", "lt3")
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
 SCHEDULES = ("yan", "yan-plain", "original")
 ADMIN_SOCKET_MODES = {"0600": 0o600, "0660": 0o660}

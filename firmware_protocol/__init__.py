@@ -10,9 +10,10 @@ from firmware_protocol.messages import (MESSAGE_TYPES, Ack, Capability, Detector
                                         ModulatorCalibration, Nack, ParameterValue, PatternReply,
                                         PatternRequest, PatternUpload, Role, SetParameter,
                                         StartAcquisition, StopAcquisition, Telemetry,
-                                        TelemetryRequest, first_invalid_pattern_byte,
-                                        MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V)
+                                        TelemetryRequest, first_invalid_pattern_byte)
 from firmware_protocol.params import PARAMETERS, ParamId, ParamSpec, ValueKind
+from firmware_protocol.wire_facts import (MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V,
+                                          N_DETECTORS, SYNC_CHANNEL)
 
 __all__ = [
     "Ack", "Capability", "Decoder", "DecoderStats", "DetectorReading", "Encoder", "ErrorCode",
@@ -23,5 +24,5 @@ __all__ = [
     "ProtocolAnomaly", "Role", "SYNC_WORD", "SetParameter", "StartAcquisition",
     "StopAcquisition", "Telemetry", "TelemetryRequest", "UnknownMessage", "UnsupportedVersion",
     "ValueKind", "crc32", "encode_frame", "first_invalid_pattern_byte", "MODULATOR_DRIVE_MAX_V",
-    "MODULATOR_DRIVE_MIN_V",
+    "MODULATOR_DRIVE_MIN_V", "N_DETECTORS", "SYNC_CHANNEL",
 ]

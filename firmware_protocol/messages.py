@@ -17,6 +17,8 @@ import numpy as np
 
 from firmware_protocol.events import EVENT_WORD_BYTES, pack_event_words, unpack_event_words
 from firmware_protocol.params import PARAMETERS, ValueKind, param_id
+from firmware_protocol.wire_facts import (PATTERN_INTENSITY_MASK, PATTERN_INTENSITY_SHIFT,
+                                          PATTERN_MAX_INTENSITY_INDEX, PATTERN_RESERVED_BITS)
 
 
 class Role(IntEnum):
@@ -312,7 +314,7 @@ class PatternRequest(Message):
 
 @dataclass(eq=False)
 class PatternReply(Message):
-    """One pattern byte per requested slot, in request order (layout: sim_backend.pattern)."""
+    """One pattern byte per requested slot, in request order (layout: wire_facts, SPEC.md)."""
 
     TYPE: ClassVar[int] = 0x31
     _FIXED: ClassVar = struct.Struct("<II")
@@ -335,22 +337,16 @@ class PatternReply(Message):
                 and np.array_equal(self.pattern, other.pattern))
 
 
-MODULATOR_DRIVE_MIN_V = 0.0
-MODULATOR_DRIVE_MAX_V = 10.0
-"""Drive range a board accepts for each state (a LiNbO3 modulator's V_pi is a few volts)."""
-
 PATTERN_REQUEST_MAX_SLOTS = 1 << 19   # 8 bytes a slot: 4 MiB, well inside MAX_PAYLOAD_BYTES
 """Most slots one PatternRequest may ask for (and one PatternUpload may carry)."""
-
-PATTERN_RESERVED_BITS = 0xF0
-PATTERN_MAX_INTENSITY_INDEX = 2
 
 
 def first_invalid_pattern_byte(pattern: np.ndarray) -> int:
     """Index of the first byte with reserved bits set or intensity index 3, else -1."""
     pattern = np.asarray(pattern, dtype=np.uint8)
     bad = ((pattern & np.uint8(PATTERN_RESERVED_BITS)) != 0) | \
-          (((pattern >> np.uint8(2)) & np.uint8(3)) > PATTERN_MAX_INTENSITY_INDEX)
+          ((pattern & np.uint8(PATTERN_INTENSITY_MASK)) >> np.uint8(PATTERN_INTENSITY_SHIFT)
+           > PATTERN_MAX_INTENSITY_INDEX)
     hits = np.flatnonzero(bad)
     return int(hits[0]) if hits.size else -1
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numba as nb
 import numpy as np
 
-SYNC_CHANNEL = 7
+from firmware_protocol.wire_facts import SYNC_CHANNEL
 MAX_DRIFT_PPM = 100.0
 """Largest clock drift acquisition is built for (the hardware is specified at +-10 ppm)."""
 

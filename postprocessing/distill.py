@@ -11,7 +11,9 @@ Bounds: BB84 with one intensity uses Tomamichel et al. 2012 at the link's fixed 
 test sample, checked per basis; BB84 with three intensities (``intensities=`` given) uses Lim et
 al. 2014 with the key from ``sifting.KEY_BASIS`` and every bit of the other basis disclosed;
 B92 never yields key (no published proof covers it with weak coherent pulses, see
-``finite_key``): it runs for its statistics and eavesdropper detection only. Arrays: bits uint8
+``finite_key``): it runs for its statistics and eavesdropper detection only. LT3 (the
+loss-tolerant three-state protocol with decoys, ``finite_key_lt``) keeps Z-state Z-detector
+mu detections as key and discloses every other detection for its count table. Arrays: bits uint8
 0/1 (one per byte), slots int64, channels uint8, timestamps_ps int64.
 """
 
@@ -116,7 +118,9 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
             expected_conclusive_per_pulse: float | None = None,
             max_multi_click_fraction: float = 0.01,
             yield_eps: float = 1e-9, yield_rel_tolerance: float = 0.1,
-            frame_bits: int | None = None, through_wire: bool = True,
+            frame_bits: int | None = None, alice_state_probabilities: tuple | None = None,
+            bloch_vectors: tuple | None = None, bob_z_probability: float = 0.5,
+            max_basis_efficiency_deviation: float = 0.02, through_wire: bool = True,
             pa_hash: Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None = None,
             keep_roles: bool = False, transcript: list | None = None) -> DistillResult:
     """Run sifting to privacy amplification for both ends of one block of ``n_pulses`` slots.
@@ -147,7 +151,9 @@ def distill(*, protocol: str, slots: np.ndarray, channels: np.ndarray, alice_pat
         expected_conclusive_per_pulse=expected_conclusive_per_pulse,
         max_multi_click_fraction=max_multi_click_fraction, yield_eps=yield_eps,
         yield_rel_tolerance=yield_rel_tolerance, holdoff_slots=holdoff_slots,
-        frame_bits=frame_bits)
+        frame_bits=frame_bits, alice_state_probabilities=alice_state_probabilities,
+        bloch_vectors=bloch_vectors, bob_z_probability=bob_z_probability,
+        max_basis_efficiency_deviation=max_basis_efficiency_deviation)
     pattern_of = _pattern_lookup(alice_pattern, first_slot)
     alice = AliceBlock(params, pattern_of, rng, pa_hash=pa_hash)
     bob = BobBlock(params, slots, channels, valid, int(n_pulses), rng, pa_hash=pa_hash)

@@ -412,6 +412,7 @@ class AbortReason(str, enum.Enum):
     MULTI_CLICK_EXCESS = "multi_click_excess"
     PEER_ABORT = "peer_abort"
     PROTOCOL_ERROR = "protocol_error"
+    ASSUMPTION_VIOLATED = "proof_assumption_violated"
 
 
 @dataclass(frozen=True)

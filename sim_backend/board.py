@@ -34,8 +34,8 @@ from firmware_protocol import (PARAMETERS, Ack, Capability, Decoder, DetectorRea
                                PatternRequest, PatternUpload, ProtocolAnomaly, Role, SetParameter,
                                StartAcquisition, StopAcquisition, Telemetry, TelemetryRequest,
                                UnknownMessage, UnsupportedVersion, first_invalid_pattern_byte)
-from firmware_protocol.messages import (MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V,
-                                        PATTERN_REQUEST_MAX_SLOTS)
+from firmware_protocol.messages import PATTERN_REQUEST_MAX_SLOTS
+from firmware_protocol.wire_facts import MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V
 from firmware_protocol.events import pack_event_words
 from firmware_protocol.params import READ_ONLY
 from firmware_protocol.framing import FLAG_REPLY

@@ -200,18 +200,27 @@ def run_report(params: LinkParams, pulses: int, seed: int, progress=None) -> dic
     from sim_backend.physics import theory
 
     result = simulate(params, pulses, seed=seed, progress=progress)
-    expected = theory.expected_link(params)
     report: dict[str, Any] = {"seed": seed, **params.to_dict(), **result.to_dict()}
     names = ("signal", "decoy1", "decoy2")
-    for k, name in enumerate(names):
-        if name in report["intensities"]:
-            report["intensities"][name]["expected_gain"] = float(expected.gains[k])
-            report["intensities"][name]["expected_error_rate"] = float(expected.error_rates[k])
-    report["expected"] = {k: (float(v) if isinstance(v, float) else v)
-                          for k, v in expected.to_dict().items()}
-    if params.eve == "usd-multiphoton" and params.eve_active:
+    if params.protocol == "lt3" and params.eve == "usd-multiphoton" and params.eve_active:
+        # no closed form for the three-state attack: measured figures only
+        report["expected"] = {"detection_probability": None, "qber": None,
+                              "conclusive_fraction": None}
+        for stats in report["intensities"].values():
+            stats["expected_gain"] = stats["expected_error_rate"] = None
+        expected = None
+    else:
+        expected = theory.expected_link(params)
+        for k, name in enumerate(names):
+            if name in report["intensities"]:
+                report["intensities"][name]["expected_gain"] = float(expected.gains[k])
+                report["intensities"][name]["expected_error_rate"] = float(
+                    expected.error_rates[k])
+        report["expected"] = {k: (float(v) if isinstance(v, float) else v)
+                              for k, v in expected.to_dict().items()}
+    if expected is not None and params.eve == "usd-multiphoton" and params.eve_active:
         report["expected"]["usd_multiphoton"] = theory.b92_expectation(params).to_dict()
-    elif params.eve_active:
+    elif expected is not None and params.eve_active and params.protocol != "lt3":
         sig = theory.eve_signature(params.protocol, params.eve, params.eve_fraction, params.mu,
                                    params.transmittance)
         report["expected"]["eve_ideal_optics"] = dataclasses.asdict(sig)

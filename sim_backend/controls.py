@@ -13,6 +13,10 @@ Conventions
   link lets drift as a random walk); Bob's polarization controller applies
   ``controller_rotation`` after it. Perfect compensation is ``controller_rotation @
   fibre_rotation == I``.
+- ``reference_sop`` is the state Alice launches her classical reference light in, which is what
+  Bob's polarimeter sees after the fibre and the controller: H by default. A loop that locks
+  two references in turn asks for D as well (Alice's reference frame); the simulated link
+  switches at once.
 - The optical switch at Bob routes the link to ``switch_port``; only ``link_port`` carries the
   quantum channel. Ports are 1-based as on the instruments.
 - Detector settings are per detector channel (0 = H, 1 = V, 2 = D, 3 = A).
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-N_DETECTORS = 4
+from firmware_protocol.wire_facts import N_DETECTORS
 
 
 def _eye() -> np.ndarray:
@@ -55,6 +59,7 @@ class LinkControls:
 
     fibre_rotation: np.ndarray = field(default_factory=_eye)
     controller_rotation: np.ndarray = field(default_factory=_eye)
+    reference_sop: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0]))
     switch_port: int = 1
     link_port: int = 1
     detectors: list[DetectorSettings] = field(

@@ -25,9 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-from sim_backend.controls import N_DETECTORS, LinkControls
+from firmware_protocol.wire_facts import N_DETECTORS, PATTERN_INTENSITY_SHIFT, SYNC_CHANNEL
+from sim_backend.controls import LinkControls
 from sim_backend.params import LinkParams, ParameterError
-from sim_backend.pattern import INTENSITY_SHIFT, SYNC_CHANNEL, pattern_at, sync_slots
+from sim_backend.pattern import pattern_at, sync_slots
 from sim_backend.physics import channel, detectors, eve, sampling, source
 
 BLINDING_PHOTOCURRENT_UA = 40.0
@@ -228,7 +229,8 @@ class LinkSimulator:
         eve_detect = np.zeros(5)
         resend_at_bob = source.BB84_STATES @ rot.T                        # (4, 3)
         if f > 0.0:
-            attack = eve.attack_probabilities(p.eve, alice, mean_n)       # (16, 4)
+            attack = eve.attack_probabilities(p.eve, alice, mean_n,
+                                              protocol=p.protocol)         # (16, 4)
             if eve_kind != 2:
                 # Eve's light: through the fibre, or (bypass) straight into Bob's receiver
                 # -- unless the switch has taken the receiver off the link.
@@ -415,12 +417,15 @@ def _accumulate(result: SimResult, sim: LinkSimulator, chunk: SlotChunk,
     if slots.size == 0:
         return
     pat = sim.alice_pattern(slots)
-    intensity = (pat >> INTENSITY_SHIFT).astype(np.int64)
+    intensity = (pat >> PATTERN_INTENSITY_SHIFT).astype(np.int64)
     value = pat & 1
     analyser, port = det >> 1, det & 1
     if sim.params.protocol == "b92":
         sifted = port == 1                         # V -> bit 1, A -> bit 0
         bob_bit = (analyser == 0).astype(np.uint8)
+    elif sim.params.protocol == "lt3":
+        sifted = (analyser == 0) & (((pat >> 1) & 1) == 0)   # key rows: Z state, Z detector
+        bob_bit = port.astype(np.uint8)
     else:
         sifted = analyser == ((pat >> 1) & 1)
         bob_bit = port.astype(np.uint8)

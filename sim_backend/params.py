@@ -15,10 +15,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-PROTOCOLS = ("bb84", "b92")
+PROTOCOLS = ("bb84", "b92", "lt3")
 EVE_MODELS = ("none", "intercept-resend", "b92-resend", "helstrom", "usd", "blinding",
               "usd-multiphoton")
 B92_ONLY_EVE_MODELS = ("b92-resend", "helstrom", "usd", "usd-multiphoton")
+LT3_EVE_MODELS = ("none", "intercept-resend", "blinding", "usd-multiphoton")
+"""Models that attack the loss-tolerant three-state protocol (H, V, D): usd-multiphoton
+discriminates the three states unambiguously on pulses of two or more photons."""
 MAX_EVE_RESEND_PHOTONS = 50
 MAX_EVE_RESEND_MU = 100.0
 MAX_CLOCK_DRIFT_PPM = 10.0
@@ -52,6 +55,8 @@ class LinkParams:
     - ``detector_efficiency`` (eta_Bob) is Bob's total transmittance x efficiency; it is the
       value that a detector's ``efficiency_pct = 10`` setting stands for (linear scaling).
     - ``efficiency_mismatch``: detectors V and A have efficiency eta_Bob x (1 - mismatch).
+    - ``protocol = "lt3"`` (loss-tolerant three-state): basis Z sends H/V, basis X always D
+      (the value bit is ignored); ``p_basis_x`` is Alice's X0 probability, decoys as for BB84.
     - ``misalignment`` (e_det): probability that a photon reaching an analyser leaves by the
       wrong port, so E*Q = Y0/2 + e_det*(1 - exp(-eta*mu)) with perfect compensation.
     - ``eve_fraction``: fraction of pulses the eavesdropper attacks (see physics/eve.py).
@@ -122,7 +127,10 @@ class LinkParams:
         _check_range("sync_period", self.sync_period, 2, 2**40, unit="slots")
         if self.eve not in EVE_MODELS:
             raise ParameterError(f"eve = {self.eve!r} is not one of {', '.join(EVE_MODELS)}")
-        if self.eve in B92_ONLY_EVE_MODELS and self.protocol != "b92":
+        if self.protocol == "lt3" and self.eve not in LT3_EVE_MODELS:
+            raise ParameterError(f"eve = {self.eve!r} does not attack LT3; use one of "
+                                 f"{', '.join(LT3_EVE_MODELS)}")
+        if self.eve in B92_ONLY_EVE_MODELS and self.protocol == "bb84":
             raise ParameterError(f"eve = {self.eve!r} attacks B92 states only; protocol is "
                                  f"{self.protocol!r} (use intercept-resend or blinding)")
         _check_range("eve_fraction", self.eve_fraction, 0.0, 1.0)

@@ -6,17 +6,13 @@ Bob reports can be answered without storing a GHz-rate stream. The same function
 the link physics (what Alice sent) and by the simulated board (what Alice's host is told), so
 both agree by construction.
 
-Layout of one pattern byte (``uint8`` per slot), shared with firmware_protocol and
-postprocessing::
-
-    bit 0     value      (BB84: 0/1 in the chosen basis; B92: 0 = |H>, 1 = |D>)
-    bit 1     basis      (0 = Z / rectilinear +, 1 = X / diagonal x; unused in B92)
-    bits 2-3  intensity  (0 = signal mu, 1 = decoy nu1, 2 = decoy nu2, the weakest)
+One pattern byte (``uint8``) per slot, laid out as ``firmware_protocol.wire_facts`` defines
+(bit 0 value, bit 1 basis, bits 2-3 intensity index; SPEC.md section 3).
 
 Sync: Alice's board also emits a bright timing pulse on slots ``s % sync_period == 0`` whose
 ``s // sync_period`` index has a set bit in a public pseudo-random sequence (``sync_key``). Bob's
-sync detector reports those on channel ``SYNC_CHANNEL``; the on/off sequence makes the absolute
-slot number recoverable by cross-correlation.
+sync detector reports those on channel ``wire_facts.SYNC_CHANNEL``; the on/off sequence makes
+the absolute slot number recoverable by cross-correlation.
 """
 
 from __future__ import annotations
@@ -24,16 +20,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-VALUE_BIT = 0x01
-BASIS_BIT = 0x02
-INTENSITY_SHIFT = 2
-INTENSITY_MASK = 0x0C
-
-SYNC_CHANNEL = 7
-"""Channel on which Bob's time tagger reports Alice's sync pulses (detectors use 0-3)."""
-
-CHANNEL_H, CHANNEL_V, CHANNEL_D, CHANNEL_A = 0, 1, 2, 3
-"""Bob's four single-photon detectors: H and V behind the + analyser, D and A behind x."""
+from firmware_protocol.wire_facts import PATTERN_BASIS_SHIFT, PATTERN_INTENSITY_SHIFT
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -62,7 +49,8 @@ def _pattern_kernel(key, slots, basis_x_threshold, int1_threshold, int2_threshol
             intensity = np.uint8(1)
         else:
             intensity = np.uint8(2)
-        out[i] = value | (basis << np.uint8(1)) | (intensity << np.uint8(INTENSITY_SHIFT))
+        out[i] = (value | (basis << np.uint8(PATTERN_BASIS_SHIFT))
+                  | (intensity << np.uint8(PATTERN_INTENSITY_SHIFT)))
 
 
 def pattern_thresholds(p_basis_x: float, p_signal: float, p_decoy1: float) -> tuple[int, int, int]:

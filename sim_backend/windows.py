@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim_backend.link import LinkSimulator, bob_outcomes
-from sim_backend.pattern import INTENSITY_SHIFT
+from firmware_protocol.wire_facts import PATTERN_INTENSITY_SHIFT
 from sim_backend.physics import channel
 
 
@@ -58,7 +58,7 @@ def sample_window(sim: LinkSimulator, sample_slots: int, rng: np.random.Generato
     basis = (pat >> 1) & 1
     sifted = analyser == basis
     error = sifted & (port != (pat & 1))
-    signal = (pat >> INTENSITY_SHIFT) == 0
+    signal = (pat >> PATTERN_INTENSITY_SHIFT) == 0
     z, x = sifted & (basis == 0), sifted & (basis == 1)
     return WindowCounts(
         pulses=sample_slots, detections=int(slots.size),

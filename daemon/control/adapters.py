@@ -14,9 +14,10 @@ import threading
 import time
 from typing import Callable
 
-from daemon.control.common import QberWindow
+from daemon.control.common import ControlConfigError, QberWindow
 from daemon.control.detector import (AlarmInterval, DetectorLoop, DetectorSample, TaggerCounts)
-from daemon.control.polarization import GpLoop, OzLoop, SopReading
+from daemon.control.polarization import (D_REF, H_REF, GpConfig, GpLoop, OzLoop,
+                                         SopReading)
 from daemon.control.switch import SwitchLoop, SwitchReading
 from drivers.errors import DeviceError
 
@@ -51,6 +52,12 @@ class LoopAdapter:
             self._last_ok = self._clock()
         return result
 
+    @property
+    def device_error(self) -> str | None:
+        """The last device error, None once a tick succeeded again."""
+        with self._lock:
+            return self._device_error
+
     def healthy(self) -> bool:
         with self._lock:
             return (self._device_error is None and self._last_ok is not None
@@ -70,25 +77,46 @@ class LoopAdapter:
 
 
 class GpAdapter(LoopAdapter):
-    """``drivers.polarization.gp_scpi.GpPolarizationController`` + ``GpLoop``."""
+    """``drivers.polarization.gp_scpi.GpPolarizationController`` + ``GpLoop``.
+
+    With two references the loop asks for the next one after each step: ``select_reference(k)``
+    makes Alice's reference light state ``k`` of ``GpConfig.references`` (her board's reference
+    frame; the simulator's ``LinkControls.reference_sop``). Without a selector only one
+    reference can be used, and a two-reference loop is refused.
+    """
 
     kind = "polarization-gp"
 
     def __init__(self, name: str, driver, loop: GpLoop | None = None, *,
+                 select_reference: Callable[[int], None] | None = None,
                  stale_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        loop = loop or GpLoop()
+        loop = loop or GpLoop(GpConfig(references=(H_REF, D_REF) if select_reference
+                                       else (H_REF,)))
+        if len(loop.config.references) > 1 and select_reference is None:
+            raise ControlConfigError(f"{name}: {len(loop.config.references)} references "
+                                     f"configured but no way to select Alice's reference light")
         super().__init__(name, loop, loop.initial_state(), stale_after_s=stale_after_s,
                          clock=clock)
         self.driver = driver
+        self.select_reference = select_reference
+        self._selected = False
 
     def tick(self, now_s: float, qber: QberWindow | None = None):
         def run():
+            if self.select_reference is not None and not self._selected:
+                with self._lock:
+                    first = self._state.reference
+                self.select_reference(first)
+                self._selected = True
             m = self.driver.measure_sop()
             with self._lock:
                 state, action = self.loop.step(self._state,
                                                SopReading(now_s, m.as_tuple(), qber))
             if action is not None:
-                self.driver.set_sop(action.target)
+                if action.target is not None:
+                    self.driver.set_sop(action.target)
+                if action.next_reference is not None:
+                    self.select_reference(action.next_reference)
             with self._lock:
                 self._state = state
             return action
@@ -127,6 +155,11 @@ class OzAdapter(LoopAdapter):
             return action
         return self._guarded(run)
 
+    def probe(self) -> None:
+        """Read the voltages only: proves the unit answers while no QBER window arrives (an
+        idle link must not look like a lost device)."""
+        self._guarded(self.driver.voltages_mv)
+
 
 class DetectorAdapter(LoopAdapter):
     """``drivers.detector.id120.Id120`` (or any driver with ``read_telemetry``) + DetectorLoop.
@@ -143,6 +176,7 @@ class DetectorAdapter(LoopAdapter):
         super().__init__(name, loop, loop.initial_state(), stale_after_s=stale_after_s,
                          clock=clock)
         self.driver = driver
+        self._readings: tuple = (None, None)      # (last, the one before)
 
     def tick(self, tagger: TaggerCounts | None = None, acquiring: bool = True):
         def run():
@@ -150,8 +184,14 @@ class DetectorAdapter(LoopAdapter):
             with self._lock:
                 self._state, action = self.loop.step(
                     self._state, DetectorSample(reading, tagger, acquiring))
+                self._readings = (reading, self._readings[0])
             return action
         return self._guarded(run)
+
+    def last_readings(self):
+        """The last telemetry reading and the one before it (None until there are)."""
+        with self._lock:
+            return self._readings
 
     def window_verdict(self, t0_s: float, t1_s: float) -> str:
         with self._lock:

@@ -4,12 +4,18 @@ The fibre's birefringence wanders, so the states Alice prepares arrive rotated o
 sphere and the QBER climbs. Bob's controller undoes the rotation.
 
 ``GpLoop`` (General Photonics synthesizer, ``drivers.polarization.gp_scpi``): the unit locks the
-reference light (Alice's H) to a target once per ``:CONT:SOP`` and then lets the fibre drift, so
-the loop re-issues the target whenever the polarimeter shows the state has strayed (and at least
-every ``reissue_interval_s``). One reference fixes two of the three rotation angles: a twist
-about the reference axis is invisible to the polarimeter and only shows as a diagonal-basis
-QBER rising above the rectilinear one, which the loop reports as the ``x_basis_drift`` alarm
-(removing it needs a second, diagonal reference or a controller that takes three angles).
+reference light to a target once per ``:CONT:SOP`` and then lets the fibre drift, so the loop
+re-issues the target whenever the polarimeter shows the state has strayed (and at least every
+``reissue_interval_s``). One reference fixes two of the three rotation angles: a twist about
+its axis is invisible to the polarimeter and shows only as the other basis' QBER. So the loop
+locks two non-orthogonal references in turn (Alice's H and D by default, each its own target:
+perfect compensation maps every state to itself). In small angles, with the residual rotation
+as a vector w, locking H removes the components of w across H and leaves w along H; locking D
+next removes those across D, which include the one along H. After each step the residual is
+at most the threshold across the reference just measured plus, along it, what was left across
+the previous one and one step's drift: both bases stay near the floor (the drift test derives
+the margin). With a single reference configured the loop still reports the twist it cannot
+undo as the ``x_basis_drift`` alarm.
 
 ``OzLoop`` (OZ Optics EPC, four fibre squeezers, no polarimeter): a synchronous dither on the
 QBER. For one squeezer at a time it measures a window at +dither and one at -dither around the
@@ -56,17 +62,29 @@ class SopReading:
 
 @dataclass(frozen=True)
 class SetSop:
-    target: Stokes
+    """Lock the reference being measured to ``target`` (None: leave the controller as it is),
+    then ask Alice for reference number ``next_reference`` (None: one reference, no change)."""
+
+    target: Stokes | None
+    next_reference: int | None = None
 
     def describe(self) -> str:
-        return "set SOP {:.4f},{:.4f},{:.4f}".format(*self.target)
+        parts = [] if self.target is None else \
+            ["set SOP {:.4f},{:.4f},{:.4f}".format(*self.target)]
+        if self.next_reference is not None:
+            parts.append(f"reference {self.next_reference}")
+        return ", ".join(parts)
+
+
+H_REF: Stokes = (1.0, 0.0, 0.0)
+D_REF: Stokes = (0.0, 1.0, 0.0)
 
 
 @dataclass(frozen=True)
 class GpConfig:
-    target: Stokes = (1.0, 0.0, 0.0)
+    references: tuple[Stokes, ...] = (H_REF, D_REF)   # locked in turn, each to itself
     reissue_threshold_deg: float = 2.0    # re-issue once the measured state strays this far
-    reissue_interval_s: float = 60.0      # and at least this often
+    reissue_interval_s: float = 60.0      # and at least this often (per reference)
     lock_tolerance_deg: float = 5.0       # a fresh re-issue must bring the error below this
     max_unlocked_steps: int = 3           # ... or after this many tries: alarm not_locking
     min_degree_of_polarization: float = 0.5   # below: no reference light, nothing to steer on
@@ -74,9 +92,17 @@ class GpConfig:
     min_sifted: int = 1000                # per basis, before the QBER comparison is trusted
 
     def __post_init__(self):
-        if len(self.target) != 3 or abs(math.sqrt(sum(c * c for c in self.target)) - 1) > 0.05:
-            raise ControlConfigError(f"target = {self.target!r} is not a unit Stokes vector "
-                                     f"(3 components, length 1 +- 0.05)")
+        refs = self.references
+        if not isinstance(refs, tuple) or not 1 <= len(refs) <= 2:
+            raise ControlConfigError(f"references = {refs!r}: give one or two Stokes vectors")
+        for ref in refs:
+            if len(ref) != 3 or abs(math.sqrt(sum(c * c for c in ref)) - 1) > 0.05:
+                raise ControlConfigError(f"references: {ref!r} is not a unit Stokes vector "
+                                         f"(3 components, length 1 +- 0.05)")
+        if len(refs) == 2 and not 10.0 <= angle_deg(*refs) <= 170.0:
+            raise ControlConfigError(f"references = {refs!r}: two references must be "
+                                     f"non-orthogonal states (10..170 deg apart on the sphere) "
+                                     f"to fix the whole rotation")
         check_range("reissue_threshold_deg", self.reissue_threshold_deg, 0.0, 90.0, "deg")
         check_range("reissue_interval_s", self.reissue_interval_s, 0.0, 86400.0, "s")
         check_range("lock_tolerance_deg", self.lock_tolerance_deg, 0.0, 180.0, "deg")
@@ -89,8 +115,9 @@ class GpConfig:
 @dataclass(frozen=True)
 class GpState:
     mode: str = "starting"                # starting | locked | unlocked | no_light
-    last_issue_s: float | None = None
-    issued_last_step: bool = False
+    reference: int = 0                    # the reference the next reading measures
+    last_issue_s: tuple[float | None, ...] = (None, None)   # per reference
+    issued: tuple[bool, ...] = (False, False)   # per reference: re-issued at its last turn
     error_deg: float | None = None
     reissues: int = 0
     unlocked_steps: int = 0
@@ -99,26 +126,33 @@ class GpState:
 
 
 class GpLoop:
-    """Re-issue the target SOP when the polarimeter shows drift (pure; see module docstring)."""
+    """Re-issue each reference's target when the polarimeter shows drift, references in turn
+    (pure; see module docstring). A reading measures reference ``state.reference``."""
 
     def __init__(self, config: GpConfig | None = None):
         self.config = config or GpConfig()
 
     def initial_state(self) -> GpState:
-        return GpState()
+        n = len(self.config.references)
+        return GpState(last_issue_s=(None,) * n, issued=(False,) * n)
 
     def step(self, state: GpState, reading: SopReading) -> tuple[GpState, SetSop | None]:
         c = self.config
+        n = len(c.references)
+        i = state.reference % n
         alarms: dict[str, str] = {}
         dop = math.sqrt(sum(float(x) ** 2 for x in reading.measured))
         if not dop >= c.min_degree_of_polarization:
             alarms["no_reference_light"] = (f"polarimeter degree of polarization {dop:.2f} "
-                                            f"< {c.min_degree_of_polarization:g}")
-            return dataclasses.replace(state, mode="no_light", issued_last_step=False,
-                                       error_deg=None, alarms=tuple(alarms.items())), None
-        err = angle_deg(reading.measured, c.target)
+                                            f"< {c.min_degree_of_polarization:g} on reference "
+                                            f"{i}")
+            return dataclasses.replace(state, mode="no_light", error_deg=None,
+                                       alarms=tuple(alarms.items())), None
+        target = tuple(float(x) for x in c.references[i])
+        issued = list(state.issued) + [False] * (n - len(state.issued))
+        err = angle_deg(reading.measured, target)
         unlocked = state.unlocked_steps
-        if state.issued_last_step:
+        if issued[i]:             # this reference's last re-issue should have held
             unlocked = unlocked + 1 if err > c.lock_tolerance_deg else 0
         if unlocked >= c.max_unlocked_steps:
             alarms["not_locking"] = (f"SOP error {err:.1f} deg after {unlocked} re-issues "
@@ -126,18 +160,27 @@ class GpLoop:
         q = reading.qber
         if q is not None and min(q.sifted_z or 0, q.sifted_x or 0) >= c.min_sifted:
             excess = q.qber_x - q.qber_z
-            if excess > c.x_basis_alarm_excess:
+            # One window is a small sample: the excess must also stand 4 standard deviations
+            # clear of zero (false alarm ~3e-5 per window when both bases are held).
+            spread = math.sqrt(q.qber_x * (1 - q.qber_x) / q.sifted_x
+                               + q.qber_z * (1 - q.qber_z) / q.sifted_z)
+            if excess > max(c.x_basis_alarm_excess, 4 * spread):
+                why = ("twist about the reference axis, not correctable by one reference"
+                       if n == 1 else "the second reference is not holding")
                 alarms["x_basis_drift"] = (f"X-basis QBER {q.qber_x:.2%} exceeds Z-basis "
                                            f"{q.qber_z:.2%} by more than "
-                                           f"{c.x_basis_alarm_excess:.2%}: twist about the "
-                                           f"reference axis, not correctable by one reference")
-        due = (state.last_issue_s is None or err > c.reissue_threshold_deg
-               or reading.t_s - state.last_issue_s >= c.reissue_interval_s)
-        action = SetSop(c.target) if due else None
+                                           f"{c.x_basis_alarm_excess:.2%}: {why}")
+        last = list(state.last_issue_s) + [None] * (n - len(state.last_issue_s))
+        due = (last[i] is None or err > c.reissue_threshold_deg
+               or reading.t_s - last[i] >= c.reissue_interval_s)
+        nxt = (i + 1) % n if n > 1 else None
+        action = SetSop(target if due else None, nxt) if (due or nxt is not None) else None
+        if due:
+            last[i] = reading.t_s
+        issued[i] = due
         mode = "unlocked" if "not_locking" in alarms else "locked"
-        new = GpState(mode=mode,
-                      last_issue_s=reading.t_s if due else state.last_issue_s,
-                      issued_last_step=due, error_deg=err,
+        new = GpState(mode=mode, reference=i if nxt is None else nxt,
+                      last_issue_s=tuple(last[:n]), issued=tuple(issued[:n]), error_deg=err,
                       reissues=state.reissues + (1 if due else 0), unlocked_steps=unlocked,
                       last_action=action.describe() if due else state.last_action,
                       alarms=tuple(alarms.items()))
@@ -145,7 +188,9 @@ class GpLoop:
 
     def status(self, state: GpState) -> dict:
         return loop_status(state.mode, state.last_action, dict(state.alarms),
-                           sop_error_deg=state.error_deg, reissues=state.reissues)
+                           sop_error_deg=state.error_deg, reissues=state.reissues,
+                           references=len(self.config.references),
+                           reference=state.reference)
 
 
 # -- OZ dialect: dither/gradient search on the QBER ------------------------------------------------

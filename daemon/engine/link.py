@@ -64,6 +64,7 @@ class _Block:
     prepared: bool = False          # this end holds the block durably (not yet deliverable)
     committing: bool = False        # the store is committing it: too late to abort
     step: int = 0
+    window: tuple[float, float] = (0.0, 0.0)   # Bob: monotonic time its events were detected
 
 
 _LOCAL_POLICY = ("blocks_in_flight", "block_timeout_s", "qber_alarm_blocks")
@@ -83,7 +84,7 @@ class LinkEngine:
     def __init__(self, link: LinkConfig, keystore: KeyStoreConfig, *, node_id: str, board,
                  channel: PeerChannel, store: KeyStore, roles: BlockRoleFactory,
                  compute: Executor, io: Executor, log: logging.Logger | None = None,
-                 acquisition_factory: Callable[..., Any] = BobAcquisition):
+                 acquisition_factory: Callable[..., Any] = BobAcquisition, control=None):
         self.link = link
         self.keystore = keystore
         self.node_id = node_id
@@ -95,6 +96,11 @@ class LinkEngine:
         self.io = io
         self.log = log or logging.getLogger(f"qkd.link.{link.id}")
         self.acquisition_factory = acquisition_factory
+        # Control hook (daemon.control.supervisor): key_veto(link, t0, t1) -> reason | None,
+        # block_finished(link, t0, t1, stats). The stream is continuous, so a block's events
+        # were detected since the previous block was cut: ``_window_mark``.
+        self.control = control
+        self._window_mark: float | None = None
         self.figures = LinkFigures(link.id, link.role, link.protocol)
         self.board_params: BoardParameters | None = None
         self._blocks: dict[int, _Block] = {}
@@ -366,6 +372,7 @@ class LinkEngine:
                 if self._acq is None:
                     self._acq = self.acquisition_factory(self.board, self.board_params,
                                                          self.link.policy.block_pulses)
+                t0 = time.monotonic() if self._window_mark is None else self._window_mark
                 try:
                     acquired = await loop.run_in_executor(self.io, self._acq.next_block)
                 except AcquisitionError as exc:
@@ -373,9 +380,11 @@ class LinkEngine:
                                                self.link.policy.qber_alarm_blocks)
                     self.log.warning("block not acquired: %s", exc)
                     continue
+                finally:
+                    self._window_mark = time.monotonic()
                 if not self._ready.is_set():
                     continue          # the peer restarted while we collected
-                blk = _Block(self._new_block_id())
+                blk = _Block(self._new_block_id(), window=(t0, self._window_mark))
                 blk.role = await self._in_thread(self.roles.bob, self.link, self.board_params,
                                                  acquired)
                 opening = await self._in_thread(blk.role.start)
@@ -426,6 +435,13 @@ class LinkEngine:
                     env = await blk.inbox.get()
                     await self._role_step(blk, env)
                 outcome = blk.role.outcome
+                if self.control is not None and self.is_bob:      # detector veto, QBER feed
+                    stats = getattr(getattr(outcome, "stats", None), "to_dict", dict)()
+                    self.control.block_finished(self.link.id, *blk.window, stats)
+                    if outcome is not None and not outcome.aborted:
+                        veto = await self.control.key_veto(self.link.id, *blk.window)
+                        if veto:
+                            raise _BlockAborted(veto)
                 if outcome is None or outcome.aborted:
                     reasons = list(outcome.reasons) if outcome is not None else ["no_outcome"]
                     self._record_abort(blk, reasons, outcome)

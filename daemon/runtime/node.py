@@ -24,9 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from daemon import config as cfg
+from daemon.control.supervisor import ControlSupervisor
 from daemon.devices import DevicePool, DeviceSetupError
 from daemon.engine.link import LinkEngine
-from daemon.runtime import journal
+from daemon.runtime import journal, notify
 from daemon.runtime.admin import AdminServer, AdminSocketError
 from daemon.runtime.wiring import MissingComponent, Ports, real_ports
 
@@ -35,7 +36,8 @@ RESTART_MAX_S = 60.0
 
 
 class Node:
-    def __init__(self, config: cfg.NodeConfig, ports: Ports, log):
+    def __init__(self, config: cfg.NodeConfig, ports: Ports, log,
+                 control: Callable | None = ControlSupervisor.for_node):
         self.config = config
         self.ports = ports
         self.log = log
@@ -45,6 +47,8 @@ class Node:
         self.started_at = time.monotonic()
         self.reload_hooks: list[Callable[[cfg.NodeConfig], None]] = []
         self._stop = asyncio.Event()
+        self._control_factory = control       # (config, devices by link, log) -> supervisor
+        self.control: ControlSupervisor | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -52,12 +56,22 @@ class Node:
     def healthy(self) -> bool:
         """Every link engine alive (the watchdog of the next issue pings only then)."""
         return all(e.figures.state not in ("stopped",) and not e.figures.state.startswith(
-            "failed") for e in self.engines.values())
+            "failed") for e in self.engines.values()) and (
+            self.control is None or self.control.healthy())
 
     def status(self) -> dict:
         return {"node": self.config.node_id, "pid": os.getpid(),
                 "uptime_s": round(time.monotonic() - self.started_at, 3),
-                "links": [e.status() for e in self.engines.values()]}
+                "links": self._control_view([e.status() for e in self.engines.values()])}
+
+    def _control_view(self, links: list[dict]) -> list[dict]:
+        return links if self.control is None else self.control.annotate(links)
+
+    def _status_line(self) -> str:
+        s = self.status()
+        alarms = sum(len(ln.get("alarms", {})) for ln in s["links"])
+        return (f"{len(s['links'])} link(s), {sum(ln['keys_stored'] for ln in s['links'])} "
+                f"keys stored, {alarms} alarm(s)")
 
     async def _status(self, _request: dict) -> dict:
         return {"status": self.status()}
@@ -114,6 +128,8 @@ class Node:
             self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await loop.run_in_executor(None, self.devices.open, self.config.links)
             self.store = await loop.run_in_executor(None, self.ports.store, self.config)
+            if self._control_factory is not None:
+                self.control = self._control_factory(self.config, self.devices.links, self.log)
             roles = self.ports.roles(self.config)
             for link in self.config.links:
                 self.engines[link.id] = self._engine(link, roles, io_pools[link.id])
@@ -121,6 +137,10 @@ class Node:
             tasks = [asyncio.create_task(self._supervise(link, roles, io_pools[link.id]),
                                          name=f"link-{link.id}")
                      for link in self.config.links]
+            if self.control is not None:
+                tasks.append(asyncio.create_task(self.control.run(), name="control"))
+            tasks.append(asyncio.create_task(notify.serve(self._stop, self.healthy,
+                                                          self._status_line), name="notify"))
             self.log.info("node %s running: %d link(s), admin socket %s", self.config.node_id,
                           len(self.config.links), self.config.admin_socket)
             await self._stop.wait()
@@ -148,7 +168,7 @@ class Node:
                           board=self.devices.links[link.id]["board"],
                           channel=self.ports.channel(self.config, link), store=self.store,
                           roles=roles, compute=self._compute, io=io,
-                          acquisition_factory=self.ports.acquisition)
+                          acquisition_factory=self.ports.acquisition, control=self.control)
 
     async def _supervise(self, link: cfg.LinkConfig, roles, io) -> None:
         delay = RESTART_FIRST_S

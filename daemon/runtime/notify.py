@@ -139,3 +139,39 @@ class Watchdog:
                 await asyncio.wait_for(stop.wait(), self.interval_s)
             except asyncio.TimeoutError:
                 pass
+
+
+async def serve(stop: asyncio.Event, healthy: Callable[[], bool],
+                status_text: Callable[[], str], *, notifier: Notifier | None = None,
+                status_every_s: float = 10.0) -> Watchdog:
+    """The node's side of ``Type=notify``: READY once it serves (with a STATUS line), a
+    STATUS line whenever it changes, WATCHDOG at half the timeout while ``healthy()``, and
+    STOPPING when ``stop`` is set. Runs on the event loop on purpose: a stalled loop sends no
+    pings. Returns the watchdog (its counts) when it ends."""
+    notifier = notifier if notifier is not None else Notifier()
+    watchdog = Watchdog(notifier, healthy)
+    period = min(x for x in (watchdog.interval_s, status_every_s) if x is not None)
+    last = _safe(status_text)
+    notifier.ready(last)
+    try:
+        while not stop.is_set():
+            text = _safe(status_text)
+            if text != last:
+                notifier.status(text)
+                last = text
+            if watchdog.interval_s is not None:
+                watchdog.tick()
+            try:
+                await asyncio.wait_for(stop.wait(), period)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        notifier.stopping("stopping")
+    return watchdog
+
+
+def _safe(status_text: Callable[[], str]) -> str:
+    try:
+        return " ".join(str(status_text()).split())[:200]
+    except Exception as exc:      # a status that breaks must not stop the pings
+        return f"status unavailable: {type(exc).__name__}"

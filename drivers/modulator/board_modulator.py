@@ -1,10 +1,10 @@
 """Alice's polarization modulator, driven through the QKD timing board (firmware_protocol).
 
 The modulator has no port of its own: the board's FPGA sets its drive voltage per slot from the
-pattern byte (``sim_backend.pattern`` layout) and a calibration table of one drive level per
-polarization state H, V, D, A. This driver loads that table and host-supplied pattern chunks
-(PatternUpload, SPEC.md section 3); both are checked here against the limits the board applies,
-so a bad value fails before anything is sent.
+pattern byte (layout in ``firmware_protocol.wire_facts``) and a calibration table of one drive
+level per polarization state H, V, D, A. This driver loads that table and host-supplied pattern
+chunks (PatternUpload, SPEC.md section 3); both are checked here against the limits the board
+applies, so a bad value fails before anything is sent.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from drivers.errors import SettingOutOfRange
 from drivers.registry import register
 from firmware_protocol import (Ack, ModulatorCalibration, PatternUpload,
                                first_invalid_pattern_byte)
-from firmware_protocol.messages import (MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V,
-                                        PATTERN_REQUEST_MAX_SLOTS)
+from firmware_protocol.messages import PATTERN_REQUEST_MAX_SLOTS
+from firmware_protocol.wire_facts import MODULATOR_DRIVE_MAX_V, MODULATOR_DRIVE_MIN_V
 
 
 @dataclass(frozen=True)

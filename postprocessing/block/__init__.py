@@ -27,6 +27,11 @@ Steps (B = Bob, A = Alice; docs/block-protocol.md has the payloads byte by byte)
                                            agree
    any time       either ABORT (15)        reason codes and text; the receiver stops too
 
+LT3 (``finite_key_lt``): SIFT_ANNOUNCE/SIFT_ANSWER carry its own payloads (``sifting.lt3``: Bob's
+bases and X-basis bits, Alice's state class and intensity per row) and make the whole count
+table public, so both ends decide right after SIFT_ANSWER and Bob goes on to CASCADE_SETUP
+(no EST_SAMPLE/EST_VERDICT); the key rows are Z state, Z detector, intensity mu.
+
 A message of the wrong type for the state, or one that does not decode, aborts the block with
 ``protocol_error`` and sends ABORT; a role never raises for peer input.
 """

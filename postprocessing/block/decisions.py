@@ -20,6 +20,7 @@ import numpy as np
 
 from postprocessing import estimation as est
 from postprocessing import finite_key as fk
+from postprocessing import finite_key_lt as fkl
 from postprocessing.block.params import BlockParams
 from postprocessing.reconciliation.schedules import QBER_MAX, QBER_MIN
 from postprocessing.sifting import KEY_BASIS
@@ -176,3 +177,67 @@ def decoy_key_length(params: BlockParams, counts: np.ndarray, test_errors, leak_
         m_z=list(test_errors), intensities=params.intensities,
         probabilities=params.intensity_probabilities, eps_sec=params.eps_sec,
         eps_cor=params.eps_cor, leak_ec=leak_ec)
+
+
+# -- LT3 (loss-tolerant three-state, finite_key_lt) --------------------------------------------
+
+
+def lt3_setup(params: BlockParams) -> fkl.Lt3Setup:
+    """The link's LT3 calibration as the bound takes it."""
+    return fkl.Lt3Setup(params.intensities, params.intensity_probabilities,
+                        params.alice_state_probabilities, params.bob_z_probability,
+                        params.bloch_vectors)
+
+
+def lt3_x0_error_rate(x0_errors: int, x0_clicks: int) -> float:
+    """X-basis error rate of the X0 state (A clicks among X clicks): Cascade's QBER estimate
+    and the operator's noise figure (the key rows' own rate is known only after Cascade)."""
+    return x0_errors / x0_clicks if x0_clicks else math.nan
+
+
+def lt3_decision(params: BlockParams, counts: fkl.Lt3Counts, x0_error_rate: float, *,
+                 multi_click_fraction: float | None = None) -> est.AbortDecision:
+    """Every reason to stop an LT3 block once the count table is public.
+
+    Proof assumptions first (Bloch vectors, basis-independent detection, multi-clicks: Bob
+    alone knows the last and decides it), then data: key rows present, X0 error rate under the
+    threshold, and a positive bound even before any reconciliation leakage."""
+    reasons: list = []
+    details: list = []
+    setup = lt3_setup(params)
+    for v in fkl.bloch_violations(setup.bloch):
+        _add(reasons, details, _R.ASSUMPTION_VIOLATED, v)
+    for v in fkl.basis_efficiency_violations(counts, setup, params.max_basis_efficiency_deviation,
+                                             params.eps_sec):
+        _add(reasons, details, _R.ASSUMPTION_VIOLATED, v)
+    if multi_click_fraction is not None and multi_click_fraction > params.max_multi_click_fraction:
+        _add(reasons, details, _R.MULTI_CLICK_EXCESS,
+             f"multi-click fraction {multi_click_fraction:.4f} > "
+             f"{params.max_multi_click_fraction:.4f} (squashing model / multi-photon resend)")
+    n_key = counts.key_clicks[0]
+    if n_key < 1:
+        _add(reasons, details, _R.TOO_FEW_SIFTED_BITS, "no Z-state Z-detector mu detection")
+    if not math.isnan(x0_error_rate) and x0_error_rate > params.qber_threshold:
+        _add(reasons, details, _R.QBER_ABOVE_THRESHOLD,
+             f"X0 error rate {x0_error_rate:.4f} > threshold {params.qber_threshold:.4f}")
+    if not reasons:
+        bound = lt3_key_length(params, counts, 0)
+        if bound.key_length == 0:
+            _add(reasons, details, _R.NO_SECRET_KEY,
+                 f"LT3 bound allows no key even before reconciliation (phase-error rate upper "
+                 f"bound {bound.terms['phase_error_rate_upper']:.4f}, m1 "
+                 f"{bound.terms['m1']:.0f})")
+    return _decision(reasons, details)
+
+
+def lt3_key_length(params: BlockParams, counts: fkl.Lt3Counts, leak_ec: int
+                   ) -> fk.KeyLengthResult:
+    """The LT3 bound (``finite_key_lt``) of the block's count table; key 0 when the
+    characterised states fall outside the proof."""
+    setup = lt3_setup(params)
+    violations = fkl.bloch_violations(setup.bloch)
+    if violations:
+        return fk.KeyLengthResult(0, fkl.BOUND_LT3, params.eps_sec, params.eps_cor,
+                                  {"raw_length": 0.0})
+    return fkl.lt3_key_length_result(counts, setup, eps_sec=params.eps_sec,
+                                     eps_cor=params.eps_cor, leak_ec=leak_ec)

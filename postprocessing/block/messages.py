@@ -45,7 +45,7 @@ REASON_CODES = {
     AbortReason.RECONCILIATION_FAILED: 5, AbortReason.VERIFICATION_FAILED: 6,
     AbortReason.NO_SECRET_KEY: 7, AbortReason.NO_SECURITY_PROOF: 8,
     AbortReason.MULTI_CLICK_EXCESS: 9, AbortReason.PEER_ABORT: 10,
-    AbortReason.PROTOCOL_ERROR: 11,
+    AbortReason.PROTOCOL_ERROR: 11, AbortReason.ASSUMPTION_VIOLATED: 12,
 }
 _REASONS_BY_CODE = {v: k for k, v in REASON_CODES.items()}
 MAX_TEXT_BYTES = 1024

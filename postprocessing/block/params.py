@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from postprocessing.reconciliation.schedules import SCHEDULES
 
-PROTOCOLS = ("bb84", "b92")
+PROTOCOLS = ("bb84", "b92", "lt3")
 
 QBER_TOL_MARGIN = 0.015
 """Drift allowance of ``qber_tol_for``: Q_tol sits 1.5 percentage points above the QBER the
@@ -50,7 +50,11 @@ class BlockParams:
     BB84 (Lim 2014). expected_conclusive_per_pulse: B92's calibrated conclusive yield (its USD
     alarm); max_multi_click_fraction: calibrated ceiling on multi-click slots per detected slot
     (a multi-photon resend attack raises it). frame_bits: Cascade frame size (None: the whole
-    key is one frame).
+    key is one frame). LT3 (loss-tolerant three-state, ``finite_key_lt``): intensities (mu, nu,
+    0) and their probabilities, alice_state_probabilities (Z0, Z1, X0), the characterised
+    bloch_vectors ((P_X, P_Z) of Z0, Z1, X0; default ideal H, V, D), bob_z_probability (the
+    passive splitter's Z share) and max_basis_efficiency_deviation (calibrated tolerance on each
+    state's Z-click fraction around it).
     """
 
     protocol: str
@@ -69,6 +73,10 @@ class BlockParams:
     yield_rel_tolerance: float = 0.1
     holdoff_slots: int = 0
     frame_bits: int | None = None
+    alice_state_probabilities: tuple | None = None
+    bloch_vectors: tuple | None = None
+    bob_z_probability: float = 0.5
+    max_basis_efficiency_deviation: float = 0.02
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -94,9 +102,11 @@ class BlockParams:
                                             or self.frame_bits < 64):
             raise BlockParamsError(f"frame_bits={self.frame_bits!r} must be None or an "
                                    f"integer >= 64")
+        if self.protocol == "lt3":
+            self._check_lt3()
         if self.decoy:
-            if self.protocol != "bb84" or self.intensity_probabilities is None:
-                raise BlockParamsError("intensities= needs protocol 'bb84' and "
+            if self.protocol == "b92" or self.intensity_probabilities is None:
+                raise BlockParamsError("intensities= needs protocol 'bb84' or 'lt3' and "
                                        "intensity_probabilities=")
             if len(self.intensities) != 3 or len(self.intensity_probabilities) != 3:
                 raise BlockParamsError("intensities and intensity_probabilities must hold 3 "
@@ -111,6 +121,22 @@ class BlockParams:
                                        "conclusive yield): the USD attack shows only as a yield "
                                        "drop")
             _unit("expected_conclusive_per_pulse", y, hi=1.0 + 1e-12)
+
+    def _check_lt3(self) -> None:
+        from postprocessing import finite_key_lt as fkl
+        if self.intensities is None or self.alice_state_probabilities is None:
+            raise BlockParamsError("LT3 needs intensities=(mu, nu, 0), intensity_probabilities= "
+                                   "and alice_state_probabilities=(Z0, Z1, X0)")
+        _unit("bob_z_probability", self.bob_z_probability)
+        _unit("max_basis_efficiency_deviation", self.max_basis_efficiency_deviation, hi=0.5)
+        bloch = fkl.IDEAL_BLOCH if self.bloch_vectors is None else self.bloch_vectors
+        try:
+            setup = fkl.Lt3Setup(self.intensities, self.intensity_probabilities or (),
+                                 self.alice_state_probabilities, self.bob_z_probability, bloch)
+        except (fkl.FiniteKeyInputError, TypeError, ValueError, IndexError) as exc:
+            raise BlockParamsError(f"LT3 setup: {exc}") from None
+        object.__setattr__(self, "alice_state_probabilities", setup.state_probabilities)
+        object.__setattr__(self, "bloch_vectors", setup.bloch)
 
     @property
     def decoy(self) -> bool:

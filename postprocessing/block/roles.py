@@ -31,6 +31,7 @@ from postprocessing.reconciliation.leakage import (ERROR_PATTERN_PUBLIC, Cascade
                                                    leak_ec_bits)
 from postprocessing import estimation as est
 from postprocessing import sifting
+from postprocessing.sifting import lt3 as sifting_lt3
 from postprocessing.amplification import toeplitz_hash
 from postprocessing.block import decisions
 from postprocessing.block.messages import Abort, MessageType, PaSeed
@@ -226,7 +227,20 @@ class _BlockRole(abc.ABC):
         st.qber_upper = est.estimate_qber_upper(verdict.total_errors, n_test, n_key,
                                                 self.params.eps_sec)
 
+    def _record_lt3(self, rows: sifting_lt3.Lt3Rows) -> float:
+        """Record the public LT3 table; returns the X0 error rate (Cascade's estimate)."""
+        st = self.stats
+        self._lt3_counts = rows.counts
+        st.lt3_counts = rows.counts.to_dict()
+        st.sifted_bits = st.key_input_bits = int(rows.key_bits.size)
+        st.sample_bits = int(rows.x0_clicks)
+        rate = decisions.lt3_x0_error_rate(rows.x0_errors, rows.x0_clicks)
+        st.qber_estimate = rate
+        return rate
+
     def _key_length(self, leak: int):
+        if self.params.protocol == "lt3":
+            return decisions.lt3_key_length(self.params, self._lt3_counts, leak)
         if self.params.decoy:
             return decisions.decoy_key_length(self.params, self._counts, self._verdict.errors,
                                               leak)
@@ -268,11 +282,15 @@ class BobBlock(_BlockRole):
         self._events = None
         try:
             with self.stats.timed("sifting"):
-                announce = (sifting.bob_announce_bb84 if self.params.protocol == "bb84"
-                            else sifting.bob_announce_b92)
-                ann, det = announce(np.asarray(slots, dtype=np.int64),
-                                    np.asarray(channels, dtype=np.uint8), self.rng, valid=valid,
-                                    holdoff_slots=self.params.holdoff_slots)
+                args = (np.asarray(slots, dtype=np.int64), np.asarray(channels, dtype=np.uint8),
+                        self.rng)
+                kw = dict(valid=valid, holdoff_slots=self.params.holdoff_slots)
+                if self.params.protocol == "lt3":
+                    ann, det = sifting_lt3.bob_announce_lt3(*args, self.stats.n_pulses, **kw)
+                else:
+                    announce = (sifting.bob_announce_bb84 if self.params.protocol == "bb84"
+                                else sifting.bob_announce_b92)
+                    ann, det = announce(*args, **kw)
                 self._hold(det.bits, det.basis)
                 self._detections = det
                 payload = ann.to_bytes()
@@ -282,7 +300,36 @@ class BobBlock(_BlockRole):
         self.state = "await_answer"
         return [(int(M.SIFT_ANNOUNCE), payload)]
 
+    def _multi_click(self, det) -> None:
+        st = self.stats
+        st.sift_counts = det.counts.to_dict()
+        c = st.sift_counts
+        st.multi_click_fraction = ((c["n_double_same_basis"] + c["n_double_cross_basis"])
+                                   / max(1, c["n_detected_slots"]))
+
+    def _on_answer_lt3(self, payload: bytes) -> list:
+        st = self.stats
+        p = self.params
+        with st.timed("sifting"):
+            answer = sifting_lt3.Lt3Answer.from_bytes(payload)
+            det = self._detections
+            rows = sifting_lt3.bob_apply_answer_lt3(answer, det, st.n_pulses)
+            self._hold(rows.key_bits)
+            _wipe(det.bits), _wipe(det.basis)
+            self._detections = None
+        self._multi_click(det)
+        with st.timed("estimation"):
+            rate = self._record_lt3(rows)
+            decision = decisions.lt3_decision(p, rows.counts, rate,
+                                              multi_click_fraction=st.multi_click_fraction)
+        if decision.abort:
+            return self._abort(decision)
+        self._kept = rows.key_bits
+        return self._start_cascade(rate if rate == rate else p.qber_tol)
+
     def _on_answer(self, payload: bytes) -> list:
+        if self.params.protocol == "lt3":
+            return self._on_answer_lt3(payload)
         st = self.stats
         with st.timed("sifting"):
             answer = sifting.SiftAnswer.from_bytes(payload)
@@ -358,8 +405,13 @@ class BobBlock(_BlockRole):
                                           multi_click_fraction=st.multi_click_fraction)
         if decision.abort:
             return self._abort(decision)
+        return self._start_cascade(st.qber_estimate)
+
+    def _start_cascade(self, qber_estimate: float) -> list:
+        st = self.stats
+        p = self.params
         with st.timed("reconciliation"):
-            q = decisions.cascade_qber(st.qber_estimate)
+            q = decisions.cascade_qber(qber_estimate)
             frames = _split_frames(self._kept, p.frame_bits, p.schedule, q)
             self._n_frames = len(frames)
             self._cascade = CascadeBob(frames, q, p.schedule, seed=self.rng.uint64())
@@ -449,7 +501,31 @@ class AliceBlock(_BlockRole):
                 ("reconciling", M.PARITY_REQUEST): self._on_request,
                 ("reconciling", M.VERIFY_TAGS): self._on_tags}
 
+    def _on_announce_lt3(self, payload: bytes) -> list:
+        st = self.stats
+        p = self.params
+        with st.timed("sifting"):
+            ann = sifting_lt3.Lt3Announcement.from_bytes(payload)
+            pattern = np.asarray(self._pattern_of(ann.slots))
+            self._hold(pattern, deep=False)
+            answer, rows = sifting_lt3.alice_answer_lt3(ann, pattern)
+            _wipe(pattern, deep=False)
+            self._hold(rows.key_bits)
+            payload_out = answer.to_bytes()
+        st.n_pulses = int(ann.n_pulses)
+        with st.timed("estimation"):
+            rate = self._record_lt3(rows)
+            decision = decisions.lt3_decision(p, rows.counts, rate)
+        out = [(int(M.SIFT_ANSWER), payload_out)]
+        if decision.abort:
+            return out + self._abort(decision)
+        self._kept = rows.key_bits
+        self.state = "await_setup"
+        return out
+
     def _on_announce(self, payload: bytes) -> list:
+        if self.params.protocol == "lt3":
+            return self._on_announce_lt3(payload)
         st = self.stats
         p = self.params
         with st.timed("sifting"):

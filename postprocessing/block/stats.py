@@ -40,6 +40,7 @@ class BlockStats:
     qber_upper_by_basis: list = field(default_factory=list)
     decoy_counts: list = field(default_factory=list)
     decoy_test_errors: list = field(default_factory=list)
+    lt3_counts: dict = field(default_factory=dict)
     aborted: bool = False
     abort_reasons: list = field(default_factory=list)
     abort_details: list = field(default_factory=list)

@@ -1,12 +1,14 @@
 """Simulated General Photonics/Luna polarization synthesizer speaking its SCPI dialect.
 
 It sits at Bob after the fibre. ``:CONT:SOP``/``:CONT:ANGL`` lock the state of the reference
-light (Alice's H, after the fibre) to the target: the controller rotation becomes the smallest
-rotation taking ``fibre_rotation @ H`` to the target, computed once per command (the fibre then
-keeps drifting: the node's compensation loop re-issues the target). ``:MEAS:SOP?`` reports
-``controller_rotation @ fibre_rotation @ H``, which drifts away until the next command.
-A single reference state fixes two of the three rotation angles; the remaining twist about the
-target axis is left as the fibre made it, as on a real one-reference synthesizer.
+light (``controls.reference_sop``, Alice's H unless asked otherwise) to the target: like a
+feedback synthesizer moving its waveplates from where they are, the controller rotation is
+composed with the smallest rotation taking the reference's present output state to the target,
+once per command (the fibre then keeps drifting: the node's loop re-issues the target).
+``:MEAS:SOP?`` reports ``controller_rotation @ fibre_rotation @ reference``, which drifts away
+until the next command. One reference fixes two of the three rotation angles; the twist about
+it is left as it was. Locking a second, non-orthogonal reference next (D after H) corrects by a
+rotation about the first one's axis, so two references locked in turn fix the whole rotation.
 """
 
 from __future__ import annotations
@@ -114,9 +116,11 @@ class GpPolarizationSim(LineInstrument):
 
     def _lock_to(self, target: np.ndarray) -> None:
         with self.controls.lock:
-            arriving = self.controls.fibre_rotation @ H
-            self.controls.controller_rotation = rotation_taking(arriving, target)
+            c = self.controls
+            arriving = c.controller_rotation @ c.fibre_rotation @ c.reference_sop
+            c.controller_rotation = rotation_taking(arriving, target) @ c.controller_rotation
         self.target = np.asarray(target, dtype=float)
 
     def measured_sop(self) -> np.ndarray:
-        return self.controls.net_rotation() @ H
+        with self.controls.lock:
+            return self.controls.net_rotation() @ self.controls.reference_sop

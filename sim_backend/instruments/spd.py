@@ -24,7 +24,8 @@ import time
 from collections import deque
 from typing import Callable, Sequence
 
-from sim_backend.controls import N_DETECTORS, DetectorSettings, LinkControls
+from firmware_protocol.wire_facts import N_DETECTORS
+from sim_backend.controls import DetectorSettings, LinkControls
 from sim_backend.instruments.base import LineInstrument, TcpServer
 
 # The firmware's limits (the driver keeps its own copy and checks before sending; tests assert

@@ -27,6 +27,14 @@ Assumptions (the figures in ``theory`` and the tests follow from them):
   analysers, which the squashing rule turns into a random outcome (1/4 of them wrong
   conclusive results). She knows Alice's bit in every slot she resends.
 
+- ``usd-multiphoton`` on LT3 (states H, V, D): three states of a qubit are linearly dependent,
+  so one photon admits no unambiguous discrimination; n >= 2 photons in mode psi_j form the
+  states |psi_j>^(x)n with Gram matrix [[1, 0, c], [0, 1, c], [c, c, 1]], c = 2^(-n/2), and an
+  unambiguous measurement with equal success p exists iff G - p 1 >= 0 (Eldar, IEEE Trans. Inf.
+  Theory 49, 446 (2003)), i.e. p = 1 - sqrt(2) c = 1 - 2^((1-n)/2). Eve counts photons, blocks
+  every pulse she cannot identify (all single photons) and resends the identified state as
+  above. Decoys see this: her clicks grow like mu^2, not mu.
+
 Resend probabilities are tables over Bob's four states (H, V, D, A in channel order); a row sums
 to less than 1 when Eve forwards nothing on some outcomes (unambiguous discrimination).
 """
@@ -81,16 +89,39 @@ def usd_success_probability(mean_photons) -> np.ndarray:
     return -np.expm1(-np.asarray(mean_photons, dtype=float) * (1.0 - SQRT_HALF))
 
 
-def attack_probabilities(model: str, stokes: np.ndarray, mean_photons: np.ndarray) -> np.ndarray:
+def usd3_success_probability(mean_photons) -> np.ndarray:
+    """P(Eve unambiguously identifies which of H, V, D a phase-randomised pulse carries):
+    sum_{n>=2} Poisson(n; mu) (1 - 2^((1-n)/2)) = 1 - e^-mu (1 + mu) - sqrt 2 e^-mu
+    (e^(mu/sqrt 2) - 1 - mu/sqrt 2)."""
+    mu = np.asarray(mean_photons, dtype=float)
+    r2 = np.sqrt(2.0)
+    two_plus = -np.expm1(-mu) - mu * np.exp(-mu)
+    return two_plus - r2 * np.exp(-mu) * (np.expm1(mu / r2) - mu / r2)
+
+
+def attack_probabilities(model: str, stokes: np.ndarray, mean_photons: np.ndarray, *,
+                         protocol: str = "b92") -> np.ndarray:
     """(n, 4): P(Eve resends H, V, D, A | Alice sent ``stokes`` at ``mean_photons``), per pulse.
 
     Single-photon models catch a non-empty pulse (1 - exp(-mu)) and measure one photon of it;
-    ``usd-multiphoton`` succeeds with ``usd_success_probability`` and resends the state found.
+    ``usd-multiphoton`` succeeds with ``usd_success_probability`` (B92: H vs D) or
+    ``usd3_success_probability`` (``protocol="lt3"``: H, V, D) and resends the state found.
     """
     s = np.atleast_2d(np.asarray(stokes, dtype=float))
     mu = np.broadcast_to(np.asarray(mean_photons, dtype=float), (s.shape[0],))
     if model != "usd-multiphoton":
         return -np.expm1(-mu)[:, None] * resend_probabilities(model, s)
+    if protocol == "lt3":
+        out = np.zeros((s.shape[0], 4))
+        success = usd3_success_probability(mu)
+        known = np.zeros(s.shape[0], dtype=bool)
+        for col, ref in ((0, (1.0, 0.0)), (1, (-1.0, 0.0)), (2, (0.0, 1.0))):
+            hit = np.isclose(s[:, 0], ref[0]) & np.isclose(s[:, 1], ref[1])
+            out[:, col] = np.where(hit, success, 0.0)
+            known |= hit
+        if not np.all(known):
+            raise ValueError("usd-multiphoton on LT3 discriminates |H>, |V>, |D> only")
+        return out
     is_h = np.isclose(s[:, 0], 1.0) & np.isclose(s[:, 1], 0.0)
     is_d = np.isclose(s[:, 1], 1.0) & np.isclose(s[:, 0], 0.0)
     if not np.all(is_h | is_d):

@@ -1,7 +1,7 @@
 """Alice's weak-coherent source: the prepared polarization and mean photon number per pattern byte.
 
 Tables are indexed by the full pattern byte (16 entries: value, basis and intensity bits, see
-``sim_backend.pattern``) so that a kernel can look a slot's state up with one load.
+``firmware_protocol.wire_facts``) so that a kernel can look a slot's state up with one load.
 Stokes convention of ``sim_backend.controls``: H = +S1, V = -S1, D = +S2, A = -S2.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim_backend.pattern import BASIS_BIT, INTENSITY_SHIFT, VALUE_BIT
-
-N_PATTERN_BYTES = 16
+from firmware_protocol.wire_facts import (N_PATTERN_BYTES, PATTERN_BASIS_BIT,
+                                          PATTERN_BASIS_SHIFT, PATTERN_INTENSITY_SHIFT,
+                                          PATTERN_VALUE_BIT)
 
 STOKES_H = np.array([1.0, 0.0, 0.0])
 STOKES_V = np.array([-1.0, 0.0, 0.0])
@@ -25,14 +25,17 @@ def prepared_stokes(protocol: str) -> np.ndarray:
     """(16, 3) float64: Stokes vector Alice prepares for each pattern byte.
 
     BB84: basis Z sends H (0) / V (1), basis X sends D (0) / A (1). B92 ignores the basis bit
-    and sends H for bit 0, D for bit 1 (docs/physics.md section 2).
+    and sends H for bit 0, D for bit 1 (docs/physics.md section 2). LT3 (loss-tolerant
+    three-state): basis Z sends H / V, basis X sends D whatever the value bit.
     """
     out = np.empty((N_PATTERN_BYTES, 3))
     for b in range(N_PATTERN_BYTES):
-        value = b & VALUE_BIT
-        basis = (b & BASIS_BIT) >> 1
+        value = b & PATTERN_VALUE_BIT
+        basis = (b & PATTERN_BASIS_BIT) >> PATTERN_BASIS_SHIFT
         if protocol == "b92":
             out[b] = STOKES_D if value else STOKES_H
+        elif protocol == "lt3" and basis == 1:
+            out[b] = STOKES_D
         else:
             out[b] = BB84_STATES[2 * basis + value]
     return out
@@ -42,7 +45,7 @@ def mean_photon_numbers(intensities: tuple[float, float, float]) -> np.ndarray:
     """(16,) float64: mean photon number each pattern byte sends (intensity index 3: 0)."""
     table = np.zeros(N_PATTERN_BYTES)
     for b in range(N_PATTERN_BYTES):
-        idx = b >> INTENSITY_SHIFT
+        idx = b >> PATTERN_INTENSITY_SHIFT
         table[b] = intensities[idx] if idx < 3 else 0.0
     return table
 

@@ -155,6 +155,9 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
     rot = np.eye(3) if net_rotation is None else np.asarray(net_rotation, dtype=float)
     p = params
     if p.eve == "usd-multiphoton" and p.eve_active:
+        if p.protocol == "lt3":
+            raise ValueError("no closed-form expectation for usd-multiphoton on LT3 "
+                             "(multi-photon resends, squashed multi-clicks)")
         return _expected_usd_multiphoton(p)
     eta = p.transmittance
     f = p.eve_fraction if p.eve_active else 0.0
@@ -169,6 +172,10 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
 
     if p.protocol == "b92":
         states = [(source.STOKES_H, 0, 0, 0.5), (source.STOKES_D, 1, 0, 0.5)]
+    elif p.protocol == "lt3":   # sifted = key rows: Z state, Z detector
+        pz, px = 1.0 - p.p_basis_x, p.p_basis_x
+        states = [(source.STOKES_H, 0, 0, pz / 2), (source.STOKES_V, 1, 0, pz / 2),
+                  (source.STOKES_D, 0, 1, px)]
     else:
         pz, px = 1.0 - p.p_basis_x, p.p_basis_x
         states = [(source.STOKES_H, 0, 0, pz / 2), (source.STOKES_V, 1, 0, pz / 2),
@@ -203,7 +210,7 @@ def expected_link(params, net_rotation: np.ndarray | None = None) -> LinkExpecta
                         [0.0, 0.0, 0.0, 1.0])
                 else:
                     keep = np.array([1.0, 1.0, 0.0, 0.0]) if basis == 0 else np.array(
-                        [0.0, 0.0, 1.0, 1.0])
+                        [0.0, 0.0, 1.0, 1.0]) * (p.protocol == "bb84")
                     wrong = keep * np.array([value == 1, value == 0, value == 1, value == 0])
                 det_p += weight * detected * share
                 sifted += weight * detected * share * keep

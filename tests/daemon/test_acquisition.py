@@ -9,7 +9,7 @@ import pytest
 from daemon.engine.acquisition import BobAcquisition, PatternSource, read_board_parameters
 from drivers import registry
 from sim_backend.params import LinkParams
-from sim_backend.pattern import BASIS_BIT, VALUE_BIT
+from firmware_protocol.wire_facts import PATTERN_BASIS_BIT, PATTERN_VALUE_BIT
 from sim_backend.serve import SimulatedPair
 
 BLOCK_PULSES = 20_000_000
@@ -34,8 +34,8 @@ def test_bob_blocks_are_aligned_to_alices_pattern_and_disjoint():
                 slots, chans = blk.slots[det], blk.channels[det]
                 pat = pattern_of(slots)
                 bob_basis, bob_bit = chans // 2, chans % 2     # H V | D A
-                same = ((pat & BASIS_BIT) >> 1) == bob_basis
-                errors = np.count_nonzero(((pat & VALUE_BIT) != bob_bit) & same)
+                same = ((pat & PATTERN_BASIS_BIT) >> 1) == bob_basis
+                errors = np.count_nonzero(((pat & PATTERN_VALUE_BIT) != bob_bit) & same)
                 results.append((blk, int(same.sum()), errors / max(1, same.sum())))
         finally:
             alice.close()

@@ -8,6 +8,8 @@ import time
 import pytest
 
 from daemon.control.adapters import DetectorAdapter, all_healthy
+from daemon.control.supervisor import ControlSettings, LinkSupervisor
+from daemon.runtime import notify
 from daemon.runtime.notify import (Notifier, NotifyError, Watchdog, notify_address,
                                    watchdog_interval_s)
 from drivers.errors import DeviceTimeout
@@ -136,3 +138,96 @@ def test_a_stalled_event_loop_sends_no_pings(listener):
     assert before >= 2
     assert during == 0                                # nothing while it was stuck
     assert after >= 2
+
+
+def _serve_env(env, watchdog_s: float) -> dict:
+    return {**env, "WATCHDOG_USEC": str(int(watchdog_s * 1e6))}
+
+
+def test_serve_sends_ready_then_status_then_watchdog_then_stopping(listener):
+    sock, env = listener
+    text = {"v": "starting"}
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(notify.serve(stop, lambda: True, lambda: text["v"],
+                                                notifier=Notifier(_serve_env(env, 0.1))))
+        await asyncio.sleep(0.02)
+        text["v"] = "1 link(s), 3 keys stored, 0 alarm(s)"
+        await asyncio.sleep(0.12)
+        stop.set()
+        return await task
+    dog = asyncio.run(main())
+    msgs = received(sock)
+    assert msgs[0] == "READY=1\nSTATUS=starting\n"
+    assert msgs[1] == "WATCHDOG=1\n"                  # first ping with the READY round
+    status_at = msgs.index("STATUS=1 link(s), 3 keys stored, 0 alarm(s)\n")
+    assert "WATCHDOG=1\n" in msgs[status_at + 1:]     # pings go on after the status change
+    assert msgs[-1] == "STOPPING=1\nSTATUS=stopping\n"
+    assert dog.pings >= 2 and dog.missed == 0
+
+
+def test_serve_pings_only_while_the_supervisor_is_healthy(listener):
+    """A real LinkSupervisor ticking a detector every 20 ms: pings while it answers, none once
+    the unit is lost, and none while the event loop is stalled."""
+    sock, env = listener
+    det = FakeDetector()
+    sup = LinkSupervisor("l", detector=DetectorAdapter("l.detector", det, stale_after_s=0.1),
+                         settings=ControlSettings(detector_period_s=0.02))
+
+    async def main():
+        stop = asyncio.Event()
+        ctl = asyncio.create_task(sup.run())
+        serving = asyncio.create_task(notify.serve(
+            stop, sup.healthy, lambda: "ok", notifier=Notifier(_serve_env(env, 0.04))))
+        await asyncio.sleep(0.2)
+        healthy_pings = received(sock).count("WATCHDOG=1\n")
+        det.lost = True
+        await asyncio.sleep(0.1)                      # the loss shows at the next tick
+        received(sock)
+        await asyncio.sleep(0.2)
+        lost_pings = received(sock).count("WATCHDOG=1\n")
+        lost_status = sup.status()
+        det.lost = False
+        await asyncio.sleep(0.2)
+        received(sock)
+        await asyncio.sleep(0.1)
+        back_pings = received(sock).count("WATCHDOG=1\n")
+        time.sleep(0.3)                               # the event loop stalls
+        during_stall = received(sock).count("WATCHDOG=1\n")
+        stale = not sup.healthy()                     # no tick for 0.3 s > stale_after_s
+        stop.set()
+        await serving
+        ctl.cancel()
+        await asyncio.gather(ctl, return_exceptions=True)
+        sup.close()
+        return healthy_pings, lost_pings, lost_status, back_pings, during_stall, stale
+    healthy_pings, lost_pings, lost_status, back_pings, during_stall, stale = \
+        asyncio.run(main())
+    assert healthy_pings >= 3                         # 0.2 s at 20 ms: ~10 expected
+    assert lost_pings == 0
+    assert "device_lost" in lost_status["loops"]["l.detector"]["alarms"]
+    assert back_pings >= 1
+    assert during_stall == 0 and stale
+
+
+def test_node_health_includes_the_control_loops(tmp_path):
+    from daemon import config as cfg
+    from daemon.runtime.node import Node
+    from daemon.runtime.wiring import Ports
+    from tests.daemon.configs import example_in
+
+    class Control:
+        ok = True
+
+        def healthy(self):
+            return self.ok
+
+        def annotate(self, links):
+            return links
+
+    node = Node(cfg.load(example_in(tmp_path)), Ports(None, None, None), log=None)
+    node.control = Control()
+    assert node.healthy()
+    node.control.ok = False
+    assert not node.healthy()

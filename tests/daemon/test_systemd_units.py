@@ -71,3 +71,60 @@ def test_sysusers_and_tmpfiles_snippets_apply_to_an_empty_root(tmp_path):
     assert r.returncode == 0, r.stderr
     state = tmp_path / "var" / "lib" / "qkd-node"
     assert state.is_dir() and oct(state.stat().st_mode & 0o777) == "0o700"
+
+
+def test_the_node_process_speaks_the_units_notify_contract(tmp_path):
+    """What systemd sees from ``Type=notify`` + ``WatchdogSec``, without systemd as PID 1: the
+    node process (real runtime, the tests' fake ports and devices) is started with
+    ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` as the service manager sets them, on a datagram
+    socket this test owns. READY comes first, then WATCHDOG pings at half the timeout, and
+    SIGTERM (``systemctl stop``) ends with STOPPING and exit code 0."""
+    import signal
+    import socket
+    import time
+
+    from tests.daemon.configs import example_in
+    config = example_in(tmp_path)
+    addr = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(addr)
+    sock.settimeout(20.0)
+    env = {**os.environ, "NOTIFY_SOCKET": addr, "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.daemon.fake_node", "--fake-devices",
+                             "--config", str(config)], cwd=SYSTEMD.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        msgs = [sock.recv(4096).decode()]
+        assert msgs[0].startswith("READY=1\nSTATUS=1 link(s), 0 keys stored"), msgs
+        t0 = time.monotonic()
+        while msgs.count("WATCHDOG=1\n") < 3:
+            msgs.append(sock.recv(4096).decode())
+        elapsed = time.monotonic() - t0
+        # three pings at 0.2 s (half of 0.4 s): at least 0.4 s apart from first to third
+        assert elapsed >= 0.35, elapsed
+        proc.send_signal(signal.SIGTERM)
+        while not msgs[-1].startswith("STOPPING=1"):
+            msgs.append(sock.recv(4096).decode())
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+    assert all(m.startswith(("READY=1", "STATUS=", "WATCHDOG=1", "STOPPING=1")) for m in msgs)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed on this machine")
+def test_systemd_analyze_security_rates_the_unit_well_exposed_below_2(tmp_path):
+    """systemd's own exposure score (0 = fully locked down, 10 = none); what remains is what
+    the node needs: the network, serial adapters, W^X memory for numba (docs/operations.md)."""
+    import re
+    script = pathlib.Path(sys.executable).parent / "qkd-node"
+    unit = tmp_path / "qkd-node.service"
+    unit.write_text(UNIT.read_text().replace("ExecStart=qkd-node ", f"ExecStart={script} "))
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                        str(unit)], capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for qkd-node\.service: ([0-9.]+)", r.stdout)
+    assert m is not None, r.stdout[-500:] + r.stderr
+    assert float(m.group(1)) < 2.0

@@ -12,7 +12,8 @@ from postprocessing.alignment import (
     assign_slots,
     fit_clock,
 )
-from sim_backend.pattern import SYNC_CHANNEL, sync_on, sync_slots
+from firmware_protocol.wire_facts import SYNC_CHANNEL
+from sim_backend.pattern import sync_on, sync_slots
 
 SYNC_KEY = 0x5EED
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postprocessing import sifting
+from postprocessing.sifting import detections as sift_detections
 from tests.postprocessing.sift_events import A, D, FIT, H, PERIOD_PS, SYNC, V, jittered_events
 from postprocessing.alignment import AlignmentError, ClockFit, assign_slots
 from postprocessing.randomness import ProtocolRandom
@@ -53,7 +53,7 @@ def test_one_pass_equals_two_step(events, protocol, gate_ps, holdoff):
     rng_one, rng_two = det_rng(seed), det_rng(seed)
     calls = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sifting, "assign_slots", lambda *a: calls.append(1) or assign_slots(*a))
+        mp.setattr(sift_detections, "assign_slots", lambda *a: calls.append(1) or assign_slots(*a))
         got = ONE_PASS[protocol](t, channels, FIT, gate_ps, rng_one, holdoff_slots=holdoff)
     want = two_step(protocol, t, channels, FIT, gate_ps, rng_two, holdoff)
     assert_same(got, want)

@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postprocessing import sifting_fused
+from postprocessing.sifting import fused as sifting_fused
 from tests.postprocessing.sift_events import A, D, FIT, H, PERIOD_PS, SYNC, V, jittered_events
 from postprocessing.alignment import AlignmentError, ClockFit, assign_slots
 from postprocessing.randomness import ProtocolRandom
 from postprocessing.sifting import SiftError, pattern_from_window, sift_b92, sift_bb84
-from postprocessing.sifting_fused import align_and_sift_b92, align_and_sift_bb84
+from postprocessing.sifting import align_and_sift_b92, align_and_sift_bb84
 
 FUSED = {"bb84": align_and_sift_bb84, "b92": align_and_sift_b92}
 CHAIN = {"bb84": sift_bb84, "b92": sift_b92}

@@ -10,7 +10,7 @@ from drivers import registry
 from sim_backend.board import SimBoard
 from sim_backend.link import LinkSimulator
 from sim_backend.params import LinkParams
-from sim_backend.pattern import SYNC_CHANNEL
+from firmware_protocol.wire_facts import SYNC_CHANNEL
 
 
 @pytest.fixture

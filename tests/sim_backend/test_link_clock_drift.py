@@ -12,7 +12,8 @@ import numpy as np
 from sim_backend.controls import LinkControls
 from sim_backend.link import LinkSimulator, bob_outcomes
 from sim_backend.params import LinkParams
-from sim_backend.pattern import SYNC_CHANNEL, sync_slots
+from firmware_protocol.wire_facts import SYNC_CHANNEL
+from sim_backend.pattern import sync_slots
 from sim_backend.physics import theory
 from sim_backend.physics.channel import drift_step
 

@@ -14,7 +14,7 @@ import pytest
 from sim_backend.controls import LinkControls
 from sim_backend.link import LinkSimulator, simulate
 from sim_backend.params import LinkParams
-from sim_backend.pattern import SYNC_CHANNEL
+from firmware_protocol.wire_facts import SYNC_CHANNEL
 from sim_backend.physics import theory
 from sim_backend.physics.channel import rotation_about
 

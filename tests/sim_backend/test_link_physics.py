@@ -15,7 +15,8 @@ import pytest
 from sim_backend.link import LinkSimulator, bob_outcomes, simulate
 from sim_backend.params import LinkParams
 from sim_backend.physics import theory
-from sim_backend.pattern import SYNC_CHANNEL, pattern_at
+from firmware_protocol.wire_facts import SYNC_CHANNEL
+from sim_backend.pattern import pattern_at
 
 K = 5.0
 

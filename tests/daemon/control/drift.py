@@ -50,6 +50,8 @@ def run(params: LinkParams, dialect: str, loop_on: bool, n_windows: int, window_
         dev = GpPolarizationSim(controls)
         loop = loop or GpLoop()
         state = loop.initial_state()
+        refs = [np.array(r, float) for r in loop.config.references]
+        controls.reference_sop = refs[state.reference]
     q, qz, qx, n = (np.zeros(n_windows) for _ in range(4))
     t = 0.0
     out = DriftRun(q, qz, qx, n)
@@ -71,7 +73,9 @@ def run(params: LinkParams, dialect: str, loop_on: bool, n_windows: int, window_
         else:
             measured = tuple(float(x) for x in dev.handle_line(":MEAS:SOP?").split(","))
             state, action = loop.step(state, SopReading(t, measured, window))
-            if action is not None:
+            if action is not None and action.target is not None:
                 dev.handle_line(":CONT:SOP {:.6f},{:.6f},{:.6f}".format(*action.target))
+            if action is not None and action.next_reference is not None:
+                controls.reference_sop = refs[action.next_reference]   # Alice's reference frame
         out.alarms_seen |= set(loop.status(state)["alarms"])
     return out

@@ -1,6 +1,7 @@
 """The polarization adapters drive the simulated controllers over their real byte path (TCP)."""
 
 import numpy as np
+import pytest
 
 from daemon.control.adapters import GpAdapter, OzAdapter
 from daemon.control.common import QberWindow
@@ -53,3 +54,33 @@ def test_oz_adapter_reads_the_voltages_then_applies_the_dither():
             assert tuple(epc.voltages_mv) == act.voltages_mv
         finally:
             driver.close()
+
+
+def test_gp_adapter_with_two_references_undoes_the_whole_fibre_rotation():
+    """H then D locked in turn over TCP: the net rotation is the identity, twist included."""
+    controls = LinkControls()
+    controls.fibre_rotation = rotation_about("s1", 0.7) @ rotation_about("s3", 0.5)
+    refs = [np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])]
+
+    def select(k):
+        controls.reference_sop = refs[k]
+
+    with TcpServer(GpPolarizationSim(controls)) as server:
+        driver = registry.create("gp-polarization", server.url, timeout_s=2.0)
+        try:
+            adapter = GpAdapter("pol", driver, select_reference=select)
+            assert adapter.tick(0.0) == SetSop((1.0, 0.0, 0.0), next_reference=1)
+            # H locked, but the twist of 0.7 rad about H is still there: D is off.
+            assert angle_deg(controls.net_rotation() @ refs[1], refs[1]) > 30
+            assert adapter.tick(1.0) == SetSop((0.0, 1.0, 0.0), next_reference=0)
+            assert np.allclose(controls.net_rotation(), np.eye(3), atol=1e-6)
+            assert adapter.status()["references"] == 2
+        finally:
+            driver.close()
+
+
+def test_gp_adapter_refuses_two_references_without_a_selector():
+    from daemon.control.common import ControlConfigError
+    from daemon.control.polarization import GpConfig, GpLoop
+    with pytest.raises(ControlConfigError, match="no way to select"):
+        GpAdapter("pol", driver=None, loop=GpLoop(GpConfig()))

@@ -5,8 +5,10 @@ import math
 import pytest
 
 from daemon.control.common import ControlConfigError, QberWindow
-from daemon.control.polarization import (GpConfig, GpLoop, OzConfig, OzLoop, SetSop,
-                                         SetVoltages, SopReading, angle_deg)
+from daemon.control.polarization import (D_REF, H_REF, GpConfig, GpLoop, OzConfig, OzLoop,
+                                         SetSop, SetVoltages, SopReading, angle_deg)
+
+ONE_REF = dict(references=(H_REF,))
 
 
 def test_angle_between_stokes_directions():
@@ -16,7 +18,7 @@ def test_angle_between_stokes_directions():
 
 
 def test_gp_issues_target_first_then_only_on_drift_or_interval():
-    loop = GpLoop(GpConfig(reissue_threshold_deg=2.0, reissue_interval_s=60.0))
+    loop = GpLoop(GpConfig(reissue_threshold_deg=2.0, reissue_interval_s=60.0, **ONE_REF))
     st, act = loop.step(loop.initial_state(), SopReading(0.0, (1.0, 0.0, 0.0)))
     assert act == SetSop((1.0, 0.0, 0.0))
     small = (math.cos(math.radians(1)), math.sin(math.radians(1)), 0.0)
@@ -32,7 +34,7 @@ def test_gp_issues_target_first_then_only_on_drift_or_interval():
 
 
 def test_gp_alarms_when_reissues_do_not_lock():
-    loop = GpLoop(GpConfig(lock_tolerance_deg=5.0, max_unlocked_steps=3))
+    loop = GpLoop(GpConfig(lock_tolerance_deg=5.0, max_unlocked_steps=3, **ONE_REF))
     st = loop.initial_state()
     off = (0.0, 1.0, 0.0)                                         # 90 deg off, every time
     for k in range(4):
@@ -50,7 +52,7 @@ def test_gp_no_light_means_no_action():
 
 
 def test_gp_reports_x_basis_twist():
-    loop = GpLoop(GpConfig(x_basis_alarm_excess=0.02, min_sifted=1000))
+    loop = GpLoop(GpConfig(x_basis_alarm_excess=0.02, min_sifted=1000, **ONE_REF))
     q = QberWindow(0, 1, 4000, 300, 2000, 60, 2000, 240)          # Z 3 %, X 12 %
     st, _ = loop.step(loop.initial_state(), SopReading(1.0, (1.0, 0.0, 0.0), q))
     assert "x_basis_drift" in loop.status(st)["alarms"]
@@ -59,11 +61,41 @@ def test_gp_reports_x_basis_twist():
     assert "x_basis_drift" not in loop.status(st)["alarms"]
 
 
-@pytest.mark.parametrize("field,value", [("reissue_threshold_deg", -1.0),
-                                         ("target", (1.0, 1.0, 0.0)),
-                                         ("max_unlocked_steps", 0)])
-def test_gp_config_errors_name_the_value(field, value):
-    with pytest.raises(ControlConfigError, match=field if field != "target" else "target"):
+def test_gp_two_references_in_turn_each_locked_to_itself():
+    loop = GpLoop(GpConfig(reissue_threshold_deg=2.0, reissue_interval_s=60.0))
+    st = loop.initial_state()
+    assert st.reference == 0
+    st, act = loop.step(st, SopReading(0.0, H_REF))               # first turn: issue H
+    assert act == SetSop(H_REF, next_reference=1) and st.reference == 1
+    st, act = loop.step(st, SopReading(1.0, D_REF))               # first turn: issue D
+    assert act == SetSop(D_REF, next_reference=0) and st.reference == 0
+    small = (math.cos(math.radians(1)), math.sin(math.radians(1)), 0.0)
+    st, act = loop.step(st, SopReading(2.0, small))               # H within threshold
+    assert act == SetSop(None, next_reference=1) and st.reissues == 2
+    tilted_d = (math.sin(math.radians(3)), math.cos(math.radians(3)), 0.0)
+    st, act = loop.step(st, SopReading(3.0, tilted_d))            # D 3 deg off: re-issued
+    assert act == SetSop(D_REF, next_reference=0) and st.error_deg == pytest.approx(3.0)
+    assert st.last_issue_s == (0.0, 3.0)
+
+
+def test_gp_two_references_lock_check_is_per_reference():
+    loop = GpLoop(GpConfig(lock_tolerance_deg=5.0, max_unlocked_steps=2))
+    st = loop.initial_state()
+    far = (0.0, 0.0, 1.0)                                         # 90 deg from both
+    for k in range(4):                                            # H, D, H, D: each twice
+        st, _ = loop.step(st, SopReading(float(k), far))
+    assert "not_locking" in loop.status(st)["alarms"]
+    assert loop.status(st)["references"] == 2
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("reissue_threshold_deg", -1.0, "reissue_threshold_deg"),
+    ("references", ((1.0, 1.0, 0.0),), "references"),
+    ("references", (H_REF, (-1.0, 0.0, 0.0)), "non-orthogonal"),
+    ("references", (H_REF, D_REF, (0.0, 0.0, 1.0)), "one or two"),
+    ("max_unlocked_steps", 0, "max_unlocked_steps")])
+def test_gp_config_errors_name_the_value(field, value, match):
+    with pytest.raises(ControlConfigError, match=match):
         GpConfig(**{field: value})
 
 

@@ -1,9 +1,9 @@
 """Slot alignment and sifting of both ends in one pass, for in-process use only.
 
-The protocol is the role-split chain of ``postprocessing.sifting`` (Bob announces, Alice answers,
-Bob applies the answer): the link engine puts those messages on the peer channel. When both
-ends live in one process (tests, benchmarks, a distillation run with both ends local) the
-messages need not exist, and the chain ``assign_slots -> bob_announce -> pattern_from_window ->
+The protocol is the role-split chain of the protocol modules (``bb84``, ``b92``: Bob announces,
+Alice answers, Bob applies the answer): the link engine puts those messages on the peer channel.
+When both ends live in one process (tests, benchmarks, a distillation run with both ends local)
+the messages need not exist, and the chain ``assign_slots -> bob_announce -> pattern_from_window ->
 alice_answer -> bob_apply_answer`` makes five passes, each with its own arrays, where one will do.
 ``align_and_sift_bb84`` and ``align_and_sift_b92`` make that one pass over the events: slot and
 gate, grouping of multi-clicks, holdoff, Alice's pattern byte, the basis comparison (B92: the
@@ -12,7 +12,7 @@ the kept rows splits the codes into both ends' columns.
 
 Equality with the chain is the contract: same inputs and the same ``rng`` state give the same
 ``SiftResult`` (bits, basis, intensity, slots of both ends, every count) and leave ``rng`` in the
-same state. Squashing coins are drawn exactly as the chain draws them (``sifting.squash_coins``,
+same state. Squashing coins are drawn exactly as the chain draws them (``detections.squash_coins``,
 once, after the grouping), so rows whose outcome depends on a coin (cross-basis multi-clicks in
 BB84, every multi-click in B92) are written tentatively and settled after the pass; a rejected
 one is left out when the row codes are split into columns. Anything off the common path
@@ -30,20 +30,16 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from firmware_protocol.wire_facts import (N_DETECTORS, PATTERN_BASIS_BIT, PATTERN_INTENSITY_MASK,
+                                          PATTERN_INTENSITY_SHIFT, PATTERN_MAX_INTENSITY_INDEX,
+                                          PATTERN_RESERVED_BITS, SYNC_CHANNEL)
 from postprocessing.alignment import ClockFit, assign_slots, nearest_slot
 from postprocessing.randomness import ProtocolRandom
-from postprocessing.sifting import (
-    N_DETECTORS,
-    SYNC_CHANNEL,
-    AliceSifted,
-    BobSifted,
-    SiftCounts,
-    SiftResult,
-    pattern_from_window,
-    sift_b92,
-    sift_bb84,
-    squash_coins,
-)
+from postprocessing.sifting.detections import squash_coins
+from postprocessing.sifting.inprocess import sift_b92, sift_bb84
+from postprocessing.sifting.kernels import pattern_fields
+from postprocessing.sifting.patterns import pattern_from_window
+from postprocessing.sifting.records import AliceSifted, BobSifted, SiftCounts, SiftResult
 
 # Counters filled by the pass, in this order.
 _C_SYNC, _C_OTHER, _C_OUTSIDE, _C_HOLDOFF, _C_REPEAT, _C_FURTHER, _C_MULTI, _C_KEPT = range(8)
@@ -51,9 +47,14 @@ _N_COUNTS = 8
 _BB84, _B92 = 0, 1
 
 
-_BAD_PATTERN_BYTE = np.array([(p & 0xF0) != 0 or (p & 0x0C) == 0x0C for p in range(256)],
-                             np.uint8)
+_BAD_PATTERN_BYTE = np.array(
+    [(p & PATTERN_RESERVED_BITS) != 0
+     or (p & PATTERN_INTENSITY_MASK) >> PATTERN_INTENSITY_SHIFT > PATTERN_MAX_INTENSITY_INDEX
+     for p in range(256)], np.uint8)
 """1 for a pattern byte the chain rejects (bits 4-7 used, or intensity index 3)."""
+
+_PATTERN_BITS = PATTERN_RESERVED_BITS ^ 0xFF
+"""The bits of a row code that hold Alice's pattern byte (Bob's detector sits above them)."""
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -130,7 +131,8 @@ def _fused_pass(protocol, timestamps_ps, channels, ref_time_ps, ref_slot, period
             out_slots[k] = s
             out_code[k] = p | (ch << np.uint8(4))
             if protocol == _BB84:
-                kept = np.uint64(((p ^ ch) & np.uint8(2)) == 0)  # Alice's basis is Bob's
+                # a detector channel keeps its basis in the pattern byte's basis bit
+                kept = np.uint64(((p ^ ch) & np.uint8(PATTERN_BASIS_BIT)) == 0)
             else:
                 kept = np.uint64(ch & np.uint8(1))  # V or A: conclusive
             k += kept
@@ -170,10 +172,11 @@ def _settle_multi(protocol, coins, multi_pos, multi_masks, n_multi, out_code, re
             continue  # same-basis BB84 row whose basis Alice does not share
         code = out_code[pos]
         if protocol == _BB84:
-            keep = basis == ((code >> np.uint8(1)) & np.uint8(1))
+            keep = basis == pattern_fields(code)[1]
         else:
             keep = bit == 1
-        out_code[pos] = (code & np.uint8(0x0F)) | (((basis << np.uint8(1)) | bit) << np.uint8(4))
+        squashed = ((basis << np.uint8(1)) | bit) << np.uint8(4)
+        out_code[pos] = (code & np.uint8(_PATTERN_BITS)) | squashed
         if not keep:
             removed[n_removed] = pos
             n_removed += 1
@@ -186,15 +189,17 @@ def _decode_run(protocol, code, alice_bits, bob_bits, basis, intensity):
     if protocol == _BB84:
         for r in range(code.size):
             c = code[r]
-            alice_bits[r] = c & np.uint8(1)
-            intensity[r] = (c >> np.uint8(2)) & np.uint8(3)
-            basis[r] = (c >> np.uint8(1)) & np.uint8(1)
+            value, a_basis, index = pattern_fields(c)
+            alice_bits[r] = value
+            intensity[r] = index
+            basis[r] = a_basis
             bob_bits[r] = (c >> np.uint8(4)) & np.uint8(1)
     else:
         for r in range(code.size):
             c = code[r]
-            alice_bits[r] = c & np.uint8(1)
-            intensity[r] = (c >> np.uint8(2)) & np.uint8(3)
+            value, _, index = pattern_fields(c)
+            alice_bits[r] = value
+            intensity[r] = index
             basis[r] = 0
             bob_bits[r] = np.uint8(1) - ((c >> np.uint8(5)) & np.uint8(1))
 

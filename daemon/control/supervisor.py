@@ -1,0 +1,306 @@
+"""Runs the control loops of a node on its event loop, and answers the engine and the watchdog.
+
+One ``LinkSupervisor`` per link holds the adapters built from the link's devices (by role name:
+``detector``, ``switch``, ``polarization``) and ticks each at its period; drivers block, so every
+tick runs in the link's own control thread, never on the event loop. It answers three questions:
+
+- ``key_veto(t0, t1)``: may a block acquired over ``t0..t1`` give key? The detector ledger must
+  show a clean reading after ``t1`` and no alarm touching the window; the engine waits up to
+  ``veto_wait_s`` for that reading, then refuses (``detector_unverified``). No detector, no veto.
+- ``healthy()``: every adapter ticked recently and its device answers (the systemd watchdog is
+  fed only then). A stalled event loop stops the ticks, so it turns unhealthy too.
+- ``status()``: each loop's state, last action and alarms, for ``qkd-node status``.
+
+The engine also hands each finished block's QBER to ``block_finished``: the OZ dialect steers on
+it, the GP dialect compares the bases with it. ``ControlSupervisor`` is the node-wide face the
+runtime sees: one object, per-link dispatch. All times are ``clock()`` seconds (monotonic by
+default), the clock the engine stamps its acquisition windows with; detector drivers that
+stamp their own readings are given the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from daemon.control.adapters import (DetectorAdapter, GpAdapter, LoopAdapter, OzAdapter,
+                                     SwitchAdapter)
+from daemon.control.common import QberWindow, check_range
+from daemon.control.detector import AlarmCleared, AlarmRaised
+from daemon.control.switch import SwitchConfig, SwitchLoop
+
+VETO_ALARM = "detector_alarm"
+VETO_UNVERIFIED = "detector_unverified"
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    detector_period_s: float = 0.5
+    switch_period_s: float = 1.0
+    polarization_period_s: float = 1.0
+    probe_period_s: float = 10.0        # OZ: prove the unit answers while no QBER arrives
+    switch_port: int = 1
+    veto_wait_s: float = 5.0            # a block waits this long for a clean detector reading
+
+    def __post_init__(self):
+        for name in ("detector_period_s", "switch_period_s", "polarization_period_s",
+                     "probe_period_s"):
+            check_range(name, getattr(self, name), 0.001, 3600.0, "s")
+        check_range("veto_wait_s", self.veto_wait_s, 0.0, 3600.0, "s")
+
+
+class LinkSupervisor:
+    def __init__(self, link_id: str, *, detector: DetectorAdapter | None = None,
+                 switch: SwitchAdapter | None = None,
+                 polarization: GpAdapter | OzAdapter | None = None,
+                 settings: ControlSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 log: logging.Logger | None = None):
+        self.link_id = link_id
+        self.detector, self.switch, self.polarization = detector, switch, polarization
+        self.settings = settings or ControlSettings()
+        self.clock = clock
+        self.log = log or logging.getLogger(f"qkd.control.{link_id}")
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-ctl-{link_id}")
+        self._last_qber: QberWindow | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._running = False
+
+    @property
+    def adapters(self) -> list[LoopAdapter]:
+        return [a for a in (self.detector, self.switch, self.polarization) if a is not None]
+
+    # -- the questions ---------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return all(a.healthy() for a in self.adapters)
+
+    def status(self) -> dict:
+        return {"healthy": self.healthy(),
+                "loops": {a.name: a.status() for a in self.adapters}}
+
+    def alarms(self) -> dict[str, str]:
+        """Every loop's alarms, keyed ``control.<loop>.<alarm>``, for the link's alarm list."""
+        out = {}
+        for a in self.adapters:
+            for name, text in a.status()["alarms"].items():
+                out[f"control.{a.name}.{name}"] = text
+        return out
+
+    async def key_veto(self, t0_s: float, t1_s: float) -> str | None:
+        """None: key may come from ``t0..t1``; else the abort reason."""
+        det = self.detector
+        if det is None:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.veto_wait_s
+        while True:
+            verdict = det.window_verdict(t0_s, t1_s)
+            if verdict == "ok":
+                return None
+            if verdict == "alarm":
+                return VETO_ALARM
+            if loop.time() >= deadline:
+                return VETO_UNVERIFIED
+            await asyncio.sleep(min(0.05, self.settings.detector_period_s / 4))
+
+    def block_finished(self, t0_s: float, t1_s: float, stats: dict | None) -> None:
+        """A block's QBER (from its test sample) reaches the polarization loop."""
+        window = qber_window(t0_s, t1_s, stats)
+        if window is None:
+            return
+        self._last_qber = window
+        if isinstance(self.polarization, OzAdapter) and self._running:
+            oz = self.polarization
+            task = asyncio.get_running_loop().create_task(
+                self._run(oz, lambda: oz.tick(window, self.clock())))
+            self._tasks.append(task)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        try:
+            self._tasks.remove(task)
+        except ValueError:
+            pass
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _jobs(self) -> list:
+        """(adapter, period, blocking tick) for every periodic loop of the link."""
+        s = self.settings
+        jobs = []
+        if self.detector is not None:
+            det = self.detector
+            jobs.append((det, s.detector_period_s, lambda: det.tick()))
+        if self.switch is not None:
+            sw = self.switch
+            jobs.append((sw, s.switch_period_s, lambda: sw.tick(self.clock())))
+        pol = self.polarization
+        if isinstance(pol, GpAdapter):
+            jobs.append((pol, s.polarization_period_s,
+                         lambda: pol.tick(self.clock(), self._last_qber)))
+        elif isinstance(pol, OzAdapter):
+            jobs.append((pol, s.probe_period_s, pol.probe))
+        return jobs
+
+    async def tick_once(self) -> None:
+        """One tick of every periodic loop, in order (tests step link time with it)."""
+        for adapter, _, fn in self._jobs():
+            await self._run(adapter, fn)
+
+    async def run(self) -> None:
+        """Tick every loop at its period until cancelled."""
+        self._running = True
+        try:
+            await asyncio.gather(*(self._every(a, p, fn) for a, p, fn in self._jobs()))
+        finally:
+            self._running = False
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _every(self, adapter: LoopAdapter, period_s: float, fn) -> None:
+        while True:
+            await self._run(adapter, fn)
+            await asyncio.sleep(period_s)
+
+    async def _run(self, adapter: LoopAdapter, fn) -> None:
+        was_lost = adapter.device_error is not None
+        try:
+            action = await asyncio.get_running_loop().run_in_executor(self._io, fn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:        # a bug in a loop must not end the others
+            self.log.error("link %s: control loop %s failed: %s: %s", self.link_id,
+                           adapter.name, type(exc).__name__, exc)
+            return
+        self._report(adapter, action, was_lost)
+
+    def _report(self, adapter: LoopAdapter, action, was_lost: bool) -> None:
+        lost = adapter.device_error
+        if lost is not None and not was_lost:
+            self.log.error("link %s: ALARM %s device lost: %s", self.link_id, adapter.name, lost)
+        elif lost is None and was_lost:
+            self.log.warning("link %s: %s answers again", self.link_id, adapter.name)
+        if isinstance(action, AlarmRaised):
+            self.log.warning("link %s: ALARM detector %s: no key from this window",
+                             self.link_id, action.describe())
+        elif isinstance(action, AlarmCleared):
+            self.log.warning("link %s: detector %s", self.link_id, action.describe())
+        elif action is not None:
+            self.log.info("link %s: %s: %s", self.link_id, adapter.name, action.describe())
+
+    def close(self) -> None:
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+
+def qber_window(t0_s: float, t1_s: float, stats: dict | None) -> QberWindow | None:
+    """A block's test sample as a QBER window (basis-resolved when the block says so)."""
+    if not stats:
+        return None
+    n, q = stats.get("sample_bits"), stats.get("qber_estimate")
+    if not isinstance(n, (int, float)) or not isinstance(q, (int, float)) or n <= 0 \
+            or not math.isfinite(q):
+        return None
+    kw = {}
+    qb, nb = stats.get("qber_by_basis") or [], stats.get("sample_by_basis") or []
+    if len(qb) >= 2 and len(nb) >= 2 and all(math.isfinite(x) for x in qb[:2]):
+        kw = dict(sifted_z=int(nb[0]), errors_z=int(round(qb[0] * nb[0])),
+                  sifted_x=int(nb[1]), errors_x=int(round(qb[1] * nb[1])))
+    return QberWindow(float(t0_s), float(t1_s), int(n), int(round(q * n)), **kw)
+
+
+def _supervisor_for(link, devices: dict, settings: ControlSettings, clock, log,
+                    select_reference=None) -> LinkSupervisor:
+    """Adapters for the link's devices, found by role name and what the driver can do."""
+    det = devices.get("detector")
+    detector = None
+    if det is not None and hasattr(det, "read_telemetry"):
+        if hasattr(det, "clock"):
+            det.clock = clock          # the ledger and the engine's windows share one clock
+        detector = DetectorAdapter(f"{link.id}.detector", det, clock=clock)
+    switch = None
+    sw = devices.get("switch")
+    if sw is not None and hasattr(sw, "select_port") and hasattr(sw, "port"):
+        switch = SwitchAdapter(f"{link.id}.switch", sw, SwitchLoop(
+            SwitchConfig(port=settings.switch_port)), _rate_from(detector), clock=clock)
+    pol = devices.get("polarization")
+    polarization = None
+    if pol is not None and hasattr(pol, "measure_sop"):
+        polarization = GpAdapter(f"{link.id}.polarization", pol,
+                                 select_reference=select_reference, clock=clock)
+    elif pol is not None and hasattr(pol, "voltages_mv"):
+        polarization = OzAdapter(f"{link.id}.polarization", pol, clock=clock)
+    return LinkSupervisor(link.id, detector=detector, switch=switch, polarization=polarization,
+                          settings=settings, clock=clock, log=log)
+
+
+def _rate_from(detector: DetectorAdapter | None):
+    """The switch's light check: the detector unit's total click rate over its last gate."""
+    def rate():
+        if detector is None:
+            return None, None
+        last, before = detector.last_readings()
+        if last is None:
+            return None, None
+        return float(sum(last.count_rate_hz)), (before.timestamp_s if before is not None
+                                               else None)
+    return rate
+
+
+class ControlSupervisor:
+    """The node's control loops, one ``LinkSupervisor`` per link (Bob's links have devices)."""
+
+    def __init__(self, links: dict[str, LinkSupervisor], log: logging.Logger | None = None):
+        self.links = links
+        self.log = log or logging.getLogger("qkd.control")
+
+    @classmethod
+    def for_node(cls, config, devices_by_link: dict[str, dict], log=None,
+                 settings: ControlSettings | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> "ControlSupervisor":
+        settings = settings or ControlSettings()
+        links = {}
+        for link in config.links:
+            if link.role != "bob":
+                continue                 # Alice has no detectors, switch or controller to steer
+            links[link.id] = _supervisor_for(link, devices_by_link.get(link.id, {}), settings,
+                                             clock, log)
+        return cls(links, log)
+
+    def healthy(self) -> bool:
+        return all(s.healthy() for s in self.links.values())
+
+    def status(self) -> dict:
+        return {link_id: s.status() for link_id, s in self.links.items()}
+
+    def annotate(self, link_statuses: list[dict]) -> list[dict]:
+        """Add each link's loops (``control``) and their alarms to its status dict."""
+        for ln in link_statuses:
+            sup = self.links.get(ln.get("link"))
+            if sup is not None:
+                ln["control"] = sup.status()
+                ln.setdefault("alarms", {}).update(sup.alarms())
+        return link_statuses
+
+    async def key_veto(self, link_id: str, t0_s: float, t1_s: float) -> str | None:
+        sup = self.links.get(link_id)
+        return None if sup is None else await sup.key_veto(t0_s, t1_s)
+
+    def block_finished(self, link_id: str, t0_s: float, t1_s: float,
+                       stats: dict | None) -> None:
+        sup = self.links.get(link_id)
+        if sup is not None:
+            sup.block_finished(t0_s, t1_s, stats)
+
+    async def run(self) -> None:
+        try:
+            await asyncio.gather(*(s.run() for s in self.links.values()))
+        finally:
+            for s in self.links.values():
+                s.close()
