@@ -240,6 +240,18 @@ def first_key_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def unmeasured_line(results: dict) -> str:
+    """A bullet naming the protocols the node offers that this run did not measure, or ''."""
+    measured = {r["protocol"] for r in results["first_key"]}
+    missing = [p for p in results["meta"]["node"]["protocols"] if p not in measured]
+    if not missing:
+        return ""
+    return (f"- Not measured: {', '.join(f'`{p}`' for p in missing)}, which the node also "
+            f"offers; this reproduction does not feed it (the loss-tolerant three-state "
+            f"protocol needs its own calibrated link, see `docs/protocols.md`), and the "
+            f"paper's comparison concerns B92.\n")
+
+
 def refusal_rows(results: dict) -> list[list[str]]:
     """Each published B92 proof and the assumption the node misses, as the node states them."""
     proofs = results["meta"]["node"].get("b92_refusal", {}).get("proofs", {})
@@ -537,7 +549,7 @@ bound — not a table that times detection against factoring.
   detections per block (beyond that a row says "up to N pulses"); a protocol the node grants
   no key (B92) gets one block per link, for its QBER. Alignment from raw time tags
   is not timed (the simulator's slot numbers are used); network round trips are not modelled.
-- Factoring: {', '.join(str(r['bits']) for r in results['rsa'])}-bit moduli, {results['rsa'][0]['count']}
+{unmeasured_line(results)}- Factoring: {', '.join(str(r['bits']) for r in results['rsa'])}-bit moduli, {results['rsa'][0]['count']}
   per size, one core, python-flint {meta['flint_version']}; larger sizes would take hours here.
 - Regenerate: `make paper` (full, {meta['elapsed_s'] / 60:.0f} min here) or
   `python -m paper --quick` (seconds; used by the tests). Seed {meta['seed']}.
