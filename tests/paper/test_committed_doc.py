@@ -115,3 +115,19 @@ def test_the_honest_reading_matches_the_measurements(results, doc):
                    "harvest now, decrypt later", 'What "success" means on each side',
                    "B92 tolerates *less* noise than BB84"):
         assert phrase in doc
+
+
+def test_the_papers_317_s_is_placed_by_the_measurements(results):
+    bits = report.paper_equivalent_bits(results)
+    totals = sorted((r["bits"], r["total_s"] * 100 / r["count"]) for r in results["rsa"])
+    above = [b for b, t in totals if t >= 317.0]
+    below = [b for b, t in totals if t <= 317.0]
+    if above:
+        assert max(below, default=0) <= bits <= min(above)
+    else:
+        assert bits > totals[-1][0]
+    assert f"about {bits:.0f} bits on this machine" in report.render(results)
+    # log-linear between two bracketing sizes: 100 s at 100 bits, 1000 s at 120 bits
+    two = {"rsa": [{"bits": 100, "count": 100, "total_s": 100.0},
+                   {"bits": 120, "count": 100, "total_s": 1000.0}]}
+    assert report.paper_equivalent_bits(two) == pytest.approx(100 + 20 * math.log10(3.17))
