@@ -453,8 +453,8 @@ the block until the key reaches the target, then interpolates. Near the finite-s
 the granted length swings from block to block (statistical fluctuation of the decoy and
 phase-error bounds), so "pulses" is the smallest block that reached the target in this run:
 good to roughly ±10 % where the search could interpolate, and only to its last doubling (a
-factor 2) where the first block with key already held far more than the target. Time = pulses at 1 GHz plus the host time of `distill` here. Protocols: {', '.join(meta['first_key_cases'])} (those the node
-offers at run time).
+factor 2) where the first block with key already held far more than the target. Time = pulses at 1 GHz plus the host time of `distill` here. Protocols: {', '.join(meta['first_key_cases'])} (each run only while
+the node offers it; a protocol the node offers but this run does not measure is named at the end).
 
 """,
              _table(["Protocol", "km", "Target", "Pulses", "Key bits", "Pulse time",
