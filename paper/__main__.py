@@ -19,8 +19,11 @@ from pathlib import Path
 import flint
 
 from paper import extrapolation as ex
+from postprocessing import finite_key as fk
+from sim_backend.params import LinkParams
 from paper import qkd_detection, qkd_first_key, report, rsa_factoring
-from paper.node_rules import QberRule, YieldRule, distill_default, node_protocols
+from paper.node_rules import (QberRule, YieldRule, b92_refusal, distill_default, may_yield_key,
+                               node_protocols)
 
 FULL = dict(blocks=200, m_max_any=256, m_max_node=1 << 15, m_max_usd=1 << 13,
             distances=(5.0, 10.0, 25.0, 50.0), targets=(256, 1_000_000), max_events=8e7,
@@ -32,9 +35,22 @@ TARGET_BITS = (1024, 2048)
 CONFIDENCE = 0.99
 
 
+def _total_transmittance_at_0km() -> float:
+    """Channel times detector efficiency of the GYS link at 0 km (what the USD bound compares)."""
+    p = LinkParams.preset("gys", protocol="b92", distance_km=0.0)
+    return float(p.channel_transmittance * p.detector_efficiency)
+
+
 def _node_settings() -> dict:
     return {"qber_threshold_bb84": QberRule.for_protocol("bb84").threshold,
             "qber_threshold_b92": QberRule.for_protocol("b92").threshold,
+            "qber_tol": float(distill_default("qber_tol")),
+            "clean_basis_sample": {p: QberRule.for_protocol(p).smallest_clean_basis_sample()
+                                   for p in ("bb84", "b92")},
+            "b92_yields_key": may_yield_key("b92"),
+            "b92_refusal": b92_refusal(),
+            "b92_usd_limit": float(getattr(fk, "USD_SUCCESS_SINGLE_PHOTON", float("nan"))),
+            "eta_total_0km": _total_transmittance_at_0km(),
             "eps_sec": float(distill_default("eps_sec")),
             "eps_cor": float(distill_default("eps_cor")),
             "sample_fraction": float(distill_default("sample_fraction")),
@@ -77,6 +93,7 @@ def collect(*, quick: bool, seed: int, log=print) -> dict:
             "m_max_node": cfg["m_max_node"], "distances_km": list(cfg["distances"]),
             "targets_bits": list(cfg["targets"]), "max_events": cfg["max_events"],
             "detection_distance_km": qkd_detection.DISTANCE_KM,
+            "gys_misalignment": float(LinkParams.preset("gys", protocol="bb84").misalignment),
             "first_key_cases": [c.name for c in qkd_first_key.cases()],
             "node": _node_settings()}
     results = {"meta": meta, "detection": qkd_detection.to_dict(detection),

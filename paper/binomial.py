@@ -14,7 +14,7 @@ import numpy as np
 _lgamma = np.frompyfunc(math.lgamma, 1, 1)
 
 
-def _log_pmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
+def log_pmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
     k = np.asarray(k, dtype=np.float64)
     if p <= 0.0:
         return np.where(k == 0, 0.0, -np.inf)
@@ -31,7 +31,7 @@ def cdf(c: int, n: int, p: float) -> float:
         return 0.0
     if c >= n:
         return 1.0
-    lp = _log_pmf(np.arange(0, c + 1), n, p)
+    lp = log_pmf(np.arange(0, c + 1), n, p)
     top = lp.max()
     if not np.isfinite(top):
         return 0.0
@@ -45,7 +45,7 @@ def sf(c: int, n: int, p: float) -> float:
     if c >= n:
         return 0.0
     if c + 1 > n - c:
-        lp = _log_pmf(np.arange(c + 1, n + 1), n, p)
+        lp = log_pmf(np.arange(c + 1, n + 1), n, p)
         top = lp.max()
         return 0.0 if not np.isfinite(top) else float(
             min(1.0, math.exp(top) * np.exp(lp - top).sum()))

@@ -7,10 +7,14 @@ paper's claim. Each attack model of the simulator runs at 75 % and 100 % of the 
 Two abort tests on a sample of m sifted bits, both evaluated on the same simulated samples:
 - ``any error``: the textbook test (abort on one wrong bit). With per-bit error probability e,
   P_abort(m) = 1 - (1 - e)^m; for BB84 intercept-resend e = 1/4 gives Eve's escape (3/4)^m.
-- ``node rule``: what ``postprocessing`` enforces -- the finite-size upper bound on the QBER
-  (Serfling, ``estimation.estimate_qber_upper``) above the threshold, or a sample below the
-  minimum size, aborts. P_abort(m) = P(Binomial(m, e) > c*(m)), with c*(m) the largest error
-  count the node accepts.
+- ``node rule``: what ``postprocessing.block.decisions`` enforces, basis by basis -- a basis
+  whose finite-size upper bound on the QBER (Serfling, ``estimation.estimate_qber_upper``)
+  exceeds the threshold, or (BB84) whose sampled rate exceeds Q_tol, aborts, as does a sample
+  below the minimum size. With the Z count k ~ Binomial(m, p_Z) and c(k) the largest error count
+  a k-bit basis sample may hold, P_abort(m) = 1 - sum_k P(k) P(E_Z <= c(k)) P(E_X <= c(m - k)).
+  For B92 this is the node's eavesdropper alarm: the node grants B92 no key at all
+  (``no_security_proof`` on every block), but still flags a block whose QBER bound exceeds
+  ``finite_key.B92_QBER_CEILING``.
 Unambiguous discrimination (``usd``) causes no errors; the node sees it as a drop of the
 conclusive yield per pulse (``estimation.check_conclusive_yield``). Its curve is indexed by the
 conclusive bits an honest link would deliver, m = N p_0 for N pulses:
@@ -34,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from paper import binomial
-from paper.node_rules import QberRule, YieldRule, accepted_kwargs, protocol_rng
+from paper.node_rules import (QberRule, YieldRule, accepted_kwargs, p_abort_by_basis,
+                               protocol_rng)
 from postprocessing import distill as dist
 from postprocessing import sifting
 from sim_backend.link import LinkSimulator
@@ -84,8 +89,9 @@ def _kept_and_wrong(protocol: str, value: int, alice_basis: int, basis: int, bit
     return True, bit != value
 
 
-def exact_rates(params: LinkParams) -> tuple[float, float]:
-    """(sifted bits per pulse, erroneous sifted bits per pulse) on the ideal-optics link.
+def exact_rates_by_basis(params: LinkParams) -> tuple[np.ndarray, np.ndarray]:
+    """(sifted bits per pulse, erroneous sifted bits per pulse), each split by Bob's basis
+    (index 0 = Z, 1 = X; the node tests each basis on its own), on the ideal-optics link.
 
     Requires no dark counts, no dead time, no misalignment drift: the detection link of this
     module. Unattacked pulses: independent Poisson clicks of mean mu eta_d q_d per detector,
@@ -103,7 +109,7 @@ def exact_rates(params: LinkParams) -> tuple[float, float]:
                   (source.STOKES_D, 0, 1, 0.25), (source.STOKES_A, 1, 1, 0.25)]
     f = params.eve_fraction if params.eve_active else 0.0
     resent_q = detectors.port_probabilities(source.BB84_STATES, params.misalignment)
-    sifted = wrong = 0.0
+    sifted, wrong = np.zeros(2), np.zeros(2)
     for stokes, value, abasis, weight in states:
         q = detectors.port_probabilities(stokes[None, :], params.misalignment)[0]
         m = mu * eta * q
@@ -114,8 +120,8 @@ def exact_rates(params: LinkParams) -> tuple[float, float]:
                 p *= p_click[d] if s >> d & 1 else 1.0 - p_click[d]
             for b, v, w in _outcomes(s):
                 kept, err = _kept_and_wrong(proto, value, abasis, b, v)
-                sifted += weight * (1 - f) * p * w * kept
-                wrong += weight * (1 - f) * p * w * err
+                sifted[b] += weight * (1 - f) * p * w * kept
+                wrong[b] += weight * (1 - f) * p * w * err
         if f > 0:
             resend = eve.resend_probabilities(params.eve, stokes)[0]
             caught = -math.expm1(-mu)
@@ -123,9 +129,22 @@ def exact_rates(params: LinkParams) -> tuple[float, float]:
                 for d in range(N_DETECTORS):
                     p = caught * resend[r] * eta[d] * resent_q[r, d]
                     kept, err = _kept_and_wrong(proto, value, abasis, d >> 1, d & 1)
-                    sifted += weight * f * p * kept
-                    wrong += weight * f * p * err
+                    sifted[d >> 1] += weight * f * p * kept
+                    wrong[d >> 1] += weight * f * p * err
     return sifted, wrong
+
+
+def exact_rates(params: LinkParams) -> tuple[float, float]:
+    """(sifted bits per pulse, erroneous sifted bits per pulse), both bases together."""
+    s, w = exact_rates_by_basis(params)
+    return float(s.sum()), float(w.sum())
+
+
+def basis_split(params: LinkParams) -> tuple[float, float, float]:
+    """(P(a sifted bit is in basis Z), error rate in Z, error rate in X)."""
+    s, w = exact_rates_by_basis(params)
+    e = [w[b] / s[b] if s[b] > 0 else 0.0 for b in (0, 1)]
+    return float(s[0] / s.sum()), e[0], e[1]
 
 
 def sifted_per_pulse(params: LinkParams) -> float:
@@ -187,14 +206,14 @@ def _sift(protocol: str):
     return sifting.sift_b92 if protocol == "b92" else sifting.sift_bb84
 
 
-def simulate_sifted(params: LinkParams, n_bits: int, seed: int,
-                    max_chunk_slots: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
-    """(error flag per sifted bit, slot of each sifted bit), >= n_bits rows, in slot order."""
+def simulate_sifted(params: LinkParams, n_bits: int, seed: int, max_chunk_slots: int = 1 << 26
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(error flag, slot, Bob's basis) per sifted bit, >= n_bits rows, in slot order."""
     sim = LinkSimulator(params, seed=seed)
     rng = protocol_rng(seed + 1)
     per_pulse = max(sifted_per_pulse(params), 1e-12)
     chunk = int(min(max_chunk_slots, max(1 << 16, math.ceil(min(n_bits, 4_000_000) / per_pulse))))
-    errors, slots, total = [], [], 0
+    errors, slots, bases, total = [], [], [], 0
     while total < n_bits:
         ev = sim.run_slots(chunk)
         keep = ev.channels < N_DETECTORS
@@ -202,10 +221,11 @@ def simulate_sifted(params: LinkParams, n_bits: int, seed: int,
                                      rng)
         errors.append(res.alice.bits != res.bob.bits)
         slots.append(res.alice.slots.copy())
+        bases.append(res.bob.basis.copy())
         total += res.alice.bits.size
         res.alice.bits.fill(0)
         res.bob.bits.fill(0)
-    return np.concatenate(errors), np.concatenate(slots)
+    return np.concatenate(errors), np.concatenate(slots), np.concatenate(bases)
 
 
 def _curve(test: str, grid: list[int], analytic: list[float], aborted: np.ndarray,
@@ -229,9 +249,12 @@ def qber_attack(protocol: str, model: str, fraction: float, *, blocks: int, m_ma
     e = error_per_bit(params)
     rule = QberRule.for_protocol(protocol)
     m_max = max(m_max_any, m_max_node)
-    flags, _ = simulate_sifted(params, blocks * m_max, seed)
+    flags, _, basis = simulate_sifted(params, blocks * m_max, seed)
     per_block = flags[:blocks * m_max].reshape(blocks, m_max)
     cum = np.cumsum(per_block, axis=1)
+    in_z = basis[:blocks * m_max].reshape(blocks, m_max) == 0
+    cum_kz = np.cumsum(in_z, axis=1)
+    cum_ez = np.cumsum(per_block & in_z, axis=1)
     res = AttackResult(protocol, model, fraction, e, float(flags.mean()),
                        sifted_per_pulse(params), sifted_per_pulse(honest))
 
@@ -241,9 +264,16 @@ def qber_attack(protocol: str, model: str, fraction: float, *, blocks: int, m_ma
     res.curves.append(_curve("any error", grid, analytic, aborted, confidence))
 
     grid = bit_grid(m_max_node)
-    crit = [rule.critical_errors(m) for m in grid]
-    analytic = [binomial.sf(c, m, e) for c, m in zip(crit, grid)]
-    aborted = np.stack([cum[:, m - 1] > c for c, m in zip(crit, grid)], axis=1)
+    table = rule.critical_table(m_max_node)
+    p_z, e_z, e_x = basis_split(params)
+    analytic = [p_abort_by_basis(rule, m, p_z, e_z, e_x, table) for m in grid]
+    cols = []
+    for m in grid:
+        kz, ez = cum_kz[:, m - 1], cum_ez[:, m - 1]
+        kx, ex = m - kz, cum[:, m - 1] - ez
+        cols.append((m < rule.min_sample_size) | (kz == 0) | (kx == 0)
+                    | (ez > table[kz]) | (ex > table[kx]))
+    aborted = np.stack(cols, axis=1)
     res.curves.append(_curve("node rule", grid, analytic, aborted, confidence))
 
     if e > 0 and model != "none":
@@ -266,7 +296,7 @@ def usd_attack(fraction: float, *, blocks: int, m_max: int, seed: int,
     res = AttackResult("b92", "usd", fraction, 0.0, math.nan, p_eve, p_0)
     # enough conclusive bits to cover `blocks` blocks of n_block pulses (mean + 8 sigma)
     need = blocks * n_block * p_eve
-    flags, slots = simulate_sifted(params, int(need + 8 * math.sqrt(need) + 64), seed)
+    flags, slots, _ = simulate_sifted(params, int(need + 8 * math.sqrt(need) + 64), seed)
     res.error_per_bit_measured = float(flags.mean())
     if slots[-1] < blocks * n_block:
         raise RuntimeError("usd simulation ended before the last block")

@@ -1,20 +1,26 @@
 """Pulses and time to a first secret key of 256 bits and of 1 Mbit, without Eve.
 
 Every key length is what ``postprocessing.distill`` grants on a simulated block at run time, so
-the figures follow the node's finite-key bound wherever it goes (a branch that sets the B92 rule
-to zero turns B92's rows into "no key"). A block of N pulses is simulated (``LinkSimulator``,
+the figures follow the node's finite-key bound wherever it goes. The node grants B92 no key at
+all (no published proof covers B92 with weak coherent pulses on this hardware; every B92 block
+ends with ``no_security_proof``): B92's search stops at its first block, which is kept only for
+the QBER it measured. A block of N pulses is simulated (``LinkSimulator``,
 GYS parameters, ground-truth slots: alignment is not timed), distilled, and N is doubled until
 the key reaches the target; the crossing is then interpolated linearly in N and confirmed by one
 more block (regula falsi on the bound's raw length, which unlike the key is not clipped at 0).
 A search stops early, reported as "never", when the node's reason cannot go away with a larger
-block: the sample's QBER sits more than 3 sigma above the node's abort threshold. Otherwise it
+block: the node refuses the protocol any key (``no_security_proof``), or the sample's QBER sits
+more than 3 sigma above the node's abort threshold. Otherwise it
 stops at an event budget and reports the node's last reason (a raw length that still falls with
 N says nothing: decoy bounds fall linearly at first, while the phase-error bound is near 1/2). Time to key = N / clock (acquisition at the source's 1 GHz) + the host time of
 ``distill`` on this machine (classical round trips of a real network not included).
 
-Protocols: decoy BB84 (Lim et al. 2014 bound), B92 (the paper's protocol, on the GYS optics and
-on the well-aligned link of the demo), and any further protocol that ``distill.PROTOCOLS`` lists
-at run time among those this module knows how to feed (``lt3``: loss-tolerant three-state).
+Protocols: decoy BB84 (Lim et al. 2014 bound) and B92 (the paper's protocol, on the GYS optics
+and on the well-aligned link of the demo: no key either way), each only while the node lists it.
+The loss-tolerant three-state protocol (``lt3``) is not measured here: it needs its own
+calibrated link (state and basis probabilities, high-efficiency detectors; docs/protocols.md),
+and the paper's comparison concerns B92. The report names every protocol the node offers that
+this run did not measure.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from paper.node_rules import QberRule, accepted_kwargs, node_protocols, protocol_rng
+from paper.node_rules import (QberRule, accepted_kwargs, may_yield_key, node_protocols,
+                               protocol_rng)
 from postprocessing.amplification import toeplitz_hash
 from postprocessing import distill as dist
 from sim_backend.link import LinkSimulator
@@ -52,8 +59,6 @@ def cases() -> list[Case]:
            Case("B92 (GYS optics)", "b92", {}, False),
            Case(f"B92 (aligned to {GOOD_OPTICS_MISALIGNMENT:.1%})", "b92",
                 {"misalignment": GOOD_OPTICS_MISALIGNMENT}, False)]
-    if "lt3" in have:
-        out.append(Case("loss-tolerant 3-state (lt3)", "lt3", {}, True))
     return [c for c in out if c.protocol in have]
 
 
@@ -135,9 +140,14 @@ def distill_block(case: Case, params: LinkParams, n_pulses: int, seed: int) -> A
                    float(st.qber_estimate), int(st.sample_bits))
 
 
+REFUSED = "the node grants this protocol no key (no_security_proof)"
+
+
 def _why_never(case: Case, attempts: list[Attempt]) -> str:
     """A reason no larger block helps, or '' (see the module docstring)."""
     a = attempts[-1]
+    if "no_security_proof" in a.reasons or not may_yield_key(case.protocol):
+        return REFUSED
     thr = QberRule.for_protocol(case.protocol).threshold
     if a.sample_bits > 0 and "qber_above_threshold" in a.reasons and not math.isnan(a.qber):
         sigma = math.sqrt(max(a.qber * (1 - a.qber), 1e-12) / a.sample_bits)

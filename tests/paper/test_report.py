@@ -25,7 +25,7 @@ def test_every_table_row_comes_from_the_results(results):
                  report.extrapolation_rows(results)):
         assert rows
         for row in rows:
-            assert "| " + " | ".join(row) + " |" in doc
+            assert report.table_line(row) in doc
     # one paper-table row per measured RSA size, with its measured total and count
     for r in results["rsa"]:
         assert (f"| RSA: factor {r['count']} random {r['bits']}-bit moduli (FLINT, 1 core) | "
