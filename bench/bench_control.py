@@ -13,9 +13,12 @@ fibre drifts over the rest of the window. Figures (one JSON line each):
   gives no key;
   The OZ loop steers on those sampled bits, a node on about 2 000 times more: its figure is
   noise-limited here (with 5e5-pulse samples it keeps 82 % instead of 91 %);
-- dialects: ``oz`` (QBER dither), ``gp`` (two references, H and D, locked in turn; Alice's
-  reference light switched in the simulator's controls), ``gp1`` (one reference, the twist
-  about H left alone: what the two references buy);
+- dialects: ``oz`` (QBER dither), ``gp-node`` (what a node runs: the loop exactly as
+  ``ControlSupervisor.for_node`` builds it for a GP synthesizer, one reference (Alice's H), the
+  twist about H steered on the X-basis QBER of blocks whose stats arrive one window after they
+  end), ``gp`` (two references, H and D, locked in turn; Alice's reference light switched in
+  the simulator's controls, which a real node cannot do), ``gp1`` (one reference, twist
+  steering off: what the steering buys);
 - CPU the loops' steps cost per hour of link time, and the supervisor's cost per tick (adapter,
   lock, executor hop, status) at its default periods, with stub drivers (the device I/O itself
   is a few lines of serial text per tick and not included).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -32,7 +36,7 @@ from bench.common import emit, progress
 from daemon.control.common import QberWindow
 from daemon.control.adapters import DetectorAdapter, GpAdapter
 from daemon.control.polarization import H_REF, GpConfig, GpLoop, OzLoop, SopReading
-from daemon.control.supervisor import ControlSettings, LinkSupervisor
+from daemon.control.supervisor import ControlSettings, ControlSupervisor, LinkSupervisor
 from drivers.detector.telemetry import Telemetry
 from drivers.polarization.stokes import StokesVector
 from sim_backend.controls import LinkControls
@@ -77,16 +81,27 @@ def run(dialect: str | None, sigma: float, seed: int) -> dict:
         state = loop.initial_state(OZ_START_MV)
     elif dialect in ("gp", "gp1"):
         dev = GpPolarizationSim(controls)
-        loop = GpLoop(GpConfig(references=(H_REF,))) if dialect == "gp1" else GpLoop()
+        loop = GpLoop(GpConfig(references=(H_REF,), steer_twist=False)) if dialect == "gp1" \
+            else GpLoop()
         state = loop.initial_state()
         refs = [np.array(r, float) for r in loop.config.references]
         controls.reference_sop = refs[0]
+    elif dialect == "gp-node":
+        link_time = [0.0]
+        sup = ControlSupervisor.for_node(
+            _ONE_BOB_LINK, {"l": {"polarization": _SimGp(GpPolarizationSim(controls))}},
+            settings=ControlSettings(polarization_period_s=WINDOW_S),
+            clock=lambda: link_time[0])
+        adapter, finished = sup.links["l"].polarization, []
     n = int(HOUR_S / WINDOW_S)
     rates, qbers, cpu, t = np.zeros(n), np.zeros(n), 0.0, 0.0
+    errors_zx, sifted_zx = np.zeros(2), np.zeros(2)
     for k in range(n):
         w = sample_window(sim, SAMPLE, sift_rng)
         drift_fibre(sim, WINDOW_S - SAMPLE / p.clock_hz, drift_rng)
         rates[k], qbers[k] = window_key_rate(p, w), w.qber
+        errors_zx += (w.errors_z, w.errors_x)
+        sifted_zx += (w.sifted_z, w.sifted_x)
         window = QberWindow(t, t + WINDOW_S, w.sifted, w.errors, w.sifted_z, w.errors_z,
                             w.sifted_x, w.errors_x)
         t += WINDOW_S
@@ -97,6 +112,13 @@ def run(dialect: str | None, sigma: float, seed: int) -> dict:
             if action is not None:
                 for ch, v in enumerate(action.voltages_mv, 1):
                     dev.handle_line(f"V{ch},{v}")
+        elif dialect == "gp-node":
+            link_time[0] = t
+            finished.append(window)
+            block = finished.pop(0) if len(finished) > 1 else None   # one window's latency
+            c0 = time.process_time()
+            adapter.tick(t, block)                   # includes the simulated unit's replies
+            cpu += time.process_time() - c0
         elif dialect in ("gp", "gp1"):
             measured = tuple(float(x) for x in dev.handle_line(":MEAS:SOP?").split(","))
             c0 = time.process_time()
@@ -107,6 +129,8 @@ def run(dialect: str | None, sigma: float, seed: int) -> dict:
             if action is not None and action.next_reference is not None:
                 controls.reference_sop = refs[action.next_reference]
     return {"key_per_pulse": float(rates.mean()), "qber_mean": float(qbers.mean()),
+            "qber_z": float(errors_zx[0] / sifted_zx[0]),
+            "qber_x": float(errors_zx[1] / sifted_zx[1]),
             "qber_p95": float(np.percentile(qbers, 95)), "loop_cpu_s": cpu, "steps": n}
 
 
@@ -116,6 +140,22 @@ class _StubDetector:
     def read_telemetry(self) -> Telemetry:
         return Telemetry(self.clock(), (0,) * 4, (1e4,) * 4, 50.0, (50.0,) * 4, (0.01,) * 4,
                          (-50.0,) * 4)
+
+
+class _SimGp:
+    """The simulated synthesizer spoken to in its own dialect, without a socket."""
+
+    def __init__(self, dev: GpPolarizationSim):
+        self.dev = dev
+
+    def measure_sop(self) -> StokesVector:
+        return StokesVector(*(float(x) for x in self.dev.handle_line(":MEAS:SOP?").split(",")))
+
+    def set_sop(self, target) -> None:
+        self.dev.handle_line(":CONT:SOP {:.6f},{:.6f},{:.6f}".format(*target))
+
+
+_ONE_BOB_LINK = SimpleNamespace(links=(SimpleNamespace(id="l", role="bob"),))
 
 
 class _StubGp:
@@ -154,18 +194,22 @@ def main() -> None:
     progress("control: drift, no loop")
     off = run(None, SIGMA, seed)
     emit("control", figure="baseline_drift_free", link_time_s=HOUR_S,
-         key_per_pulse=base["key_per_pulse"], qber_mean=base["qber_mean"])
+         key_per_pulse=base["key_per_pulse"], qber_mean=base["qber_mean"],
+         qber_z=base["qber_z"], qber_x=base["qber_x"])
     emit("control", figure="drift_loop_off", sigma_rad_per_sqrt_s=SIGMA,
          key_fraction_of_drift_free=off["key_per_pulse"] / base["key_per_pulse"],
          key_lost_fraction=1 - off["key_per_pulse"] / base["key_per_pulse"],
-         qber_mean=off["qber_mean"], qber_p95=off["qber_p95"])
-    for dialect in ("oz", "gp", "gp1"):
+         qber_mean=off["qber_mean"], qber_p95=off["qber_p95"], qber_z=off["qber_z"],
+         qber_x=off["qber_x"])
+    for dialect in ("oz", "gp-node", "gp", "gp1"):
         progress(f"control: drift, {dialect} loop on")
         on = run(dialect, SIGMA, seed)
-        emit("control", figure=f"drift_loop_on_{dialect}", sigma_rad_per_sqrt_s=SIGMA,
+        emit("control", figure=f"drift_loop_on_{dialect.replace('-', '_')}",
+             sigma_rad_per_sqrt_s=SIGMA,
              key_fraction_of_drift_free=on["key_per_pulse"] / base["key_per_pulse"],
              key_lost_fraction=1 - on["key_per_pulse"] / base["key_per_pulse"],
-             qber_mean=on["qber_mean"], qber_p95=on["qber_p95"],
+             qber_mean=on["qber_mean"], qber_p95=on["qber_p95"], qber_z=on["qber_z"],
+             qber_x=on["qber_x"],
              loop_cpu_s_per_link_hour=on["loop_cpu_s"],
              loop_cpu_us_per_step=1e6 * on["loop_cpu_s"] / on["steps"],
              loop_cpu_fraction_of_core=on["loop_cpu_s"] / HOUR_S)

@@ -4,8 +4,15 @@ Clients are separate processes (DEALER, one request outstanding each, as an appl
 use it) against, in the same run:
 - the baseline: a bare pyzmq CURVE ROUTER loop behind a ZAP allow-list answering a fixed reply —
   the ceiling of the transport on this machine;
-- the node's key service with its durable SQLite stores at both ends and the cross-node
-  reservation (each enc_keys is reserved at the peer's store before the reply).
+- the node's key service (``KeyServiceRunner``, as the daemon runs it) at node A with its
+  durable SQLite store, and node B in another process with its own store: every key handed out
+  at A is reserved durably at B (RESERVE/RESERVED over a ZeroMQ PAIR link on loopback, without
+  the peer channel's CURVE and tag), from the keys A reserves ahead per SAE pair.
+
+Each case emits one JSON line; ``vs_bare`` is the service's request rate over the bare loop's
+with the same number of clients. Environment: QKD_BENCH_KS_SECONDS (per case, default 3),
+QKD_BENCH_KS_MAX_KEYS (keys one case may take, default 150000: the stores are filled per case,
+and a case whose clients reach it stops early — its rates stand, over a shorter time).
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -28,10 +34,13 @@ from daemon.keyservice.wire import encode_request
 
 CLIENTS = (1, 4, 16)
 SECONDS = float(os.environ.get("QKD_BENCH_KS_SECONDS", "3"))
+MAX_KEYS = int(os.environ.get("QKD_BENCH_KS_MAX_KEYS", "150000"))
 DEADLINE_S = 60.0
+KEY_BITS = 256
+LINK = "L"
 
 
-def _client(endpoint, server_pub, pub, sec, op, body, seconds, queue):
+def _client(endpoint, server_pub, pub, sec, op, body, seconds, queue, max_requests=None):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_pub, pub, sec
@@ -41,7 +50,7 @@ def _client(endpoint, server_pub, pub, sec, op, body, seconds, queue):
     start = time.perf_counter()
     stop = start + seconds
     try:
-        while time.perf_counter() < stop:
+        while time.perf_counter() < stop and (max_requests is None or len(lat) < max_requests):
             rid = uuid.uuid4().bytes
             t0 = time.perf_counter()
             sock.send_multipart(encode_request(op, rid, body))
@@ -61,10 +70,12 @@ def _client(endpoint, server_pub, pub, sec, op, body, seconds, queue):
         ctx.term()
 
 
-def run_clients(endpoint, server_pub, client_keys, op, body, seconds=SECONDS) -> dict:
+def run_clients(endpoint, server_pub, client_keys, op, body, seconds=SECONDS,
+                max_requests=None) -> dict:
     queue = mp.get_context("fork").Queue()
     procs = [mp.get_context("fork").Process(
-        target=_client, args=(endpoint, server_pub, pub, sec, op, body, seconds, queue))
+        target=_client, args=(endpoint, server_pub, pub, sec, op, body, seconds, queue,
+                              max_requests))
         for pub, sec in client_keys]
     for p in procs:
         p.start()
@@ -115,6 +126,129 @@ class _BareServer:
         return key in self.allowed
 
 
+def _fill(store, block_id: int, n_keys: int, seed: int, coordinator: bool) -> None:
+    """The same ``n_keys`` keys (IDs and bits from ``seed``) in both nodes' stores, as the
+    engine's two-step commit would leave them (bench data: numpy's generator is fine here)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, size=(n_keys, 16 + KEY_BITS // 8), dtype=np.uint8).tobytes()
+    step = 16 + KEY_BITS // 8
+    keys = [(uuid.UUID(bytes=raw[i * step:i * step + 16]),
+             raw[i * step + 16:(i + 1) * step]) for i in range(n_keys)]
+    store.prepare(LINK, block_id, keys, coordinator=coordinator)
+    store.commit(LINK, block_id)
+
+
+class _PairLink:
+    """The peer link of the benchmark: one ZeroMQ PAIR socket per node, frames [type, payload]."""
+
+    def __init__(self, ctx, bind: str | None = None, connect: str | None = None):
+        self.sock = ctx.socket(zmq.PAIR)
+        self.sock.linger = 0
+        if bind:
+            self.sock.bind(bind)
+            self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        else:
+            self.sock.connect(connect)
+            self.endpoint = connect
+
+    async def send(self, msg_type: int, payload: bytes) -> None:
+        await self.sock.send_multipart([bytes([msg_type]), payload])
+
+    async def pump(self, runner) -> None:
+        while True:
+            t, payload = await self.sock.recv_multipart()
+            await runner.on_peer_message(t[0], payload)
+
+
+def _settings(name: str, clients: dict, remote: set, reserve_ahead: int):
+    from daemon.keyservice.runner import KeyServiceSettings
+    pub, sec = zmq.curve_keypair()
+    return KeyServiceSettings(endpoint="tcp://127.0.0.1:*", link_id=LINK, kme_id=f"KME-{name}",
+                              peer_kme_id="KME-B" if name == "A" else "KME-A",
+                              public_key=pub, secret_key=sec, clients=clients,
+                              remote_saes=frozenset(remote), max_key_per_request=128,
+                              lease_batch=8192, reserve_ahead=reserve_ahead,
+                              settle_interval_s=1.0)
+
+
+def _node_b(ctrl, peer_endpoint: str, store_path: str) -> None:
+    """Node B's process: its store and runner; ``ctrl`` takes fill/stop commands."""
+    from daemon.keyservice.runner import KeyServiceRunner
+    from daemon.keystore.store import KeyStore
+
+    async def main():
+        store = KeyStore(store_path)
+        ctx = zmq.asyncio.Context()
+        link = _PairLink(ctx, connect=peer_endpoint)
+        runner = KeyServiceRunner(_settings("B", {zmq.curve_keypair()[0]: "Y"}, {"X"}, 0),
+                                  store, link.send, key_size_bits=KEY_BITS)
+        await runner.start()
+        pump = asyncio.create_task(link.pump(runner))
+        loop = asyncio.get_running_loop()
+        ctrl.send("ready")
+        while True:
+            cmd = await loop.run_in_executor(None, ctrl.recv)
+            if cmd[0] == "fill":
+                await loop.run_in_executor(None, _fill, store, *cmd[1:], False)
+                ctrl.send("filled")
+            elif cmd[0] == "status":
+                ctrl.send(runner.status()["counters"])
+            else:
+                break
+        pump.cancel()
+        await runner.close()
+        link.sock.close(0)
+        ctx.term()
+        store.close()
+        ctrl.send("stopped")
+
+    asyncio.run(main())
+
+
+class _NodeA:
+    """Node A's runner on an event loop in a thread of this process (like the bare loop)."""
+
+    def __init__(self, store_path: str, clients: dict, reserve_ahead: int):
+        import threading
+        from daemon.keystore.store import KeyStore
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.store = KeyStore(store_path)
+        self.ctx = zmq.asyncio.Context()
+        self.link = self.call(self._link())
+        self.clients, self.reserve_ahead = clients, reserve_ahead
+
+    async def _link(self):
+        return _PairLink(self.ctx, bind="tcp://127.0.0.1:*")
+
+    def call(self, coro, timeout=120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self):
+        from daemon.keyservice.runner import KeyServiceRunner
+
+        async def go():
+            self.settings = _settings("A", self.clients, {"Y"}, self.reserve_ahead)
+            self.runner = KeyServiceRunner(self.settings, self.store, self.link.send,
+                                           key_size_bits=KEY_BITS)
+            await self.runner.start()
+            self.pump = asyncio.create_task(self.link.pump(self.runner))
+        self.call(go())
+        return self.runner.endpoint, self.settings.public_key
+
+    def stop(self):
+        async def go():
+            self.pump.cancel()
+            await self.runner.close()
+            self.link.sock.close(0)
+        self.call(go())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.ctx.term()
+        self.store.close()
+
+
 def _serve_in_thread(server):
     import threading
     loop = asyncio.new_event_loop()
@@ -135,19 +269,69 @@ def _serve_in_thread(server):
     return ready.result(), lambda: (loop.call_soon_threadsafe(stop.set), t.join(10))
 
 
+def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
+    clients = {pub: "X" for pub, _ in keys}
+    parent, child = mp.get_context("fork").Pipe()
+    a = _NodeA(os.path.join(tmp, "a.db"), clients, reserve_ahead=4096)
+    b = mp.get_context("fork").Process(target=_node_b,
+                                       args=(child, a.link.endpoint, os.path.join(tmp, "b.db")))
+    b.start()
+    if not parent.poll(60) or parent.recv() != "ready":
+        raise RuntimeError("node B did not start")
+    endpoint, server_pub = a.start()
+    block = 0
+    try:
+        for number in (1, 32):
+            for n in CLIENTS:
+                block += 1
+                # keys this case may take at A: never more than the bare loop could ask for
+                budget = min(MAX_KEYS, int(bare_rates[n] * SECONDS * 1.2) * number)
+                n_fill = 2 * budget + 6 * 8192     # A issues half; warm-up, lease, ahead slack
+                progress(f"key service, {n} clients, number={number}: filling both stores "
+                         f"with {n_fill} keys")
+                parent.send(("fill", block, n_fill, block))
+                _fill(a.store, block, n_fill, block, True)
+                if not parent.poll(300) or parent.recv() != "filled":
+                    raise RuntimeError("node B did not fill its store")
+                # warm-up, not timed: the first lease and the first keys reserved ahead
+                # (a running node has both; a fresh one pays them once)
+                run_clients(endpoint, server_pub, keys[:1], "enc_keys",
+                            {"slave_SAE_ID": "Y", "number": number, "size": KEY_BITS},
+                            seconds=0.3)
+                time.sleep(1.0)
+                progress(f"key service, {n} clients, number={number}")
+                fig = run_clients(endpoint, server_pub, keys[:n], "enc_keys",
+                                  {"slave_SAE_ID": "Y", "number": number, "size": KEY_BITS},
+                                  max_requests=budget // number // n)
+                emit("keyservice", case="node_service_durable_reserved", clients=n,
+                     number=number, size_bits=KEY_BITS,
+                     vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3), **fig)
+                # what is left of this case's keys goes back before the next case is filled
+                a.call(a.runner.pool.close(void_wait_s=5.0))
+    finally:
+        a.stop()
+        parent.send(("stop",))
+        parent.poll(30)
+        b.join(30)
+
+
 def main() -> None:
     server_pub, server_sec = zmq.curve_keypair()
     keys = [zmq.curve_keypair() for _ in range(max(CLIENTS))]
     bare = _BareServer(server_pub, server_sec, {p for p, _ in keys})
     endpoint, stop = _serve_in_thread(bare)
+    bare_rates = {}
     try:
         for n in CLIENTS:
             progress(f"bare CURVE ROUTER loop, {n} clients")
             fig = run_clients(endpoint, server_pub, keys[:n], "enc_keys",
                               {"slave_SAE_ID": "Y", "number": 1})
+            bare_rates[n] = fig["requests_per_s"]
             emit("keyservice", case="bare_curve_router_baseline", clients=n, number=1, **fig)
     finally:
         stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        _bench_service(keys, bare_rates, tmp)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.control.common import ControlConfigError
+from daemon.control.settings import BOOLEANS as _CONTROL_BOOLEANS
+from daemon.control.settings import NAMES as _CONTROL
+from daemon.control.settings import RANGES as _CONTROL_RANGES
+from daemon.control.settings import ControlSettings
+
 ROLES = ("alice", "bob")
 PROTOCOLS = ("bb84-decoy", "bb84", "b92", "lt3")
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
@@ -94,6 +100,7 @@ class LinkConfig:
     devices: tuple[DeviceConfig, ...]
     policy: LinkPolicy
     calibration: Calibration = field(default_factory=Calibration)
+    control: ControlSettings = field(default_factory=ControlSettings)   # Bob's control loops
 
     def device(self, name: str) -> DeviceConfig:
         for dev in self.devices:
@@ -237,7 +244,8 @@ def _choices(choices: tuple[str, ...]) -> str:
 _TOP = ("node", "keystore", "link")
 _NODE = ("id", "state_dir", "admin_socket", "admin_socket_mode", "log_level")
 _KEYSTORE = ("path", "capacity_bits", "key_size_bits")
-_LINK = ("id", "role", "protocol", "peer", "keys", "devices", "policy", "calibration")
+_LINK = ("id", "role", "protocol", "peer", "keys", "devices", "policy", "calibration",
+         "control")
 _PEER = ("endpoint", "bind", "public_key_file", "auth_bootstrap_file")
 _KEYS = ("public_key_file", "secret_key_file")
 _DEVICE = ("driver", "url")
@@ -342,7 +350,28 @@ def _link(source: Path, name: str, raw: Any) -> LinkConfig:
     calibration = Calibration(*(None if math.isnan(v) else v for v in
                                 (calibration.expected_conclusive_per_pulse,
                                  calibration.bob_efficiency)))
-    return LinkConfig(link_id, role, protocol, peer, keys, devices, policy, calibration)
+    control = _control(t)
+    return LinkConfig(link_id, role, protocol, peer, keys, devices, policy, calibration,
+                      control)
+
+
+def _control(link: _Table) -> ControlSettings:
+    """``[link.control]``: Bob's loop settings, each checked against its accepted range. An
+    alice link has no loops; its table is checked all the same (a file copied from Bob's node
+    and given ``role = "alice"`` stays valid) and then unused."""
+    c = link.table("control", _CONTROL, required=False)
+    defaults = ControlSettings()
+    values: dict[str, Any] = {}
+    for name, (lo, hi, integer, _unit) in _CONTROL_RANGES.items():
+        if c.has(name):
+            v = c.number(name, None, lo, hi, integer=integer)
+            values[name] = int(v) if integer else float(v)
+    for name in _CONTROL_BOOLEANS:
+        values[name] = c.boolean(name, getattr(defaults, name))
+    try:
+        return ControlSettings(**values)
+    except ControlConfigError as exc:       # a rule across settings (none today): one line
+        raise ConfigError(link.source, c.name, str(exc)) from None
 
 
 def _devices(link: _Table) -> tuple[DeviceConfig, ...]:

@@ -42,29 +42,36 @@ def otp_xor(data: bytes, pad: bytes) -> bytes:
 
 def send_and_receive(site_a: KeyClient, site_b: KeyClient, *, sender: str = "dispatcher",
                      recipient: str = "recipient", record: dict = RECORD) -> dict:
-    """Encrypt at A, decrypt at B; return what each step did (no key material)."""
+    """Encrypt at A, decrypt at B; return what each step did (no key material).
+
+    The one-time pad is as long as the record: a node hands out keys of its own key size
+    (``status`` says which), so the pad is several keys end to end, each used once."""
     plaintext = json.dumps(record, sort_keys=True).encode()
-    pad_bits = -(-len(plaintext) * 8 // 64) * 64   # whole 64-bit words
-    [pad] = site_a.enc_keys(recipient, number=1, size=pad_bits)
+    key_bytes = site_a.status(recipient)["key_size"] // 8
+    pads = site_a.enc_keys(recipient, number=-(-len(plaintext) // key_bytes))
     [aes] = site_a.enc_keys(recipient, number=1, size=256)
+    pad = bytearray(b"".join(bytes(k.key) for k in pads))
     try:
-        otp_ct = otp_xor(plaintext, pad.key)
+        otp_ct = otp_xor(plaintext, pad)
         nonce = os.urandom(12)
-        gcm_ct = AESGCM(bytes(aes.key)).encrypt(nonce, plaintext, pad.key_id.bytes)
+        gcm_ct = AESGCM(bytes(aes.key)).encrypt(nonce, plaintext, aes.key_id.bytes)
     finally:
-        pad.wipe()
-        aes.wipe()
-    # -- only (key_ID, ciphertext, nonce) cross from site A to site B --------------------------
-    [pad_b] = site_b.dec_keys(sender, [pad.key_id])
+        pad[:] = bytes(len(pad))
+        for k in (*pads, aes):
+            k.wipe()
+    # -- only (key_IDs, ciphertext, nonce) cross from site A to site B -------------------------
+    pads_b = site_b.dec_keys(sender, [k.key_id for k in pads])
     [aes_b] = site_b.dec_keys(sender, [aes.key_id])
+    pad_b = bytearray(b"".join(bytes(k.key) for k in pads_b))
     try:
-        otp_pt = otp_xor(otp_ct, pad_b.key)
-        gcm_pt = AESGCM(bytes(aes_b.key)).decrypt(nonce, gcm_ct, pad.key_id.bytes)
+        otp_pt = otp_xor(otp_ct, pad_b)
+        gcm_pt = AESGCM(bytes(aes_b.key)).decrypt(nonce, gcm_ct, aes.key_id.bytes)
     finally:
-        pad_b.wipe()
-        aes_b.wipe()
+        pad_b[:] = bytes(len(pad_b))
+        for k in (*pads_b, aes_b):
+            k.wipe()
     return {"record_bytes": len(plaintext),
-            "otp": {"key_ID": str(pad.key_id), "key_bits": pad_bits,
+            "otp": {"key_IDs": [str(k.key_id) for k in pads], "pad_bits": 8 * len(pad),
                     "decrypted_equal": otp_pt == plaintext},
             "aes_256_gcm": {"key_ID": str(aes.key_id), "decrypted_equal": gcm_pt == plaintext}}
 

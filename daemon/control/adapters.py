@@ -79,10 +79,12 @@ class LoopAdapter:
 class GpAdapter(LoopAdapter):
     """``drivers.polarization.gp_scpi.GpPolarizationController`` + ``GpLoop``.
 
+    A node has one reference (Alice's H): the loop locks it and steers the twist about it on
+    the X-basis QBER of finished blocks (``tick``'s ``qber``), by excursions of the lock target.
     With two references the loop asks for the next one after each step: ``select_reference(k)``
-    makes Alice's reference light state ``k`` of ``GpConfig.references`` (her board's reference
-    frame; the simulator's ``LinkControls.reference_sop``). Without a selector only one
-    reference can be used, and a two-reference loop is refused.
+    makes Alice's reference light state ``k`` of ``GpConfig.references`` (only the simulator
+    can, in-process: ``LinkControls.reference_sop``). Without a selector a two-reference loop
+    is refused.
     """
 
     kind = "polarization-gp"
@@ -113,8 +115,12 @@ class GpAdapter(LoopAdapter):
                 state, action = self.loop.step(self._state,
                                                SopReading(now_s, m.as_tuple(), qber))
             if action is not None:
+                for waypoint in action.via:
+                    self.driver.set_sop(waypoint)
                 if action.target is not None:
                     self.driver.set_sop(action.target)
+                if action.via:                  # blocks begun before now saw the old twist
+                    state = self.loop.applied(state, self._clock())
                 if action.next_reference is not None:
                     self.select_reference(action.next_reference)
             with self._lock:
@@ -178,12 +184,19 @@ class DetectorAdapter(LoopAdapter):
         self.driver = driver
         self._readings: tuple = (None, None)      # (last, the one before)
 
-    def tick(self, tagger: TaggerCounts | None = None, acquiring: bool = True):
+    def tick(self, tagger: TaggerCounts | None = None,
+             acquiring: bool | Callable[[float | None], bool] = True):
+        """``acquiring``: was light sent over the gate; a callable is asked with the gate's
+        start (the previous reading's time, None for the first reading)."""
         def run():
             reading = self.driver.read_telemetry()
             with self._lock:
+                before = self._readings[0]
+            lit = acquiring(None if before is None else before.timestamp_s) \
+                if callable(acquiring) else acquiring
+            with self._lock:
                 self._state, action = self.loop.step(
-                    self._state, DetectorSample(reading, tagger, acquiring))
+                    self._state, DetectorSample(reading, tagger, lit))
                 self._readings = (reading, self._readings[0])
             return action
         return self._guarded(run)
@@ -223,13 +236,16 @@ class SwitchAdapter(LoopAdapter):
         self.driver = driver
         self.count_rate = count_rate
 
-    def tick(self, now_s: float, acquiring: bool = True):
+    def tick(self, now_s: float, acquiring: bool | Callable[[float | None], bool] = True):
+        """``acquiring``: was light sent over the rate's gate; a callable is asked with the
+        gate's start."""
         def run():
             port = self.driver.port()
             rate, since = self.count_rate()
+            lit = acquiring(since) if callable(acquiring) else acquiring
             with self._lock:
                 state, action = self.loop.step(
-                    self._state, SwitchReading(now_s, port, rate, since, acquiring))
+                    self._state, SwitchReading(now_s, port, rate, since, lit))
             if action is not None:
                 self.driver.select_port(action.port)
             with self._lock:

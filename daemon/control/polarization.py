@@ -7,15 +7,29 @@ sphere and the QBER climbs. Bob's controller undoes the rotation.
 reference light to a target once per ``:CONT:SOP`` and then lets the fibre drift, so the loop
 re-issues the target whenever the polarimeter shows the state has strayed (and at least every
 ``reissue_interval_s``). One reference fixes two of the three rotation angles: a twist about
-its axis is invisible to the polarimeter and shows only as the other basis' QBER. So the loop
-locks two non-orthogonal references in turn (Alice's H and D by default, each its own target:
-perfect compensation maps every state to itself). In small angles, with the residual rotation
-as a vector w, locking H removes the components of w across H and leaves w along H; locking D
-next removes those across D, which include the one along H. After each step the residual is
-at most the threshold across the reference just measured plus, along it, what was left across
-the previous one and one step's drift: both bases stay near the floor (the drift test derives
-the margin). With a single reference configured the loop still reports the twist it cannot
-undo as the ``x_basis_drift`` alarm.
+its axis is invisible to the polarimeter and shows only as the other basis' QBER.
+
+A node has one reference: Alice's board launches its reference light in one state (H) and
+nothing in the firmware lets Bob ask for another. So the loop locks H on the polarimeter (the
+two angles across H, which hold the Z basis) and steers the twist about H on the X-basis QBER
+of finished blocks, the way the OZ loop steers on QBER: a synchronous dither of +-d about the
+present twist, one block at each sign, the finite-difference slope, and a fraction of the
+Newton step (X-basis excess V w^2 / 4 for a twist w: curvature V / 4, taken as 1/4). The
+synthesizer only locks the reference to a target, by the shortest move from where it is, so a
+twist is made as a closed excursion H -> a -> b -> H: legs of length e from H along two
+perpendicular directions u and H x u. Each lock is a rotation taking one point to the next,
+the three compose to a rotation that maps H to itself, i.e. a twist about H, by the solid
+angle the path encloses (the spherical excess of the right triangle with legs e:
+tan(E/2) = tan^2(e/2)); visiting a and b in the other order twists the other way. The excursion
+ends on H, so it also re-locks the Z basis. The loop needs only that an excursion twists the
+same way each time and the sign of the QBER slope, not the exact angle: a unit whose moves are
+not the shortest gives another gain, which the dither measures anew every cycle.
+
+With two references configured (the simulator can switch Alice's reference light in-process,
+``select_reference``), the loop locks H and D in turn instead, each to itself: in small angles,
+locking H removes the components of the residual rotation across H, locking D next removes
+those across D, which include the one along H, so both bases stay near the floor. Whatever the
+mode, an X-basis QBER standing above the Z-basis one raises ``x_basis_drift``.
 
 ``OzLoop`` (OZ Optics EPC, four fibre squeezers, no polarimeter): a synchronous dither on the
 QBER. For one squeezer at a time it measures a window at +dither and one at -dither around the
@@ -62,18 +76,43 @@ class SopReading:
 
 @dataclass(frozen=True)
 class SetSop:
-    """Lock the reference being measured to ``target`` (None: leave the controller as it is),
-    then ask Alice for reference number ``next_reference`` (None: one reference, no change)."""
+    """Lock the reference being measured to each of ``via`` in turn and then to ``target``
+    (None: leave the controller as it is), then ask Alice for reference number
+    ``next_reference`` (None: one reference, no change). ``via`` is a twist excursion of
+    ``twist_rad`` about the reference."""
 
     target: Stokes | None
     next_reference: int | None = None
+    via: tuple[Stokes, ...] = ()
+    twist_rad: float | None = None
 
     def describe(self) -> str:
         parts = [] if self.target is None else \
             ["set SOP {:.4f},{:.4f},{:.4f}".format(*self.target)]
+        if self.twist_rad is not None:
+            parts.append(f"twist {self.twist_rad:+.4f} rad via {len(self.via)} waypoints")
         if self.next_reference is not None:
             parts.append(f"reference {self.next_reference}")
         return ", ".join(parts)
+
+
+def twist_excursion(reference, twist_rad: float) -> tuple[Stokes, Stokes]:
+    """Two waypoints: locking ``reference`` to the first, then the second, then back to itself
+    (each by the shortest rotation) twists the sphere by ``twist_rad`` about ``reference``
+    (right-handed). Legs e from the reference along u and along reference x u enclose a right
+    triangle of spherical excess E, tan(E/2) = tan^2(e/2); |twist| must stay below pi/2."""
+    r = _unit(reference)
+    if not abs(twist_rad) < math.pi / 2:
+        raise ControlConfigError(f"twist {twist_rad!r} rad: one excursion makes less than "
+                                 f"pi/2")
+    helper = (0.0, 1.0, 0.0) if abs(r[1]) < 0.9 else (0.0, 0.0, 1.0)
+    dot = sum(x * y for x, y in zip(helper, r))
+    u = _unit(tuple(h - dot * x for h, x in zip(helper, r)))
+    v = (r[1] * u[2] - r[2] * u[1], r[2] * u[0] - r[0] * u[2], r[0] * u[1] - r[1] * u[0])
+    leg = 2.0 * math.atan(math.sqrt(math.tan(abs(twist_rad) / 2.0)))
+    a = tuple(math.cos(leg) * x + math.sin(leg) * y for x, y in zip(r, u))
+    b = tuple(math.cos(leg) * x + math.sin(leg) * y for x, y in zip(r, v))
+    return (a, b) if twist_rad >= 0 else (b, a)
 
 
 H_REF: Stokes = (1.0, 0.0, 0.0)
@@ -89,7 +128,12 @@ class GpConfig:
     max_unlocked_steps: int = 3           # ... or after this many tries: alarm not_locking
     min_degree_of_polarization: float = 0.5   # below: no reference light, nothing to steer on
     x_basis_alarm_excess: float = 0.02    # X-basis QBER above the Z-basis one by this: alarm
-    min_sifted: int = 1000                # per basis, before the QBER comparison is trusted
+    min_sifted: int = 1000                # per basis, before a block's QBER is used
+    # One reference: steer the twist about it on the X-basis QBER (module docstring).
+    steer_twist: bool = True
+    twist_dither_rad: float = 0.08        # +-d about the present twist, one block each
+    twist_fraction: float = 0.5           # of the Newton step at curvature 1/4 per rad^2
+    twist_max_step_rad: float = 0.3       # largest move of the twist per dither cycle
 
     def __post_init__(self):
         refs = self.references
@@ -110,6 +154,19 @@ class GpConfig:
         check_range("min_degree_of_polarization", self.min_degree_of_polarization, 0.0, 1.0)
         check_range("x_basis_alarm_excess", self.x_basis_alarm_excess, 0.0, 0.5)
         check_range("min_sifted", self.min_sifted, 1, 1e12)
+        if not isinstance(self.steer_twist, bool):
+            raise ControlConfigError(f"steer_twist = {self.steer_twist!r}: expected True or "
+                                     f"False")
+        check_range("twist_dither_rad", self.twist_dither_rad, 0.001, 0.5, "rad")
+        check_range("twist_fraction", self.twist_fraction, 0.01, 1.0)
+        check_range("twist_max_step_rad", self.twist_max_step_rad, 0.001, 0.5, "rad")
+        # These ranges keep the largest excursion, max step + 2 dither <= 1.5 rad, below the
+        # pi/2 one excursion can make.
+
+    @property
+    def twists(self) -> bool:
+        """The twist about a single reference is steered on the X-basis QBER."""
+        return self.steer_twist and len(self.references) == 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +180,13 @@ class GpState:
     unlocked_steps: int = 0
     last_action: str | None = None
     alarms: tuple[tuple[str, str], ...] = ()
+    # twist steering (one reference)
+    twist_phase: str = "start"            # start | plus | minus
+    twist_rad: float = 0.0                # the twist applied so far, dither included
+    twist_q_plus: float = math.nan
+    twist_pending_since_s: float = -math.inf   # blocks begun before this are not charged
+    twist_used_until_s: float = -math.inf      # each block is used once
+    twist_updates: int = 0
 
 
 class GpLoop:
@@ -135,6 +199,36 @@ class GpLoop:
     def initial_state(self) -> GpState:
         n = len(self.config.references)
         return GpState(last_issue_s=(None,) * n, issued=(False,) * n)
+
+    @staticmethod
+    def applied(state: GpState, t_s: float) -> GpState:
+        """The last twist took effect at ``t_s``: only blocks begun from then on are used."""
+        return dataclasses.replace(state, twist_pending_since_s=float(t_s))
+
+    def _twist(self, state: GpState, q: QberWindow | None) -> tuple[dict, float | None]:
+        """The twist to apply now, from one fresh block's X-basis QBER (or none)."""
+        c = self.config
+        if (not c.twists or q is None or q.t0_s < state.twist_pending_since_s
+                or q.t1_s <= state.twist_used_until_s or (q.sifted_x or 0) < c.min_sifted):
+            return {}, None
+        d = c.twist_dither_rad
+        upd = dict(twist_used_until_s=q.t1_s, twist_pending_since_s=q.t1_s)
+        if state.twist_phase == "start":
+            request = d
+            upd.update(twist_phase="plus")
+        elif state.twist_phase == "plus":
+            request = -2.0 * d
+            upd.update(twist_phase="minus", twist_q_plus=q.qber_x)
+        else:
+            # q(w) = q0 + w^2 / 4 about the best twist: q(+d) - q(-d) = d x (offset of the
+            # present centre), so the Newton step is -(q+ - q-) / d.
+            slope_step = -(state.twist_q_plus - q.qber_x) / d
+            move = max(-c.twist_max_step_rad,
+                       min(c.twist_max_step_rad, c.twist_fraction * slope_step))
+            request = move + 2.0 * d
+            upd.update(twist_phase="plus", twist_updates=state.twist_updates + 1)
+        upd["twist_rad"] = state.twist_rad + request
+        return upd, request
 
     def step(self, state: GpState, reading: SopReading) -> tuple[GpState, SetSop | None]:
         c = self.config
@@ -165,32 +259,40 @@ class GpLoop:
             spread = math.sqrt(q.qber_x * (1 - q.qber_x) / q.sifted_x
                                + q.qber_z * (1 - q.qber_z) / q.sifted_z)
             if excess > max(c.x_basis_alarm_excess, 4 * spread):
-                why = ("twist about the reference axis, not correctable by one reference"
-                       if n == 1 else "the second reference is not holding")
+                why = ("the second reference is not holding" if n > 1 else
+                       "the twist steering is not holding it" if c.twists else
+                       "twist about the reference axis, not steered (steer_twist off)")
                 alarms["x_basis_drift"] = (f"X-basis QBER {q.qber_x:.2%} exceeds Z-basis "
                                            f"{q.qber_z:.2%} by more than "
                                            f"{c.x_basis_alarm_excess:.2%}: {why}")
         last = list(state.last_issue_s) + [None] * (n - len(state.last_issue_s))
-        due = (last[i] is None or err > c.reissue_threshold_deg
+        twist_update, twist = self._twist(state, q)
+        due = (twist is not None or last[i] is None or err > c.reissue_threshold_deg
                or reading.t_s - last[i] >= c.reissue_interval_s)
         nxt = (i + 1) % n if n > 1 else None
-        action = SetSop(target if due else None, nxt) if (due or nxt is not None) else None
+        if twist is not None:        # the excursion ends on the reference: it re-locks it too
+            action = SetSop(target, None, twist_excursion(target, twist), twist)
+        else:
+            action = SetSop(target if due else None, nxt) if (due or nxt is not None) else None
         if due:
             last[i] = reading.t_s
         issued[i] = due
         mode = "unlocked" if "not_locking" in alarms else "locked"
-        new = GpState(mode=mode, reference=i if nxt is None else nxt,
-                      last_issue_s=tuple(last[:n]), issued=tuple(issued[:n]), error_deg=err,
-                      reissues=state.reissues + (1 if due else 0), unlocked_steps=unlocked,
-                      last_action=action.describe() if due else state.last_action,
-                      alarms=tuple(alarms.items()))
+        new = dataclasses.replace(
+            state, mode=mode, reference=i if nxt is None else nxt,
+            last_issue_s=tuple(last[:n]), issued=tuple(issued[:n]), error_deg=err,
+            reissues=state.reissues + (1 if due else 0), unlocked_steps=unlocked,
+            last_action=action.describe() if due else state.last_action,
+            alarms=tuple(alarms.items()), **twist_update)
         return new, action
 
     def status(self, state: GpState) -> dict:
         return loop_status(state.mode, state.last_action, dict(state.alarms),
                            sop_error_deg=state.error_deg, reissues=state.reissues,
                            references=len(self.config.references),
-                           reference=state.reference)
+                           reference=state.reference,
+                           twist_rad=state.twist_rad if self.config.twists else None,
+                           twist_updates=state.twist_updates)
 
 
 # -- OZ dialect: dither/gradient search on the QBER ------------------------------------------------

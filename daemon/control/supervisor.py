@@ -12,9 +12,14 @@ tick runs in the link's own control thread, never on the event loop. It answers 
 - ``status()``: each loop's state, last action and alarms, for ``qkd-node status``.
 
 The engine also hands each finished block's QBER to ``block_finished``: the OZ dialect steers on
-it, the GP dialect compares the bases with it. ``ControlSupervisor`` is the node-wide face the
-runtime sees: one object, per-link dispatch. All times are ``clock()`` seconds (monotonic by
-default), the clock the engine stamps its acquisition windows with; detector drivers that
+it, the GP dialect steers the twist about its reference on the X-basis figure and compares the
+bases with it. And it says when it collects a block (``acquiring(True)`` before, ``False``
+after): light is expected only then, so the switch's light check (and a detector rate floor)
+judges only a gate that lies wholly inside a run of collection, pauses between blocks shorter
+than ``acquisition_gap_s`` included. An idle link (no peer, held, store full) is not dark.
+Each link's settings come from its ``[link.control]`` table (``daemon.control.settings``).
+``ControlSupervisor`` is the node-wide face the runtime sees: one object, per-link dispatch.
+All times are ``clock()`` seconds (monotonic by default), the clock the engine stamps its acquisition windows with; detector drivers that
 stamp their own readings are given the same clock.
 """
 
@@ -25,33 +30,22 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable
 
 from daemon.control.adapters import (DetectorAdapter, GpAdapter, LoopAdapter, OzAdapter,
                                      SwitchAdapter)
-from daemon.control.common import QberWindow, check_range
+from daemon.control.common import QberWindow
 from daemon.control.detector import AlarmCleared, AlarmRaised
+from daemon.control.polarization import H_REF, GpConfig, GpLoop
+from daemon.control.settings import ControlSettings
 from daemon.control.switch import SwitchConfig, SwitchLoop
 
 VETO_ALARM = "detector_alarm"
 VETO_UNVERIFIED = "detector_unverified"
 
 
-@dataclass(frozen=True)
-class ControlSettings:
-    detector_period_s: float = 0.5
-    switch_period_s: float = 1.0
-    polarization_period_s: float = 1.0
-    probe_period_s: float = 10.0        # OZ: prove the unit answers while no QBER arrives
-    switch_port: int = 1
-    veto_wait_s: float = 5.0            # a block waits this long for a clean detector reading
-
-    def __post_init__(self):
-        for name in ("detector_period_s", "switch_period_s", "polarization_period_s",
-                     "probe_period_s"):
-            check_range(name, getattr(self, name), 0.001, 3600.0, "s")
-        check_range("veto_wait_s", self.veto_wait_s, 0.0, 3600.0, "s")
+__all__ = ["VETO_ALARM", "VETO_UNVERIFIED", "ControlSettings", "ControlSupervisor",
+           "LinkSupervisor", "qber_window"]
 
 
 class LinkSupervisor:
@@ -70,6 +64,9 @@ class LinkSupervisor:
         self._last_qber: QberWindow | None = None
         self._tasks: list[asyncio.Task] = []
         self._running = False
+        self._collecting = False
+        self._run_start: float | None = None     # start of the present run of collection
+        self._run_end: float | None = None       # end of the last block collected
 
     @property
     def adapters(self) -> list[LoopAdapter]:
@@ -91,6 +88,27 @@ class LinkSupervisor:
             for name, text in a.status()["alarms"].items():
                 out[f"control.{a.name}.{name}"] = text
         return out
+
+    def acquiring(self, on: bool) -> None:
+        """The engine begins (True) or ends (False) collecting a block."""
+        now = self.clock()
+        if on and not self._collecting:
+            if self._run_end is None or now - self._run_end > self.settings.acquisition_gap_s:
+                self._run_start = now            # a new run: the pause was idle time
+            self._collecting = True
+        elif not on and self._collecting:
+            self._collecting = False
+            self._run_end = now
+
+    def acquiring_over(self, gate_start_s: float | None) -> bool:
+        """Was light expected over the whole gate from ``gate_start_s`` to now? Only inside a
+        run of collection (a gate of unknown start: only while collecting now)."""
+        if self._run_start is None:
+            return False
+        now = self.clock()
+        ongoing = self._collecting or now - self._run_end <= self.settings.acquisition_gap_s
+        started = gate_start_s is not None and gate_start_s >= self._run_start
+        return ongoing and (started or (gate_start_s is None and self._collecting))
 
     async def key_veto(self, t0_s: float, t1_s: float) -> str | None:
         """None: key may come from ``t0..t1``; else the abort reason."""
@@ -136,10 +154,12 @@ class LinkSupervisor:
         jobs = []
         if self.detector is not None:
             det = self.detector
-            jobs.append((det, s.detector_period_s, lambda: det.tick()))
+            jobs.append((det, s.detector_period_s,
+                         lambda: det.tick(acquiring=self.acquiring_over)))
         if self.switch is not None:
             sw = self.switch
-            jobs.append((sw, s.switch_period_s, lambda: sw.tick(self.clock())))
+            jobs.append((sw, s.switch_period_s,
+                         lambda: sw.tick(self.clock(), acquiring=self.acquiring_over)))
         pol = self.polarization
         if isinstance(pol, GpAdapter):
             jobs.append((pol, s.polarization_period_s,
@@ -209,9 +229,11 @@ def qber_window(t0_s: float, t1_s: float, stats: dict | None) -> QberWindow | No
         return None
     kw = {}
     qb, nb = stats.get("qber_by_basis") or [], stats.get("sample_by_basis") or []
-    if len(qb) >= 2 and len(nb) >= 2 and all(math.isfinite(x) for x in qb[:2]):
-        kw = dict(sifted_z=int(nb[0]), errors_z=int(round(qb[0] * nb[0])),
-                  sifted_x=int(nb[1]), errors_x=int(round(qb[1] * nb[1])))
+    for b, name in enumerate("zx"):      # a basis not measured (decoy: Z before EC) is left out
+        if b < min(len(qb), len(nb)) and isinstance(qb[b], (int, float)) \
+                and isinstance(nb[b], (int, float)) and math.isfinite(qb[b]) and nb[b] > 0:
+            kw[f"sifted_{name}"] = int(nb[b])
+            kw[f"errors_{name}"] = int(round(qb[b] * nb[b]))
     return QberWindow(float(t0_s), float(t1_s), int(n), int(round(q * n)), **kw)
 
 
@@ -227,13 +249,19 @@ def _supervisor_for(link, devices: dict, settings: ControlSettings, clock, log,
     switch = None
     sw = devices.get("switch")
     if sw is not None and hasattr(sw, "select_port") and hasattr(sw, "port"):
-        switch = SwitchAdapter(f"{link.id}.switch", sw, SwitchLoop(
-            SwitchConfig(port=settings.switch_port)), _rate_from(detector), clock=clock)
+        switch = SwitchAdapter(f"{link.id}.switch", sw, SwitchLoop(SwitchConfig(
+            port=settings.switch_port, n_ports=max(8, settings.switch_port),
+            light_floor_hz=settings.light_floor_hz)), _rate_from(detector), clock=clock)
     pol = devices.get("polarization")
     polarization = None
     if pol is not None and hasattr(pol, "measure_sop"):
-        polarization = GpAdapter(f"{link.id}.polarization", pol,
-                                 select_reference=select_reference, clock=clock)
+        # A node's one reference (Alice's H): locked on the polarimeter, the twist about it
+        # steered on the X-basis QBER. Only an in-process selector allows two references.
+        polarization = GpAdapter(f"{link.id}.polarization", pol, GpLoop(GpConfig(
+            references=(H_REF,) if select_reference is None else GpConfig().references,
+            reissue_threshold_deg=settings.reissue_threshold_deg,
+            steer_twist=settings.steer_twist, twist_dither_rad=settings.twist_dither_rad)),
+            select_reference=select_reference, clock=clock)
     elif pol is not None and hasattr(pol, "voltages_mv"):
         polarization = OzAdapter(f"{link.id}.polarization", pol, clock=clock)
     return LinkSupervisor(link.id, detector=detector, switch=switch, polarization=polarization,
@@ -264,12 +292,14 @@ class ControlSupervisor:
     def for_node(cls, config, devices_by_link: dict[str, dict], log=None,
                  settings: ControlSettings | None = None,
                  clock: Callable[[], float] = time.monotonic) -> "ControlSupervisor":
-        settings = settings or ControlSettings()
+        """Each Bob link's loops, with its ``[link.control]`` settings (``settings`` given
+        here overrides them: tests)."""
         links = {}
         for link in config.links:
             if link.role != "bob":
                 continue                 # Alice has no detectors, switch or controller to steer
-            links[link.id] = _supervisor_for(link, devices_by_link.get(link.id, {}), settings,
+            own = settings or getattr(link, "control", None) or ControlSettings()
+            links[link.id] = _supervisor_for(link, devices_by_link.get(link.id, {}), own,
                                              clock, log)
         return cls(links, log)
 
@@ -297,6 +327,12 @@ class ControlSupervisor:
         sup = self.links.get(link_id)
         if sup is not None:
             sup.block_finished(t0_s, t1_s, stats)
+
+    def acquiring(self, link_id: str, on: bool) -> None:
+        """The engine begins (True) or ends (False) collecting a block on ``link_id``."""
+        sup = self.links.get(link_id)
+        if sup is not None:
+            sup.acquiring(on)
 
     async def run(self) -> None:
         try:

@@ -107,8 +107,9 @@ class LinkEngine:
         self.log = log or logging.getLogger(f"qkd.link.{link.id}")
         self.acquisition_factory = acquisition_factory
         # Control hook (daemon.control.supervisor): key_veto(link, t0, t1) -> reason | None,
-        # block_finished(link, t0, t1, stats). The stream is continuous, so a block's events
-        # were detected since the previous block was cut: ``_window_mark``.
+        # block_finished(link, t0, t1, stats), acquiring(link, on) around each collection.
+        # The stream is continuous, so a block's events were detected since the previous
+        # block was cut: ``_window_mark``.
         self.control = control
         self._window_mark: float | None = None
         self.figures = LinkFigures(link.id, link.role, link.protocol)
@@ -444,6 +445,8 @@ class LinkEngine:
                     self._acq = self.acquisition_factory(self.board, self.board_params,
                                                          self.link.policy.block_pulses)
                 t0 = time.monotonic() if self._window_mark is None else self._window_mark
+                if self.control is not None:          # light is expected while collecting
+                    self.control.acquiring(self.link.id, True)
                 try:
                     acquired = await loop.run_in_executor(self.io, self._acq.next_block)
                 except AcquisitionError as exc:
@@ -453,6 +456,8 @@ class LinkEngine:
                     continue
                 finally:
                     self._window_mark = time.monotonic()
+                    if self.control is not None:
+                        self.control.acquiring(self.link.id, False)
                 if not self._ready.is_set():
                     continue          # the peer restarted while we collected
                 blk = _Block(self._new_block_id(), window=(t0, self._window_mark))

@@ -12,8 +12,22 @@ A crash between 1 and 3 leaves the lease open; at restart ``void_open_leases`` e
 keys and the peer is told to erase them too (``void_peer_keys``), except those it had already
 reserved — which the slave can still fetch, and which were never handed out twice.
 
+Reserving ahead (``reserve_ahead`` > 0): a durable reservation at the peer costs an fsync there
+(milliseconds on a busy disk), too much to wait for on every request. So for each (master,
+slave) pair the pool keeps up to ``reserve_ahead`` keys already reserved at the peer for that
+slave, topped up in the background by RESERVEs of up to ``REFILL_CHUNK`` keys, several in
+flight; a request is answered from them at once.
+Keys reserved ahead are held in memory only. A clean stop voids them at the peer (VOID, scope
+RESERVED); after a crash the peer keeps them reserved — the slave can fetch only IDs it was
+told, so they are never delivered — until the reservation TTL erases them.
+
 Fetching here (the peer issued): ``deliver_many`` checks the reservation and erases durably, one
 fsync for all the fetches queued meanwhile (group commit).
+
+ETSI 004 streams: ``streams.StreamKeys``, the stream half of this class.
+
+Voids: ``void_keys`` sends VOID and keeps it until the peer answers VOIDED (``resend_voids``
+sends again; the runner calls it on a timer and when the peer reconnects).
 
 Every store call runs in the executor: SQLite's fsync must not stall the event loop.
 """
@@ -21,19 +35,29 @@ Every store call runs in the executor: SQLite's fsync must not stall the event l
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
+import time
 import uuid
 from typing import Awaitable, Callable
 
 from daemon.keyservice import reservations as rv
 from daemon.keyservice.service import (IssuedKey, KeysNotFound, NotAuthorized, PeerUnavailable,
                                        PoolExhausted)
-from daemon.keystore.errors import KeyNotFound, KeyNotReserved, StoreError
+from daemon.keyservice.streams import STREAM_RESERVATION_TTL_S, StreamKeys
+from daemon.keystore.errors import KeyNotFound, KeyNotReserved, LeaseError, StoreError
 
 log = logging.getLogger("qkd.keyservice")
 
 SendToPeer = Callable[[int, bytes], Awaitable[None]]
+
+MAX_RESERVE_AHEAD = 65536
+REFILL_CHUNK = 1024
+"""Keys per background RESERVE; several may be in flight, so a fast client never waits for
+the peer's fsync once the pool has warmed up."""
+REFILL_PAUSE_S = 1.0
+"""After a refill fails (pool exhausted, peer away) the next starts no sooner than this."""
 
 
 class _Batcher:
@@ -73,12 +97,21 @@ class _Batcher:
             self._running = False
 
 
-class NodeKeyPool:
+class NodeKeyPool(StreamKeys):
     """``KeyPool`` of one link (see ``daemon.keyservice.service``)."""
 
     def __init__(self, store, link_id: str, send: SendToPeer, *, key_size_bits: int,
-                 lease_batch: int = 1024, reserve_timeout_s: float = 2.0, executor=None):
+                 lease_batch: int = 1024, reserve_timeout_s: float = 2.0,
+                 reserve_ahead: int = 0, reservation_ttl_s: float | None = None,
+                 executor=None):
+        if not 0 <= reserve_ahead <= MAX_RESERVE_AHEAD:
+            raise ValueError(f"reserve_ahead {reserve_ahead}: expected 0..{MAX_RESERVE_AHEAD}")
         self.store = store
+        self._reserve_ahead = reserve_ahead
+        self._reservation_ttl_s = reservation_ttl_s
+        self._ahead: dict[tuple[str, str], collections.deque[IssuedKey]] = {}
+        self._inflight: dict[tuple[str, str], int] = {}      # keys being reserved ahead
+        self._paused_until: dict[tuple[str, str], float] = {}  # after a failed refill
         self.link_id = link_id
         self.key_size_bits = key_size_bits
         self._send = send
@@ -86,13 +119,22 @@ class NodeKeyPool:
         self._reserve_timeout_s = reserve_timeout_s
         self._executor = executor
         self._lease = None   # the open store.Lease keys are taken from
+        self._spare: asyncio.Future | None = None   # the next lease, granted in the background
+        self._closing: set[asyncio.Future] = set()  # used-up leases being closed durably
         self._lease_lock = asyncio.Lock()
+        self._store_lease_lock = asyncio.Lock()   # one settle or close of a lease at a time
         self._seq = itertools.count(1)
         self._waiting: dict[int, asyncio.Future] = {}
         self._fetcher = _Batcher(self._deliver_batch, executor)
         self._reserver = _Batcher(self._reserve_batch, executor)
+        self._streams = {}                     # key_stream_id -> streams._Stream
+        # receiver: stream_key_id(stream, index) -> (monotonic time bound, unit reserved here)
+        self._stream_units: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
+        self._voids: dict[int, tuple[rv.VoidScope, list[uuid.UUID]]] = {}   # seq -> unacked
+        self._tasks: set[asyncio.Task] = set()
         self.counters = {"issued": 0, "fetched": 0, "reserved_for_peer": 0,
-                         "reserve_refused": 0, "reserve_timeouts": 0}
+                         "reserve_refused": 0, "reserve_timeouts": 0, "stream_keys": 0,
+                         "voids_sent": 0, "voided_here": 0}
 
     # -- KeyPool ------------------------------------------------------------------------------
 
@@ -100,42 +142,131 @@ class NodeKeyPool:
         if size_bits != self.key_size_bits:
             return 0
         left = self._lease.remaining if self._lease is not None else 0
+        spare = self._spare
+        if spare is not None and spare.done() and not spare.cancelled() \
+                and spare.exception() is None and spare.result() is not None:
+            left += spare.result().remaining
         return left + self.store.issuable_count(self.link_id)
+
+    @property
+    def leased_remaining(self) -> int:
+        return self._lease.remaining if self._lease is not None else 0
 
     async def issue(self, master: str, slaves: tuple[str, ...], number: int,
                     size_bits: int) -> list[IssuedKey]:
         if size_bits != self.key_size_bits or len(slaves) != 1:
             raise ValueError("the service's limits allow only the store's key size and one slave")
-        taken = await self._take(number, master, slaves[0])
-        seq = next(self._seq) & 0xFFFFFFFF
-        fut = asyncio.get_running_loop().create_future()
-        self._waiting[seq] = fut
-        records = [rv.Reservation(k.key_id, size_bits, (k.key_id,), master, slaves)
-                   for k in taken]
+        pair = (master, slaves[0])
+        if not self._reserve_ahead:
+            taken = await self._take(number, *pair)
+            await self._reserve_at_peer(self._records(pair, taken), taken)
+            self.counters["issued"] += len(taken)
+            return taken
+        queue = self._ahead.setdefault(pair, collections.deque())
+        if len(queue) < number:
+            # not enough reserved ahead: this request reserves its own keys and waits for the
+            # peer (concurrent ones share the peer's fsync: it batches RESERVEs)
+            self._top_up(pair)
+            taken = await self._take(number, *pair)
+            await self._reserve_at_peer(self._records(pair, taken), taken)
+            self.counters["issued"] += number
+            return taken
+        out = [queue.popleft() for _ in range(number)]
+        self.counters["issued"] += number
+        self._top_up(pair)
+        return out
+
+    def _top_up(self, pair: tuple[str, str]) -> None:
+        """Start background RESERVEs (chunks of up to ``REFILL_CHUNK`` keys, several in flight)
+        until queued + in flight reaches ``reserve_ahead``."""
+        if time.monotonic() < self._paused_until.get(pair, 0.0):
+            return
+        chunk = max(1, min(REFILL_CHUNK, self._reserve_ahead // 2))
+        missing = self._reserve_ahead - len(self._ahead[pair]) - self._inflight.get(pair, 0)
+        while missing >= chunk:
+            self._inflight[pair] = self._inflight.get(pair, 0) + chunk
+            missing -= chunk
+            self._spawn(self._refill(pair, chunk))
+
+    def _records(self, pair: tuple[str, str], keys: list[IssuedKey]) -> list[rv.Reservation]:
+        return [rv.Reservation(k.key_id, self.key_size_bits, (k.key_id,), pair[0], (pair[1],))
+                for k in keys]
+
+    async def _fill(self, pair: tuple[str, str], number: int, at_least: int | None = None
+                    ) -> None:
+        """Take up to ``number`` keys (at least ``at_least``, by default all), reserve them at
+        the peer for the pair's slave and queue them for the pair's master."""
+        taken = await self._take(number, *pair, at_least=at_least)
+        await self._reserve_at_peer(self._records(pair, taken), taken)
+        self._ahead[pair].extend(taken)
+
+    async def _refill(self, pair: tuple[str, str], chunk: int) -> None:
         try:
-            await self._send(*rv.encode_reserve(seq, records))
-            refusal = await asyncio.wait_for(fut, self._reserve_timeout_s)
-        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
-            self.counters["reserve_timeouts"] += 1
-            _burn(taken)
-            raise PeerUnavailable(f"no reservation from the peer within "
-                                  f"{self._reserve_timeout_s:g} s ({type(exc).__name__})") from None
+            await self._fill(pair, chunk, at_least=1)
+        except (PoolExhausted, PeerUnavailable) as exc:
+            self._paused_until[pair] = time.monotonic() + REFILL_PAUSE_S
+            log.info("key service: reserving ahead for %s -> %s paused for %g s: %s", *pair,
+                     REFILL_PAUSE_S, exc)
         finally:
-            self._waiting.pop(seq, None)
-        if refusal is not None:
-            self.counters["reserve_refused"] += 1
-            _burn(taken)
-            raise PeerUnavailable(f"the peer refused the reservation: {refusal.name}")
-        self.counters["issued"] += len(taken)
-        return taken
+            self._inflight[pair] -= chunk
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def reserved_ahead(self) -> dict[str, int]:
+        return {f"{m} -> {s}": len(q) for (m, s), q in self._ahead.items()}
 
     async def settle(self) -> int:
-        """Durably erase the keys handed out from the open lease so far; returns how many."""
-        async with self._lease_lock:
-            if self._lease is None:
+        """Durably erase the keys handed out from the open lease so far; returns how many.
+
+        Runs beside ``take`` (no lock held while the store works: a take appends to the
+        lease's list of taken keys, the settle erases the ones it saw); a lease closed
+        meanwhile was settled by its close."""
+        lease = self._lease
+        if lease is None:
+            return 0
+        async with self._store_lease_lock:
+            try:
+                return await self._store_call(self.store.settle_lease, lease)
+            except LeaseError:
                 return 0
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.store.settle_lease, self._lease)
+
+    async def _close_lease(self, lease) -> int:
+        async with self._store_lease_lock:
+            return await self._store_call(self.store.close_lease, lease)
+
+    async def close(self, void_wait_s: float = 1.0) -> None:
+        """End the open lease durably (taken keys erased, the rest back in the pool), wipe the
+        keys held for stream sources and void at the peer the keys reserved ahead (waiting
+        up to ``void_wait_s`` for its VOIDED; unacknowledged ones expire there)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        held: list[IssuedKey] = []
+        for st in list(self._streams.values()):
+            held += st.pending.values()
+            st.pending.clear()
+        for queue in self._ahead.values():
+            held += queue
+            queue.clear()
+        if held:
+            await self.void_keys(rv.VoidScope.RESERVED, [k.key_id for k in held])
+            _burn(held)
+            deadline = time.monotonic() + void_wait_s
+            while self._voids and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        async with self._lease_lock:
+            lease, self._lease = self._lease, None
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                spare = await _quietly(spare)
+            for one in (lease, spare):
+                if one is not None:
+                    await self._close_lease(one)
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def fetch(self, caller: str, master: str,
                     key_ids: list[uuid.UUID]) -> list[IssuedKey]:
@@ -148,55 +279,166 @@ class NodeKeyPool:
         self.counters["fetched"] += len(result)
         return [IssuedKey(kid, key) for kid, key in result]
 
-    async def stream_key(self, stream, index, caller, timeout_s):
-        raise PoolExhausted("ETSI 004 key streams are not served from the durable store yet")
+    # -- asking the peer ----------------------------------------------------------------------
+
+    async def _ask_peer(self, message: tuple[int, bytes], seq: int, timeout_s: float):
+        """Send ``message``; wait for the RESERVED (None) or REFUSED (reason) carrying ``seq``.
+
+        ``timeout_s`` bounds the send too: a peer channel applies backpressure (its send waits
+        while the peer is away), and a client must get its 503 rather than wait for ever."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiting[seq] = fut
+        deadline = loop.time() + timeout_s
+        try:
+            await asyncio.wait_for(self._send(*message), timeout_s)
+            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+        finally:
+            self._waiting.pop(seq, None)
+
+    async def _reserve_at_peer(self, records: list[rv.Reservation],
+                               taken: list[IssuedKey]) -> None:
+        """RESERVE ``records`` at the peer; on any doubt burn ``taken`` and raise."""
+        seq = next(self._seq) & 0xFFFFFFFF
+        try:
+            refusal = await self._ask_peer(rv.encode_reserve(seq, records), seq,
+                                           self._reserve_timeout_s)
+        except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
+            self.counters["reserve_timeouts"] += 1
+            _burn(taken)
+            raise PeerUnavailable(f"no reservation from the peer within "
+                                  f"{self._reserve_timeout_s:g} s ({type(exc).__name__})") from None
+        if refusal is not None:
+            self.counters["reserve_refused"] += 1
+            _burn(taken)
+            raise PeerUnavailable(f"the peer refused the reservation: {refusal.name}")
+
+    async def _send_quietly(self, message: tuple[int, bytes]) -> None:
+        try:
+            await asyncio.wait_for(self._send(*message), self._reserve_timeout_s)
+        except (ConnectionError, OSError) as exc:   # TimeoutError is an OSError
+            log.info("key service: peer message %#x not sent (%s); it is resent or its "
+                     "sender times out", message[0], type(exc).__name__)
+
+    # -- voids --------------------------------------------------------------------------------
+
+    async def void_keys(self, scope: rv.VoidScope, key_ids: list[uuid.UUID]) -> None:
+        """Tell the peer to erase ``key_ids``; kept and resent until it answers VOIDED."""
+        for i in range(0, len(key_ids), rv.MAX_VOID_KEYS):
+            seq = next(self._seq) & 0xFFFFFFFF
+            self._voids[seq] = (scope, list(key_ids[i:i + rv.MAX_VOID_KEYS]))
+            await self._send_void(seq)
+
+    async def resend_voids(self) -> None:
+        for seq in list(self._voids):
+            await self._send_void(seq)
+
+    @property
+    def unacknowledged_voids(self) -> int:
+        return sum(len(ids) for _, ids in self._voids.values())
+
+    async def _send_void(self, seq: int) -> None:
+        entry = self._voids.get(seq)
+        if entry is not None:
+            self.counters["voids_sent"] += 1
+            await self._send_quietly(rv.encode_void(seq, *entry))
+
+    async def _on_void(self, seq: int, scope: rv.VoidScope, key_ids: list[uuid.UUID]) -> None:
+        fn = self.store.void_peer_keys if scope == rv.VoidScope.LEASE else self.store.void_reserved
+        try:
+            n = await self._store_call(fn, self.link_id, key_ids)
+        except StoreError as exc:   # no VOIDED: the peer sends the VOID again
+            log.error("key service: cannot erase keys the peer voided: %s", exc)
+            return
+        if scope == rv.VoidScope.RESERVED:
+            gone = set(key_ids)
+            for i in [i for i, (_s, u) in self._stream_units.items() if u in gone]:
+                del self._stream_units[i]
+        self.counters["voided_here"] += n
+        await self._send_quietly(rv.encode_voided(seq))
 
     # -- peer messages ------------------------------------------------------------------------
 
     async def on_peer_message(self, msg_type: int, payload: bytes) -> None:
-        """Route a reservation message from the peer (the runtime calls this)."""
-        if msg_type == rv.ReservationMsgType.RESERVE:
-            try:
-                seq, records = rv.decode_reserve(payload)
-            except rv.ReservationMessageError as exc:
-                log.warning("key service: malformed RESERVE from the peer: %s", exc)
-                return
-            reason = await self._reserver.submit(records)
-            if reason is None:
-                self.counters["reserved_for_peer"] += sum(len(r.units) for r in records)
-            await self._send(*rv.encode_reply(seq, reason))
-            return
+        """Handle a key-service message from the peer (the runner passes them on).
+
+        Returns once the message is handled, except STREAM_PULL, whose work waits for the
+        peer's own answer and so runs as a task: a receive loop that awaits this never
+        deadlocks."""
         try:
-            seq, refusal = rv.decode_reply(msg_type, payload)
+            if msg_type == rv.ReservationMsgType.RESERVE:
+                await self._on_reserve(*rv.decode_reserve(payload))
+            elif msg_type == rv.ReservationMsgType.VOID:
+                await self._on_void(*rv.decode_void(payload))
+            elif msg_type == rv.ReservationMsgType.VOIDED:
+                self._voids.pop(rv.decode_voided(payload), None)
+            elif msg_type == rv.ReservationMsgType.STREAM_PULL:
+                self._spawn(self._on_stream_pull(rv.decode_stream_pull(payload)))
+            else:
+                seq, refusal = rv.decode_reply(msg_type, payload)
+                fut = self._waiting.get(seq)
+                if fut is not None and not fut.done():
+                    fut.set_result(refusal)
         except rv.ReservationMessageError as exc:
-            log.warning("key service: malformed reservation reply from the peer: %s", exc)
-            return
-        fut = self._waiting.get(seq)
-        if fut is not None and not fut.done():
-            fut.set_result(refusal)
+            log.warning("key service: malformed peer message %#x: %s", msg_type, exc)
+
+    async def _on_reserve(self, seq: int, records: list[rv.Reservation]) -> None:
+        reason = await self._reserver.submit(records)
+        if reason is None:
+            self.counters["reserved_for_peer"] += sum(len(r.units) for r in records)
+            for r in records:
+                if r.key_id != r.units[0]:    # an index of a stream: remember its unit
+                    self._stream_units[r.key_id] = (time.monotonic(), r.units[0])
+        await self._send_quietly(rv.encode_reply(seq, reason))
 
     # -- store work (executor) ----------------------------------------------------------------
 
-    async def _take(self, number: int, master: str, slave: str) -> list[IssuedKey]:
-        """Keys taken from the current lease (each once; a taken key is erased when the lease
-        is settled or closed, or at restart with the whole lease)."""
-        loop = asyncio.get_running_loop()
+    async def _store_call(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _take(self, number: int, master: str, slave: str,
+                    at_least: int | None = None) -> list[IssuedKey]:
+        """Up to ``number`` keys (never fewer than ``at_least``, by default ``number``) taken
+        from the current lease: each once; a taken key is erased when the lease is settled or
+        closed, or at restart with the whole lease."""
+        need = number if at_least is None else at_least
         async with self._lease_lock:
-            if self._lease is None or self._lease.remaining < number:
+            if self._lease is None or self._lease.remaining < need:
                 old, self._lease = self._lease, None
-                if old is not None:
-                    await loop.run_in_executor(self._executor, self.store.close_lease, old)
-                self._lease = await loop.run_in_executor(
-                    self._executor, lambda: self.store.lease(
-                        self.link_id, max(self._lease_batch, number)))
-                if self._lease is None or self._lease.remaining < number:
+                spare, self._spare = self._spare, None
+                if spare is not None:      # granted meanwhile: usually no wait at all
+                    spare = await _quietly(spare)
+                if spare is not None and spare.remaining >= need:
+                    self._lease = spare
+                    if old is not None:
+                        self._close_later(old)
+                else:    # close first, so that what they hold counts for the new lease
+                    for one in (old, spare):
+                        if one is not None:
+                            await self._close_lease(one)
+                    self._lease = await self._store_call(
+                        self.store.lease, self.link_id, max(self._lease_batch, number))
+                if self._lease is None or self._lease.remaining < need:
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
-            keys = self._lease.take(number, master_sae=master, slave_sae=slave)
+            keys = self._lease.take(min(number, self._lease.remaining), master_sae=master,
+                                    slave_sae=slave)
             if self._lease.remaining == 0:
-                done, self._lease = self._lease, None
-                await loop.run_in_executor(self._executor, self.store.close_lease, done)
+                self._close_later(self._lease)
+                self._lease = None
+            if self._spare is None and (self._lease is None or self._lease.remaining
+                                        < self._lease_batch // 4):
+                self._spare = asyncio.ensure_future(self._store_call(
+                    self.store.lease, self.link_id, self._lease_batch))
             return [IssuedKey(k, b) for k, b in keys]
+
+    def _close_later(self, lease) -> None:
+        """Close a used-up lease durably in the background (its taken keys are erased, the
+        rest go back to the pool); ``close`` waits for these."""
+        fut = asyncio.ensure_future(self._close_lease(lease))
+        self._closing.add(fut)
+        fut.add_done_callback(self._closing.discard)
+        fut.add_done_callback(_log_failure)
 
     def _deliver_batch(self, requests):
         return self.store.deliver_many(requests)
@@ -205,14 +447,16 @@ class NodeKeyPool:
         """One durable ``reserve`` per (master, slave) of each RESERVE message."""
         out = []
         for records in batches:
-            groups: dict[tuple[str, str], list[uuid.UUID]] = {}
+            groups: dict[tuple[str, str, bool], list[uuid.UUID]] = {}
             for r in records:
-                groups.setdefault((r.master, r.slaves[0]), []).extend(r.units)
+                stream = r.key_id != r.units[0]
+                groups.setdefault((r.master, r.slaves[0], stream), []).extend(r.units)
             reason = None
-            for (master, slave), units in groups.items():
+            for (master, slave, stream), units in groups.items():
                 try:
-                    bad = self.store.reserve(self.link_id, units, slave_sae=slave,
-                                             master_sae=master)
+                    bad = self.store.reserve(
+                        self.link_id, units, slave_sae=slave, master_sae=master,
+                        ttl_s=STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s)
                 except StoreError as exc:
                     log.error("key service: cannot store a reservation: %s", exc)
                     reason = rv.RefusalReason.STORE_ERROR
@@ -222,6 +466,20 @@ class NodeKeyPool:
                     break
             out.append(reason)
         return out
+
+
+async def _quietly(fut):
+    """The result of a background store call, or None (logged) if it failed."""
+    try:
+        return await fut
+    except StoreError as exc:
+        log.error("key service: a background lease failed: %s", exc)
+        return None
+
+
+def _log_failure(fut) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("key service: closing a lease failed: %s", fut.exception())
 
 
 def _burn(keys: list[IssuedKey]) -> None:

@@ -60,10 +60,20 @@ class PeerUnavailable(Exception):
     """The reservation could not reach the peer node (nothing was delivered)."""
 
 
+class PeerAppNotConnected(Exception):
+    """ETSI 004: the application at the other end has not opened the stream at its node."""
+
+
 @dataclass
 class IssuedKey:
     key_id: uuid.UUID
     key: bytearray   # wiped by the service after the reply is encoded
+
+
+def wipe_keys(keys) -> None:
+    """Overwrite the bytes of ``IssuedKey``s that will not be handed out (or have been)."""
+    for k in keys:
+        k.key[:] = bytes(len(k.key))
 
 
 class KeyPool(Protocol):
@@ -113,6 +123,7 @@ class KeyStream:
     destination: str
     qos: schemas.QoS
     opened_by: set[str] = field(default_factory=set)
+    issuer_here: bool = True   # this node's application is the source: it issues the keys
 
     @property
     def chunk_bits(self) -> int:
@@ -304,26 +315,43 @@ class KeyService:
             raise RequestError(401, "unauthorized: the caller is neither source nor "
                                     "destination")
         local_is_source = sae == body.source
-        self._check_sae(body.destination if local_is_source else body.source, remote=True,
-                        role="destination" if local_is_source else "source")
+        other = body.destination if local_is_source else body.source
+        if other not in self.limits.remote_saes:
+            return {"status": NO_QKD_CONNECTION, "key_stream_id": body.key_stream_id,
+                    "qos": _qos_dict(body.qos),
+                    "message": f"no QKD link from this KME to SAE {other!r}"}
         qos = body.qos
-        if not (
-                self.limits.min_key_size <= qos.key_chunk_size * 8 <= self.limits.max_key_size):
+        unmet = self._qos_unmet(qos)
+        if unmet:
             return {"status": QOS_NOT_MET, "key_stream_id": body.key_stream_id,
-                    "qos": _qos_dict(qos), "message":
-                    f"key_chunk_size must be {self.limits.min_key_size // 8}.."
-                    f"{self.limits.max_key_size // 8} bytes"}
+                    "qos": _qos_dict(qos), "message": unmet}
         ksid = body.key_stream_id or str(uuid.uuid4())
         stream = self.streams.get(ksid)
         if stream is None:
-            stream = KeyStream(ksid, body.source, body.destination, qos)
+            stream = KeyStream(ksid, body.source, body.destination, qos,
+                               issuer_here=local_is_source)
             self.streams[ksid] = stream
         elif (stream.source, stream.destination) != (body.source, body.destination) \
                 or sae in stream.opened_by:
             return {"status": KEY_STREAM_ID_IN_USE, "key_stream_id": ksid,
                     "qos": _qos_dict(stream.qos)}
         stream.opened_by.add(sae)
+        opener = getattr(self.pool, "open_stream", None)
+        if opener is not None:
+            opener(stream)
         return {"status": SUCCESSFUL, "key_stream_id": ksid, "qos": _qos_dict(stream.qos)}
+
+    def _qos_unmet(self, qos: schemas.QoS) -> str | None:
+        """Why this node cannot honour ``qos`` (None if it can)."""
+        lim = self.limits
+        if not lim.min_key_size <= qos.key_chunk_size * 8 <= lim.max_key_size:
+            return (f"key_chunk_size must be {lim.min_key_size // 8}..{lim.max_key_size // 8} "
+                    f"bytes")
+        if qos.max_bps and qos.min_bps > qos.max_bps:
+            return "min_bps exceeds max_bps"
+        if qos.metadata_mimetype != "application/json":
+            return "metadata_mimetype must be application/json"
+        return None
 
     async def _op_get_key(self, sae: str, body: schemas.GetKeyRequest) -> dict:
         stream = self.streams.get(body.key_stream_id)
@@ -339,6 +367,8 @@ class KeyService:
             return {"status": INSUFFICIENT_KEY, "index": body.index}
         except PeerUnavailable:
             return {"status": PEER_NOT_CONNECTED, "index": body.index}
+        except PeerAppNotConnected:
+            return {"status": PEER_APPLICATION_NOT_CONNECTED, "index": body.index}
         except TimeoutError:
             return {"status": TIMEOUT, "index": body.index}
         except KeysNotFound as exc:
@@ -358,6 +388,9 @@ class KeyService:
         stream.opened_by.discard(sae)
         if not stream.opened_by:
             del self.streams[body.key_stream_id]
+            closer = getattr(self.pool, "close_stream", None)
+            if closer is not None:
+                await closer(stream)
         return {"status": SUCCESSFUL}
 
 

@@ -760,16 +760,23 @@ class KeyStore:
         now = _now_ns() if now_ns is None else now_ns
         until = None if ttl_s is None else now + int(ttl_s * 1e9)
         with self._tx("reserve") as conn:
-            fresh = self._fetch(conn, ids, "link_id=? AND state='committed' AND issuer='peer'",
-                                (link_id,))
-            again = self._fetch(conn, ids, "link_id=? AND state='reserved' AND slave_sae=? "
+            # set-based statements by ID: a thousand keys in tens of ms, not hundreds
+            new: list[bytes] = []
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                new += [r[0] for r in conn.execute(
+                    f"SELECT key_id FROM keys WHERE key_id IN ({marks}) AND +link_id=? AND "
+                    f"state='committed' AND issuer='peer'", (*chunk, link_id))]
+            fresh = set(new)
+            missing = [k for k in ids if k not in fresh]
+            again = self._fetch(conn, missing, "+link_id=? AND state='reserved' AND slave_sae=? "
                                 "AND master_sae=?", (link_id, slave_sae, master_sae))
-            new = [k for k in ids if k in fresh]
-            conn.executemany("UPDATE keys SET state='reserved', slave_sae=?, master_sae=?, "
-                             "reserved_until_ns=? WHERE key_id=?",
-                             [(slave_sae, master_sae, until, k) for k in new])
+            for chunk in _chunks(new):
+                conn.execute(f"UPDATE keys SET state='reserved', slave_sae=?, master_sae=?, "
+                             f"reserved_until_ns=? WHERE key_id IN ({','.join('?' * len(chunk))})",
+                             (slave_sae, master_sae, until, *chunk))
             self._audit(conn, new, "reserved", f"{master_sae} -> {slave_sae}", now)
-        return [uuid.UUID(bytes=k) for k in ids if k not in fresh and k not in again]
+        return [uuid.UUID(bytes=k) for k in missing if k not in again]
 
     def deliver(self, key_ids: list[uuid.UUID], *,
                 sae_id: str) -> list[tuple[uuid.UUID, bytearray]]:
@@ -821,13 +828,32 @@ class KeyStore:
         link_id = _check_link(link_id)
         ids = _ids(key_ids)
         with self._tx("void peer keys") as conn:
-            rows = self._fetch(conn, ids, "link_id=? AND issuer='peer' AND state='committed'",
+            rows = self._fetch(conn, ids, "+link_id=? AND issuer='peer' AND state='committed'",
                                (link_id,))
             gone = list(rows)
             self._erase(conn, gone)
             self._audit(conn, gone, "voided", "by peer")
         self._forget([(k, rows[k][1]) for k in gone])
         return len(gone)
+
+    def void_reserved(self, link_id: str, key_ids: list[uuid.UUID]) -> int:
+        """Erase keys reserved here that no SAE will ever fetch (an ETSI 004 stream index bound
+        but never delivered at the issuing end, or a stream closed here). Returns keys erased."""
+        link_id = _check_link(link_id)
+        ids = _ids(key_ids)
+        with self._tx("void reserved") as conn:
+            rows = self._fetch(conn, ids, "+link_id=? AND state='reserved'", (link_id,))
+            gone = list(rows)
+            self._erase(conn, gone)
+            self._audit(conn, gone, "voided", "stream key never delivered")
+        self._forget([(k, rows[k][1]) for k in gone])
+        return len(gone)
+
+    def reservation_counts(self, link_id: str) -> dict[tuple[str, str], int]:
+        """(master SAE, slave SAE) -> keys reserved here and not yet fetched (admin view)."""
+        return {(m, s): n for m, s, n in self._read(
+            "SELECT master_sae, slave_sae, COUNT(*) FROM keys WHERE link_id=? AND "
+            "state='reserved' GROUP BY master_sae, slave_sae", (_check_link(link_id),))}
 
     def expire(self, now_ns: int | None = None) -> int:
         """Erase what has outlived its time: unfetched reservations, leases past their TTL,
@@ -857,7 +883,11 @@ class KeyStore:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _fetch(conn, ids: list[bytes], where: str, params: tuple) -> dict[bytes, tuple]:
-        """key_id -> (bits, size_bits, state, slave_sae) for the IDs matching ``where``."""
+        """key_id -> (bits, size_bits, state, slave_sae) for the IDs matching ``where``.
+
+        Callers write ``+link_id=?`` in ``where``: the unary plus keeps SQLite from scanning the
+        link's whole primary-key range instead of looking the IDs up (measured: 1024 IDs
+        took 180 ms against a 100k-key store that way, a few ms by ID)."""
         out = {}
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))

@@ -226,6 +226,11 @@ class _BlockRole(abc.ABC):
         st.qber_estimate = verdict.total_errors / n_test
         st.qber_upper = est.estimate_qber_upper(verdict.total_errors, n_test, n_key,
                                                 self.params.eps_sec)
+        # Per basis [Z, X]: the disclosed test basis now, the key basis once Bob has corrected.
+        st.qber_by_basis = [float("nan")] * est.N_BASES
+        st.sample_by_basis = [0] * est.N_BASES
+        st.qber_by_basis[1 - sifting.KEY_BASIS] = st.qber_estimate
+        st.sample_by_basis[1 - sifting.KEY_BASIS] = int(n_test)
 
     def _record_lt3(self, rows: sifting_lt3.Lt3Rows) -> float:
         """Record the public LT3 table; returns the X0 error rate (Cascade's estimate)."""
@@ -450,6 +455,10 @@ class BobBlock(_BlockRole):
         st.cascade_disclosed_bits = int(disclosed)
         st.round_trips = int(getattr(self, "_rounds", 0))
         st.reconcile_efficiency = float(efficiency_of(int(disclosed), n, flips / n))
+        if st.decoy_counts and len(st.sample_by_basis) == est.N_BASES and not failed and n:
+            # decoy BB84: the key basis' errors, as corrected (``_record_decoy`` set the X)
+            st.qber_by_basis[sifting.KEY_BASIS] = flips / n
+            st.sample_by_basis[sifting.KEY_BASIS] = int(n)
         if failed:
             return self._abort(est.AbortDecision.because(
                 _R.RECONCILIATION_FAILED, f"Cascade gave up on frame(s) {failed[:5]}"))

@@ -35,6 +35,9 @@ class BlockStats:
     bound_terms: dict = field(default_factory=dict)
     conclusive_per_pulse: float = math.nan
     multi_click_fraction: float = math.nan
+    # Per basis [Z, X]: error rate and the bits it was measured on. Sampled protocols: the test
+    # sample. Decoy BB84: X is the disclosed test basis; Z the key basis as Bob's error
+    # correction found it (NaN and 0 until then). Bob's polarization loop steers on X.
     qber_by_basis: list = field(default_factory=list)
     sample_by_basis: list = field(default_factory=list)
     qber_upper_by_basis: list = field(default_factory=list)

@@ -9,6 +9,7 @@ import pytest
 
 from daemon import cli
 from daemon import config as cfg
+from daemon.control.settings import ControlSettings
 from tests.daemon.configs import dump_toml, example_data, example_in
 
 
@@ -24,6 +25,53 @@ def test_the_shipped_example_loads(tmp_path):
     assert link.policy.block_pulses == 2_000_000_000 and link.policy.qber_tol == 0.05
     assert conf.keystore.capacity_bits == 10**9 and conf.keystore.key_size_bits == 256
     assert conf.admin_socket == tmp_path / "admin.sock" and conf.admin_socket_mode == 0o600
+    assert link.control == ControlSettings()         # the example shows the defaults
+
+
+def test_link_control_settings_reach_the_supervisor(tmp_path):
+    from daemon.control.supervisor import ControlSupervisor
+    data = example_data(tmp_path)
+    path = tmp_path / "ctl.toml"
+    data["link"][0]["control"] = {"switch_port": 3, "detector_period_s": 0.25,
+                                  "light_floor_hz": 5e3, "steer_twist": False}
+    path.write_text(dump_toml(data))
+    conf = cfg.load(path)
+    ctl = conf.links[0].control
+    assert (ctl.switch_port, ctl.detector_period_s, ctl.light_floor_hz, ctl.steer_twist) == \
+        (3, 0.25, 5e3, False)
+    assert ctl.polarization_period_s == ControlSettings().polarization_period_s   # default
+
+    class Switch:
+        def port(self):
+            return 3
+
+        def select_port(self, port):
+            pass
+
+    class Gp:
+        def measure_sop(self):
+            pass
+    sup = ControlSupervisor.for_node(conf, {"alice-bob": {"switch": Switch(),
+                                                          "polarization": Gp()}})
+    link = sup.links["alice-bob"]
+    assert link.settings is ctl
+    assert link.switch.loop.config.port == 3 and link.switch.loop.config.light_floor_hz == 5e3
+    assert not link.polarization.loop.config.twists
+    assert len(link.polarization.loop.config.references) == 1       # Alice's H only
+
+
+def test_link_control_on_an_alice_link_is_checked_and_runs_no_loop(tmp_path):
+    from daemon.control.supervisor import ControlSupervisor
+    data = example_data(tmp_path)
+    data["link"][0]["role"] = "alice"
+    path = tmp_path / "alice.toml"
+    path.write_text(dump_toml(data))
+    conf = cfg.load(path)
+    assert ControlSupervisor.for_node(conf, {"alice-bob": {}}).links == {}
+    data["link"][0]["control"]["switch_port"] = 99
+    path.write_text(dump_toml(data))
+    with pytest.raises(cfg.ConfigError, match=r"link\[0\]\.control\.switch_port = 99"):
+        cfg.load(path)
 
 
 def test_several_links_and_defaults(tmp_path):
@@ -80,6 +128,16 @@ BAD = [
     ("node.id", "bob node", "node.id", "letters, digits"),
     ("link.0.protocol", "b92", "link[0].calibration.expected_conclusive_per_pulse", "B92"),
     ("link", _DELETE, "link", "[[link]]"),
+    ("link.0.control.switch_prot", 2, "link[0].control.switch_prot", "unknown key"),
+    ("link.0.control.switch_port", 0, "link[0].control.switch_port = 0",
+     "an integer in [1, 64]"),
+    ("link.0.control.switch_port", 2.5, "link[0].control.switch_port = 2.5",
+     "an integer in [1, 64]"),
+    ("link.0.control.detector_period_s", 0, "link[0].control.detector_period_s = 0",
+     "a number in [0.001, 3600]"),
+    ("link.0.control.twist_dither_rad", "small", "link[0].control.twist_dither_rad = 'small'",
+     "a number in [0.001, 0.5]"),
+    ("link.0.control.steer_twist", 1, "link[0].control.steer_twist = 1", "true or false"),
 ]
 
 

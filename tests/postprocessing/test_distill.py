@@ -224,6 +224,12 @@ def test_decoy_block_too_small_for_lim_stops_with_no_secret_key():
     assert abs(st.key_input_bits - st.sifted_bits / 2) < 5 * math.sqrt(st.sifted_bits / 4)
     sigma = math.sqrt(q_model * (1 - q_model) / st.sample_bits)
     assert abs(st.qber_estimate - q_model) < 5 * sigma
+    # Per basis [Z, X] (the polarization loop steers on X): X is the disclosed test basis, Z
+    # the key basis as Bob's error correction found it; both bases share the error model.
+    assert st.qber_by_basis[1] == st.qber_estimate
+    assert st.sample_by_basis == [st.key_input_bits, st.sample_bits]
+    sigma_z = math.sqrt(q_model * (1 - q_model) / st.key_input_bits)
+    assert abs(st.qber_by_basis[0] - q_model) < 5 * sigma_z
 
 
 @pytest.mark.slow

@@ -84,3 +84,29 @@ def test_gp_adapter_refuses_two_references_without_a_selector():
     from daemon.control.polarization import GpConfig, GpLoop
     with pytest.raises(ControlConfigError, match="no way to select"):
         GpAdapter("pol", driver=None, loop=GpLoop(GpConfig()))
+
+
+def test_gp_adapter_with_one_reference_twists_the_simulated_controller_about_h():
+    """A node's GP loop: the first fresh block with X-basis bits asks for +dither; the
+    excursion's three locks, sent over TCP, leave the controller rotated about H by exactly
+    that much (H itself still locked), and a block begun before it is not charged to it."""
+    from sim_backend.instruments.polarization_rotations import rotation_about as about
+    controls = LinkControls()
+    now = [5.0]
+    with TcpServer(GpPolarizationSim(controls)) as server:
+        driver = registry.create("gp-polarization", server.url, timeout_s=2.0)
+        try:
+            adapter = GpAdapter("pol", driver, clock=lambda: now[0])
+            assert adapter.loop.config.twists          # the default without a selector
+            block = QberWindow(0.0, 4.0, 8000, 200, 4000, 40, 4000, 160)
+            action = adapter.tick(now[0], block)
+            d = adapter.loop.config.twist_dither_rad
+            assert action.twist_rad == pytest.approx(d) and len(action.via) == 2
+            # The driver sends 4 decimals: each waypoint is off by < 1e-4 rad, so is the twist.
+            assert np.allclose(controls.controller_rotation, about(H, d), atol=3e-4)
+            assert adapter.state.twist_pending_since_s == 5.0
+            assert adapter.tick(6.0, QberWindow(4.0, 6.0, 8000, 200, 4000, 40, 4000, 160)) \
+                is None                                  # collected partly before the twist
+            assert adapter.status()["twist_rad"] == pytest.approx(d)
+        finally:
+            driver.close()

@@ -119,12 +119,13 @@ def test_gp_loop_with_two_references_holds_both_bases_and_without_it_they_leave(
 
 @pytest.mark.slow
 def test_gp_loop_with_one_reference_holds_z_and_flags_the_twist_it_cannot_see():
-    cfg = GpConfig(references=(H_REF,))
+    cfg = GpConfig(references=(H_REF,), steer_twist=False)     # the polarimeter alone
     on = run(PARAMS, "gp", True, N_WINDOWS, WINDOW_S, SAMPLE, seed=12, loop=GpLoop(cfg))
     # Z basis: a window starts with a tilt of H below the threshold (w across H only).
     q_z, bits = _basis_qber(on, "z")
     t = math.radians(cfg.reissue_threshold_deg)
     assert q_z < FLOOR + V * t * t / 4 + 4 * math.sqrt(FLOOR / bits)
     # One reference fixes two of three angles: the X basis follows the twist about H, which
-    # the polarimeter cannot see; the loop says so rather than pretending.
+    # the polarimeter cannot see; unsteered, the loop says so rather than pretending (a node
+    # steers it on the X-basis QBER: test_polarization_node).
     assert "x_basis_drift" in on.alarms_seen

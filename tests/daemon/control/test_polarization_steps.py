@@ -6,7 +6,8 @@ import pytest
 
 from daemon.control.common import ControlConfigError, QberWindow
 from daemon.control.polarization import (D_REF, H_REF, GpConfig, GpLoop, OzConfig, OzLoop,
-                                         SetSop, SetVoltages, SopReading, angle_deg)
+                                         SetSop, SetVoltages, SopReading, angle_deg,
+                                         twist_excursion)
 
 ONE_REF = dict(references=(H_REF,))
 
@@ -176,3 +177,82 @@ def test_oz_qber_alarm_on_smoothed_value():
 def test_oz_config_refuses_a_range_too_small_to_wrap():
     with pytest.raises(ControlConfigError, match="voltage range"):
         OzConfig(min_voltage_mv=-1000, max_voltage_mv=1000)
+
+
+# -- one reference: the twist about it steered on the X-basis QBER ----------------------------
+
+def _x_window(t0, t1, qber_x, bits=4000):
+    """A block whose X basis (and Z basis, at 1 %) holds ``bits`` sifted bits."""
+    return QberWindow(t0, t1, 2 * bits, round(0.01 * bits) + round(qber_x * bits),
+                      bits, round(0.01 * bits), bits, round(qber_x * bits))
+
+
+@pytest.mark.parametrize("reference", [H_REF, (0.6, 0.0, 0.8), (0.0, 1.0, 0.0)])
+@pytest.mark.parametrize("twist", [0.05, -0.3, 1.2])
+def test_twist_excursion_is_a_rotation_about_the_reference_by_the_twist(reference, twist):
+    """Three shortest-rotation locks, reference -> a -> b -> reference (the synthesizer's own
+    move, as the simulator models it), compose to a right-handed rotation about the reference
+    by exactly the requested angle."""
+    import numpy as np
+    from sim_backend.instruments.polarization_rotations import rotation_about, rotation_taking
+    r = np.array(reference, float)
+    a, b = (np.array(w) for w in twist_excursion(reference, twist))
+    net = rotation_taking(b, r) @ rotation_taking(a, b) @ rotation_taking(r, a)
+    assert np.allclose(net, rotation_about(r, twist), atol=1e-9)
+
+
+def test_twist_excursion_refuses_a_quarter_turn_or_more():
+    with pytest.raises(ControlConfigError, match="pi/2"):
+        twist_excursion(H_REF, math.pi / 2)
+
+
+def test_gp_twist_dithers_plus_then_minus_then_moves_down_the_slope():
+    cfg = GpConfig(twist_dither_rad=0.08, twist_fraction=0.5, **ONE_REF)
+    loop, d, on_h = GpLoop(cfg), 0.08, (1.0, 0.0, 0.0)
+    st, act = loop.step(loop.initial_state(), SopReading(1.0, on_h, _x_window(0.0, 1.0, 0.05)))
+    assert act.twist_rad == pytest.approx(d) and len(act.via) == 2 and act.target == H_REF
+    assert st.twist_phase == "plus"
+    st = loop.applied(st, 1.01)
+    st, act = loop.step(st, SopReading(2.0, on_h, _x_window(0.5, 1.5, 0.2)))   # begun before
+    assert act is None and st.twist_phase == "plus"
+    st, act = loop.step(st, SopReading(2.5, on_h, _x_window(1.5, 2.5, 0.04)))  # q+ = 4 %
+    assert act.twist_rad == pytest.approx(-2 * d) and st.twist_phase == "minus"
+    st, act = loop.step(st, SopReading(2.6, on_h, _x_window(1.5, 2.5, 0.04)))  # used once
+    assert act is None
+    st, act = loop.step(st, SopReading(3.5, on_h, _x_window(2.5, 3.5, 0.06)))  # q- = 6 %
+    # Lower on the + side: move up by f (q- - q+) / d = 0.5 x 0.02 / 0.08 = 0.125 rad, then
+    # dither + again: the request goes from centre - d to centre + 0.125 + d.
+    assert act.twist_rad == pytest.approx(0.125 + 2 * d)
+    assert st.twist_rad == pytest.approx(0.125 + d) and st.twist_updates == 1
+    assert "twist" in loop.status(st)["last_action"]
+
+
+def test_gp_twist_newton_step_lands_on_a_quadratic_minimum():
+    """X QBER q0 + (w - w*)^2 / 4 (visibility 1): with the full Newton step one cycle puts
+    the centre on w*, whatever the start."""
+    best, d = 0.2, 0.08
+    loop = GpLoop(GpConfig(twist_fraction=1.0, twist_dither_rad=d, **ONE_REF))
+    st, t = loop.initial_state(), 0.0
+
+    def q(w):
+        return 0.02 + (w - best) ** 2 / 4
+    centre = 0.0
+    for _ in range(3):                       # start (+d), plus (-2d), minus (update, +d)
+        offset = st.twist_rad - centre if st.twist_phase != "start" else 0.0
+        qx = q(centre + offset)
+        st, act = loop.step(st, SopReading(t + 1, H_REF, _x_window(t, t + 1, qx, 10 ** 8)))
+        t += 1
+    assert st.twist_rad - d == pytest.approx(best, abs=1e-6)
+
+
+def test_gp_twist_skips_thin_blocks_and_is_off_when_asked_or_with_two_references():
+    loop = GpLoop(GpConfig(min_sifted=1000, **ONE_REF))
+    st, act = loop.step(loop.initial_state(),
+                        SopReading(1.0, H_REF, _x_window(0.0, 1.0, 0.05, bits=500)))
+    assert act == SetSop(H_REF) and st.twist_phase == "start"     # first lock only
+    off = GpLoop(GpConfig(steer_twist=False, **ONE_REF))
+    _, act = off.step(off.initial_state(), SopReading(1.0, H_REF, _x_window(0.0, 1.0, 0.05)))
+    assert act == SetSop(H_REF) and not off.config.twists
+    two = GpLoop(GpConfig())
+    _, act = two.step(two.initial_state(), SopReading(1.0, H_REF, _x_window(0.0, 1.0, 0.05)))
+    assert act.via == () and act.twist_rad is None and not two.config.twists

@@ -119,6 +119,11 @@ def test_qber_window_from_block_stats():
                                "qber_by_basis": [0.02, 0.04],
                                "sample_by_basis": [1000, 1000]})
     assert (w.sifted, w.errors, w.errors_z, w.errors_x) == (2000, 60, 20, 40)
+    # Decoy BB84 before error correction: the X (test) basis only.
+    w = qber_window(1.0, 2.0, {"sample_bits": 1000, "qber_estimate": 0.04,
+                               "qber_by_basis": [float("nan"), 0.04],
+                               "sample_by_basis": [0, 1000]})
+    assert (w.sifted_z, w.sifted_x, w.errors_x) == (None, 1000, 40) and w.qber_x == 0.04
     assert qber_window(1.0, 2.0, {"qber_estimate": 0.03}) is None
     assert qber_window(1.0, 2.0, None) is None
 
@@ -157,6 +162,13 @@ def test_engine_stores_no_key_from_a_blinded_window_and_output_resumes(tmp_path,
         seen.append(((t0, t1), verdict))
         return verdict
     control.key_veto = spy
+    signals = []                               # the engine's acquiring(link, on) calls
+    acquiring = control.acquiring
+
+    def acquiring_spy(link_id, on):
+        signals.append((link_id, on, time.monotonic()))
+        acquiring(link_id, on)
+    control.acquiring = acquiring_spy
 
     async def main():
         pair = Pair(tmp_path)
@@ -188,6 +200,14 @@ def test_engine_stores_no_key_from_a_blinded_window_and_output_resumes(tmp_path,
     a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
     assert len(b) == bob["blocks_ok"] * KEYS_PER_BLOCK and a == b      # Alice kept none either
     assert alice["abort_reasons"].get(f"peer: {VETO_ALARM}", 0) >= 3
+    # Bob's engine says when it collects: on, off, on, off ... around every block it cut, and
+    # every block window ends at an "off".
+    ons = [on for _, on, _ in signals]
+    assert ons[:2] == [True, False] and all(a != b for a, b in zip(ons, ons[1:]))
+    assert {link for link, _, _ in signals} == {"alice-bob"}
+    offs = [t for _, on, t in signals if not on]
+    assert len(offs) >= len(seen)
+    assert all(any(abs(t - w[1]) < 0.01 for t in offs) for w, _ in seen)   # same instant
 
 
 # -- switch ------------------------------------------------------------------------------------
@@ -215,6 +235,7 @@ def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
                     _config("bob"), {"alice-bob": {"detector": det, "switch": sw}},
                     settings=settings, clock=clock)
                 link = sup.links["alice-bob"]
+                sup.acquiring("alice-bob", True)            # the engine collects throughout
                 trace = []
                 for k in range(30):
                     if k == 10:
@@ -239,7 +260,10 @@ def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
     assert trace[-1][3] == 1                          # one correction in all
 
 
-def test_switch_on_the_right_port_without_light_alarms():
+def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acquires():
+    """Port 1 stays dark. While the engine collects no block (no peer, held, store full) no
+    light is expected and none is judged; once it collects, the next gate inside the run
+    shows the dark port."""
     controls = LinkControls()
     controls.link_port = 3             # the fibre arrives on another port: port 1 stays dark
     sim = LinkSimulator(LinkParams.preset("gys", distance_km=10.0), controls, seed=4)
@@ -255,16 +279,47 @@ def test_switch_on_the_right_port_without_light_alarms():
                 switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(port=1, settle_s=0.05)),
                                        _rate_from(detector), clock=clock)
                 link = LinkSupervisor("l", detector=detector, switch=switch, clock=clock)
-                for _ in range(5):
+                states = []
+                for k in range(12):
+                    if k == 6:
+                        link.acquiring(True)
                     sim.run_slots(1_000_000)
                     clock.t = round(clock.t + PERIOD, 9)
                     await link.tick_once()
-                return switch.status()
+                    states.append(switch.status())
+                return states
             finally:
                 det.close()
                 sw.close()
-    st = asyncio.run(main())
-    assert st["state"] == "no_light" and "no_light" in st["alarms"]
+    states = asyncio.run(main())
+    assert all(st["alarms"] == {} and st["state"] == "verifying" for st in states[:6])
+    # Acquiring from t = 0.6: the gate 0.6..0.7 (readings at 0.6 and 0.7) lies inside the run
+    # and is judged at the tick that ends it.
+    assert all(st["state"] == "no_light" and "no_light" in st["alarms"] for st in states[6:])
+
+
+def test_acquisition_runs_bridge_short_pauses_and_end_after_a_long_one():
+    clock = LinkTime()
+    sup = LinkSupervisor("l", settings=ControlSettings(acquisition_gap_s=1.0), clock=clock)
+    assert not sup.acquiring_over(0.0)                   # never acquired: idle
+    clock.t = 1.0
+    sup.acquiring(True)
+    clock.t = 1.5
+    assert sup.acquiring_over(1.2) and not sup.acquiring_over(0.9)   # gate began before
+    assert sup.acquiring_over(None)                      # unknown gate: collecting now
+    clock.t = 2.0
+    sup.acquiring(False)                                 # a block handed to post-processing
+    clock.t = 2.3
+    sup.acquiring(True)                                  # the next one: the same run
+    clock.t = 2.8
+    sup.acquiring(False)
+    clock.t = 3.5
+    assert sup.acquiring_over(1.2) and not sup.acquiring_over(None)
+    clock.t = 3.9
+    assert not sup.acquiring_over(1.2)                   # paused longer than the gap: idle
+    sup.acquiring(True)                                  # a new run from 3.9
+    clock.t = 4.2
+    assert not sup.acquiring_over(3.5) and sup.acquiring_over(3.9)
 
 
 def _config(role: str):

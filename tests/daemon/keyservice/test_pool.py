@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from daemon.keyservice import reservations as rv
 from daemon.keyservice import service as svc
 from daemon.keyservice.pool import NodeKeyPool
 from daemon.keyservice.wire import decode_reply, encode_request
@@ -140,3 +141,173 @@ def test_concurrent_requests_at_both_nodes_never_share_a_key(tmp_path):
         assert r.status == 200
         ids += [k["key_ID"] for k in r.body["keys"]]
     assert len(ids) == len(set(ids)) == 360
+
+
+# -- ETSI 004 streams on the durable stores ------------------------------------------------------
+
+QOS = {"key_chunk_size": KEY_BITS // 8, "timeout": 1000}
+
+
+async def _open_both(sa, sb, ksid="stream-1"):
+    a = await call(sa, "X", "open_connect", {"source": "X", "destination": "Y",
+                                             "key_stream_id": ksid, "qos": QOS})
+    b = await call(sb, "Y", "open_connect", {"source": "X", "destination": "Y",
+                                             "key_stream_id": ksid, "qos": QOS})
+    return a, b
+
+
+def test_a_stream_gives_both_ends_the_same_key_per_index_whoever_asks_first(tmp_path):
+    a_store, b_store = stores(tmp_path)
+    sa, sb, _ = services(a_store, b_store)
+
+    async def run():
+        opened = await _open_both(sa, sb)
+        get = {"key_stream_id": "stream-1"}
+        a0 = await call(sa, "X", "get_key", {**get, "index": 0})    # the source first
+        b0 = await call(sb, "Y", "get_key", {**get, "index": 0})
+        b5 = await call(sb, "Y", "get_key", {**get, "index": 5})    # the destination first
+        a5 = await call(sa, "X", "get_key", {**get, "index": 5})
+        a5_again = await call(sa, "X", "get_key", {**get, "index": 5})
+        b0_again = await call(sb, "Y", "get_key", {**get, "index": 0})
+        both = await asyncio.gather(call(sa, "X", "get_key", {**get, "index": 9}),
+                                    call(sb, "Y", "get_key", {**get, "index": 9}))
+        await sa.pool.settle()
+        return opened, a0, b0, b5, a5, a5_again, b0_again, both
+
+    opened, a0, b0, b5, a5, a5_again, b0_again, (a9, b9) = asyncio.run(run())
+    assert [o.body["status"] for o in opened] == [svc.SUCCESSFUL, svc.SUCCESSFUL]
+    for x, y in ((a0, b0), (a5, b5), (a9, b9)):
+        assert x.body["status"] == y.body["status"] == svc.SUCCESSFUL
+        assert x.body["key_ID"] == y.body["key_ID"]
+        assert x.body["key_buffer"] == y.body["key_buffer"]
+    assert len({a0.body["key_ID"], a5.body["key_ID"], a9.body["key_ID"]}) == 3
+    assert a5_again.status == 400 and b0_again.status == 400
+    for r in (a0, a5, a9):      # delivered at both ends: erased at both ends
+        kid = uuid.UUID(r.body["key_ID"])
+        assert kid not in a_store.key_states("L") and kid not in b_store.key_states("L")
+
+
+def test_stream_status_codes_from_the_durable_pool(tmp_path):
+    a_store, b_store = stores(tmp_path, n_keys=4)     # A may issue keys 0 and 2 only
+    sa, sb, wire = services(a_store, b_store, reserve_timeout_s=0.2)
+
+    async def run():
+        out = {}
+        out["no_link"] = await call(sa, "X", "open_connect",
+                                    {"source": "X", "destination": "Z9", "qos": QOS})
+        out["qos"] = await call(sa, "X", "open_connect", {"source": "X", "destination": "Y",
+                                                          "qos": {**QOS, "key_chunk_size": 16}})
+        await call(sb, "Y", "open_connect", {"source": "X", "destination": "Y",
+                                             "key_stream_id": "s", "qos": QOS})
+        out["app_missing"] = await call(sb, "Y", "get_key", {"key_stream_id": "s", "index": 0})
+        await call(sa, "X", "open_connect", {"source": "X", "destination": "Y",
+                                             "key_stream_id": "s", "qos": QOS})
+        out["in_use"] = await call(sa, "X", "open_connect", {"source": "X", "destination": "Y",
+                                                             "key_stream_id": "s", "qos": QOS})
+        out["k0"] = await call(sa, "X", "get_key", {"key_stream_id": "s", "index": 0})
+        out["k1"] = await call(sa, "X", "get_key", {"key_stream_id": "s", "index": 1})
+        out["empty"] = await call(sa, "X", "get_key", {"key_stream_id": "s", "index": 2})
+        out["empty_b"] = await call(sb, "Y", "get_key", {"key_stream_id": "s", "index": 3})
+        wire.drop = True
+        out["peer_down"] = await call(sb, "Y", "get_key", {"key_stream_id": "s", "index": 4})
+        out["meta"] = await call(sa, "X", "get_key", {"key_stream_id": "s", "index": 5,
+                                                      "metadata_size": 0})
+        return out
+
+    out = asyncio.run(run())
+    codes = {k: r.body["status"] for k, r in out.items()}
+    assert codes == {"no_link": svc.NO_QKD_CONNECTION, "qos": svc.QOS_NOT_MET,
+                     "app_missing": svc.PEER_APPLICATION_NOT_CONNECTED,
+                     "in_use": svc.KEY_STREAM_ID_IN_USE, "k0": svc.SUCCESSFUL,
+                     "k1": svc.SUCCESSFUL, "empty": svc.INSUFFICIENT_KEY,
+                     "empty_b": svc.INSUFFICIENT_KEY, "peer_down": svc.TIMEOUT,
+                     "meta": svc.METADATA_TOO_SMALL}
+
+
+def test_closing_a_stream_voids_at_the_peer_the_keys_the_source_never_took(tmp_path):
+    a_store, b_store = stores(tmp_path)
+    sa, sb, _ = services(a_store, b_store)
+
+    async def run():
+        await _open_both(sa, sb)
+        # index 7 bound by a pull from B whose caller gave up before taking the key: A holds
+        # it for X, B holds it reserved for Y
+        st_a = sa.pool._streams["stream-1"]
+        await sa.pool._issuer_key(st_a, 7, for_pull=True)
+        unit = st_a.pending[7].key_id
+        reserved_at_b = b_store.key_states("L").get(unit)
+        closed = await call(sa, "X", "close", {"key_stream_id": "stream-1"})
+        for _ in range(50):
+            if not sa.pool.unacknowledged_voids:
+                break
+            await asyncio.sleep(0.01)
+        await sa.pool.settle()
+        late = await call(sb, "Y", "get_key", {"key_stream_id": "stream-1", "index": 7})
+        return unit, reserved_at_b, closed, late
+
+    unit, reserved_at_b, closed, late = asyncio.run(run())
+    assert reserved_at_b == "reserved"
+    assert closed.body["status"] == svc.SUCCESSFUL
+    assert sa.pool.unacknowledged_voids == 0             # B answered VOIDED
+    assert unit not in a_store.key_states("L")           # never delivered at A, erased
+    assert unit not in b_store.key_states("L")           # voided at B, never delivered there
+    assert late.body["status"] == svc.PEER_APPLICATION_NOT_CONNECTED
+
+
+def test_a_lease_left_open_by_a_stop_is_voided_at_both_ends(tmp_path):
+    a_store, b_store = stores(tmp_path)
+    sa, sb, _ = services(a_store, b_store)
+
+    async def first_life():
+        enc = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 3})
+        return enc, sa.pool.leased_remaining
+
+    enc, left = asyncio.run(first_life())      # the node stops without settling its lease
+    assert left == 5
+    voided = a_store.void_open_leases()["L"]   # what the runner does at start
+    assert len(voided) == 8
+    sa2, sb2, _ = services(a_store, b_store)
+
+    async def second_life():
+        await sa2.pool.void_keys(rv.VoidScope.LEASE, voided)
+        for _ in range(50):
+            if not sa2.pool.unacknowledged_voids:
+                break
+            await asyncio.sleep(0.01)
+        dec = await call(sb2, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": [
+            {"key_ID": k["key_ID"]} for k in enc.body["keys"]]})
+        more = await call(sa2, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 24})
+        return dec, more
+
+    dec, more = asyncio.run(second_life())
+    assert sa2.pool.unacknowledged_voids == 0
+    assert dec.status == 200 and dec.body["keys"] == enc.body["keys"]   # reserved: still there
+    undelivered = set(voided) - {uuid.UUID(k["key_ID"]) for k in enc.body["keys"]}
+    assert len(undelivered) == 5
+    for kid in undelivered:                     # erased at both ends, never issued again
+        assert kid not in a_store.key_states("L") and kid not in b_store.key_states("L")
+    assert more.status == 200
+    assert not undelivered & {uuid.UUID(k["key_ID"]) for k in more.body["keys"]}
+    assert sa2.pool.stored_key_count(KEY_BITS) == 0     # 32 = 3 delivered + 5 voided + 24
+
+
+def test_a_peer_channel_that_blocks_its_send_gives_503_in_time(tmp_path):
+    """A real peer channel waits (backpressure) while the peer is away; the pool must not."""
+    a_store, b_store = stores(tmp_path)
+    forever = asyncio.Event()
+
+    async def stuck_send(msg_type, payload):
+        await forever.wait()
+
+    pa = NodeKeyPool(a_store, "L", stuck_send, key_size_bits=KEY_BITS, lease_batch=8,
+                     reserve_timeout_s=0.2)
+    sa = svc.KeyService(_limits(LIMITS_A), pa)
+
+    async def run():
+        t0 = asyncio.get_running_loop().time()
+        r = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2})
+        return r, asyncio.get_running_loop().time() - t0
+
+    r, took = asyncio.run(run())
+    assert r.status == 503 and "peer" in r.body["message"]
+    assert took < 2.0        # the 0.2 s reserve timeout, plus the lease: not for ever

@@ -48,3 +48,70 @@ def test_replies():
         rv.decode_reply(rv.ReservationMsgType.REFUSED, struct.pack("<IB", 1, 99))
     with pytest.raises(rv.ReservationMessageError):
         rv.decode_reply(rv.ReservationMsgType.RESERVE, b"\x00" * 5)
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(list(rv.VoidScope)),
+       st.lists(st.uuids(), min_size=1, max_size=50))
+def test_void_round_trips_and_every_truncation_is_typed(seq, scope, ids):
+    kind, payload = rv.encode_void(seq, scope, ids)
+    assert kind == rv.ReservationMsgType.VOID
+    assert rv.decode_void(payload) == (seq, scope, ids)
+    for cut in (0, 3, len(payload) - 1):
+        with pytest.raises(rv.ReservationMessageError):
+            rv.decode_void(payload[:cut])
+    with pytest.raises(rv.ReservationMessageError):
+        rv.decode_void(payload + b"\x00")
+    assert rv.decode_voided(rv.encode_voided(seq)[1]) == seq
+
+
+def test_void_layout_and_bad_scope():
+    kid = uuid.UUID(int=3)
+    _, payload = rv.encode_void(5, rv.VoidScope.LEASE, [kid])
+    assert payload == struct.pack("<IBH", 5, 1, 1) + kid.bytes
+    with pytest.raises(rv.ReservationMessageError, match="scope"):
+        rv.decode_void(struct.pack("<IBH", 5, 9, 1) + kid.bytes)
+    with pytest.raises(ValueError):
+        rv.encode_void(5, rv.VoidScope.LEASE, [])
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 2**53), sae, sae, sae)
+def test_stream_pull_round_trips(seq, index, ksid, source, destination):
+    pull = rv.StreamPull(seq, index, ksid, source, destination)
+    kind, payload = rv.encode_stream_pull(pull)
+    assert kind == rv.ReservationMsgType.STREAM_PULL
+    assert rv.decode_stream_pull(payload) == pull
+    with pytest.raises(rv.ReservationMessageError):
+        rv.decode_stream_pull(payload[:-1])
+    with pytest.raises(rv.ReservationMessageError):
+        rv.decode_stream_pull(payload + b"x")
+
+
+def test_stream_key_ids_name_the_stream_and_index_alike_at_both_ends():
+    assert rv.stream_key_id("s", 1) == rv.stream_key_id("s", 1)
+    assert len({rv.stream_key_id("s", 1), rv.stream_key_id("s", 2),
+                rv.stream_key_id("s2", 1)}) == 3
+    assert rv.stream_key_id("s", 1) == uuid.uuid5(
+        uuid.UUID("5d0c3f0e-2b7a-4c55-9a51-0b6b2f1e7a40"), "s/1")   # as documented
+
+
+def test_a_malformed_peer_message_is_logged_and_dropped(caplog, tmp_path):
+    import asyncio
+
+    from daemon.keyservice.pool import NodeKeyPool
+    from daemon.keystore.store import KeyStore
+
+    sent = []
+
+    async def send(t, p):
+        sent.append(t)
+
+    pool = NodeKeyPool(KeyStore(tmp_path / "s.db"), "L", send, key_size_bits=256)
+
+    async def run():
+        for t, p in ((0x60, b"\x01"), (0x63, b"\x00" * 7), (0x65, b"\x00" * 3),
+                     (0x61, b"\x00" * 9), (0x64, b"")):
+            await pool.on_peer_message(t, p)
+
+    asyncio.run(run())
+    assert sent == []                       # nothing answered to garbage
+    assert caplog.text.count("malformed peer message") == 5
