@@ -171,7 +171,7 @@ def lt3_inputs(link: LinkConfig, board: BoardParameters) -> dict:
     """LT3's inputs: intensities and state probabilities as Alice's board announces them (her
     board draws the Z bit evenly, so Z0 and Z1 share 1 - P_BASIS_X), the rest as calibrated."""
     if board.p_basis_x is None:
-        raise Lt3BoardError(f"link {link.id}: Alice's board did not announce P_BASIS_X, "
+        raise BoardMismatchError(f"link {link.id}: Alice's board did not announce P_BASIS_X, "
                             f"which LT3 needs for her state probabilities")
     cal = link.calibration
     p_z = (1.0 - board.p_basis_x) / 2
@@ -182,8 +182,9 @@ def lt3_inputs(link: LinkConfig, board: BoardParameters) -> dict:
                 max_basis_efficiency_deviation=cal.max_basis_efficiency_deviation)
 
 
-class Lt3BoardError(ValueError):
-    """Alice's announced board parameters cannot run the link's protocol (one line)."""
+class BoardMismatchError(ValueError):
+    """Alice's announced board parameters cannot run the link's protocol (one line; the
+    link's engine stops with it and the node logs it)."""
 
 
 def checked_block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
@@ -191,7 +192,7 @@ def checked_block_params(link: LinkConfig, board: BoardParameters) -> BlockParam
     try:
         return block_params(link, board)
     except BlockParamsError as exc:
-        raise Lt3BoardError(f"link {link.id}: Alice's board parameters (intensities "
+        raise BoardMismatchError(f"link {link.id}: Alice's board parameters (intensities "
                             f"{board.intensities}, probabilities {board.probabilities}, "
                             f"P_BASIS_X {board.p_basis_x}) do not fit protocol "
                             f"{link.protocol!r}: {exc}") from None
@@ -202,10 +203,10 @@ class RoleFactory:
     BlockParams of a link are built once per announced board parameters and reused."""
 
     def __init__(self, node: NodeConfig):
-        self._params: dict[tuple[str, BoardParameters], BlockParams] = {}
+        self._params: dict[tuple[LinkConfig, BoardParameters], BlockParams] = {}
 
     def params(self, link: LinkConfig, board: BoardParameters) -> BlockParams:
-        key = (link.id, board)
+        key = (link, board)
         if key not in self._params:
             self._params[key] = checked_block_params(link, board)
         return self._params[key]

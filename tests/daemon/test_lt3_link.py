@@ -10,7 +10,7 @@ from daemon.engine import link as link_mod
 from daemon.engine import messages as m
 from daemon.engine.acquisition import read_board_parameters
 from daemon.engine.ports import BoardParameters
-from daemon.runtime.adapters import Lt3BoardError, RoleFactory, block_params
+from daemon.runtime.adapters import BoardMismatchError, RoleFactory, block_params
 from firmware_protocol import ParamId
 from postprocessing import finite_key_lt as fkl
 from tests.daemon.configs import dump_toml, example_data
@@ -103,9 +103,9 @@ def test_block_params_take_the_board_announcement_and_the_calibration(tmp_path):
 def test_a_board_that_cannot_run_lt3_is_refused_in_one_line(tmp_path):
     (link,) = cfg.load(lt3_config(tmp_path)).links
     roles = RoleFactory(None)
-    with pytest.raises(Lt3BoardError, match="did not announce P_BASIS_X"):
+    with pytest.raises(BoardMismatchError, match="did not announce P_BASIS_X"):
         roles.params(link, board(p_basis_x=None))
-    with pytest.raises(Lt3BoardError) as info:
+    with pytest.raises(BoardMismatchError) as info:
         roles.params(link, board(nu2=0.05))           # LT3's third intensity is the vacuum
     assert "\n" not in str(info.value) and "(mu, nu, 0)" in str(info.value)
     # one BlockParams per announcement, shared by the link's blocks
