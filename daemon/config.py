@@ -85,10 +85,22 @@ class LinkPolicy:
 
 @dataclass(frozen=True)
 class Calibration:
-    """B92 needs what calibration measured: the USD attack shows only as a yield drop."""
+    """What calibration measured, for the protocols whose bound takes it as input.
+
+    B92: the conclusive yield and Bob's efficiency (the USD attack shows only as a yield drop).
+    LT3 (``finite_key_lt``): the characterised Bloch vectors (P_X, P_Z) of Alice's states Z0,
+    Z1, X0, Bob's Z share of clicks (splitter ratio times relative detector efficiency), the
+    tolerance of the per-block basis-efficiency check around it, and the multi-click ceiling
+    (also B92's when given). Alice's state probabilities are not here: her board announces
+    its X probability (``P_BASIS_X``) and draws the Z bit evenly.
+    """
 
     expected_conclusive_per_pulse: float | None = None
     bob_efficiency: float | None = None
+    max_multi_click_fraction: float | None = None
+    bob_z_probability: float | None = None
+    max_basis_efficiency_deviation: float | None = None
+    bloch_vectors: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -254,7 +266,16 @@ _DEVICE = ("driver", "url")
 _POLICY = ("block_pulses", "eps_sec", "eps_cor", "qber_tol", "qber_threshold",
            "sample_fraction", "min_sample_size", "schedule", "blocks_in_flight",
            "block_timeout_s", "qber_alarm_blocks")
-_CALIBRATION = ("expected_conclusive_per_pulse", "bob_efficiency")
+_CALIBRATION_B92 = ("expected_conclusive_per_pulse", "bob_efficiency")
+_CALIBRATION_LT3 = ("bloch_vectors", "bob_z_probability", "max_multi_click_fraction")
+_LT3_ONLY = ("bloch_vectors", "bob_z_probability", "max_basis_efficiency_deviation")
+_CALIBRATION = (*_CALIBRATION_B92, "max_multi_click_fraction", "bob_z_probability",
+                "max_basis_efficiency_deviation", "bloch_vectors")
+LT3_BASIS_EFFICIENCY_DEVIATION = 0.02
+"""Default ``max_basis_efficiency_deviation``: BlockParams' own default, written into the
+config so that a node stating it and one leaving it out agree in the hello."""
+_BLOCH_TEXT = ("three [P_X, P_Z] pairs for Z0, Z1, X0, as characterised "
+               "(ideal H, V, D: [[0.0, 1.0], [0.0, -1.0], [1.0, 0.0]])")
 _KEYSERVICE = ("endpoint", "link", "kme_id", "peer_kme_id", "secret_key_file", "remote_saes",
                "clients", "max_key_per_request", "max_key_count", "lease_batch", "reserve_ahead",
                "reservation_ttl_s", "settle_interval_s", "reserve_timeout_s", "reply_ttl_s")
@@ -343,22 +364,64 @@ def _link(source: Path, name: str, raw: Any) -> LinkConfig:
         raise pol.error("qber_tol", f"expected at most qber_threshold "
                                     f"({policy.qber_threshold:g})")
 
-    c = t.table("calibration", _CALIBRATION, required=False)
-    calibration = Calibration(
-        expected_conclusive_per_pulse=c.number("expected_conclusive_per_pulse", math.nan, 0, 1,
-                                               open_lo=True),
-        bob_efficiency=c.number("bob_efficiency", math.nan, 0, 1, open_lo=True))
-    if protocol == "b92":
-        for k_name in _CALIBRATION:
-            if not c.has(k_name):
-                raise ConfigError(source, c.key(k_name),
-                                  "missing; B92 needs it (a number in (0, 1])")
-    calibration = Calibration(*(None if math.isnan(v) else v for v in
-                                (calibration.expected_conclusive_per_pulse,
-                                 calibration.bob_efficiency)))
+    calibration = _calibration(t, protocol)
     control = _control(t)
     return LinkConfig(link_id, role, protocol, peer, keys, devices, policy, calibration,
                       control)
+
+
+def _calibration(link: _Table, protocol: str) -> Calibration:
+    """``[link.calibration]``: B92 and LT3 need measured inputs of their bounds; there are no
+    defaults for what only a measurement can say (a real link's states are never exactly
+    H, V, D), only for the check tolerance."""
+    c = link.table("calibration", _CALIBRATION, required=False)
+    required = {"b92": _CALIBRATION_B92, "lt3": _CALIBRATION_LT3}.get(protocol, ())
+    for k_name in required:
+        if not c.has(k_name):
+            accepted = {"bloch_vectors": _BLOCH_TEXT,
+                        "bob_z_probability": "a number in (0, 1)"}.get(k_name,
+                                                                       "a number in (0, 1]")
+            raise ConfigError(link.source, c.key(k_name),
+                              f"missing; {protocol.upper()} needs it ({accepted})")
+    if protocol != "lt3":
+        for k_name in _LT3_ONLY:
+            if c.has(k_name):
+                raise c.error(k_name, "only an LT3 link uses it (protocol = 'lt3')")
+
+    def optional(k_name: str, lo: float, hi: float, **kw) -> float | None:
+        return c.number(k_name, None, lo, hi, **kw) if c.has(k_name) else None
+
+    deviation = optional("max_basis_efficiency_deviation", 0, 0.5, open_lo=True, open_hi=True)
+    if protocol == "lt3" and deviation is None:
+        deviation = LT3_BASIS_EFFICIENCY_DEVIATION
+    return Calibration(
+        expected_conclusive_per_pulse=optional("expected_conclusive_per_pulse", 0, 1,
+                                               open_lo=True),
+        bob_efficiency=optional("bob_efficiency", 0, 1, open_lo=True),
+        max_multi_click_fraction=optional("max_multi_click_fraction", 0, 1, open_lo=True),
+        bob_z_probability=optional("bob_z_probability", 0, 1, open_lo=True, open_hi=True),
+        max_basis_efficiency_deviation=deviation,
+        bloch_vectors=_bloch_vectors(c) if c.has("bloch_vectors") else None)
+
+
+def _bloch_vectors(c: _Table) -> tuple[tuple[float, float], ...]:
+    """Three characterised (P_X, P_Z) pairs that the LT3 bound can invert."""
+    from postprocessing.finite_key_lt import bloch_violations
+
+    raw = c.data["bloch_vectors"]
+    ok = (isinstance(raw, list) and len(raw) == 3
+          and all(isinstance(v, list) and len(v) == 2 for v in raw)
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                  and -1.1 <= x <= 1.1 for v in raw for x in v))
+    if not ok:
+        raise c.error("bloch_vectors", f"expected {_BLOCH_TEXT}, each component in "
+                                       f"[-1.1, 1.1]")
+    vectors = tuple((float(v[0]), float(v[1])) for v in raw)
+    problems = bloch_violations(vectors)
+    if problems:
+        raise c.error("bloch_vectors", f"the LT3 bound cannot use these states: "
+                                       f"{'; '.join(problems)}")
+    return vectors
 
 
 def _control(link: _Table) -> ControlSettings:

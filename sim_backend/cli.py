@@ -122,7 +122,8 @@ def add_link_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: through the fibre)")
     parser.add_argument("--preset", default="gys",
                         help=f"parameter set the overrides start from, one of "
-                             f"{', '.join(PRESETS)} (default gys: Gobby-Yuan-Shields 2004)")
+                             f"{', '.join(PRESETS)} (default gys: Gobby-Yuan-Shields 2004; snspd: 2 km, "
+                             f"60 %% detectors)")
     parser.add_argument("--seed", type=_number("seed", int), default=None, metavar="N",
                         help="RNG seed, integer in [0, 2^63) (default: random, printed for "
                              "reproduction)")

@@ -220,4 +220,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                 detector_efficiency=0.045, mu=0.5, nu1=0.1, nu2=0.0, p_signal=0.8,
                 p_decoy1=0.1, clock_hz=1e9, dead_time_ns=10.0, jitter_ps=50.0,
                 afterpulse_probability=0.0, distance_km=50.0),
+    # A short metro link with superconducting-class detectors (60 % system efficiency, low
+    # dark counts, negligible dead time): LT3's Azuma-bound blocks (~3e8 pulses) finish in
+    # seconds here (tests/postprocessing/test_distill_lt3.py runs the same link in process).
+    "snspd": dict(loss_db_per_km=0.21, misalignment=0.01, dark_count_probability=1e-7,
+                  detector_efficiency=0.6, mu=0.3, nu1=0.1, nu2=0.0, p_signal=0.6,
+                  p_decoy1=0.2, p_basis_x=0.3, clock_hz=1e9, dead_time_ns=0.0, jitter_ps=10.0,
+                  afterpulse_probability=0.0, distance_km=2.0),
 }

@@ -35,7 +35,7 @@ from typing import Callable
 from daemon.control.adapters import (DetectorAdapter, GpAdapter, LoopAdapter, OzAdapter,
                                      SwitchAdapter)
 from daemon.control.common import QberWindow
-from daemon.control.detector import AlarmCleared, AlarmRaised
+from daemon.control.detector import AlarmCleared, AlarmRaised, DetectorConfig, DetectorLoop
 from daemon.control.polarization import H_REF, GpConfig, GpLoop
 from daemon.control.settings import ControlSettings
 from daemon.control.switch import SwitchConfig, SwitchLoop
@@ -245,7 +245,8 @@ def _supervisor_for(link, devices: dict, settings: ControlSettings, clock, log,
     if det is not None and hasattr(det, "read_telemetry"):
         if hasattr(det, "clock"):
             det.clock = clock          # the ledger and the engine's windows share one clock
-        detector = DetectorAdapter(f"{link.id}.detector", det, clock=clock)
+        detector = DetectorAdapter(f"{link.id}.detector", det, DetectorLoop(DetectorConfig(
+            dead_time_ns=_dead_time_ns(det, log))), clock=clock)
     switch = None
     sw = devices.get("switch")
     if sw is not None and hasattr(sw, "select_port") and hasattr(sw, "port"):
@@ -266,6 +267,22 @@ def _supervisor_for(link, devices: dict, settings: ControlSettings, clock, log,
         polarization = OzAdapter(f"{link.id}.polarization", pol, clock=clock)
     return LinkSupervisor(link.id, detector=detector, switch=switch, polarization=polarization,
                           settings=settings, clock=clock, log=log)
+
+
+def _dead_time_ns(det, log) -> float:
+    """The dead time the detector is set to, which its saturation check multiplies the click
+    rate by (fast detectors would otherwise be judged with the loop's default); the default
+    when the driver cannot say."""
+    default = DetectorConfig().dead_time_ns
+    if not hasattr(type(det), "dead_time_ns"):
+        return default
+    try:
+        value = float(det.dead_time_ns)
+    except Exception as exc:      # any driver's read error: the check keeps its default
+        (log or logging.getLogger("qkd.control")).warning(
+            "detector dead time unreadable (%s); saturation judged at %g ns", exc, default)
+        return default
+    return value if 0.0 <= value <= 1e6 else default
 
 
 def _rate_from(detector: DetectorAdapter | None):

@@ -44,7 +44,8 @@ def read_board_parameters(board) -> BoardParameters:
         clock_hz=float(get(ParamId.CLOCK_HZ)), sync_period=int(get(ParamId.SYNC_PERIOD)),
         sync_key=int(get(ParamId.SYNC_KEY)),
         intensities=(float(get(ParamId.MU)), float(get(ParamId.NU1)), float(get(ParamId.NU2))),
-        probabilities=(p_sig, p_d1, max(0.0, 1.0 - p_sig - p_d1)))
+        probabilities=(p_sig, p_d1, max(0.0, 1.0 - p_sig - p_d1)),
+        p_basis_x=float(get(ParamId.P_BASIS_X)))
 
 
 class PatternSource:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -84,8 +85,9 @@ def policy_summary(link: LinkConfig) -> dict:
     """What both ends must agree on before any block (the hello compares it); how many blocks
     a node runs at once, its timeout and its alarm are its own business."""
     policy = {k: v for k, v in dataclasses.asdict(link.policy).items() if k not in _LOCAL_POLICY}
-    return {"protocol": link.protocol, **policy,
-            **{k: v for k, v in dataclasses.asdict(link.calibration).items() if v is not None}}
+    summary = {"protocol": link.protocol, **policy,
+               **{k: v for k, v in dataclasses.asdict(link.calibration).items() if v is not None}}
+    return json.loads(json.dumps(summary))    # as the peer's hello decodes it (LT3's vectors)
 
 
 class LinkEngine:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import json
-import struct
 
 LINK_BLOCK_ID = 0
 ENGINE_TYPE_BASE = 0xF0

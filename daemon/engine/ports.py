@@ -161,17 +161,20 @@ class BoardParameters:
     sync_key: int
     intensities: tuple[float, float, float]
     probabilities: tuple[float, float, float]
+    p_basis_x: float | None = None    # LT3: Alice's X0 share; Z0 and Z1 split the rest evenly
 
     def to_dict(self) -> dict:
         return {"clock_hz": self.clock_hz, "sync_period": self.sync_period,
                 "sync_key": self.sync_key, "intensities": list(self.intensities),
-                "probabilities": list(self.probabilities)}
+                "probabilities": list(self.probabilities), "p_basis_x": self.p_basis_x}
 
     @classmethod
     def from_dict(cls, d: dict) -> BoardParameters:
+        p_x = d.get("p_basis_x")
         return cls(float(d["clock_hz"]), int(d["sync_period"]), int(d["sync_key"]),
                    tuple(float(x) for x in d["intensities"]),
-                   tuple(float(x) for x in d["probabilities"]))
+                   tuple(float(x) for x in d["probabilities"]),
+                   None if p_x is None else float(p_x))
 
 
 @dataclass(frozen=True, eq=False)

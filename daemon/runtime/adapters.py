@@ -29,8 +29,9 @@ from daemon.keystore.store import KeyStore
 from daemon.peer import session as ss
 from daemon.peer.auth_keys import STRIDE, AuthKeyPool
 from daemon.peer.channel import PeerChannel, PeerChannelError
-from daemon.runtime.wiring import MissingComponent, Ports
-from postprocessing.block import AliceBlock, BlockParams, BobBlock, MessageType
+from daemon.runtime.wiring import Ports
+from postprocessing.block import (AliceBlock, BlockParams, BlockParamsError, BobBlock,
+                                  MessageType)
 from postprocessing.randomness import ProtocolRandom
 
 log = logging.getLogger("qkd.adapters")
@@ -196,30 +197,64 @@ def block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
         return BlockParams(protocol="bb84", intensities=board.intensities,
                            intensity_probabilities=board.probabilities, **common)
     if link.protocol == "b92":
+        extra = ({} if link.calibration.max_multi_click_fraction is None else
+                 {"max_multi_click_fraction": link.calibration.max_multi_click_fraction})
         return BlockParams(protocol="b92", expected_conclusive_per_pulse=(
-            link.calibration.expected_conclusive_per_pulse), **common)
+            link.calibration.expected_conclusive_per_pulse), **extra, **common)
+    if link.protocol == "lt3":
+        return BlockParams(protocol="lt3", **lt3_inputs(link, board), **common)
     return BlockParams(protocol="bb84", **common)
 
 
-UNSUPPORTED = {"lt3": "LT3 needs Alice's state probabilities and a calibrated multi-click "
-                      "ceiling, which the board's announced parameters and the link's "
-                      "calibration table do not carry yet"}
+def lt3_inputs(link: LinkConfig, board: BoardParameters) -> dict:
+    """LT3's inputs: intensities and state probabilities as Alice's board announces them (her
+    board draws the Z bit evenly, so Z0 and Z1 share 1 - P_BASIS_X), the rest as calibrated."""
+    if board.p_basis_x is None:
+        raise BoardMismatchError(f"link {link.id}: Alice's board did not announce P_BASIS_X, "
+                            f"which LT3 needs for her state probabilities")
+    cal = link.calibration
+    p_z = (1.0 - board.p_basis_x) / 2
+    return dict(intensities=board.intensities, intensity_probabilities=board.probabilities,
+                alice_state_probabilities=(p_z, p_z, board.p_basis_x),
+                bloch_vectors=cal.bloch_vectors, bob_z_probability=cal.bob_z_probability,
+                max_multi_click_fraction=cal.max_multi_click_fraction,
+                max_basis_efficiency_deviation=cal.max_basis_efficiency_deviation)
+
+
+class BoardMismatchError(ValueError):
+    """Alice's announced board parameters cannot run the link's protocol (one line; the
+    link's engine stops with it and the node logs it)."""
+
+
+def checked_block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
+    """``block_params``, with a refusal naming the link and the board's values."""
+    try:
+        return block_params(link, board)
+    except BlockParamsError as exc:
+        raise BoardMismatchError(f"link {link.id}: Alice's board parameters (intensities "
+                            f"{board.intensities}, probabilities {board.probabilities}, "
+                            f"P_BASIS_X {board.p_basis_x}) do not fit protocol "
+                            f"{link.protocol!r}: {exc}") from None
 
 
 class RoleFactory:
-    """``engine.ports.BlockRoleFactory``: fresh roles, each with its own ProtocolRandom."""
+    """``engine.ports.BlockRoleFactory``: fresh roles, each with its own ProtocolRandom. The
+    BlockParams of a link are built once per announced board parameters and reused."""
 
     def __init__(self, node: NodeConfig):
-        for link in node.links:
-            if link.protocol in UNSUPPORTED:
-                raise MissingComponent(f"link {link.id}: protocol {link.protocol!r} is not run "
-                                       f"by this node yet: {UNSUPPORTED[link.protocol]}")
+        self._params: dict[tuple[LinkConfig, BoardParameters], BlockParams] = {}
+
+    def params(self, link: LinkConfig, board: BoardParameters) -> BlockParams:
+        key = (link, board)
+        if key not in self._params:
+            self._params[key] = checked_block_params(link, board)
+        return self._params[key]
 
     def alice(self, link: LinkConfig, board: BoardParameters, pattern_of) -> AliceBlock:
-        return AliceBlock(block_params(link, board), pattern_of, ProtocolRandom())
+        return AliceBlock(self.params(link, board), pattern_of, ProtocolRandom())
 
     def bob(self, link: LinkConfig, board: BoardParameters, block: AcquiredBlock) -> BobBlock:
-        return BobBlock(block_params(link, board), block.slots, block.channels, block.valid,
+        return BobBlock(self.params(link, board), block.slots, block.channels, block.valid,
                         block.n_pulses, ProtocolRandom())
 
 

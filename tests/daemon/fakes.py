@@ -297,7 +297,7 @@ class FakeBoard:
 
     PARAMS = {ParamId.CLOCK_HZ: 1e9, ParamId.SYNC_PERIOD: 1000, ParamId.SYNC_KEY: 1234,
               ParamId.MU: 0.5, ParamId.NU1: 0.1, ParamId.NU2: 0.0,
-              ParamId.P_SIGNAL: 0.8, ParamId.P_DECOY1: 0.15}
+              ParamId.P_SIGNAL: 0.8, ParamId.P_DECOY1: 0.15, ParamId.P_BASIS_X: 0.5}
 
     def __init__(self):
         self.closed = False
