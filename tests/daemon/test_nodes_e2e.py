@@ -5,7 +5,7 @@ with real drivers, acquisition, block roles, CurveZMQ/Wegman-Carter channel and 
 - intercept-resend on every pulse: every block aborts on its QBER, nothing is stored;
 - B92: blocks run and stop with no_security_proof (its key length is zero by the security
   review), nothing is stored, and status says why;
-- LT3 (not run by the node yet): refused at start in one line.
+- LT3: see test_nodes_lt3_e2e.py (its own simulated link).
 
 Each test waits for real distillation (a 2e9-pulse block takes tens of seconds here), so these
 are the slow tests of the daemon.
@@ -85,15 +85,6 @@ def test_b92_runs_stores_nothing_and_status_says_why(tmp_path):
         assert set(s["abort_reasons"]) == {"no_security_proof"}, s["abort_reasons"]
         assert "no published security proof" in s["note"]
         assert s["qber"] is not None and s["qber"] < 0.11
-
-
-def test_an_lt3_link_is_refused_at_start_in_one_line(tmp_path):
-    with NodePair(tmp_path, protocol="lt3", sim_args=("--distance-km", "10")) as pair:
-        proc = subprocess.run([*pair.command, "--config", str(pair.configs["alice"])],
-                              capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    (line,) = [ln for ln in proc.stderr.splitlines() if " ERROR " in ln]
-    assert "link alice-bob: protocol 'lt3' is not run by this node yet" in line
 
 
 def test_a_tampered_cascade_message_aborts_the_real_block_at_both_ends(tmp_path):
