@@ -13,7 +13,6 @@ are the slow tests of the daemon.
 
 from __future__ import annotations
 
-import subprocess
 
 from postprocessing.block import MessageType
 from sim_backend.params import LinkParams
