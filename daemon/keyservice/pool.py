@@ -139,8 +139,11 @@ class NodeKeyPool(StreamKeys):
     # -- KeyPool ------------------------------------------------------------------------------
 
     def stored_key_count(self, size_bits: int) -> int:
-        if size_bits != self.key_size_bits:
+        if size_bits <= 0 or size_bits % self.key_size_bits:
             return 0
+        return self._stored_units() // (size_bits // self.key_size_bits)
+
+    def _stored_units(self) -> int:
         left = self._lease.remaining if self._lease is not None else 0
         spare = self._spare
         if spare is not None and spare.done() and not spare.cancelled() \
@@ -154,9 +157,21 @@ class NodeKeyPool(StreamKeys):
 
     async def issue(self, master: str, slaves: tuple[str, ...], number: int,
                     size_bits: int) -> list[IssuedKey]:
-        if size_bits != self.key_size_bits or len(slaves) != 1:
-            raise ValueError("the service's limits allow only the store's key size and one slave")
+        if size_bits <= 0 or size_bits % self.key_size_bits or len(slaves) != 1:
+            raise ValueError("the service's limits allow only multiples of the store's key "
+                             "size and one slave")
         pair = (master, slaves[0])
+        units = size_bits // self.key_size_bits
+        if units > 1:
+            # one key of several stored units: reserved at the peer with its unit IDs, so the
+            # slave's one key ID finds them all there (never from the keys reserved ahead,
+            # which the peer holds as single units)
+            taken, unit_ids = await self._take_units(number, units, *pair)
+            await self._reserve_at_peer(
+                [rv.Reservation(k.key_id, size_bits, u, master, (slaves[0],))
+                 for k, u in zip(taken, unit_ids)], taken)
+            self.counters["issued"] += len(taken)
+            return taken
         if not self._reserve_ahead:
             taken = await self._take(number, *pair)
             await self._reserve_at_peer(self._records(pair, taken), taken)
@@ -401,7 +416,15 @@ class NodeKeyPool(StreamKeys):
         """Up to ``number`` keys (never fewer than ``at_least``, by default ``number``) taken
         from the current lease: each once; a taken key is erased when the lease is settled or
         closed, or at restart with the whole lease."""
-        need = number if at_least is None else at_least
+        keys, _ = await self._take_units(number, 1, master, slave, at_least)
+        return keys
+
+    async def _take_units(self, number: int, units: int, master: str, slave: str,
+                          at_least: int | None = None
+                          ) -> tuple[list[IssuedKey], list[tuple[uuid.UUID, ...]]]:
+        """``_take`` of keys made of ``units`` stored keys each; also returns the unit IDs."""
+        need = units * (number if at_least is None else at_least)
+        number_units = units * number
         async with self._lease_lock:
             if self._lease is None or self._lease.remaining < need:
                 old, self._lease = self._lease, None
@@ -417,20 +440,21 @@ class NodeKeyPool(StreamKeys):
                         if one is not None:
                             await self._close_lease(one)
                     self._lease = await self._store_call(
-                        self.store.lease, self.link_id, max(self._lease_batch, number))
+                        self.store.lease, self.link_id, max(self._lease_batch, number_units))
                 if self._lease is None or self._lease.remaining < need:
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
-            keys = self._lease.take(min(number, self._lease.remaining), master_sae=master,
-                                    slave_sae=slave)
+            keys = self._lease.take_units(number, units, master_sae=master, slave_sae=slave)
             if self._lease.remaining == 0:
                 self._close_later(self._lease)
                 self._lease = None
+            # the next lease is granted in the background while half of this one is left, so
+            # a request seldom waits for a grant
             if self._spare is None and (self._lease is None or self._lease.remaining
-                                        < self._lease_batch // 4):
+                                        < self._lease_batch // 2):
                 self._spare = asyncio.ensure_future(self._store_call(
                     self.store.lease, self.link_id, self._lease_batch))
-            return [IssuedKey(k, b) for k, b in keys]
+            return [IssuedKey(k, b) for k, b, _ in keys], [u for _, _, u in keys]
 
     def _close_later(self, lease) -> None:
         """Close a used-up lease durably in the background (its taken keys are erased, the
@@ -448,15 +472,24 @@ class NodeKeyPool(StreamKeys):
         out = []
         for records in batches:
             groups: dict[tuple[str, str, bool], list[uuid.UUID]] = {}
+            composites: dict[tuple[str, str, bool], list[tuple[uuid.UUID, ...]]] = {}
+            reason = None
             for r in records:
                 stream = r.key_id != r.units[0]
+                if r.size_bits != len(r.units) * self.key_size_bits:
+                    reason = rv.RefusalReason.MALFORMED   # not made of this store's units
                 groups.setdefault((r.master, r.slaves[0], stream), []).extend(r.units)
-            reason = None
+                if len(r.units) > 1:
+                    composites.setdefault((r.master, r.slaves[0], stream), []).append(r.units)
+            if reason is not None:
+                out.append(reason)
+                continue
             for (master, slave, stream), units in groups.items():
                 try:
                     bad = self.store.reserve(
                         self.link_id, units, slave_sae=slave, master_sae=master,
-                        ttl_s=STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s)
+                        ttl_s=STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s,
+                        composites=composites.get((master, slave, stream), ()))
                 except StoreError as exc:
                     log.error("key service: cannot store a reservation: %s", exc)
                     reason = rv.RefusalReason.STORE_ERROR

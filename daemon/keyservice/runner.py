@@ -77,6 +77,8 @@ class KeyServiceSettings:
     remote_saes: frozenset[str] = frozenset()                 # SAEs at the peer node
     max_key_per_request: int = 128
     max_key_count: int = 100_000
+    max_key_size: int | None = None     # bits, a whole number of stored keys (None: the most
+                                        # that fits in 8192 bits)
     lease_batch: int = 1024
     reserve_ahead: int = 256            # keys per (master, slave) reserved at the peer ahead
     reservation_ttl_s: float = 3600.0   # a reserved key not fetched by then is erased
@@ -168,6 +170,8 @@ def parse_settings(table: dict, *, base_dir: Path) -> KeyServiceSettings:
         remote_saes=frozenset(remote),
         max_key_per_request=_positive(table, "max_key_per_request", 128, where),
         max_key_count=_positive(table, "max_key_count", 100_000, where),
+        max_key_size=(_positive(table, "max_key_size", 8192, where)
+                      if "max_key_size" in table else None),
         lease_batch=_positive(table, "lease_batch", 1024, where),
         reserve_ahead=_ahead(table.get("reserve_ahead", 256), where),
         reservation_ttl_s=float(_positive(table, "reservation_ttl_s", 3600.0, where)),
@@ -199,9 +203,20 @@ class KeyServiceRunner:
         return KmeLimits(kme_id=s.kme_id, peer_kme_id=s.peer_kme_id,
                          local_saes=frozenset(clients.values()), remote_saes=s.remote_saes,
                          key_size=self._key_size_bits, min_key_size=self._key_size_bits,
-                         max_key_size=self._key_size_bits,
+                         max_key_size=self._max_key_size(), key_unit=self._key_size_bits,
                          max_key_per_request=s.max_key_per_request,
                          max_key_count=s.max_key_count, max_sae_id_count=0)
+
+    def _max_key_size(self) -> int:
+        """The settings' max_key_size, which must be a whole number of stored keys."""
+        m, unit = self.settings.max_key_size, self._key_size_bits
+        if m is None:
+            return max(unit, 8192 // unit * unit)
+        if not isinstance(m, int) or m < unit or m % unit or m // unit > rv.MAX_UNITS:
+            raise ValueError(f"keyservice.max_key_size = {m!r}: expected a multiple of the "
+                             f"store's key size {unit} bits, from {unit} to "
+                             f"{unit * rv.MAX_UNITS}")
+        return m
 
     @property
     def endpoint(self) -> str:
