@@ -33,6 +33,7 @@ from bench.common import emit, progress
 from daemon.keyservice.wire import encode_request
 
 CLIENTS = (1, 4, 16)
+NUMBERS = (1, 32)
 SECONDS = float(os.environ.get("QKD_BENCH_KS_SECONDS", "3"))
 MAX_KEYS = int(os.environ.get("QKD_BENCH_KS_MAX_KEYS", "150000"))
 DEADLINE_S = 60.0
@@ -281,7 +282,7 @@ def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
     endpoint, server_pub = a.start()
     block = 0
     try:
-        for number in (1, 32):
+        for number in NUMBERS:
             for n in CLIENTS:
                 block += 1
                 # keys this case may take at A: never more than the bare loop could ask for
@@ -300,12 +301,16 @@ def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
                             seconds=0.3)
                 time.sleep(1.0)
                 progress(f"key service, {n} clients, number={number}")
+                waited = a.runner.pool.counters["reserved_on_request"]
                 fig = run_clients(endpoint, server_pub, keys[:n], "enc_keys",
                                   {"slave_SAE_ID": "Y", "number": number, "size": KEY_BITS},
                                   max_requests=budget // number // n)
+                # requests that found too few keys reserved ahead and waited for the peer
+                waited = a.runner.pool.counters["reserved_on_request"] - waited
                 emit("keyservice", case="node_service_durable_reserved", clients=n,
                      number=number, size_bits=KEY_BITS,
-                     vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3), **fig)
+                     vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3),
+                     waited_for_peer=waited, **fig)
                 # what is left of this case's keys goes back before the next case is filled
                 a.call(a.runner.pool.close(void_wait_s=5.0))
     finally:

@@ -134,7 +134,8 @@ class NodeKeyPool(StreamKeys):
         self._tasks: set[asyncio.Task] = set()
         self.counters = {"issued": 0, "fetched": 0, "reserved_for_peer": 0,
                          "reserve_refused": 0, "reserve_timeouts": 0, "stream_keys": 0,
-                         "voids_sent": 0, "voided_here": 0}
+                         "voids_sent": 0, "voided_here": 0,
+                         "reserved_on_request": 0}
 
     # -- KeyPool ------------------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class NodeKeyPool(StreamKeys):
             # not enough reserved ahead: this request reserves its own keys and waits for the
             # peer (concurrent ones share the peer's fsync: it batches RESERVEs)
             self._top_up(pair)
+            self.counters["reserved_on_request"] += 1
             taken = await self._take(number, *pair)
             await self._reserve_at_peer(self._records(pair, taken), taken)
             self.counters["issued"] += number

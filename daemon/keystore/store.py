@@ -261,6 +261,8 @@ class Lease:
             raise ValueError(f"units {units!r}: expected a positive integer")
         n = min(n, self.remaining // units)
         flat = self.take(n * units, master_sae=master_sae, slave_sae=slave_sae)
+        if units == 1:
+            return [(k, b, (k,)) for k, b in flat]
         out = []
         for i in range(0, len(flat), units):
             part = flat[i:i + units]
