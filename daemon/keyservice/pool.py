@@ -470,8 +470,11 @@ class NodeKeyPool(StreamKeys):
         return self.store.deliver_many(requests)
 
     def _reserve_batch(self, batches: list[list[rv.Reservation]]):
-        """One durable ``reserve`` per (master, slave) of each RESERVE message."""
-        out = []
+        """All RESERVE messages queued meanwhile in one durable transaction (group commit):
+        one reservation per (master, slave, kind) of each message."""
+        out: list[rv.RefusalReason | None] = []
+        requests: list[tuple] = []
+        owner: list[int] = []          # request -> index of its message in ``out``
         for records in batches:
             groups: dict[tuple[str, str, bool], list[uuid.UUID]] = {}
             composites: dict[tuple[str, str, bool], list[tuple[uuid.UUID, ...]]] = {}
@@ -483,23 +486,23 @@ class NodeKeyPool(StreamKeys):
                 groups.setdefault((r.master, r.slaves[0], stream), []).extend(r.units)
                 if len(r.units) > 1:
                     composites.setdefault((r.master, r.slaves[0], stream), []).append(r.units)
+            out.append(reason)
             if reason is not None:
-                out.append(reason)
                 continue
             for (master, slave, stream), units in groups.items():
-                try:
-                    bad = self.store.reserve(
-                        self.link_id, units, slave_sae=slave, master_sae=master,
-                        ttl_s=STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s,
-                        composites=composites.get((master, slave, stream), ()))
-                except StoreError as exc:
-                    log.error("key service: cannot store a reservation: %s", exc)
-                    reason = rv.RefusalReason.STORE_ERROR
-                    break
-                if bad:
-                    reason = rv.RefusalReason.UNKNOWN_KEY
-                    break
-            out.append(reason)
+                requests.append((units, slave, master,
+                                 STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s,
+                                 composites.get((master, slave, stream), ())))
+                owner.append(len(out) - 1)
+        if requests:
+            try:
+                bad = self.store.reserve_many(self.link_id, requests)
+            except StoreError as exc:
+                log.error("key service: cannot store a reservation: %s", exc)
+                return [rv.RefusalReason.STORE_ERROR if r is None else r for r in out]
+            for i, missing in zip(owner, bad):
+                if missing and out[i] is None:
+                    out[i] = rv.RefusalReason.UNKNOWN_KEY
         return out
 
 

@@ -867,33 +867,50 @@ class KeyStore:
         Idempotent for a retried reservation. Returns the IDs that could not be reserved (not
         stored, not committed yet, issued by this end, or reserved for another SAE).
         """
+        return self.reserve_many(link_id, [(key_ids, slave_sae, master_sae, ttl_s, composites)],
+                                 now_ns=now_ns)[0]
+
+    def reserve_many(self, link_id: str, requests: list[tuple], *,
+                     now_ns: int | None = None) -> list[list[uuid.UUID]]:
+        """Group commit of ``reserve``: ``requests`` of (key_ids, slave_sae, master_sae, ttl_s,
+        composites), one transaction and one fsync; per request, the IDs not reserved."""
         link_id = _check_link(link_id)
-        ids = _ids(key_ids)
-        groups = [_ids(g) for g in composites]
-        if any(len(g) < 2 for g in groups):
-            raise ValueError("a composite key needs at least two units")
         now = _now_ns() if now_ns is None else now_ns
-        until = None if ttl_s is None else now + int(ttl_s * 1e9)
+        prepared = []
+        for key_ids, slave_sae, master_sae, ttl_s, composites in requests:
+            groups = [_ids(g) for g in composites]
+            if any(len(g) < 2 for g in groups):
+                raise ValueError("a composite key needs at least two units")
+            prepared.append((_ids(key_ids), slave_sae, master_sae,
+                             None if ttl_s is None else now + int(ttl_s * 1e9), groups))
+        out = []
         with self._tx("reserve") as conn:
-            # set-based statements by ID: a thousand keys in tens of ms, not hundreds
-            new: list[bytes] = []
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                new += [r[0] for r in conn.execute(
-                    f"SELECT key_id FROM keys WHERE key_id IN ({marks}) AND +link_id=? AND "
-                    f"state='committed' AND issuer='peer'", (*chunk, link_id))]
-            fresh = set(new)
-            missing = [k for k in ids if k not in fresh]
-            again = self._fetch(conn, missing, "+link_id=? AND state='reserved' AND slave_sae=? "
-                                "AND master_sae=?", (link_id, slave_sae, master_sae))
-            for chunk in _chunks(new):
-                conn.execute(f"UPDATE keys SET state='reserved', slave_sae=?, master_sae=?, "
-                             f"reserved_until_ns=? WHERE key_id IN ({','.join('?' * len(chunk))})",
-                             (slave_sae, master_sae, until, *chunk))
-            self._audit(conn, new, "reserved", f"{master_sae} -> {slave_sae}", now)
-            if groups:
-                conn.executemany("INSERT OR IGNORE INTO composites VALUES (?, ?, ?)",
-                                 [(g[0], link_id, b"".join(g)) for g in groups])
+            for ids, slave_sae, master_sae, until, groups in prepared:
+                out.append(self._reserve_in(conn, link_id, ids, slave_sae, master_sae, until,
+                                            groups, now))
+        return out
+
+    def _reserve_in(self, conn, link_id: str, ids: list[bytes], slave_sae: str, master_sae: str,
+                    until: int | None, groups: list[list[bytes]], now: int) -> list[uuid.UUID]:
+        # set-based statements by ID: a thousand keys in tens of ms, not hundreds
+        new: list[bytes] = []
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            new += [r[0] for r in conn.execute(
+                f"SELECT key_id FROM keys WHERE key_id IN ({marks}) AND +link_id=? AND "
+                f"state='committed' AND issuer='peer'", (*chunk, link_id))]
+        fresh = set(new)
+        missing = [k for k in ids if k not in fresh]
+        again = self._fetch(conn, missing, "+link_id=? AND state='reserved' AND slave_sae=? "
+                            "AND master_sae=?", (link_id, slave_sae, master_sae))
+        for chunk in _chunks(new):
+            conn.execute(f"UPDATE keys SET state='reserved', slave_sae=?, master_sae=?, "
+                         f"reserved_until_ns=? WHERE key_id IN ({','.join('?' * len(chunk))})",
+                         (slave_sae, master_sae, until, *chunk))
+        self._audit(conn, new, "reserved", f"{master_sae} -> {slave_sae}", now)
+        if groups:
+            conn.executemany("INSERT OR IGNORE INTO composites VALUES (?, ?, ?)",
+                             [(g[0], link_id, b"".join(g)) for g in groups])
         return [uuid.UUID(bytes=k) for k in missing if k not in again]
 
     def deliver(self, key_ids: list[uuid.UUID], *,
