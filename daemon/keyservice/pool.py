@@ -16,7 +16,10 @@ Reserving ahead (``reserve_ahead`` > 0): a durable reservation at the peer costs
 (milliseconds on a busy disk), too much to wait for on every request. So for each (master,
 slave) pair the pool keeps up to ``reserve_ahead`` keys already reserved at the peer for that
 slave, topped up in the background by RESERVEs of up to ``REFILL_CHUNK`` keys, several in
-flight; a request is answered from them at once.
+flight; a request is answered from them at once. Size it to the keys a pair takes while the
+peer's slowest fsync lasts: a request that finds too few waits for the peer itself (counter
+``reserved_on_request``). The peer makes all the RESERVEs that reach it meanwhile durable in
+one transaction (``KeyStore.reserve_many``).
 Keys reserved ahead are held in memory only. A clean stop voids them at the peer (VOID, scope
 RESERVED); after a crash the peer keeps them reserved — the slave can fetch only IDs it was
 told, so they are never delivered — until the reservation TTL erases them.
