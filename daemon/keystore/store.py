@@ -180,18 +180,13 @@ class Lease:
         self._pos = [(seg, blk, idx) for seg, blk, idx, _, _ in rows]
         self._ids = [k for _, _, _, k, _ in rows]
         self._bits = [bytearray(b) for _, _, _, _, b in rows]
-        self._uuids: tuple[uuid.UUID, ...] | None = None
+        # made here, in the store's thread, not in ``take`` on the service's event loop
+        self.key_ids = tuple(uuid.UUID(bytes=k) for k in self._ids)
         self._next = 0          # keys before this one are taken
         self._settled = 0       # keys before this one are erased in the file
         self._runs: list[list] = []    # [start, end, audit detail] of taken keys, not erased
         self._runs_lock = threading.Lock()
         self.closed = False
-
-    @property
-    def key_ids(self) -> tuple[uuid.UUID, ...]:
-        if self._uuids is None:
-            self._uuids = tuple(uuid.UUID(bytes=k) for k in self._ids)
-        return self._uuids
 
     @property
     def size_bits(self) -> tuple[int, ...]:
@@ -214,7 +209,7 @@ class Lease:
         out = []
         for i in range(start, end):
             b = self._bits[i]
-            out.append((uuid.UUID(bytes=self._ids[i]), bytearray(b)))
+            out.append((self.key_ids[i], bytearray(b)))
             b[:] = bytes(len(b))
         if end > start:
             detail = f"lease {self.lease_id}: {master_sae} -> {slave_sae}"
