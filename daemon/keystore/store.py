@@ -184,7 +184,8 @@ class Lease:
         self.key_ids = tuple(uuid.UUID(bytes=k) for k in self._ids)
         self._next = 0          # keys before this one are taken
         self._settled = 0       # keys before this one are erased in the file
-        self._runs: list[list] = []    # [start, end, audit detail] of taken keys, not erased
+        self._runs: list[list] = []    # [start, end, audit detail, (master, slave)] of taken
+        #                                keys not yet erased
         self._runs_lock = threading.Lock()
         self.closed = False
 
@@ -212,13 +213,13 @@ class Lease:
             out.append((self.key_ids[i], bytearray(b)))
             b[:] = bytes(len(b))
         if end > start:
-            detail = f"lease {self.lease_id}: {master_sae} -> {slave_sae}"
             with self._runs_lock:
                 last = self._runs[-1] if self._runs else None
-                if last is not None and last[1] == start and last[2] == detail:
+                if last is not None and last[1] == start and last[3] == (master_sae, slave_sae):
                     last[1] = end
                 else:
-                    self._runs.append([start, end, detail])
+                    self._runs.append([start, end, f"lease {self.lease_id}: {master_sae} -> "
+                                       f"{slave_sae}", (master_sae, slave_sae)])
             self._next = end
         return out
 
@@ -226,7 +227,7 @@ class Lease:
         """(settled, upto, runs): the keys taken and not yet erased, as audit runs."""
         with self._runs_lock:
             upto = self._next
-            runs = [(max(a, self._settled), min(e, upto), d) for a, e, d in self._runs
+            runs = [(max(a, self._settled), min(e, upto), d) for a, e, d, _ in self._runs
                     if e > self._settled and a < upto]
             return self._settled, upto, runs
 
