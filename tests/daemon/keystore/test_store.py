@@ -474,3 +474,17 @@ def test_a_composite_with_a_unit_gone_is_not_found_and_nothing_is_erased(tmp_pat
         s.deliver([peer[0]], sae_id="s")
     assert {s.key_states(LINK)[k] for k in peer[:2]} == {"reserved"}
     s.close()
+
+
+def test_a_lease_left_open_by_a_schema_1_store_is_voided(store):
+    keys = committed_block(store, 1, n=8)
+    mine = [keys[i][0] for i in range(0, 8, 2)]
+    conn = store._conn                      # a schema-1 lease: its keys marked one by one
+    lease_id = conn.execute("INSERT INTO leases (link_id, state, created_ns) "
+                            "VALUES (?, 'open', 0)", (LINK,)).lastrowid
+    conn.executemany("UPDATE keys SET state='leased', lease_id=? WHERE key_id=?",
+                     [(lease_id, k.bytes) for k in mine[:3]])
+    voided = store.void_open_leases()
+    assert set(voided[LINK]) == set(mine[:3])
+    assert set(store.key_states(LINK)) == {k for k, _ in keys} - set(mine[:3])
+    assert store.lease(LINK, 10).key_ids == (mine[3],)
