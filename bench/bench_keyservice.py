@@ -10,7 +10,10 @@ use it) against, in the same run:
   the peer channel's CURVE and tag), from the keys A reserves ahead per SAE pair.
 
 Each case emits one JSON line; ``vs_bare`` is the service's request rate over the bare loop's
-with the same number of clients. Environment: QKD_BENCH_KS_SECONDS (per case, default 3),
+with the same number of clients; ``waited_for_peer`` counts requests that found too few keys
+reserved ahead and waited for node B's fsync. Environment: QKD_BENCH_KS_AHEAD (keys node A
+reserves ahead per SAE pair, default 16384: about a second of keys at the rates measured here,
+so that a slow fsync at B does not empty it), QKD_BENCH_KS_SECONDS (per case, default 3),
 QKD_BENCH_KS_MAX_KEYS (keys one case may take, default 150000: the stores are filled per case,
 and a case whose clients reach it stops early — its rates stand, over a shorter time).
 """
@@ -33,6 +36,8 @@ from bench.common import emit, progress
 from daemon.keyservice.wire import encode_request
 
 CLIENTS = (1, 4, 16)
+NUMBERS = (1, 32)
+RESERVE_AHEAD = int(os.environ.get("QKD_BENCH_KS_AHEAD", "16384"))
 SECONDS = float(os.environ.get("QKD_BENCH_KS_SECONDS", "3"))
 MAX_KEYS = int(os.environ.get("QKD_BENCH_KS_MAX_KEYS", "150000"))
 DEADLINE_S = 60.0
@@ -272,7 +277,7 @@ def _serve_in_thread(server):
 def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
     clients = {pub: "X" for pub, _ in keys}
     parent, child = mp.get_context("fork").Pipe()
-    a = _NodeA(os.path.join(tmp, "a.db"), clients, reserve_ahead=4096)
+    a = _NodeA(os.path.join(tmp, "a.db"), clients, reserve_ahead=RESERVE_AHEAD)
     b = mp.get_context("fork").Process(target=_node_b,
                                        args=(child, a.link.endpoint, os.path.join(tmp, "b.db")))
     b.start()
@@ -281,7 +286,7 @@ def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
     endpoint, server_pub = a.start()
     block = 0
     try:
-        for number in (1, 32):
+        for number in NUMBERS:
             for n in CLIENTS:
                 block += 1
                 # keys this case may take at A: never more than the bare loop could ask for
@@ -300,12 +305,16 @@ def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
                             seconds=0.3)
                 time.sleep(1.0)
                 progress(f"key service, {n} clients, number={number}")
+                waited = a.runner.pool.counters["reserved_on_request"]
                 fig = run_clients(endpoint, server_pub, keys[:n], "enc_keys",
                                   {"slave_SAE_ID": "Y", "number": number, "size": KEY_BITS},
                                   max_requests=budget // number // n)
+                # requests that found too few keys reserved ahead and waited for the peer
+                waited = a.runner.pool.counters["reserved_on_request"] - waited
                 emit("keyservice", case="node_service_durable_reserved", clients=n,
                      number=number, size_bits=KEY_BITS,
-                     vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3), **fig)
+                     vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3),
+                     waited_for_peer=waited, **fig)
                 # what is left of this case's keys goes back before the next case is filled
                 a.call(a.runner.pool.close(void_wait_s=5.0))
     finally:

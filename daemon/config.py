@@ -25,6 +25,7 @@ from daemon.control.settings import BOOLEANS as _CONTROL_BOOLEANS
 from daemon.control.settings import NAMES as _CONTROL
 from daemon.control.settings import RANGES as _CONTROL_RANGES
 from daemon.control.settings import ControlSettings
+from daemon.keyservice.reservations import MAX_UNITS as MAX_KEY_UNITS
 from daemon.keyservice.settings import MAX_RESERVE_AHEAD, KeyServiceSettings, parse_settings
 
 ROLES = ("alice", "bob")
@@ -277,7 +278,8 @@ config so that a node stating it and one leaving it out agree in the hello."""
 _BLOCH_TEXT = ("three [P_X, P_Z] pairs for Z0, Z1, X0, as characterised "
                "(ideal H, V, D: [[0.0, 1.0], [0.0, -1.0], [1.0, 0.0]])")
 _KEYSERVICE = ("endpoint", "link", "kme_id", "peer_kme_id", "secret_key_file", "remote_saes",
-               "clients", "max_key_per_request", "max_key_count", "lease_batch", "reserve_ahead",
+               "clients", "max_key_per_request", "max_key_count", "max_key_size", "lease_batch",
+               "reserve_ahead",
                "reservation_ttl_s", "settle_interval_s", "reserve_timeout_s", "reply_ttl_s")
 _KS_CLIENT = ("sae_id", "public_key", "public_key_file")
 
@@ -323,7 +325,7 @@ def parse(data: dict, source: Path) -> NodeConfig:
                               "expected a link id not used by another [[link]]")
         seen.add(link.id)
     return NodeConfig(source, node_id, state_dir, admin_socket, ADMIN_SOCKET_MODES[mode_text],
-                      log_level, keystore, links, _keyservice(top, links))
+                      log_level, keystore, links, _keyservice(top, links, keystore))
 
 
 def _link(source: Path, name: str, raw: Any) -> LinkConfig:
@@ -443,7 +445,8 @@ def _control(link: _Table) -> ControlSettings:
         raise ConfigError(link.source, c.name, str(exc)) from None
 
 
-def _keyservice(top: _Table, links: tuple[LinkConfig, ...]) -> KeyServiceSettings | None:
+def _keyservice(top: _Table, links: tuple[LinkConfig, ...],
+                keystore: KeyStoreConfig) -> KeyServiceSettings | None:
     """``[keyservice]`` (optional): what ``_Table`` can say about each key first (unknown keys,
     the endpoint, the link, the secret key file's mode, each client entry), then the key
     service's own reading of the table, its one-line errors naming the key."""
@@ -471,6 +474,11 @@ def _keyservice(top: _Table, links: tuple[LinkConfig, ...]) -> KeyServiceSetting
                               "public_key (40 Z85 characters)")
     for k, (lo, hi, integer) in _KS_NUMBERS.items():
         t.number(k, 1, lo, hi, integer=integer, open_lo=not integer)
+    unit = keystore.key_size_bits
+    if t.has("max_key_size") and t.data["max_key_size"] % unit:
+        raise ConfigError(top.source, t.key("max_key_size"),
+                          f"= {t.data['max_key_size']}: expected a multiple of the store's key "
+                          f"size ({unit} bits), at most {unit * MAX_KEY_UNITS}")
     try:
         return parse_settings(t.data, base_dir=top.source.parent)
     except ValueError as exc:           # the service's own checks: "keyservice.KEY...: why"
@@ -481,6 +489,7 @@ def _keyservice(top: _Table, links: tuple[LinkConfig, ...]) -> KeyServiceSetting
 
 # Accepted ranges of the key service's numbers (each optional; defaults in KeyServiceSettings).
 _KS_NUMBERS = {"max_key_per_request": (1, 1024, True), "max_key_count": (1, 1e12, True),
+               "max_key_size": (8, 1 << 24, True),
                "lease_batch": (1, 1 << 20, True), "reserve_ahead": (0, MAX_RESERVE_AHEAD, True),
                "reservation_ttl_s": (0, 1e7, False), "settle_interval_s": (0, 3600, False),
                "reserve_timeout_s": (0, 3600, False), "reply_ttl_s": (0, 86400, False)}

@@ -94,6 +94,11 @@ class SiteNode:
                              self.credentials, **kw)
 
 
+# Sizes as a real node offers them: whole numbers of its store's 256-bit keys, so that a level
+# a real node would refuse (say 264 bits) is refused here too.
+_NODE_SIZES = dict(key_size=256, min_key_size=256, key_unit=256)
+
+
 class StandInNodes:
     """Start with ``with StandInNodes(services) as (a, b):`` — two sites' key services."""
 
@@ -126,7 +131,7 @@ class StandInNodes:
                                local_saes=frozenset(sae_id(me, s) for s in self.services),
                                remote_saes=frozenset(sae_id(peer, s) for s in self.services),
                                max_key_size=self.max_key_size, max_key_per_request=128,
-                               max_key_count=1 << 30)
+                               max_key_count=1 << 30, **_NODE_SIZES)
             pub, sec = zmq.curve_keypair()
             clients = {c.public_key: sae_id(me, s) for s, c in mine.items()}
 

@@ -16,7 +16,10 @@ Reserving ahead (``reserve_ahead`` > 0): a durable reservation at the peer costs
 (milliseconds on a busy disk), too much to wait for on every request. So for each (master,
 slave) pair the pool keeps up to ``reserve_ahead`` keys already reserved at the peer for that
 slave, topped up in the background by RESERVEs of up to ``REFILL_CHUNK`` keys, several in
-flight; a request is answered from them at once.
+flight; a request is answered from them at once. Size it to the keys a pair takes while the
+peer's slowest fsync lasts: a request that finds too few waits for the peer itself (counter
+``reserved_on_request``). The peer makes all the RESERVEs that reach it meanwhile durable in
+one transaction (``KeyStore.reserve_many``).
 Keys reserved ahead are held in memory only. A clean stop voids them at the peer (VOID, scope
 RESERVED); after a crash the peer keeps them reserved — the slave can fetch only IDs it was
 told, so they are never delivered — until the reservation TTL erases them.
@@ -38,6 +41,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import threading
 import time
 import uuid
 from typing import Awaitable, Callable
@@ -120,6 +124,11 @@ class NodeKeyPool(StreamKeys):
         self._executor = executor
         self._lease = None   # the open store.Lease keys are taken from
         self._spare: asyncio.Future | None = None   # the next lease, granted in the background
+        # The background grant sets ``_granted`` in the same critical section as the store's
+        # commit, so stored_key_count never misses the keys between the two (a grant done in
+        # the store but not yet seen by the event loop).
+        self._grant_guard = threading.Lock()
+        self._granted = None
         self._closing: set[asyncio.Future] = set()  # used-up leases being closed durably
         self._lease_lock = asyncio.Lock()
         self._store_lease_lock = asyncio.Lock()   # one settle or close of a lease at a time
@@ -134,19 +143,27 @@ class NodeKeyPool(StreamKeys):
         self._tasks: set[asyncio.Task] = set()
         self.counters = {"issued": 0, "fetched": 0, "reserved_for_peer": 0,
                          "reserve_refused": 0, "reserve_timeouts": 0, "stream_keys": 0,
-                         "voids_sent": 0, "voided_here": 0}
+                         "voids_sent": 0, "voided_here": 0,
+                         "reserved_on_request": 0}
 
     # -- KeyPool ------------------------------------------------------------------------------
 
     def stored_key_count(self, size_bits: int) -> int:
-        if size_bits != self.key_size_bits:
+        if size_bits <= 0 or size_bits % self.key_size_bits:
             return 0
+        return self._stored_units() // (size_bits // self.key_size_bits)
+
+    def _stored_units(self) -> int:
         left = self._lease.remaining if self._lease is not None else 0
-        spare = self._spare
-        if spare is not None and spare.done() and not spare.cancelled() \
-                and spare.exception() is None and spare.result() is not None:
-            left += spare.result().remaining
-        return left + self.store.issuable_count(self.link_id)
+        with self._grant_guard:
+            granted = self._granted
+            issuable = self.store.issuable_count(self.link_id)
+        return left + (granted.remaining if granted is not None else 0) + issuable
+
+    def _grant_spare(self):
+        with self._grant_guard:
+            self._granted = self.store.lease(self.link_id, self._lease_batch)
+        return self._granted
 
     @property
     def leased_remaining(self) -> int:
@@ -154,9 +171,21 @@ class NodeKeyPool(StreamKeys):
 
     async def issue(self, master: str, slaves: tuple[str, ...], number: int,
                     size_bits: int) -> list[IssuedKey]:
-        if size_bits != self.key_size_bits or len(slaves) != 1:
-            raise ValueError("the service's limits allow only the store's key size and one slave")
+        if size_bits <= 0 or size_bits % self.key_size_bits or len(slaves) != 1:
+            raise ValueError("the service's limits allow only multiples of the store's key "
+                             "size and one slave")
         pair = (master, slaves[0])
+        units = size_bits // self.key_size_bits
+        if units > 1:
+            # one key of several stored units: reserved at the peer with its unit IDs, so the
+            # slave's one key ID finds them all there (never from the keys reserved ahead,
+            # which the peer holds as single units)
+            taken, unit_ids = await self._take_units(number, units, *pair)
+            await self._reserve_at_peer(
+                [rv.Reservation(k.key_id, size_bits, u, master, (slaves[0],))
+                 for k, u in zip(taken, unit_ids)], taken)
+            self.counters["issued"] += len(taken)
+            return taken
         if not self._reserve_ahead:
             taken = await self._take(number, *pair)
             await self._reserve_at_peer(self._records(pair, taken), taken)
@@ -167,6 +196,7 @@ class NodeKeyPool(StreamKeys):
             # not enough reserved ahead: this request reserves its own keys and waits for the
             # peer (concurrent ones share the peer's fsync: it batches RESERVEs)
             self._top_up(pair)
+            self.counters["reserved_on_request"] += 1
             taken = await self._take(number, *pair)
             await self._reserve_at_peer(self._records(pair, taken), taken)
             self.counters["issued"] += number
@@ -263,6 +293,7 @@ class NodeKeyPool(StreamKeys):
             spare, self._spare = self._spare, None
             if spare is not None:
                 spare = await _quietly(spare)
+                self._granted = None
             for one in (lease, spare):
                 if one is not None:
                     await self._close_lease(one)
@@ -401,13 +432,22 @@ class NodeKeyPool(StreamKeys):
         """Up to ``number`` keys (never fewer than ``at_least``, by default ``number``) taken
         from the current lease: each once; a taken key is erased when the lease is settled or
         closed, or at restart with the whole lease."""
-        need = number if at_least is None else at_least
+        keys, _ = await self._take_units(number, 1, master, slave, at_least)
+        return keys
+
+    async def _take_units(self, number: int, units: int, master: str, slave: str,
+                          at_least: int | None = None
+                          ) -> tuple[list[IssuedKey], list[tuple[uuid.UUID, ...]]]:
+        """``_take`` of keys made of ``units`` stored keys each; also returns the unit IDs."""
+        need = units * (number if at_least is None else at_least)
+        number_units = units * number
         async with self._lease_lock:
             if self._lease is None or self._lease.remaining < need:
                 old, self._lease = self._lease, None
                 spare, self._spare = self._spare, None
                 if spare is not None:      # granted meanwhile: usually no wait at all
                     spare = await _quietly(spare)
+                self._granted = None
                 if spare is not None and spare.remaining >= need:
                     self._lease = spare
                     if old is not None:
@@ -417,20 +457,20 @@ class NodeKeyPool(StreamKeys):
                         if one is not None:
                             await self._close_lease(one)
                     self._lease = await self._store_call(
-                        self.store.lease, self.link_id, max(self._lease_batch, number))
+                        self.store.lease, self.link_id, max(self._lease_batch, number_units))
                 if self._lease is None or self._lease.remaining < need:
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
-            keys = self._lease.take(min(number, self._lease.remaining), master_sae=master,
-                                    slave_sae=slave)
+            keys = self._lease.take_units(number, units, master_sae=master, slave_sae=slave)
             if self._lease.remaining == 0:
                 self._close_later(self._lease)
                 self._lease = None
+            # the next lease is granted in the background while half of this one is left, so
+            # a request seldom waits for a grant
             if self._spare is None and (self._lease is None or self._lease.remaining
-                                        < self._lease_batch // 4):
-                self._spare = asyncio.ensure_future(self._store_call(
-                    self.store.lease, self.link_id, self._lease_batch))
-            return [IssuedKey(k, b) for k, b in keys]
+                                        < self._lease_batch // 2):
+                self._spare = asyncio.ensure_future(self._store_call(self._grant_spare))
+            return [IssuedKey(k, b) for k, b, _ in keys], [u for _, _, u in keys]
 
     def _close_later(self, lease) -> None:
         """Close a used-up lease durably in the background (its taken keys are erased, the
@@ -444,27 +484,39 @@ class NodeKeyPool(StreamKeys):
         return self.store.deliver_many(requests)
 
     def _reserve_batch(self, batches: list[list[rv.Reservation]]):
-        """One durable ``reserve`` per (master, slave) of each RESERVE message."""
-        out = []
+        """All RESERVE messages queued meanwhile in one durable transaction (group commit):
+        one reservation per (master, slave, kind) of each message."""
+        out: list[rv.RefusalReason | None] = []
+        requests: list[tuple] = []
+        owner: list[int] = []          # request -> index of its message in ``out``
         for records in batches:
             groups: dict[tuple[str, str, bool], list[uuid.UUID]] = {}
+            composites: dict[tuple[str, str, bool], list[tuple[uuid.UUID, ...]]] = {}
+            reason = None
             for r in records:
                 stream = r.key_id != r.units[0]
+                if r.size_bits != len(r.units) * self.key_size_bits:
+                    reason = rv.RefusalReason.MALFORMED   # not made of this store's units
                 groups.setdefault((r.master, r.slaves[0], stream), []).extend(r.units)
-            reason = None
-            for (master, slave, stream), units in groups.items():
-                try:
-                    bad = self.store.reserve(
-                        self.link_id, units, slave_sae=slave, master_sae=master,
-                        ttl_s=STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s)
-                except StoreError as exc:
-                    log.error("key service: cannot store a reservation: %s", exc)
-                    reason = rv.RefusalReason.STORE_ERROR
-                    break
-                if bad:
-                    reason = rv.RefusalReason.UNKNOWN_KEY
-                    break
+                if len(r.units) > 1:
+                    composites.setdefault((r.master, r.slaves[0], stream), []).append(r.units)
             out.append(reason)
+            if reason is not None:
+                continue
+            for (master, slave, stream), units in groups.items():
+                requests.append((units, slave, master,
+                                 STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s,
+                                 composites.get((master, slave, stream), ())))
+                owner.append(len(out) - 1)
+        if requests:
+            try:
+                bad = self.store.reserve_many(self.link_id, requests)
+            except StoreError as exc:
+                log.error("key service: cannot store a reservation: %s", exc)
+                return [rv.RefusalReason.STORE_ERROR if r is None else r for r in out]
+            for i, missing in zip(owner, bad):
+                if missing and out[i] is None:
+                    out[i] = rv.RefusalReason.UNKNOWN_KEY
         return out
 
 

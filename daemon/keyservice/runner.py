@@ -88,9 +88,20 @@ class KeyServiceRunner:
         return KmeLimits(kme_id=s.kme_id, peer_kme_id=s.peer_kme_id,
                          local_saes=frozenset(clients.values()), remote_saes=s.remote_saes,
                          key_size=self._key_size_bits, min_key_size=self._key_size_bits,
-                         max_key_size=self._key_size_bits,
+                         max_key_size=self._max_key_size(), key_unit=self._key_size_bits,
                          max_key_per_request=s.max_key_per_request,
                          max_key_count=s.max_key_count, max_sae_id_count=0)
+
+    def _max_key_size(self) -> int:
+        """The settings' max_key_size, which must be a whole number of stored keys."""
+        m, unit = self.settings.max_key_size, self._key_size_bits
+        if m is None:
+            return max(unit, 8192 // unit * unit)
+        if not isinstance(m, int) or m < unit or m % unit or m // unit > rv.MAX_UNITS:
+            raise ValueError(f"keyservice.max_key_size = {m!r}: expected a multiple of the "
+                             f"store's key size {unit} bits, from {unit} to "
+                             f"{unit * rv.MAX_UNITS}")
+        return m
 
     @property
     def endpoint(self) -> str:

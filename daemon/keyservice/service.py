@@ -105,13 +105,19 @@ class KmeLimits:
     max_key_per_request: int = 128
     max_key_count: int = 100_000
     max_sae_id_count: int = 0
+    key_unit: int = 8     # sizes must be multiples of this (a node: its store's key size)
 
     def __post_init__(self) -> None:
-        for name in ("key_size", "min_key_size", "max_key_size"):
-            if getattr(self, name) % 8:
-                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of 8")
+        for name in ("key_size", "min_key_size", "max_key_size", "key_unit"):
+            if getattr(self, name) % 8 or getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive multiple "
+                                 f"of 8")
         if not self.min_key_size <= self.key_size <= self.max_key_size:
             raise ValueError("need min_key_size <= key_size <= max_key_size")
+        for name in ("key_size", "min_key_size", "max_key_size"):
+            if getattr(self, name) % self.key_unit:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
+                                 f"key_unit {self.key_unit}")
 
 
 @dataclass
@@ -258,6 +264,11 @@ class KeyService:
         size = lim.key_size if body.size is None else body.size
         if size % 8:
             raise RequestError(400, MSG_SIZE_MULTIPLE)
+        if size % lim.key_unit:
+            raise RequestError(400, f"size {size} is not a multiple of this KME's key unit of "
+                                    f"{lim.key_unit} bits (sizes {lim.min_key_size}, "
+                                    f"{lim.min_key_size + lim.key_unit}, ... "
+                                    f"{lim.max_key_size})")
         if not lim.min_key_size <= size <= lim.max_key_size:
             raise RequestError(400, f"size {size} is outside [min_key_size, max_key_size] = "
                                     f"[{lim.min_key_size}, {lim.max_key_size}]")
@@ -347,6 +358,8 @@ class KeyService:
         if not lim.min_key_size <= qos.key_chunk_size * 8 <= lim.max_key_size:
             return (f"key_chunk_size must be {lim.min_key_size // 8}..{lim.max_key_size // 8} "
                     f"bytes")
+        if lim.key_unit > 8 and qos.key_chunk_size * 8 != lim.key_unit:
+            return f"key_chunk_size must be {lim.key_unit // 8} bytes (one stored key)"
         if qos.max_bps and qos.min_bps > qos.max_bps:
             return "min_bps exceeds max_bps"
         if qos.metadata_mimetype != "application/json":

@@ -27,6 +27,8 @@ class KeyServiceSettings:
     remote_saes: frozenset[str] = frozenset()                 # SAEs at the peer node
     max_key_per_request: int = 128
     max_key_count: int = 100_000
+    max_key_size: int | None = None     # bits, a whole number of stored keys (None: the most
+                                        # that fits in 8192 bits)
     lease_batch: int = 1024
     reserve_ahead: int = 256            # keys per (master, slave) reserved at the peer ahead
     reservation_ttl_s: float = 3600.0   # a reserved key not fetched by then is erased
@@ -118,6 +120,8 @@ def parse_settings(table: dict, *, base_dir: Path) -> KeyServiceSettings:
         remote_saes=frozenset(remote),
         max_key_per_request=_positive(table, "max_key_per_request", 128, where),
         max_key_count=_positive(table, "max_key_count", 100_000, where),
+        max_key_size=(_positive(table, "max_key_size", 8192, where)
+                      if "max_key_size" in table else None),
         lease_batch=_positive(table, "lease_batch", 1024, where),
         reserve_ahead=_ahead(table.get("reserve_ahead", 256), where),
         reservation_ttl_s=float(_positive(table, "reservation_ttl_s", 3600.0, where)),

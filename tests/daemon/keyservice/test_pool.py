@@ -311,3 +311,81 @@ def test_a_peer_channel_that_blocks_its_send_gives_503_in_time(tmp_path):
     r, took = asyncio.run(run())
     assert r.status == 503 and "peer" in r.body["message"]
     assert took < 2.0        # the 0.2 s reserve timeout, plus the lease: not for ever
+
+
+def _sized_services(a_store, b_store, max_bits):
+    wire = Wire()
+    pa = NodeKeyPool(a_store, "L", wire.sender("A"), key_size_bits=KEY_BITS, lease_batch=8)
+    pb = NodeKeyPool(b_store, "L", wire.sender("B"), key_size_bits=KEY_BITS, lease_batch=8)
+    wire.pools = {"A": pa, "B": pb}
+
+    def lim(base):
+        return svc.KmeLimits(**{**_limits(base).__dict__, "max_key_size": max_bits,
+                                "key_unit": KEY_BITS})
+    return svc.KeyService(lim(LIMITS_A), pa), svc.KeyService(lim(LIMITS_B), pb)
+
+
+def test_a_key_of_several_units_is_one_key_id_with_the_same_bytes_at_both_ends(tmp_path):
+    a_store, b_store = stores(tmp_path, n_keys=64)
+    sa, sb = _sized_services(a_store, b_store, 8 * KEY_BITS)
+
+    async def run():
+        st = await call(sa, "X", "status", {"slave_SAE_ID": "Y"})
+        enc = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 2,
+                                              "size": 4 * KEY_BITS})
+        ids = [{"key_ID": k["key_ID"]} for k in enc.body["keys"]]
+        stolen = await call(sb, "Y2", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+        dec = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+        again = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
+        left = sa.pool.stored_key_count(4 * KEY_BITS)
+        await sa.pool.settle()
+        return st, enc, stolen, dec, again, left
+
+    st, enc, stolen, dec, again, left = asyncio.run(run())
+    assert st.body["min_key_size"] == KEY_BITS and st.body["max_key_size"] == 8 * KEY_BITS
+    assert enc.status == 200 and len(enc.body["keys"]) == 2
+    assert stolen.status == 401
+    assert dec.status == 200 and dec.body["keys"] == enc.body["keys"]
+    assert again.status == 400
+    for k in enc.body["keys"]:
+        import base64
+        assert len(base64.b64decode(k["key"])) == 4 * KEY_BITS // 8
+    # A issues the 32 even keys; 8 units went into the two keys
+    assert left == (32 - 8) // 4
+    assert len(a_store.key_states("L")) == 64 - 8      # the units are erased at A after settle
+    assert len(b_store.key_states("L")) == 64 - 8      # and at B on delivery
+    assert b_store._conn.execute("SELECT COUNT(*) FROM composites").fetchone()[0] == 0
+
+
+def test_a_size_not_a_multiple_of_the_unit_is_refused_with_400(tmp_path):
+    a_store, b_store = stores(tmp_path)
+    sa, _sb = _sized_services(a_store, b_store, 8 * KEY_BITS)
+
+    async def run():
+        odd = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 1,
+                                              "size": KEY_BITS + 8})
+        big = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 1,
+                                              "size": 9 * KEY_BITS})
+        return odd, big
+
+    odd, big = asyncio.run(run())
+    assert odd.status == 400 and f"key unit of {KEY_BITS} bits" in odd.body["message"]
+    assert big.status == 400 and "max_key_size" in big.body["message"]
+    assert a_store.issuable_count("L") == 32          # nothing was taken
+
+
+def test_a_reservation_whose_size_is_not_its_units_is_refused(tmp_path):
+    a_store, b_store = stores(tmp_path)
+    replies = []
+
+    async def send(t, payload):
+        replies.append(rv.decode_reply(t, payload))
+
+    async def run():
+        pb = NodeKeyPool(b_store, "L", send, key_size_bits=KEY_BITS)
+        unit = sorted(k for k, s in b_store.key_states("L").items() if s == "committed")[0]
+        await pb.on_peer_message(*rv.encode_reserve(7, [rv.Reservation(
+            unit, 2 * KEY_BITS, (unit,), "X", ("Y",))]))
+
+    asyncio.run(run())
+    assert replies == [(7, rv.RefusalReason.MALFORMED)]

@@ -361,3 +361,54 @@ def test_after_a_crash_keys_reserved_ahead_stay_reserved_until_their_ttl(tmp_pat
         assert kid not in a_store.key_states("L")
     assert b_store.expire(now_ns=time.time_ns() + int(601e9)) >= 5
     assert not {k for k, s in b_store.key_states("L").items() if s == "reserved"}
+
+
+def test_a_key_of_several_units_between_two_runners_over_curve(tmp_path):
+    a_store, b_store = make_stores(tmp_path)
+
+    async def run():
+        p = Pair(a_store, b_store, max_key_size=4 * KEY_BITS)
+        await p.start()
+        try:
+            x, y = p.client("A", "X"), p.client("B", "Y")
+            st = await x.status("Y")
+            keys = await x.enc_keys("Y", number=2, size=3 * KEY_BITS)
+            fetched = await y.dec_keys("X", [k.key_id for k in keys])
+            refusals = []
+            for size in (KEY_BITS + 8, 5 * KEY_BITS):
+                try:
+                    await x.enc_keys("Y", number=1, size=size)
+                except KeyServiceError as exc:
+                    refusals.append((exc.status, exc.message))
+            await asyncio.sleep(0.2)          # a settle tick
+            return st, keys, fetched, refusals
+        finally:
+            await p.close()
+
+    st, keys, fetched, refusals = asyncio.run(run())
+    assert (st["min_key_size"], st["key_size"], st["max_key_size"]) == \
+        (KEY_BITS, KEY_BITS, 4 * KEY_BITS)
+    assert [len(k.key) for k in keys] == [3 * KEY_BITS // 8] * 2
+    assert [(k.key_id, bytes(k.key)) for k in keys] == \
+        [(k.key_id, bytes(k.key)) for k in fetched]
+    assert [s for s, _ in refusals] == [400, 400]
+    assert "key unit" in refusals[0][1] and "max_key_size" in refusals[1][1]
+    # 6 units gone at both ends: A issued them, B delivered them
+    assert len(a_store.key_states("L")) == len(b_store.key_states("L")) == 64 - 6
+
+
+def test_a_max_key_size_that_is_not_whole_units_is_refused_at_start(tmp_path):
+    a_store, b_store = make_stores(tmp_path)
+
+    async def run():
+        p = Pair(a_store, b_store, max_key_size=KEY_BITS + 8)
+        try:
+            await p.start(names=("A",))
+        finally:
+            for r in p.runners.values():
+                if r.server is not None:
+                    await r.close()
+            p.ctx.term()
+
+    with pytest.raises(ValueError, match="max_key_size = 264: expected a multiple of"):
+        asyncio.run(run())

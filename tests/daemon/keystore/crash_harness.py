@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 
+from daemon.keystore import store as store_mod
 from daemon.keystore.commit import LinkCommit
 from daemon.keystore.store import KeyStore
 from tests.daemon.keystore.crash_worker import KEY_BITS, LINK
@@ -63,8 +64,11 @@ def read_log(path):
 
 
 def live_keys(store: KeyStore) -> dict[str, tuple[str, str]]:
-    """key ID -> (state, sha of bits), read straight from the file."""
-    rows = store._conn.execute("SELECT key_id, state, bits FROM keys").fetchall()
+    """key ID -> (state, sha of bits), read straight from the file (a committed key inside an
+    open lease's ranges is 'leased')."""
+    rows = store._conn.execute(
+        f"SELECT key_id, CASE WHEN {store_mod._READY} AND {store_mod._IN_OPEN_LEASE} "
+        f"THEN 'leased' ELSE state END, bits FROM keys").fetchall()
     return {str(uuid.UUID(bytes=k)): (s, hashlib.sha256(b).hexdigest()[:16]) for k, s, b in rows}
 
 

@@ -51,18 +51,20 @@ def test_pragmas_and_file_mode(store, tmp_path):
 
 def test_migration_hook_runs_missing_steps(tmp_path, monkeypatch):
     KeyStore(tmp_path / "k.db").close()
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.MIGRATIONS, 2, ["ALTER TABLE blocks ADD COLUMN note TEXT"])
+    nxt = store_mod.SCHEMA_VERSION + 1
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
+    monkeypatch.setitem(store_mod.MIGRATIONS, nxt, ["ALTER TABLE blocks ADD COLUMN note TEXT"])
     with KeyStore(tmp_path / "k.db") as s:
         cols = [r[1] for r in s._conn.execute("PRAGMA table_info(blocks)")]
         assert "note" in cols
-        assert s._conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+        assert s._conn.execute("SELECT version FROM schema_version").fetchone()[0] == nxt
 
 
 def test_newer_schema_is_refused(tmp_path, monkeypatch):
     KeyStore(tmp_path / "k.db").close()
+    current = store_mod.SCHEMA_VERSION
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 0)
-    with pytest.raises(StoreSchemaError, match=r"k\.db has schema version 1"):
+    with pytest.raises(StoreSchemaError, match=rf"k\.db has schema version {current}"):
         KeyStore(tmp_path / "k.db")
 
 
@@ -375,3 +377,114 @@ def test_sqlite3_is_imported_only_by_the_store():
              if "import sqlite3" in p.read_text()]
     assert users == ["daemon/keystore/store.py"]
     assert sqlite3.sqlite_version_info >= (3, 7, 0)
+
+
+# ---------------------------------------------------------------------------- leases as ranges
+def test_a_lease_skips_keys_of_open_leases_and_reuses_returned_ones(store):
+    keys = committed_block(store, 1, n=24)                 # 12 are this end's (even indices)
+    mine = [k for i, (k, _) in enumerate(keys) if i % 2 == 0]
+    first = store.lease(LINK, 4)
+    second = store.lease(LINK, 4)
+    assert first.key_ids == tuple(mine[:4]) and second.key_ids == tuple(mine[4:8])
+    first.take(1, master_sae="m", slave_sae="s")
+    assert store.close_lease(first) == 3                   # 3 back in the pool, before `second`
+    assert store.issuable_count(LINK) == 12 - 1 - 4
+    third = store.lease(LINK, 6)                           # the 3 returned, then past `second`
+    assert third.key_ids == tuple(mine[1:4] + mine[8:11])
+    states = store.key_states(LINK)
+    assert all(states[k] == "leased" for k in second.key_ids + third.key_ids)
+    assert states[mine[11]] == "committed"
+    third.take(6, master_sae="m", slave_sae="s")           # a run on each side of `second`
+    assert store.settle_lease(third) == 6
+    left = store.key_states(LINK)
+    assert not set(third.key_ids) & set(left)
+    assert all(left[k] == "leased" for k in second.key_ids)   # `second` untouched
+    assert store.issuable_count(LINK) == 1
+
+
+def test_voiding_an_open_lease_erases_only_its_keys(tmp_path):
+    s = KeyStore(tmp_path / "k.db")
+    keys = committed_block(s, 1, n=16)
+    committed_block(s, 2, n=4)
+    a = s.lease(LINK, 3)
+    b = s.lease(LINK, 6)                                   # spans blocks 1 and 2
+    assert b._ranges(0, 6) == [(1, 6, 14), (2, 0, 0)]
+    s.close_lease(a)
+    s._conn.close()
+    s._conn = None
+    s._close_quietly()
+    s = KeyStore(tmp_path / "k.db")
+    voided = s.void_open_leases()
+    assert set(voided[LINK]) == set(b.key_ids)
+    left = s.key_states(LINK)
+    assert set(a.key_ids) <= set(left) and not set(b.key_ids) & set(left)
+    assert {k for k, _ in keys if k not in b.key_ids} <= set(left)
+    assert s.issuable_count(LINK) == 3 + 1                 # a's three back, block 2's index 2
+    s.close()
+
+
+def test_settle_beside_take_erases_what_it_saw_and_the_rest_later(store):
+    committed_block(store, 1, n=40)
+    lease = store.lease(LINK, 20)
+    lease.take(5, master_sae="m", slave_sae="s")
+    settled, upto, runs = lease._taken_runs()
+    lease.take(3, master_sae="m", slave_sae="t")           # taken after the settle looked
+    assert (settled, upto) == (0, 5) and [r[2] for r in runs] == [f"lease {lease.lease_id}: m -> s"]
+    assert store.settle_lease(lease) == 8
+    assert store.close_lease(lease) == 12
+    assert [e for _, e, d in store.audit(lease.key_ids[6])][-1] == "delivered"
+    assert store.audit(lease.key_ids[6])[-1][2] == f"lease {lease.lease_id}: m -> t"
+    assert store.audit(lease.key_ids[9])[-1][1] == "returned"
+
+
+# ---------------------------------------------------------------------------- composite keys
+def test_a_composite_key_is_delivered_whole_by_its_first_unit_id(tmp_path):
+    a, b = KeyStore(tmp_path / "a.db"), KeyStore(tmp_path / "b.db")
+    keys = random_keys(16)
+    for s, coord in ((a, True), (b, False)):
+        s.prepare(LINK, 1, keys, coordinator=coord)
+        s.commit(LINK, 1)
+    lease = a.lease(LINK, 8)
+    got = lease.take_units(2, 3, master_sae="m", slave_sae="s")
+    assert [len(k) for _, k, _ in got] == [96, 96] and lease.remaining == 2
+    units = [u for _, _, us in got for u in us]
+    assert b.reserve(LINK, units, slave_sae="s", master_sae="m",
+                     composites=[us for _, _, us in got]) == []
+    with pytest.raises(KeyNotReserved):
+        b.deliver([got[0][0]], sae_id="other")
+    out = b.deliver([got[0][0], got[1][0]], sae_id="s")
+    assert [(k, bytes(v)) for k, v in out] == [(k, bytes(v)) for k, v, _ in got]
+    assert not set(units) & set(b.key_states(LINK))        # every unit erased
+    with pytest.raises(KeyNotFound):
+        b.deliver([got[0][0]], sae_id="s")
+    assert b._conn.execute("SELECT COUNT(*) FROM composites").fetchone()[0] == 0
+    a.close()
+    b.close()
+
+
+def test_a_composite_with_a_unit_gone_is_not_found_and_nothing_is_erased(tmp_path):
+    s = KeyStore(tmp_path / "b.db")
+    keys = random_keys(8)
+    s.prepare(LINK, 1, keys, coordinator=False)           # the even keys are the peer's
+    s.commit(LINK, 1)
+    peer = [keys[i][0] for i in range(0, 8, 2)]
+    assert s.reserve(LINK, peer[:2], slave_sae="s", master_sae="m",
+                     composites=[tuple(peer[:3])]) == []   # the third unit was not reserved
+    with pytest.raises(KeyNotReserved):
+        s.deliver([peer[0]], sae_id="s")
+    assert {s.key_states(LINK)[k] for k in peer[:2]} == {"reserved"}
+    s.close()
+
+
+def test_a_lease_left_open_by_a_schema_1_store_is_voided(store):
+    keys = committed_block(store, 1, n=8)
+    mine = [keys[i][0] for i in range(0, 8, 2)]
+    conn = store._conn                      # a schema-1 lease: its keys marked one by one
+    lease_id = conn.execute("INSERT INTO leases (link_id, state, created_ns) "
+                            "VALUES (?, 'open', 0)", (LINK,)).lastrowid
+    conn.executemany("UPDATE keys SET state='leased', lease_id=? WHERE key_id=?",
+                     [(lease_id, k.bytes) for k in mine[:3]])
+    voided = store.void_open_leases()
+    assert set(voided[LINK]) == set(mine[:3])
+    assert set(store.key_states(LINK)) == {k for k, _ in keys} - set(mine[:3])
+    assert store.lease(LINK, 10).key_ids == (mine[3],)
