@@ -206,7 +206,8 @@ def cmd_terminal(args) -> int:
 
 def cmd_demo(args) -> int:
     from kms.demo import run_demo
-    return run_demo(vehicles=args.vehicles, records=args.records, json_out=args.json)
+    return run_demo(vehicles=args.vehicles, records=args.records, json_out=args.json,
+                    nodes_file=args.nodes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "two sites, three vehicles, one revoked mid-run", config=False)
     sp.add_argument("--vehicles", type=int, default=3)
     sp.add_argument("--records", type=int, default=4)
+    sp.add_argument("--nodes", default=None, metavar="FILE",
+                    help="two running nodes' key services to use (endpoints, server keys, "
+                         "each service's SAE keypair; see docs/kms.md); default: two "
+                         "stand-in key services")
     return p
 
 

@@ -1,8 +1,11 @@
 """``qkd-kms demo``: two sites, three vehicles charged at the depot, one revoked mid-run.
 
-Runs without a node daemon: ``sim_nodes.StandInNodes`` stands up two key services (the
-node's own server code over CurveZMQ on loopback) that hand out matching keys. Everything
-after that goes through the same sockets and files a deployment uses: site A's KMS and key
+By default it runs without a node daemon: ``sim_nodes.StandInNodes`` stands up two key services
+(the node's own server code over CurveZMQ on loopback) that hand out matching keys. With
+``nodes_file`` (``qkd-kms demo --nodes FILE``, see ``demo_nodes``) the two sites use two running
+nodes' key services instead, reached through the key-service client only; ``qkd-node
+demo-nodes`` runs it that way against its two real nodes. Everything after that goes through
+the same sockets and files a deployment uses: site A's KMS and key
 cloud platform with their SQLite store, site B's KMS, vehicle terminals with their sealed
 vaults, each talking to the platform over pinned CurveZMQ links.
 """
@@ -10,6 +13,7 @@ vaults, each talking to the platform over pinned CurveZMQ links.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import tempfile
@@ -20,6 +24,7 @@ import zmq
 from kms.api import Api
 from kms.config import build_policy
 from kms.crypto import AES_GCM, OTP, open_sealed, seal
+from kms.demo_nodes import load_nodes
 from kms.errors import KmsError
 from kms.platform import KeyCloudPlatform
 from kms.policy import SERVICES
@@ -31,6 +36,22 @@ from kms.store import Store
 from kms.terminal import Terminal, TerminalVault
 
 PLAN = {"position": 8, "cargo": 4, "waybills": 4, "identity": 2, "password-auth": 3}
+POOL_SPARE = 2          # keys per service pool beyond what the vehicles' charges take
+NODE_TIMEOUT_S = 5.0    # per attempt at a real node (a loaded machine fsyncs slowly)
+
+
+def pool_targets(vehicles: int) -> dict[str, int]:
+    """Site A's pool sizes: the charges of ``vehicles`` terminals, the application's waybill
+    key and a small spare, so that a real node's store is not drained for keys never used (a
+    critical-level key is 8192 bits, 32 of the node's stored keys)."""
+    return {s: vehicles * PLAN.get(s, 0) + POOL_SPARE + (s == "waybills") for s in SERVICES}
+
+
+def _nodes(nodes_file: str | None):
+    """Both sites' nodes: the running ones ``nodes_file`` names, or two stand-ins."""
+    if nodes_file is None:
+        return StandInNodes(SERVICES, link_bytes=1 << 21)
+    return contextlib.nullcontext(load_nodes(nodes_file, SERVICES))
 
 
 class _Printer:
@@ -47,21 +68,24 @@ class _Printer:
 
 
 def run_demo(vehicles: int = 3, records: int = 4, json_out: bool = False,
-             workdir: str | None = None) -> int:
+             workdir: str | None = None, nodes_file: str | None = None) -> int:
     say = _Printer(json_out)
-    with tempfile.TemporaryDirectory(prefix="qkd-kms-demo-") as tmp, \
-            StandInNodes(SERVICES, link_bytes=1 << 21) as (node_a, node_b):
+    nodes = _nodes(nodes_file)      # a bad file fails here, before anything starts
+    with tempfile.TemporaryDirectory(prefix="qkd-kms-demo-") as tmp, nodes as (node_a, node_b):
         root = Path(workdir or tmp)
-        say("nodes", f"two key services up: A {node_a.endpoint}, B {node_b.endpoint}",
-            a=node_a.endpoint, b=node_b.endpoint)
+        kind = "stand-in" if nodes_file is None else "running nodes'"
+        say("nodes", f"two {kind} key services: A {node_a.endpoint}, B {node_b.endpoint}",
+            a=node_a.endpoint, b=node_b.endpoint, real=nodes_file is not None)
+        timeouts = {} if nodes_file is None else {"timeout_s": NODE_TIMEOUT_S, "retries": 3}
         app_a, app_b = zmq.curve_keypair(), zmq.curve_keypair()
         users = {"dispatch-a": ["dispatcher"], "dispatch-b": ["dispatcher"],
                  "hr-a": ["hr"], "hr-b": ["hr"]}
         policy = build_policy(users=users)
-        kms_a = KeyManagementServer(Store(root / "site-a.db"), policy, node_a.source(),
-                                    site="A", pool_targets={s: 24 for s in SERVICES})
-        kms_b = KeyManagementServer(Store(root / "site-b.db"), policy, node_b.source(),
-                                    site="B")
+        kms_a = KeyManagementServer(Store(root / "site-a.db"), policy,
+                                    node_a.source(**timeouts), site="A",
+                                    pool_targets=pool_targets(vehicles))
+        kms_b = KeyManagementServer(Store(root / "site-b.db"), policy,
+                                    node_b.source(**timeouts), site="B")
         plat = KeyCloudPlatform(kms_a)
         site_a = Site(kms_a, plat, Api(kms_a, plat, {app_a[0].decode(): "dispatch-a"}, PLAN),
                       server_keys=zmq.curve_keypair(), api_endpoint="tcp://127.0.0.1:*",
@@ -71,6 +95,7 @@ def run_demo(vehicles: int = 3, records: int = 4, json_out: bool = False,
                       server_keys=zmq.curve_keypair(), api_endpoint="tcp://127.0.0.1:*",
                       depot_endpoint="tcp://127.0.0.1:*", name="site-b").start(refill=False)
         terminals: dict[str, Terminal] = {}
+        revoked = "TRK-002" if vehicles >= 2 else None
         try:
             added = site_a.tick()
             say("refill", "site A pools filled from node A (enc_keys): "
@@ -122,7 +147,6 @@ def run_demo(vehicles: int = 3, records: int = 4, json_out: bool = False,
                 login = t.login()
                 say("login", f"{tid} logged in with its next login key ({login['vehicle']})",
                     terminal=tid, ok=True)
-            revoked = "TRK-002" if vehicles >= 2 else None
             for r in range(records):
                 if r == records // 2 and revoked:
                     n = plat.revoke(revoked, "reported stolen at a rest area")
@@ -164,4 +188,21 @@ def run_demo(vehicles: int = 3, records: int = 4, json_out: bool = False,
                 t.vault.close()
             site_a.stop()
             site_b.stop()
-    return 0
+    return 0 if outcome_ok(say.events, revoked) else 1
+
+
+def outcome_ok(events: list[dict], revoked: str | None) -> bool:
+    """What the demo shows, checked: the waybill decrypted at B and refused under another
+    service; every record of a vehicle not revoked accepted; after the revocation the revoked
+    vehicle's records and login refused."""
+    def of(step):
+        return [e for e in events if e["step"] == step]
+    records = of("record")
+    cut = next((events.index(e) for e in of("revoke")), len(events))
+    return bool(
+        [e.get("ok") for e in of("retrieve")] == [True]
+        and [e.get("refused") for e in of("isolation")] == [True]
+        and records and all(e["accepted"] == (e["terminal"] != revoked
+                                              or events.index(e) < cut) for e in records)
+        and all(e["ok"] == (e["terminal"] != revoked) for e in of("login")[len(of("charge")):])
+        and of("done") and of("done")[0]["records"] == sum(e["accepted"] for e in records))

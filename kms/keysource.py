@@ -81,3 +81,18 @@ class NodeKeySource:
     def close(self) -> None:
         for c in self._clients.values():
             c.close()
+
+
+@dataclass
+class SiteNode:
+    """One site's node as a KMS reaches it: endpoint, server key, SAE prefixes, keypairs."""
+
+    endpoint: str
+    public_key: bytes
+    site_sae: str
+    peer_sae: str
+    credentials: dict[str, SaeCredentials]
+
+    def source(self, **kw) -> NodeKeySource:
+        return NodeKeySource(self.endpoint, self.public_key, self.site_sae, self.peer_sae,
+                             self.credentials, **kw)

@@ -13,14 +13,13 @@ import asyncio
 import os
 import threading
 import uuid
-from dataclasses import dataclass
 
 import zmq
 
 from daemon.keyservice.server import KeyServer
 from daemon.keyservice.service import (IssuedKey, KeyService, KeysNotFound, KmeLimits,
                                        NotAuthorized, PoolExhausted)
-from kms.keysource import NodeKeySource, SaeCredentials, sae_id
+from kms.keysource import SaeCredentials, SiteNode, sae_id
 
 
 class _LinkMaterial:
@@ -79,19 +78,6 @@ class _StandInPool:
 
     async def stream_key(self, stream, index, caller, timeout_s):
         raise KeysNotFound("the stand-in nodes serve ETSI 014 only")
-
-
-@dataclass
-class SiteNode:
-    endpoint: str
-    public_key: bytes
-    site_sae: str
-    peer_sae: str
-    credentials: dict[str, SaeCredentials]
-
-    def source(self, **kw) -> NodeKeySource:
-        return NodeKeySource(self.endpoint, self.public_key, self.site_sae, self.peer_sae,
-                             self.credentials, **kw)
 
 
 # Sizes as a real node offers them: whole numbers of its store's 256-bit keys, so that a level
