@@ -20,6 +20,12 @@ node A delivers (enc_keys), once with a one-time pad and once with AES-256-GCM; 
 fetches the same keys by ID from node B (dec_keys) and decrypts; a second fetch of one of those
 IDs is refused. Only key IDs and outcomes are printed, never a key.
 
+Then the freight KMS demo (``qkd-kms demo --nodes FILE``, issue 11) runs against the same two
+nodes: each of its business services is an SAE of its own at each node (``kms-a.<service>`` at
+Alice's, ``kms-b.<service>`` at Bob's), whose keypairs and allow-list entries the launcher
+writes into both node configs before starting them (``add_kms_clients``). The KMS demo runs as
+a child process (the daemon never imports ``kms/``) and its lines are shown as they come.
+
 The only module besides ``demo.py`` that starts the simulator (as a child process).
 """
 
@@ -55,6 +61,18 @@ KEYSERVICE_TIMEOUT_S = 5.0    # per attempt of a demo client (a loaded machine f
 ATTACK_ABORTS_ENOUGH = 2      # the attack run may stop once Bob has aborted this many blocks
 DEFAULT_SECONDS = 90.0        # without --seconds/--keys: each run stops after this long ...
 DEFAULT_KEYS = 1000            # ... or (honest run) once both stores hold this many keys
+KMS_SERVICES = ("waybills", "identity", "cargo", "position", "password-auth", "certificates",
+                "mobile-app")
+"""The freight KMS's business services (``kms.policy.SERVICES``; a test keeps the two equal):
+each is one SAE per site at the node."""
+KMS_SITES = {"alice": "kms-a", "bob": "kms-b"}      # node -> the KMS site's SAE prefix
+KMS_STORED_KEYS = 1400
+"""Keys both stores must hold before the honest run stops when the KMS demo follows. Alice may
+issue half of them (the store gives even indices to one end, odd to the other); the KMS demo
+takes ~330 (its pools: 8 critical-level keys of 8192 bits = 256 stored keys, ~70 of 256 bits),
+the node reserves up to ``reserve_ahead`` more per (master, slave) pair (7 pairs x 16) and the
+freight exchange a few: ~460 of Alice's ~700."""
+KMS_DEMO_TIMEOUT_S = 90.0
 
 
 class LaunchError(RuntimeError):
@@ -90,6 +108,7 @@ class RunResult:
     nodes: dict = field(default_factory=dict)
     stores: dict = field(default_factory=dict)
     freight: dict | None = None
+    kms: dict | None = None
 
     def summary(self) -> dict:
         bob = self.nodes.get("bob", {})
@@ -99,7 +118,8 @@ class RunResult:
                 "keys": {n: s.get("keys_stored", 0) for n, s in self.nodes.items()},
                 "secret_bits_per_s": bob.get("secret_bits_per_s", 0.0), "qber": bob.get("qber"),
                 "alarms": {n: s.get("alarms", {}) for n, s in self.nodes.items()},
-                **self.stores, **({"freight": self.freight} if self.freight is not None else {})}
+                **self.stores, **({"freight": self.freight} if self.freight is not None else {}),
+                **({"kms": self.kms} if self.kms is not None else {})}
 
 
 # -- files a run needs --------------------------------------------------------------------------
@@ -221,6 +241,35 @@ def keyservice_table(ks: dict) -> dict:
     return {k: v for k, v in ks.items() if not k.startswith("_")}
 
 
+# -- the freight KMS's SAEs (qkd-kms demo --nodes) ---------------------------------------------
+
+def add_kms_clients(run_dir: Path, services: dict[str, dict]) -> Path:
+    """Give each node one client per KMS business service (``<site SAE>.<service>``, its own
+    keypair), tell it the other site's KMS SAEs, and write the ``qkd-kms demo --nodes`` file
+    naming the endpoints, server keys and these keypairs. Changes ``services`` in place, so
+    call it before the node configs are written."""
+    directory = run_dir / "kms-saes"
+    directory.mkdir(exist_ok=True)
+    lines = ["# written by qkd-node demo-nodes: the KMS demo's two sites at these nodes"]
+    for node, table in (("alice", "site_a"), ("bob", "site_b")):
+        peer = "bob" if node == "alice" else "alice"
+        ks, sae = services[node], KMS_SITES[node]
+        ks["remote_saes"] = [*ks["remote_saes"],
+                             *(f"{KMS_SITES[peer]}.{s}" for s in KMS_SERVICES)]
+        secrets_by_service = {}
+        for service in KMS_SERVICES:
+            public, secret = write_keypair(directory, f"{sae}.{service}")
+            ks["clients"] = [*ks["clients"], (f"{sae}.{service}", public)]
+            secrets_by_service[service] = secret
+        lines += ["", f"[{table}]", f"endpoint = {_q(ks['endpoint'])}",
+                  f"server_public_key_file = {_q(ks['_server_public_key_file'])}",
+                  f"sae = {_q(sae)}", "", f"[{table}.clients]"]
+        lines += [f"{_q(s)} = {_q(p)}" for s, p in secrets_by_service.items()]
+    path = run_dir / "kms-nodes.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # -- children ------------------------------------------------------------------------------------
 
 def _popen(argv: list[str], log_path: Path | None, **kw) -> subprocess.Popen:
@@ -317,6 +366,8 @@ class Launcher:
             write_bootstrap(auth, AUTH_BOOTSTRAP_BYTES)
             endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
             services = write_keyservice_files(run_dir) if self.keyservice else {}
+            kms_nodes = add_kms_clients(run_dir, services) if run == "honest" and services \
+                else None
             sockets = {}
             for node, peer in (("alice", "bob"), ("bob", "alice")):
                 (run_dir / node).mkdir(exist_ok=True)
@@ -341,6 +392,8 @@ class Launcher:
             self._final_status(sockets, result)
             if run == "honest" and services:
                 result.freight = self._freight(services, result)
+            if kms_nodes is not None and not self.stop.is_set():
+                result.kms = self._kms_demo(kms_nodes, result)
         finally:
             result.seconds = time.monotonic() - t0
             end_children(children)             # the nodes first: they still talk to the sim
@@ -394,7 +447,7 @@ class Launcher:
             if args.seconds is not None and elapsed >= args.seconds:
                 result.stopped_by = "seconds"
                 return
-            if run == "honest" and args.keys is not None and keys >= args.keys:
+            if run == "honest" and args.keys is not None and keys >= self.honest_keys():
                 result.stopped_by = "keys"
                 return
             if run != "honest" and b.get("blocks_aborted", 0) >= ATTACK_ABORTS_ENOUGH:
@@ -441,6 +494,38 @@ class Launcher:
         finally:
             for c in clients.values():
                 c.close()
+
+    def honest_keys(self) -> int:
+        """The honest run's key target: ``--keys``, raised to what the KMS demo needs."""
+        return max(self.args.keys, KMS_STORED_KEYS) if self.keyservice else self.args.keys
+
+    def _kms_demo(self, nodes_file: Path, result: RunResult) -> dict:
+        """``qkd-kms demo --nodes`` against the two nodes, its lines shown as they come."""
+        if not result.stores.get("stores_identical"):
+            return {"done": False, "why": "the stores differ or were not compared"}
+        self.say("  freight KMS (qkd-kms demo) against the two nodes' key services:")
+        proc = subprocess.Popen([sys.executable, "-m", "kms.cli", "demo", "--nodes",
+                                 str(nodes_file)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        timer = threading.Timer(KMS_DEMO_TIMEOUT_S, proc.kill)
+        timer.start()
+        lines = 0
+        try:
+            for line in proc.stdout:
+                self.say("    " + line.rstrip("\n"))
+                lines += 1
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if rc != 0:
+            why = "timed out" if rc == -signal.SIGKILL else f"exit status {rc}"
+            return {"done": False, "why": f"qkd-kms demo: {why}", "lines": lines}
+        return {"done": True, "lines": lines}
 
     def _drain(self, sockets: dict) -> None:
         """Hold the link and wait until no block is in flight at either end."""
@@ -559,6 +644,8 @@ def main(argv: list[str] | None = None,
             launcher.say(_verdict(results[-1]))
             if results[-1].freight is not None:
                 launcher.say(_freight_lines(results[-1].freight))
+            if results[-1].kms is not None and not results[-1].kms.get("done"):
+                launcher.say(f"  freight KMS demo not done: {results[-1].kms['why']}")
     except LaunchError as exc:
         print(f"qkd-node demo-nodes: error: {exc}", file=sys.stderr)
         return 1
@@ -578,8 +665,13 @@ def _passed(r: RunResult) -> bool:
     s = r.summary()
     if r.run == "honest":
         return bool(s.get("stores_compared") and s["stores_identical"]
-                    and s["stored_keys"]["alice"] > 0) and _freight_ok(r.freight)
+                    and s["stored_keys"]["alice"] > 0) and _freight_ok(r.freight) \
+            and _kms_ok(r.kms)
     return s.get("stores_compared", False) and s["stored_keys"] == {"alice": 0, "bob": 0}
+
+
+def _kms_ok(kms: dict | None) -> bool:
+    return kms is None or bool(kms.get("done"))
 
 
 def _freight_ok(freight: dict | None) -> bool:

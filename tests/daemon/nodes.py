@@ -8,7 +8,9 @@ read-only. With ``relay=True`` Bob reaches Alice through a ``CurveRelay`` (an at
 CurveZMQ); with ``delay_s`` through a ``PeerProxy`` delay line (that much each way, below
 CurveZMQ). With ``keyservice=True`` each node also runs its key service, configured as the demo
 does (``launch.write_keyservice_files``: the dispatcher's SAE at Alice's node, the recipient's
-at Bob's); ``client(node)`` connects that node's SAE to it.
+at Bob's); ``client(node)`` connects that node's SAE to it. With ``kms=True`` as well, both
+key services also allow the freight KMS's per-service SAEs (``launch.add_kms_clients``) and
+``kms_nodes`` is the ``qkd-kms demo --nodes`` file naming them.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class NodePair:
                  protocol: str = "bb84-decoy", block_pulses: float = 2e9,
                  sim_args: tuple = (), policy: dict | None = None,
                  calibration: dict | None = None, seed: int | None = None,
-                 delay_s: float | None = None, keyservice: bool = False):
+                 delay_s: float | None = None, keyservice: bool = False, kms: bool = False):
         self.dir = Path(directory)
         self.fast = fast
         self.command = FAST_NODE if fast else REAL_NODE
@@ -57,6 +59,7 @@ class NodePair:
         self.logs = {n: self.dir / f"{n}.log" for n in NODES}
         self.stores = {n: self.dir / n / "keys.sqlite" for n in NODES}
         self.services: dict[str, dict] = {}
+        self.kms_nodes: Path | None = None
         seed = secrets.randbits(60) if seed is None else seed
         try:
             devices = FAKE_DEVICES if fast else self._start_sim(seed, sim_args)
@@ -65,6 +68,8 @@ class NodePair:
             write_bootstrap(auth, 1 << 20)
             if keyservice:
                 self.services = launch.write_keyservice_files(self.dir)
+                if kms:
+                    self.kms_nodes = launch.add_kms_clients(self.dir, self.services)
             alice_endpoint = f"tcp://127.0.0.1:{launch.free_tcp_port()}"
             bob_endpoint = alice_endpoint
             if relay:
