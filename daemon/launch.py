@@ -500,31 +500,23 @@ class Launcher:
         return max(self.args.keys, KMS_STORED_KEYS) if self.keyservice else self.args.keys
 
     def _kms_demo(self, nodes_file: Path, result: RunResult) -> dict:
-        """``qkd-kms demo --nodes`` against the two nodes, its lines shown as they come."""
+        """``qkd-kms demo --nodes`` against the two nodes; its lines (no keys) are kept for the
+        run's report, shown after the freight exchange's."""
         if not result.stores.get("stores_identical"):
             return {"done": False, "why": "the stores differ or were not compared"}
-        self.say("  freight KMS (qkd-kms demo) against the two nodes' key services:")
-        proc = subprocess.Popen([sys.executable, "-m", "kms.cli", "demo", "--nodes",
-                                 str(nodes_file)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        timer = threading.Timer(KMS_DEMO_TIMEOUT_S, proc.kill)
-        timer.start()
-        lines = 0
+        self.say("  running the freight KMS demo (qkd-kms demo) against the two nodes ...")
         try:
-            for line in proc.stdout:
-                self.say("    " + line.rstrip("\n"))
-                lines += 1
-            rc = proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        if rc != 0:
-            why = "timed out" if rc == -signal.SIGKILL else f"exit status {rc}"
-            return {"done": False, "why": f"qkd-kms demo: {why}", "lines": lines}
+            run = subprocess.run([sys.executable, "-m", "kms.cli", "demo", "--nodes",
+                                  str(nodes_file)], stdin=subprocess.DEVNULL,
+                                 capture_output=True, text=True, timeout=KMS_DEMO_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"done": False, "why": f"qkd-kms demo did not finish within "
+                                          f"{KMS_DEMO_TIMEOUT_S:g} s"}
+        lines = run.stdout.splitlines()
+        if run.returncode != 0:
+            last = (run.stderr.strip().splitlines() or lines or ["no output"])[-1]
+            return {"done": False, "why": f"qkd-kms demo exited with {run.returncode}: {last}",
+                    "lines": lines}
         return {"done": True, "lines": lines}
 
     def _drain(self, sockets: dict) -> None:
@@ -644,8 +636,8 @@ def main(argv: list[str] | None = None,
             launcher.say(_verdict(results[-1]))
             if results[-1].freight is not None:
                 launcher.say(_freight_lines(results[-1].freight))
-            if results[-1].kms is not None and not results[-1].kms.get("done"):
-                launcher.say(f"  freight KMS demo not done: {results[-1].kms['why']}")
+            if results[-1].kms is not None:
+                launcher.say(_kms_lines(results[-1].kms))
     except LaunchError as exc:
         print(f"qkd-node demo-nodes: error: {exc}", file=sys.stderr)
         return 1
@@ -668,6 +660,15 @@ def _passed(r: RunResult) -> bool:
                     and s["stored_keys"]["alice"] > 0) and _freight_ok(r.freight) \
             and _kms_ok(r.kms)
     return s.get("stores_compared", False) and s["stored_keys"] == {"alice": 0, "bob": 0}
+
+
+def _kms_lines(kms: dict) -> str:
+    head = ("  freight KMS (qkd-kms demo --nodes) with the two nodes' key services as its sites' "
+            "nodes:")
+    lines = [head, *("    " + line for line in kms.get("lines", []))]
+    if not kms.get("done"):
+        lines.append(f"  freight KMS demo not done: {kms['why']}")
+    return "\n".join(lines)
 
 
 def _kms_ok(kms: dict | None) -> bool:

@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from daemon import launch
+from daemon.runtime.admin import request
 from kms.demo import outcome_ok, pool_targets
 from kms.demo_nodes import load_nodes
 from kms.errors import ConfigError
@@ -77,6 +78,11 @@ def test_outcome_check_fails_when_the_revoked_vehicle_gets_through():
     assert not outcome_ok(events, "T2")
 
 
+def _keyservice(pair: NodePair, node: str) -> dict:
+    """The node's admin view of its key service (``qkdctl clients`` reads the same)."""
+    return request(pair.sockets[node], {"op": "keyservice"}, timeout_s=10.0)["keyservice"]
+
+
 @pytest.mark.slow
 def test_kms_demo_against_two_real_nodes(tmp_path):
     # The demo draws its pools from Alice's node, which may issue half of the stored keys;
@@ -86,10 +92,12 @@ def test_kms_demo_against_two_real_nodes(tmp_path):
         pair.start()
         pair.wait(lambda: all(pair.status(n)["keys_stored"] >= launch.KMS_STORED_KEYS
                               for n in NODES), 400, "enough keys stored at both ends")
+        pair.drain()        # no new blocks: the stores change only by what the demo takes
+        before = {n: _keyservice(pair, n)["counters"] for n in NODES}
         run = subprocess.run([sys.executable, "-m", "kms.cli", "demo", "--json", "--nodes",
                               str(pair.kms_nodes)], capture_output=True, text=True,
                              timeout=launch.KMS_DEMO_TIMEOUT_S)
-        served = {n: pair.node_status(n)["keyservice"] for n in NODES}
+        served = {n: _keyservice(pair, n) for n in NODES}
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     events = [json.loads(line) for line in run.stdout.splitlines()]
     by = lambda step: [e for e in events if e["step"] == step]   # noqa: E731
@@ -106,4 +114,10 @@ def test_kms_demo_against_two_real_nodes(tmp_path):
     assert {e["terminal"]: e["ok"] for e in last_logins}[revoked] is False
     assert by("done")[0]["records"] == sum(e["accepted"] for e in by("record")) > 0
     assert not KEYLIKE.search(run.stdout + run.stderr)
-    assert served["alice"] and served["bob"]
+    # The keys came from the nodes: Alice's issued at least the site A pools; Bob's handed
+    # out exactly one, the waybill key (the same ID under 'cargo' was refused by the node).
+    issued = served["alice"]["counters"]["issued"] - before["alice"]["issued"]
+    assert issued >= sum(pool_targets(3).values())
+    assert served["bob"]["counters"]["fetched"] - before["bob"]["fetched"] == 1
+    assert {f"kms-a.{s}" for s in SERVICES} <= {c["sae_id"] for c in served["alice"]["clients"]}
+    assert {f"kms-b.{s}" for s in SERVICES} <= {c["sae_id"] for c in served["bob"]["clients"]}
