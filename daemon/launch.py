@@ -509,7 +509,8 @@ class Launcher:
             return {"done": False, "skipped": True,
                     "why": f"skipped: {stored} keys stored, it needs {KMS_STORED_KEYS} "
                            "(a longer --seconds)"}
-        self.say("  running the freight KMS demo (qkd-kms demo) against the two nodes ...")
+        self.say("  running the freight KMS demo against the two nodes (its lines follow the "
+                 "freight exchange's) ...")
         try:
             run = subprocess.run([sys.executable, "-m", "kms.cli", "demo", "--nodes",
                                   str(nodes_file)], stdin=subprocess.DEVNULL,

@@ -121,3 +121,32 @@ def test_kms_demo_against_two_real_nodes(tmp_path):
     assert served["bob"]["counters"]["fetched"] - before["bob"]["fetched"] == 1
     assert {f"kms-a.{s}" for s in SERVICES} <= {c["sae_id"] for c in served["alice"]["clients"]}
     assert {f"kms-b.{s}" for s in SERVICES} <= {c["sae_id"] for c in served["bob"]["clients"]}
+
+
+def test_node_configs_with_the_kms_saes_load_and_allow_them(tmp_path):
+    from daemon import config as cfg
+    from daemon.curve_keys import load_public_key
+    from daemon.peer.auth_keys import write_bootstrap
+    services = launch.write_keyservice_files(tmp_path)
+    launch.add_kms_clients(tmp_path, services)
+    keys = {n: launch.write_keypair(tmp_path, n) for n in NODES}
+    auth = tmp_path / "alice-bob.auth"
+    write_bootstrap(auth, 1 << 12)
+    conf = {}
+    for node, peer in (("alice", "bob"), ("bob", "alice")):
+        text = launch.node_config(
+            node=node, run_dir=tmp_path, endpoint="tcp://127.0.0.1:7301", peer=peer,
+            devices=[{"device": "board", "driver": "qkd-board", "url": "socket://127.0.0.1:9"}],
+            block_pulses=2e9, keys=keys, auth_file=auth,
+            keyservice=launch.keyservice_table(services[node]))
+        # a node config names the KMS SAEs' public keys only
+        assert not [ln for ln in text.splitlines() if "kms-saes" in ln and "key_secret" in ln]
+        (tmp_path / f"{node}.toml").write_text(text)
+        conf[node] = cfg.load(tmp_path / f"{node}.toml").keyservice
+    a, b = conf["alice"], conf["bob"]
+    saes = tmp_path / "kms-saes"
+    assert a.clients[load_public_key(saes / "kms-a.identity.key")] == "kms-a.identity"
+    assert set(a.clients.values()) == {"dispatcher", *(f"kms-a.{s}" for s in SERVICES)}
+    assert set(b.clients.values()) == {"recipient", *(f"kms-b.{s}" for s in SERVICES)}
+    assert a.remote_saes == {"recipient", *(f"kms-b.{s}" for s in SERVICES)}
+    assert b.remote_saes == {"dispatcher", *(f"kms-a.{s}" for s in SERVICES)}
