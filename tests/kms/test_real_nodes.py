@@ -150,3 +150,20 @@ def test_node_configs_with_the_kms_saes_load_and_allow_them(tmp_path):
     assert set(b.clients.values()) == {"recipient", *(f"kms-b.{s}" for s in SERVICES)}
     assert a.remote_saes == {"recipient", *(f"kms-b.{s}" for s in SERVICES)}
     assert b.remote_saes == {"dispatcher", *(f"kms-a.{s}" for s in SERVICES)}
+
+
+def test_the_honest_verdict_needs_the_kms_demo_unless_the_run_was_too_short():
+    freight = {"done": True, "second_fetch": "refused (400: not found)",
+               "otp": {"decrypted_equal": True}, "aes_256_gcm": {"decrypted_equal": True}}
+    run = launch.RunResult("honest", stores={"stores_compared": True, "stores_identical": True,
+                                             "stored_keys": {"alice": 2000, "bob": 2000}},
+                           freight=freight)
+    verdicts = {}
+    for name, kms in (("none", None), ("done", {"done": True, "lines": []}),
+                      ("failed", {"done": False, "why": "qkd-kms demo exited with 1: x"}),
+                      ("skipped", {"done": False, "skipped": True, "why": "skipped"})):
+        run.kms = kms
+        verdicts[name] = launch._passed(run)
+    assert verdicts == {"none": True, "done": True, "failed": False, "skipped": True}
+    assert "exited with 1" in launch._kms_lines({"done": False, "why": "exited with 1",
+                                                 "lines": ["[nodes] x"]})
