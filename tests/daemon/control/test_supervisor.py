@@ -262,8 +262,8 @@ def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
 
 def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acquires():
     """Port 1 stays dark. While the engine collects no block (no peer, held, store full) no
-    light is expected and none is judged; once it collects, the next gate inside the run
-    shows the dark port."""
+    light is expected and none is judged; once it collects, the gates inside the run show the
+    dark port, which is called dark once they have for ``dark_confirm_s``."""
     controls = LinkControls()
     controls.link_port = 3             # the fibre arrives on another port: port 1 stays dark
     sim = LinkSimulator(LinkParams.preset("gys", distance_km=10.0), controls, seed=4)
@@ -276,7 +276,8 @@ def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acqui
             try:
                 detector = DetectorAdapter("d", det, clock=clock)
                 det.clock = clock
-                switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(port=1, settle_s=0.05)),
+                switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(port=1, settle_s=0.05,
+                                                               dark_confirm_s=0.25)),
                                        _rate_from(detector), clock=clock)
                 link = LinkSupervisor("l", detector=detector, switch=switch, clock=clock)
                 states = []
@@ -294,8 +295,11 @@ def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acqui
     states = asyncio.run(main())
     assert all(st["alarms"] == {} and st["state"] == "verifying" for st in states[:6])
     # Acquiring from t = 0.6: the gate 0.6..0.7 (readings at 0.6 and 0.7) lies inside the run
-    # and is judged at the tick that ends it.
-    assert all(st["state"] == "no_light" and "no_light" in st["alarms"] for st in states[6:])
+    # and is judged dark at the tick that ends it; so are the gates after it, and at t = 0.9
+    # the port has been dark for 0.3 s >= 0.25 s: no_light.
+    assert all(st["alarms"] == {} and st["dark_since_s"] == pytest.approx(0.6)
+               for st in states[6:8])
+    assert all(st["state"] == "no_light" and "no_light" in st["alarms"] for st in states[8:])
 
 
 def test_acquisition_runs_bridge_short_pauses_and_end_after_a_long_one():
