@@ -91,6 +91,8 @@ def test_blinding_trips_the_alarm_within_one_period_vetoes_the_window_and_resume
     table = render({"node": "bob", "pid": 1, "uptime_s": 3.0, "links": statuses})
     assert "alice-bob: ALARM control.alice-bob.detector.photocurrent_high:0: photocurrent_high" \
         in table                                      # what `qkd-node status` prints
+    assert "alice-bob: loop alice-bob.detector (detector): alarm; last action: alarm raised" \
+        in table                                      # and the loop's own line
     assert verdicts[(0.5, 1.5)] is None
     assert verdicts[(1.5, 2.5)] == verdicts[(2.5, 3.0)] == verdicts[(3.5, 4.5)] == VETO_ALARM
     assert verdicts[(4.5, 5.0)] is None and verdicts[(5.0, 5.9)] is None   # output resumes
