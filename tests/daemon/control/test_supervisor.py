@@ -304,6 +304,54 @@ def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acqui
     assert all(st["state"] == "no_light" and "no_light" in st["alarms"] for st in states[8:])
 
 
+@pytest.mark.parametrize("confirm_s, false_alarm", [(0.0, True), (SwitchConfig(port=1)
+                                                                   .dark_confirm_s, False)])
+def test_a_stalled_stream_at_a_block_boundary_is_no_dark_port(confirm_s, false_alarm):
+    """What every two-process run on the simulator did: the simulator's world advances only
+    while Bob drains the event stream, so between two blocks (Bob aligning one, then waiting
+    to read the next) the detectors count nothing, yet the pause is shorter than
+    ``acquisition_gap_s`` and the gate over it is judged. Judged on that one gate, a healthy
+    port was called dark; with the default ``dark_confirm_s`` it is not, and the switch ends
+    ``ok`` with no alarm."""
+    controls = LinkControls()
+    sim = LinkSimulator(LinkParams.preset("gys", distance_km=10.0), controls, seed=5)
+    clock = LinkTime()
+
+    async def main():
+        with serve_spd(controls) as spd, TcpServer(DiconMemsSim(controls)) as sw_server:
+            det = registry.create("id120", spd.url, timeout_s=2.0)
+            sw = registry.create("dicon-mems", sw_server.url, timeout_s=2.0)
+            try:
+                detector = DetectorAdapter("d", det, clock=clock)
+                det.clock = clock
+                switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(
+                    port=1, settle_s=0.05, dark_confirm_s=confirm_s)), _rate_from(detector),
+                    clock=clock)
+                link = LinkSupervisor("l", detector=detector, switch=switch, clock=clock,
+                                      settings=ControlSettings(acquisition_gap_s=1.0))
+                alarmed = False
+                for k in range(30):
+                    if k == 0:
+                        link.acquiring(True)
+                    elif k == 10:
+                        link.acquiring(False)       # block handed on; the stream stalls
+                    elif k == 14:
+                        link.acquiring(True)        # the next block, 0.4 s later
+                    if not 10 <= k <= 14:           # the world stands still for 0.5 s
+                        sim.run_slots(1_000_000)
+                    clock.t = round(clock.t + PERIOD, 9)
+                    await link.tick_once()
+                    alarmed |= "no_light" in switch.status()["alarms"]
+                return alarmed, switch.status()
+            finally:
+                det.close()
+                sw.close()
+    alarmed, final = asyncio.run(main())
+    assert alarmed is false_alarm
+    if not false_alarm:
+        assert final["state"] == "ok" and final["alarms"] == {} and final["dark_since_s"] is None
+
+
 def test_acquisition_runs_bridge_short_pauses_and_end_after_a_long_one():
     clock = LinkTime()
     sup = LinkSupervisor("l", settings=ControlSettings(acquisition_gap_s=1.0), clock=clock)
