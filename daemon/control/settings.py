@@ -3,7 +3,8 @@
 The ranges live here once: ``ControlSettings`` checks them when built in code, and
 ``daemon.config`` reads the same table to check node.toml (its errors name the file and key).
 The loops' finer settings keep their defaults; these are the ones an operator may need to
-change per link: how often each loop runs, which switch port carries the link, the light floor,
+change per link: how often each loop runs, which switch port carries the link, the light floor
+and how long a port must stay dark before it is called dark,
 how far the reference may stray before it is re-locked, and the twist steering of the GP loop.
 """
 
@@ -23,6 +24,7 @@ RANGES: dict[str, tuple[float, float, bool, str]] = {
     "acquisition_gap_s": (0.0, 3600.0, False, "s"),
     "switch_port": (1, 64, True, ""),
     "light_floor_hz": (0.0, 1e12, False, "Hz"),
+    "dark_confirm_s": (0.0, 3600.0, False, "s"),
     "reissue_threshold_deg": (0.0, 90.0, False, "deg"),
     "twist_dither_rad": (0.001, 0.5, False, "rad"),
 }
@@ -39,6 +41,7 @@ class ControlSettings:
     acquisition_gap_s: float = 1.0      # a pause between blocks shorter than this is no idle
     switch_port: int = 1                # the switch port that carries this link
     light_floor_hz: float = 1.0e4       # total click rate below this while acquiring: no light
+    dark_confirm_s: float = 5.0         # ... in every gate judged for this long: no_light
     reissue_threshold_deg: float = 2.0  # GP: re-lock the reference once it strays this far
     steer_twist: bool = True            # GP: steer the twist about the reference on X QBER
     twist_dither_rad: float = 0.08      # GP: its dither

@@ -252,7 +252,8 @@ def _supervisor_for(link, devices: dict, settings: ControlSettings, clock, log,
     if sw is not None and hasattr(sw, "select_port") and hasattr(sw, "port"):
         switch = SwitchAdapter(f"{link.id}.switch", sw, SwitchLoop(SwitchConfig(
             port=settings.switch_port, n_ports=max(8, settings.switch_port),
-            light_floor_hz=settings.light_floor_hz)), _rate_from(detector), clock=clock)
+            light_floor_hz=settings.light_floor_hz, dark_confirm_s=settings.dark_confirm_s)),
+            _rate_from(detector), clock=clock)
     pol = devices.get("polarization")
     polarization = None
     if pol is not None and hasattr(pol, "measure_sop"):

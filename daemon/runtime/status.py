@@ -55,10 +55,21 @@ def render(status: dict) -> str:
             lines.append(f"  {ln['link']}: ALARM {name}: {text}")
         if ln.get("note"):
             lines.append(f"  {ln['link']}: note: {ln['note']}")
+        lines.extend(_loop_lines(ln))
     ks = status.get("keyservice")
     if ks is not None:
         lines.append(_keyservice_line(ks))
     return "\n".join(lines)
+
+
+def _loop_lines(ln: dict) -> list[str]:
+    """One line per control loop of the link (Bob's): its state and its last action."""
+    out = []
+    for name, loop in sorted((ln.get("control") or {}).get("loops", {}).items()):
+        state = loop.get("state", "?") + ("" if loop.get("healthy", True) else ", UNHEALTHY")
+        last = f"; last action: {loop['last_action']}" if loop.get("last_action") else ""
+        out.append(f"  {ln['link']}: loop {name} ({loop.get('kind', '?')}): {state}{last}")
+    return out
 
 
 def _keyservice_line(ks: dict) -> str:

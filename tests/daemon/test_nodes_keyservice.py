@@ -52,6 +52,7 @@ def test_keys_drawn_at_a_are_fetched_once_at_b_and_unknown_clients_are_refused(t
             shown = [bytes(k.key).hex() for k in sent]
             for k in (*sent, *got):
                 k.wipe()
+        alarms = {n: pair.status(n)["alarms"] for n in NODES}
 
         stranger_public, stranger_secret = launch.write_keypair(tmp_path / "clients", "stranger")
         with pair.client("alice", stranger_secret, timeout_s=1.0, retries=1) as s:
@@ -71,6 +72,7 @@ def test_keys_drawn_at_a_are_fetched_once_at_b_and_unknown_clients_are_refused(t
         assert pair.pid("alice") == pid and pair.alive("alice")
         logs = {n: pair.logs[n].read_text() for n in NODES}
 
+    assert alarms == {n: {} for n in NODES}      # a healthy link: no alarm, control's included
     assert status["key_size"] == 256 and status["stored_key_count"] > 0
     assert status["source_KME_ID"] == "KME-alice" and status["target_KME_ID"] == "KME-bob"
     assert same == [True] * 4 and sizes == {32} and distinct == 4

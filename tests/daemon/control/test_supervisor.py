@@ -91,6 +91,8 @@ def test_blinding_trips_the_alarm_within_one_period_vetoes_the_window_and_resume
     table = render({"node": "bob", "pid": 1, "uptime_s": 3.0, "links": statuses})
     assert "alice-bob: ALARM control.alice-bob.detector.photocurrent_high:0: photocurrent_high" \
         in table                                      # what `qkd-node status` prints
+    assert "alice-bob: loop alice-bob.detector (detector): alarm; last action: alarm raised" \
+        in table                                      # and the loop's own line
     assert verdicts[(0.5, 1.5)] is None
     assert verdicts[(1.5, 2.5)] == verdicts[(2.5, 3.0)] == verdicts[(3.5, 4.5)] == VETO_ALARM
     assert verdicts[(4.5, 5.0)] is None and verdicts[(5.0, 5.9)] is None   # output resumes
@@ -262,8 +264,8 @@ def test_switch_wrong_port_is_detected_by_no_light_and_corrected():
 
 def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acquires():
     """Port 1 stays dark. While the engine collects no block (no peer, held, store full) no
-    light is expected and none is judged; once it collects, the next gate inside the run
-    shows the dark port."""
+    light is expected and none is judged; once it collects, the gates inside the run show the
+    dark port, which is called dark once they have for ``dark_confirm_s``."""
     controls = LinkControls()
     controls.link_port = 3             # the fibre arrives on another port: port 1 stays dark
     sim = LinkSimulator(LinkParams.preset("gys", distance_km=10.0), controls, seed=4)
@@ -276,7 +278,8 @@ def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acqui
             try:
                 detector = DetectorAdapter("d", det, clock=clock)
                 det.clock = clock
-                switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(port=1, settle_s=0.05)),
+                switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(port=1, settle_s=0.05,
+                                                               dark_confirm_s=0.25)),
                                        _rate_from(detector), clock=clock)
                 link = LinkSupervisor("l", detector=detector, switch=switch, clock=clock)
                 states = []
@@ -294,8 +297,59 @@ def test_switch_on_the_right_port_without_light_alarms_only_while_the_link_acqui
     states = asyncio.run(main())
     assert all(st["alarms"] == {} and st["state"] == "verifying" for st in states[:6])
     # Acquiring from t = 0.6: the gate 0.6..0.7 (readings at 0.6 and 0.7) lies inside the run
-    # and is judged at the tick that ends it.
-    assert all(st["state"] == "no_light" and "no_light" in st["alarms"] for st in states[6:])
+    # and is judged dark at the tick that ends it; so are the gates after it, and at t = 0.9
+    # the port has been dark for 0.3 s >= 0.25 s: no_light.
+    assert all(st["alarms"] == {} and st["dark_since_s"] == pytest.approx(0.6)
+               for st in states[6:8])
+    assert all(st["state"] == "no_light" and "no_light" in st["alarms"] for st in states[8:])
+
+
+@pytest.mark.parametrize("confirm_s, false_alarm", [(0.0, True), (SwitchConfig(port=1)
+                                                                   .dark_confirm_s, False)])
+def test_a_stalled_stream_at_a_block_boundary_is_no_dark_port(confirm_s, false_alarm):
+    """What every two-process run on the simulator did: the simulator's world advances only
+    while Bob drains the event stream, so between two blocks (Bob aligning one, then waiting
+    to read the next) the detectors count nothing, yet the pause is shorter than
+    ``acquisition_gap_s`` and the gate over it is judged. Judged on that one gate, a healthy
+    port was called dark; with the default ``dark_confirm_s`` it is not, and the switch ends
+    ``ok`` with no alarm."""
+    controls = LinkControls()
+    sim = LinkSimulator(LinkParams.preset("gys", distance_km=10.0), controls, seed=5)
+    clock = LinkTime()
+
+    async def main():
+        with serve_spd(controls) as spd, TcpServer(DiconMemsSim(controls)) as sw_server:
+            det = registry.create("id120", spd.url, timeout_s=2.0)
+            sw = registry.create("dicon-mems", sw_server.url, timeout_s=2.0)
+            try:
+                detector = DetectorAdapter("d", det, clock=clock)
+                det.clock = clock
+                switch = SwitchAdapter("s", sw, SwitchLoop(SwitchConfig(
+                    port=1, settle_s=0.05, dark_confirm_s=confirm_s)), _rate_from(detector),
+                    clock=clock)
+                link = LinkSupervisor("l", detector=detector, switch=switch, clock=clock,
+                                      settings=ControlSettings(acquisition_gap_s=1.0))
+                alarmed = False
+                for k in range(30):
+                    if k == 0:
+                        link.acquiring(True)
+                    elif k == 10:
+                        link.acquiring(False)       # block handed on; the stream stalls
+                    elif k == 14:
+                        link.acquiring(True)        # the next block, 0.4 s later
+                    if not 10 <= k <= 14:           # the world stands still for 0.5 s
+                        sim.run_slots(1_000_000)
+                    clock.t = round(clock.t + PERIOD, 9)
+                    await link.tick_once()
+                    alarmed |= "no_light" in switch.status()["alarms"]
+                return alarmed, switch.status()
+            finally:
+                det.close()
+                sw.close()
+    alarmed, final = asyncio.run(main())
+    assert alarmed is false_alarm
+    if not false_alarm:
+        assert final["state"] == "ok" and final["alarms"] == {} and final["dark_since_s"] is None
 
 
 def test_acquisition_runs_bridge_short_pauses_and_end_after_a_long_one():

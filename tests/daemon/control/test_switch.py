@@ -13,7 +13,10 @@ from sim_backend.instruments.switch_dicon import DiconMemsSim
 from sim_backend.link import LinkSimulator
 from sim_backend.params import LinkParams
 
-LOOP = SwitchLoop(SwitchConfig(port=3, light_floor_hz=1e4, settle_s=0.05, retry_s=1.0))
+LOOP = SwitchLoop(SwitchConfig(port=3, light_floor_hz=1e4, settle_s=0.05, retry_s=1.0,
+                               dark_confirm_s=0.0))
+CONFIRMED = SwitchLoop(SwitchConfig(port=3, light_floor_hz=1e4, settle_s=0.05, retry_s=1.0,
+                                    dark_confirm_s=2.0))
 
 
 def test_wrong_port_is_corrected_then_light_verified():
@@ -35,6 +38,41 @@ def test_dark_port_alarms_and_is_reselected_every_retry():
     assert act == SelectPort(3)
     st, act = LOOP.step(st, SwitchReading(1.5, 3, 2e6, 1.1))
     assert st.mode == "ok" and LOOP.status(st)["alarms"] == {}
+
+
+def test_one_dark_gate_at_a_block_boundary_raises_nothing():
+    """Lit, then one gate that straddles a stalled stream (no clicks), then lit again: the
+    link was never dark."""
+    st, _ = CONFIRMED.step(CONFIRMED.initial_state(), SwitchReading(0.5, 3, 5e6, 0.0))
+    assert st.mode == "ok"
+    st, act = CONFIRMED.step(st, SwitchReading(1.5, 3, 0.0, 0.5))
+    assert act is None and "no_light" not in CONFIRMED.status(st)["alarms"]
+    assert CONFIRMED.status(st)["dark_since_s"] == 0.5
+    st, act = CONFIRMED.step(st, SwitchReading(2.5, 3, 5e6, 1.5))
+    assert act is None and st.mode == "ok" and CONFIRMED.status(st)["alarms"] == {}
+    assert st.dark_since_s is None
+
+
+def test_a_port_dark_for_the_confirmation_time_alarms():
+    st, _ = CONFIRMED.step(CONFIRMED.initial_state(), SwitchReading(0.5, 3, 5e6, 0.0))
+    for t in (1.0, 1.5, 2.0):                         # dark from 0.5: 0.5 .. 1.5 s so far
+        st, act = CONFIRMED.step(st, SwitchReading(t, 3, 100.0, t - 0.5))
+        assert act is None and "no_light" not in CONFIRMED.status(st)["alarms"]
+    st, act = CONFIRMED.step(st, SwitchReading(2.5, 3, 100.0, 2.0))    # dark for 2.0 s
+    assert st.mode == "no_light" and "no_light" in CONFIRMED.status(st)["alarms"]
+    assert act == SelectPort(3)                       # selected at -0.05, retry 1 s: due
+
+
+def test_a_gate_not_judged_breaks_the_dark_run():
+    """Dark at the end of one run of collection and at the start of the next, with the link
+    idle in between: two separate dark gates, not a dark port."""
+    st, _ = CONFIRMED.step(CONFIRMED.initial_state(), SwitchReading(0.5, 3, 5e6, 0.0))
+    st, _ = CONFIRMED.step(st, SwitchReading(1.0, 3, 0.0, 0.5))
+    st, _ = CONFIRMED.step(st, SwitchReading(5.0, 3, 0.0, 1.0, acquiring=False))
+    assert st.dark_since_s is None
+    st, act = CONFIRMED.step(st, SwitchReading(5.5, 3, 0.0, 5.0))
+    assert act is None and "no_light" not in CONFIRMED.status(st)["alarms"]
+    assert st.dark_since_s == 5.0
 
 
 def test_no_light_judgement_while_not_acquiring():
