@@ -1,8 +1,9 @@
 """The authentication key pool of one link: where Wegman-Carter hash keys and pads come from.
 
 Material starts as a pre-shared bootstrap file (``write_bootstrap`` makes it; both nodes get a
-copy of the same file) and grows by ``refill`` with fresh QKD key. Both nodes append the same
-bytes in the same order, so both see the same byte string, cut into 8-byte words that alternate
+copy of the same file) and grows by ``refill`` with fresh QKD key. Refills are numbered (the
+block's place in the coordinator's commit order, carried by COMMIT) and taken strictly in
+number order, each once, so both nodes append the same bytes in the same order, so both see the same byte string, cut into 8-byte words that alternate
 between two streams: even words authenticate Alice's messages, odd words Bob's. The two
 directions therefore never share a pad, and the pad of message ``seq`` in a stream is a fixed
 word of that stream, so both ends find it without talking (layout in docs/peer-protocol.md).
@@ -187,7 +188,7 @@ class AuthKeyPool:
             self._material = material
             self._state = {"version": 1, "pool_id": pool_id.hex(), "local_role": self.local_role,
                            "material_bytes": len(material), "send_reserved": 0,
-                           "recv_reserved": 0, "refills": []}
+                           "recv_reserved": 0, "next_refill": 0}
             self._save()
         else:
             try:
@@ -210,6 +211,8 @@ class AuthKeyPool:
                 self._material = bytearray(f.read())
             if len(self._material) != n:
                 raise AuthKeyError(f"pool material {material_path} is shorter than its state says")
+        self._state.setdefault("next_refill", 0)
+        self._state.pop("refills", None)     # the list of block ids of earlier versions
         self.send_next = self._state["send_reserved"]
         self.recv_floor = self._state["recv_reserved"]
 
@@ -297,29 +300,39 @@ class AuthKeyPool:
             self._state["recv_reserved"] = self._round_up(self.recv_floor)
             self._save()
 
-    def refill(self, data, block_id: int | None = None) -> int:
-        """Append fresh QKD key (both nodes: same bytes, same order); returns the bytes taken.
+    @property
+    def next_refill(self) -> int:
+        """The number of the next refill this pool takes (refills are numbered from 0)."""
+        return self._state["next_refill"]
 
-        A whole number of 16-byte strides is taken and the rest left out (the same at both
-        ends). With ``block_id`` a repeated refill of the same block (after a crash) is ignored.
+    def refill(self, data, index: int) -> int:
+        """Append refill number ``index`` of fresh QKD key; returns the bytes taken.
+
+        Both nodes number the refills alike (the block's place in the coordinator's commit
+        order) and take them in that order, so both pools hold the same bytes. A refill taken
+        already (a repeat after a crash) is ignored; one out of order is refused, as taking it
+        would make this pool differ from the peer's. A whole number of 16-byte strides is
+        taken and the rest left out (the same at both ends). The bytes and the new count are
+        durable together: the state file, written last, says how much of the material is valid.
         """
-        refills = self._state["refills"]
-        if block_id is not None and any(b == block_id for b, _ in refills):
+        nxt = self._state["next_refill"]
+        if index < nxt:
             return 0
+        if index > nxt:
+            raise AuthKeyError(f"authentication key pool {self.directory}: refill {index} "
+                               f"before refill {nxt}")
         data = memoryview(data).cast("B")
         n = len(data) - len(data) % STRIDE
-        if n == 0:
-            return 0
-        path = self.directory / self.MATERIAL
-        with open(path, "r+b") as f:
-            f.seek(self._state["material_bytes"])
-            f.write(data[:n])
-            f.flush()
-            os.fsync(f.fileno())
-        self._material += data[:n]
+        if n:
+            path = self.directory / self.MATERIAL
+            with open(path, "r+b") as f:
+                f.seek(self._state["material_bytes"])
+                f.write(data[:n])
+                f.flush()
+                os.fsync(f.fileno())
+            self._material += data[:n]
         self._state["material_bytes"] = len(self._material)
-        refills.append([block_id, n])
-        del refills[:-256]
+        self._state["next_refill"] = nxt + 1
         self._save()
         return n
 
