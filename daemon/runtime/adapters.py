@@ -16,8 +16,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-import numpy as np
-
 from daemon.config import LinkConfig, NodeConfig
 from daemon.curve_keys import load_keypair, load_public_key
 from daemon.engine.messages import LINK_BLOCK_ID, EngineMessage
