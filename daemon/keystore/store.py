@@ -42,7 +42,7 @@ from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, K
 SCHEMA_VERSION = 3
 
 # Ordered migrations: MIGRATIONS[v] takes a store from version v-1 to v. A future change appends
-# MIGRATIONS[2] = [...]; ``_migrate`` runs the missing ones in one transaction at open.
+# MIGRATIONS[4] = [...]; ``_migrate`` runs the missing ones in one transaction at open.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE blocks (
@@ -652,8 +652,10 @@ class KeyStore:
             "AND bits IS NOT NULL ORDER BY refill_index", (_check_link(link_id), int(start)))]
 
     def auth_refills_taken(self, link_id: str, below: int) -> None:
-        """The pool holds (durably) every refill numbered below ``below``: drop their bits."""
-        with self._tx("auth refills taken") as conn:
+        """The pool holds (durably) every refill numbered below ``below``: drop their bits.
+        No fsync of its own: lost in a crash, the drop is repeated by the next move (the pool
+        ignores a refill it holds)."""
+        with self._tx("auth refills taken", durable=False) as conn:
             conn.execute("UPDATE auth_refills SET bits=NULL WHERE link_id=? AND "
                          "refill_index < ? AND bits IS NOT NULL",
                          (_check_link(link_id), int(below)))
