@@ -14,6 +14,11 @@ fsync before the first number of the chunk is used; a restarted node resumes at 
 end and skips what was left of the chunk. The receive side keeps a floor the same way, so a
 restarted node never accepts a sequence number it may have accepted before.
 
+Threads: the channel takes sequence numbers on the event loop while the engine refills from
+its commit thread; one lock makes each change of the state and its write one step, so the file
+written last holds every change (two unserialised writes of ``state.json`` could put an older
+state in place after a newer one: a refill the store has already dropped would be lost).
+
 Pad and key bytes are never logged or put into messages; ``close`` wipes the in-memory copy.
 """
 
@@ -24,6 +29,7 @@ import json
 import os
 import secrets
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +166,7 @@ class AuthKeyPool:
         self.recv_stream = 1 - self.send_stream
         self.chunk_messages = chunk_messages
         self.low_water_messages = low_water_messages
+        self._state_lock = threading.Lock()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -275,12 +282,13 @@ class AuthKeyPool:
 
     def take_send_seq(self) -> int:
         """The next send sequence number, durably reserved (one fsync per chunk)."""
-        seq = self.send_next
-        if seq >= self._state["send_reserved"]:
-            self._state["send_reserved"] = self._round_up(seq + 1)
-            self._save()
-        self.send_next = seq + 1
-        return seq
+        with self._state_lock:
+            seq = self.send_next
+            if seq >= self._state["send_reserved"]:
+                self._state["send_reserved"] = self._round_up(seq + 1)
+                self._save()
+            self.send_next = seq + 1
+            return seq
 
     def skip_send_to(self, seq: int) -> None:
         """Never send below ``seq`` (the peer's receive floor announced in its hello)."""
@@ -295,10 +303,11 @@ class AuthKeyPool:
         """The peer's message ``seq`` verified: never accept ``seq`` or anything below again."""
         if seq < self.recv_floor:
             raise AuthKeyError(f"receive sequence number {seq} below the floor {self.recv_floor}")
-        self.recv_floor = seq + 1
-        if self.recv_floor > self._state["recv_reserved"]:
-            self._state["recv_reserved"] = self._round_up(self.recv_floor)
-            self._save()
+        with self._state_lock:
+            self.recv_floor = seq + 1
+            if self.recv_floor > self._state["recv_reserved"]:
+                self._state["recv_reserved"] = self._round_up(self.recv_floor)
+                self._save()
 
     @property
     def next_refill(self) -> int:
@@ -315,26 +324,27 @@ class AuthKeyPool:
         taken and the rest left out (the same at both ends). The bytes and the new count are
         durable together: the state file, written last, says how much of the material is valid.
         """
-        nxt = self._state["next_refill"]
-        if index < nxt:
-            return 0
-        if index > nxt:
-            raise AuthKeyError(f"authentication key pool {self.directory}: refill {index} "
-                               f"before refill {nxt}")
-        data = memoryview(data).cast("B")
-        n = len(data) - len(data) % STRIDE
-        if n:
-            path = self.directory / self.MATERIAL
-            with open(path, "r+b") as f:
-                f.seek(self._state["material_bytes"])
-                f.write(data[:n])
-                f.flush()
-                os.fsync(f.fileno())
-            self._material += data[:n]
-        self._state["material_bytes"] = len(self._material)
-        self._state["next_refill"] = nxt + 1
-        self._save()
-        return n
+        with self._state_lock:
+            nxt = self._state["next_refill"]
+            if index < nxt:
+                return 0
+            if index > nxt:
+                raise AuthKeyError(f"authentication key pool {self.directory}: refill {index} "
+                                   f"before refill {nxt}")
+            data = memoryview(data).cast("B")
+            n = len(data) - len(data) % STRIDE
+            if n:
+                path = self.directory / self.MATERIAL
+                with open(path, "r+b") as f:
+                    f.seek(self._state["material_bytes"])
+                    f.write(data[:n])
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._material += data[:n]
+            self._state["material_bytes"] = len(self._material)
+            self._state["next_refill"] = nxt + 1
+            self._save()
+            return n
 
     # -- figures -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -101,6 +102,31 @@ def test_refills_are_taken_in_number_order_only(tmp_path, boot):
     assert bob.refill(first, 0) == 160 and bob.refill(second, 1) == 320
     last = alice.messages_left(0, 0) - 1
     assert alice.send_keys(last) == bob.recv_keys(last)
+
+
+def test_refills_from_another_thread_never_lose_a_state_write(tmp_path, boot):
+    """The engine refills from its commit thread while the channel takes sequence numbers on
+    the event loop: every state write must hold both, or a restart finds an older state."""
+    alice, _ = pools(tmp_path, boot, chunk_messages=1)        # a state write per message
+    errors = []
+
+    def take():
+        try:
+            for _ in range(1500):
+                alice.take_send_seq()
+        except Exception as exc:                  # reported below, with its type
+            errors.append(exc)
+
+    sender = threading.Thread(target=take)
+    sender.start()
+    for i in range(150):
+        alice.refill(bytes(16), i)
+    sender.join()
+    assert errors == []
+    alice.close()
+    again = AuthKeyPool(tmp_path / "alice", local_role="alice")
+    assert again.next_refill == 150 and again.send_next == 1500
+    assert again.status().material_bytes == 64 * 1024 + 150 * 16
 
 
 def test_torn_refill_is_cut_off_at_restart(tmp_path, boot):
