@@ -142,6 +142,7 @@ class LinkEngine:
                                  max_wait_ticks=ticks)
         self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-commit-{link.id}")
         self._unsettled: dict[int, tuple] = {}     # block -> figures, until the store decides
+        self._in_doubt_at_start: set[int] = set()  # blocks a restart found prepared, undecided
         self._peer_reasons: dict[int, str] = {}    # block -> why the peer aborted it
 
     @property
@@ -161,6 +162,8 @@ class LinkEngine:
                 self._pattern = PatternSource(self.board)
             self.figures.state = "waiting for peer"
             recovered = await self._commit_step(self.commit.recover)
+            self._in_doubt_at_start = set(await self._in_commit(self.store.in_doubt,
+                                                                self.link.id))
             if recovered:
                 self.log.warning("%d block(s) in doubt from before the restart: %s", len(recovered),
                                  "discarded (presumed abort)" if not self.is_bob else
@@ -204,7 +207,8 @@ class LinkEngine:
     def status(self) -> dict:
         # A block counts until this end's store has decided it (the drain before a store
         # comparison waits for both ends).
-        self.figures.in_flight = len(self._blocks) + self._opening + len(self._unsettled)
+        self.figures.in_flight = (len(self._blocks) + self._opening + len(self._unsettled)
+                                  + len(self._in_doubt_at_start))
         try:
             self.figures.auth_bits_left = self.channel.auth_key_bits_left()
         except Exception:        # status never fails because a port cannot say
@@ -321,6 +325,9 @@ class LinkEngine:
 
     async def _note_settled(self) -> None:
         """Count blocks whose fate this end's store has decided (keys stored, or dropped)."""
+        for block_id in list(self._in_doubt_at_start):
+            if await self._in_commit(self.commit.settled, block_id) is not None:
+                self._in_doubt_at_start.discard(block_id)
         if not self._unsettled:
             return
         changed = False
