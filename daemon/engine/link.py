@@ -16,10 +16,12 @@ unanswered and settle, after any crash, every block a store shows in doubt (pres
 both ends keep a block or both drop it.
 
 Authentication key: each end sets aside the first bits of the block's key (the channel's rule
-of the key length, so the same bits at both ends) and hands the rest to the commit. The part
-set aside goes into the Wegman-Carter pool the moment this end commits the block, in the commit
-thread: Alice's commits happen in one order and her COMMITs reach Bob in that order, so both
-pools grow alike; a block that is discarded refills nothing at either end.
+of the key length, so the same bits at both ends) and hands them to the commit with the rest:
+the store keeps them with the block's keys, and the block's commit numbers them (Alice's commit
+order; her COMMIT names the number to Bob) in the same transaction. After every commit step the
+engine moves the committed refills into the Wegman-Carter pool in number order
+(``auth_refill.move_refills``), so both pools grow alike whatever order COMMITs reach Bob in
+and whenever either end crashes; a block that is discarded refills nothing at either end.
 
 Hello: each end announces a fresh session nonce, its role, protocol and policy (Alice adds her
 board's public parameters) and repeats it until the peer echoes the nonce. A new peer session
@@ -45,6 +47,7 @@ from daemon.config import KeyStoreConfig, LinkConfig
 from daemon.engine import messages as m
 from daemon.engine.acquisition import AcquisitionError, BobAcquisition, PatternSource, \
     read_board_parameters
+from daemon.engine.auth_refill import move_refills
 from daemon.engine.figures import LinkFigures
 from daemon.engine.messages import EngineMessage as E
 from daemon.engine.ports import BlockRole, BlockRoleFactory, BoardParameters, KeyStore, \
@@ -131,7 +134,6 @@ class LinkEngine:
         self._acq = None
         self._held = False          # an operator asked Bob to open no new blocks
         self._opening = 0           # Bob: a block being acquired or opened (not yet in flight)
-        self._auth_parts: dict[int, np.ndarray] = {}   # block -> bits for the pool, until commit
         # The commit waits as long as a block may take: Bob's end of a block finishes after
         # Alice's (his privacy amplification follows her PA seed), so her PREPARE may wait.
         ticks = max(3, math.ceil(link.policy.block_timeout_s / COMMIT_TICK_S))
@@ -140,6 +142,7 @@ class LinkEngine:
                                  max_wait_ticks=ticks)
         self._commit_pool = ThreadPoolExecutor(1, thread_name_prefix=f"qkd-commit-{link.id}")
         self._unsettled: dict[int, tuple] = {}     # block -> figures, until the store decides
+        self._in_doubt_at_start: set[int] = set()  # blocks a restart found prepared, undecided
         self._peer_reasons: dict[int, str] = {}    # block -> why the peer aborted it
 
     @property
@@ -158,7 +161,9 @@ class LinkEngine:
                                                                self.board)
                 self._pattern = PatternSource(self.board)
             self.figures.state = "waiting for peer"
-            recovered = await self._in_commit(self.commit.recover)
+            recovered = await self._commit_step(self.commit.recover)
+            self._in_doubt_at_start = set(await self._in_commit(self.store.in_doubt,
+                                                                self.link.id))
             if recovered:
                 self.log.warning("%d block(s) in doubt from before the restart: %s", len(recovered),
                                  "discarded (presumed abort)" if not self.is_bob else
@@ -202,7 +207,8 @@ class LinkEngine:
     def status(self) -> dict:
         # A block counts until this end's store has decided it (the drain before a store
         # comparison waits for both ends).
-        self.figures.in_flight = len(self._blocks) + self._opening + len(self._unsettled)
+        self.figures.in_flight = (len(self._blocks) + self._opening + len(self._unsettled)
+                                  + len(self._in_doubt_at_start))
         try:
             self.figures.auth_bits_left = self.channel.auth_key_bits_left()
         except Exception:        # status never fails because a port cannot say
@@ -222,15 +228,7 @@ class LinkEngine:
 
     def _step_and_refill(self, fn, args) -> list:
         out = fn(*args)
-        decided = cm.CommitMsgType.DONE if self.is_bob else cm.CommitMsgType.COMMIT
-        for msg_type, payload in out:
-            if msg_type == decided and (not self.is_bob or payload[8:9] == b"\x01"):
-                part = self._auth_parts.pop(cm.block_of(payload), None)
-                if part is not None:
-                    try:
-                        self.channel.refill_auth_key(self.link.id, cm.block_of(payload), part)
-                    finally:
-                        part.fill(0)
+        move_refills(self.store, self.channel, self.link.id)
         return out
 
     async def _send(self, block_id: int, msg_type: int, payload: bytes, step: int = 0) -> None:
@@ -327,6 +325,9 @@ class LinkEngine:
 
     async def _note_settled(self) -> None:
         """Count blocks whose fate this end's store has decided (keys stored, or dropped)."""
+        for block_id in list(self._in_doubt_at_start):
+            if await self._in_commit(self.commit.settled, block_id) is not None:
+                self._in_doubt_at_start.discard(block_id)
         if not self._unsettled:
             return
         changed = False
@@ -338,9 +339,6 @@ class LinkEngine:
                 continue
             qber, n_keys, auth_bits, secret_bits = self._unsettled.pop(block_id)
             changed = True
-            part = self._auth_parts.pop(block_id, None)
-            if part is not None:        # discarded (a committed block's part is used already)
-                part.fill(0)
             why = self._peer_reasons.pop(block_id, "commit_discarded")
             if state == "committed":
                 self.figures.block_ok(qber, secret_bits, n_keys, auth_bits)
@@ -581,10 +579,13 @@ class LinkEngine:
         n_keys = rest.size // size
         self._unsettled[blk.block_id] = (_stat(outcome, "qber_estimate"), n_keys,
                                          int(auth.size), n_keys * size)
-        self._auth_parts[blk.block_id] = auth
+        bits = np.packbits(auth)
+        packed = bytearray(bits)
+        bits.fill(0)
+        auth.fill(0)
         blk.handed_over = True
         await self._send_commit(await self._commit_step(self.commit.block_done, blk.block_id,
-                                                        rest))
+                                                        rest, packed))
         await self._note_settled()
 
     async def _commit_block_aborted(self, blk: _Block) -> None:

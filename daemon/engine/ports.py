@@ -68,9 +68,14 @@ class PeerChannel(Protocol):
         figures; the engine stores only the bits after them)."""
         ...
 
-    def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
-        """Append the bits set aside from a block the store has just committed; returns how
-        many it took. Called from the engine's commit thread, in this end's commit order."""
+    def next_auth_refill(self, link_id: str) -> int:
+        """The number of the next refill the pool takes (durable: it survives a restart)."""
+        ...
+
+    def refill_auth_key(self, link_id: str, index: int, key_bytes) -> int:
+        """Append refill number ``index`` (the packed bits a committed block set aside, as the
+        store's ``pending_auth_refills`` hands them out) durably; returns the bits taken, 0
+        for a refill taken already. Called from the engine's commit thread, in number order."""
         ...
 
 
@@ -103,15 +108,21 @@ class KeyStore(Protocol):
     """Durable key store; synchronous, the engine calls it from its threads.
 
     The block half is what ``daemon.keystore.commit.LinkCommit`` drives (prepare with the
-    coordinator flag and commit tag, commit, discard, block_state, block_info, in_doubt; see
-    ``daemon.keystore.store.KeyStore``); ``usage`` and ``digest`` feed status and the
+    coordinator flag, commit tag and authentication refill, commit, discard, block_state,
+    block_info, in_doubt; see ``daemon.keystore.store.KeyStore``); the engine moves committed
+    refills into the authentication pool (pending_auth_refills, auth_refills_taken); ``usage`` and ``digest`` feed status and the
     comparison of two stores.
     """
 
     def prepare(self, link_id: str, block_id: int, keys: list[tuple[uuid.UUID, bytes]], *,
-                coordinator: bool, commit_tag: bytes = b"") -> None: ...
+                coordinator: bool, commit_tag: bytes = b"", auth_bits=None) -> None: ...
 
-    def commit(self, link_id: str, block_id: int) -> None: ...
+    def commit(self, link_id: str, block_id: int, *,
+               refill_index: int | None = None) -> int | None: ...
+
+    def pending_auth_refills(self, link_id: str, start: int = 0) -> list[tuple[int, bytes]]: ...
+
+    def auth_refills_taken(self, link_id: str, below: int) -> None: ...
 
     def discard(self, link_id: str, block_id: int) -> bool: ...
 

@@ -83,18 +83,21 @@ class LinkCommit:
         """Participant: a block role started; hold its PREPARE until the role finishes."""
         self._expected[block_id] = 0
 
-    def block_done(self, block_id: int, bits: np.ndarray) -> list[PeerMessage]:
+    def block_done(self, block_id: int, bits: np.ndarray,
+                   auth: bytearray | None = None) -> list[PeerMessage]:
         """A block role finished with its key (uint8 0/1 bits). Takes ownership of ``bits``
-        and wipes them once stored or refused."""
+        and wipes them once stored or refused. ``auth`` (packed bytes) is the block's refill
+        of the authentication pool: prepared with the keys, ordered by the commit (the store's
+        ``pending_auth_refills``), wiped here like the bits."""
         if not self.coordinator:
             self._expected.pop(block_id, None)
             if block_id in self._aborted:
-                bits.fill(0)
+                _wipe(bits, auth)
                 return []
             held = self._held.pop(block_id, None)
             if held is not None:
-                return self._participant_prepare(held, bits)
-            self._pending[block_id] = [bits, 0]
+                return self._participant_prepare(held, bits, auth)
+            self._pending[block_id] = [bits, 0, auth]
             return []
         try:
             n = len(bits) // self.key_size_bits
@@ -106,7 +109,8 @@ class LinkCommit:
             keys, packed = cut_block_key(bits, self.key_size_bits, ids)
             try:
                 self.store.prepare(self.link_id, block_id, keys, coordinator=True,
-                                   commit_tag=hashlib.sha256(msg[1]).digest())
+                                   commit_tag=hashlib.sha256(msg[1]).digest(),
+                                   auth_bits=auth)
             except StoreFull:
                 self.counters["store_full"] += 1
                 return [m.abort(block_id, Reason.STORE_FULL)]
@@ -117,7 +121,7 @@ class LinkCommit:
             finally:
                 packed.fill(0)
         finally:
-            bits.fill(0)
+            _wipe(bits, auth)
         self._undecided[block_id] = [msg, 0]
         return [msg]
 
@@ -203,18 +207,18 @@ class LinkCommit:
         if info is None or info.state == "discarded":
             return [m.abort(block_id, Reason.DISCARDED)]
         if info.state == "committed":
-            return [m.commit(block_id, info.commit_tag)]
+            return [m.commit(block_id, info.commit_tag, info.refill_index)]
         if body.tag != info.commit_tag:
             self.counters["tag_mismatch"] += 1
             return self._abort(block_id, Reason.MISMATCH)
         try:
-            self.store.commit(self.link_id, block_id)     # the durable decision
+            refill = self.store.commit(self.link_id, block_id)     # the durable decision
         except StoreError as exc:
             log.error("link %s block %d: commit failed: %s", self.link_id, block_id, exc)
             self.counters["store_error"] += 1
             return []                                     # still undecided: retried or timed out
         self._undecided.pop(block_id, None)
-        msg = m.commit(block_id, info.commit_tag)
+        msg = m.commit(block_id, info.commit_tag, refill)
         self._unacked[block_id] = [msg, 0]
         self.counters["committed"] += 1
         return [msg]
@@ -261,14 +265,15 @@ class LinkCommit:
                 return [m.refused(block_id, Reason.DISCARDED)]
             return [m.prepared(block_id, info.commit_tag)]     # duplicate PREPARE
         if block_id in self._pending:
-            bits = self._pending.pop(block_id)[0]
-            return self._participant_prepare(body, bits)
+            bits, _, auth = self._pending.pop(block_id)
+            return self._participant_prepare(body, bits, auth)
         if block_id in self._expected:
             self._held[block_id] = body
             return []
         return [m.refused(block_id, Reason.NO_KEY)]
 
-    def _participant_prepare(self, body: m.Prepare, bits: np.ndarray) -> list[PeerMessage]:
+    def _participant_prepare(self, body: m.Prepare, bits: np.ndarray,
+                             auth: bytearray | None) -> list[PeerMessage]:
         block_id = body.block_id
         try:
             if body.key_size_bits != self.key_size_bits:
@@ -281,7 +286,7 @@ class LinkCommit:
                 return [m.refused(block_id, Reason.MISMATCH)]
             try:
                 self.store.prepare(self.link_id, block_id, keys, coordinator=False,
-                                   commit_tag=body.tag)
+                                   commit_tag=body.tag, auth_bits=auth)
             except StoreFull:
                 self.counters["store_full"] += 1
                 return [m.refused(block_id, Reason.STORE_FULL)]
@@ -295,7 +300,7 @@ class LinkCommit:
             finally:
                 packed.fill(0)
         finally:
-            bits.fill(0)
+            _wipe(bits, auth)
         return [m.prepared(block_id, body.tag)]
 
     def _on_commit(self, body: m.Tagged) -> list[PeerMessage]:
@@ -309,7 +314,7 @@ class LinkCommit:
             return []
         if info.state == "prepared":
             try:
-                self.store.commit(self.link_id, block_id)
+                self.store.commit(self.link_id, block_id, refill_index=body.refill_index)
             except StoreError as exc:
                 log.error("link %s block %d: commit failed: %s", self.link_id, block_id, exc)
                 self.counters["store_error"] += 1
@@ -341,7 +346,7 @@ class LinkCommit:
     def _drop_pending(self, block_id: int) -> None:
         entry = self._pending.pop(block_id, None)
         if entry is not None:
-            entry[0].fill(0)
+            _wipe(entry[0], entry[2])
 
     def _remember_aborted(self, block_id: int) -> None:
         self._aborted[block_id] = None
@@ -358,3 +363,9 @@ class LinkCommit:
     _participant_handlers = {CommitMsgType.PREPARE: _on_prepare,
                              CommitMsgType.COMMIT: _on_commit,
                              CommitMsgType.ABORT: _on_abort}
+
+
+def _wipe(bits: np.ndarray, auth: bytearray | None) -> None:
+    bits.fill(0)
+    if auth is not None:
+        auth[:] = bytes(len(auth))

@@ -9,13 +9,15 @@ message routed to the wrong block is refused rather than acted on. All integers 
 | 0xC1 | PREPARE  | block_id u64, key_size_bits u32, n_keys u32, n_keys x key_id (16 bytes) |
 | 0xC2 | PREPARED | block_id u64, tag (32 bytes)                                            |
 | 0xC3 | REFUSED  | block_id u64, reason u8                                                 |
-| 0xC4 | COMMIT   | block_id u64, tag (32 bytes)                                            |
+| 0xC4 | COMMIT   | block_id u64, tag (32 bytes), refill_index u64 (2^64-1: no refill)      |
 | 0xC5 | ABORT    | block_id u64, reason u8                                                 |
 | 0xC6 | DONE     | block_id u64, outcome u8 (1 committed, 0 discarded)                     |
 
 ``tag`` is SHA-256 of the PREPARE payload: both ends hold it (the coordinator built it, the
 participant received it), so it binds a vote and a decision to one exact list of key IDs.
-Nothing in any message is derived from key bits.
+``refill_index`` is the block's place in the link's authentication pool order, counted by the
+coordinator's commits: the participant's pool takes the refills in that order whatever order
+the COMMITs arrive in. Nothing in any message is derived from key bits.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ TAG_BYTES = 32
 _HEAD = struct.Struct("<Q")
 _PREPARE_HEAD = struct.Struct("<QII")
 _WITH_TAG = struct.Struct("<Q32s")
+_COMMIT = struct.Struct("<Q32sQ")
+NO_REFILL = (1 << 64) - 1             # COMMIT's refill_index of a block that refills nothing
 _WITH_CODE = struct.Struct("<QB")
 
 
@@ -82,6 +86,7 @@ class Prepare:
 class Tagged:          # PREPARED, COMMIT
     block_id: int
     tag: bytes
+    refill_index: int | None = None     # COMMIT only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +111,9 @@ def prepared(block_id: int, tag: bytes) -> PeerMessage:
     return CommitMsgType.PREPARED, _WITH_TAG.pack(block_id, tag)
 
 
-def commit(block_id: int, tag: bytes) -> PeerMessage:
-    return CommitMsgType.COMMIT, _WITH_TAG.pack(block_id, tag)
+def commit(block_id: int, tag: bytes, refill_index: int | None = None) -> PeerMessage:
+    return CommitMsgType.COMMIT, _COMMIT.pack(block_id, tag,
+                                              NO_REFILL if refill_index is None else refill_index)
 
 
 def refused(block_id: int, reason: Reason) -> PeerMessage:
@@ -156,7 +162,12 @@ def decode(msg_type: int, payload: bytes) -> tuple[CommitMsgType, Prepare | Tagg
         if len(set(ids)) != n:
             raise CommitMessageError(f"PREPARE for block {block_id}: a key ID appears twice")
         return kind, Prepare(block_id, size, ids, payload)
-    if kind in (CommitMsgType.PREPARED, CommitMsgType.COMMIT):
+    if kind is CommitMsgType.COMMIT:
+        if len(payload) != _COMMIT.size:
+            raise CommitMessageError(f"COMMIT of {len(payload)} bytes: expected {_COMMIT.size}")
+        block_id, tag, index = _COMMIT.unpack(payload)
+        return kind, Tagged(block_id, tag, None if index == NO_REFILL else index)
+    if kind is CommitMsgType.PREPARED:
         if len(payload) != _WITH_TAG.size:
             raise CommitMessageError(f"{kind.name} of {len(payload)} bytes: expected "
                                      f"{_WITH_TAG.size}")

@@ -39,10 +39,10 @@ from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, K
                                     LeaseError, StoreCorrupt, StoreDiskFull, StoreError,
                                     StoreFull, StoreLocked, StorePermission, StoreSchemaError)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Ordered migrations: MIGRATIONS[v] takes a store from version v-1 to v. A future change appends
-# MIGRATIONS[2] = [...]; ``_migrate`` runs the missing ones in one transaction at open.
+# MIGRATIONS[4] = [...]; ``_migrate`` runs the missing ones in one transaction at open.
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE blocks (
@@ -118,6 +118,21 @@ MIGRATIONS: dict[int, list[str]] = {
         ) WITHOUT ROWID""",
         "CREATE INDEX lease_ranges_at ON lease_ranges (link_id, block_id)",
     ],
+    3: [
+        # the bits a block sets aside for the link's authentication key pool, kept with the
+        # block from its prepare on; its commit gives it its place in the pool's order
+        # (refill_index: the coordinator counts, the participant takes the number from
+        # COMMIT); the bits are dropped (NULL, overwritten by secure_delete) once the pool
+        # holds them, the row stays so the count goes on
+        """CREATE TABLE auth_refills (
+            link_id      TEXT    NOT NULL,
+            block_id     INTEGER NOT NULL,
+            refill_index INTEGER,
+            bits         BLOB,
+            PRIMARY KEY (link_id, block_id)
+        )""",
+        "CREATE UNIQUE INDEX auth_refills_order ON auth_refills (link_id, refill_index)",
+    ],
 }
 
 # A key row (as ``keys``) inside a range of an open lease: leased, though its state says
@@ -145,6 +160,7 @@ class BlockInfo:
     key_size_bits: int
     n_keys: int
     commit_tag: bytes     # the commit layer's digest of the block's key-ID list
+    refill_index: int | None = None   # the block's place in the authentication pool's order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,8 +534,12 @@ class KeyStore:
 
     # ------------------------------------------------------------------ engine API
     def prepare(self, link_id: str, block_id: int, keys: list[tuple[uuid.UUID, bytes]], *,
-                coordinator: bool, commit_tag: bytes = b"") -> None:
+                coordinator: bool, commit_tag: bytes = b"", auth_bits=None) -> None:
         """Store a block's keys durably, not yet deliverable (state 'pending').
+
+        ``auth_bits`` (packed bytes, possibly empty) are the block's refill of the link's
+        authentication key pool: stored in the same transaction, placed in the pool's order by
+        the commit, handed out by ``pending_auth_refills`` (None: the block refills nothing).
 
         All keys of a block have one size. Raises StoreFull when capacity would be exceeded,
         KeyIdReused when any ID was ever seen here, BlockStateError when the block exists.
@@ -547,6 +567,9 @@ class KeyStore:
             now = _now_ns()
             conn.execute("INSERT INTO blocks VALUES (?, ?, ?, 'prepared', ?, ?, ?, ?, NULL)",
                          (link_id, block_id, role, size_bits, n, bytes(commit_tag), now))
+            if auth_bits is not None:
+                conn.execute("INSERT INTO auth_refills VALUES (?, ?, NULL, ?)",
+                             (link_id, block_id, bytes(auth_bits)))
             own_parity = 0 if coordinator else 1
             conn.executemany(
                 "INSERT INTO keys (key_id, link_id, block_id, key_index, size_bits, created_ns,"
@@ -572,13 +595,22 @@ class KeyStore:
             raise StoreFull(f"key store {self.path} is full: {self._live_bits} bits stored, "
                             f"block {block_id} adds {n_bits}, capacity {self.max_bits} bits")
 
-    def commit(self, link_id: str, block_id: int) -> None:
-        """Make a prepared block's keys deliverable. Idempotent on a committed block."""
+    def commit(self, link_id: str, block_id: int, *, refill_index: int | None = None
+               ) -> int | None:
+        """Make a prepared block's keys deliverable. Idempotent on a committed block.
+
+        Returns the block's place in the authentication pool's order (None if it refills
+        nothing). The coordinator's commit takes the next number of the link; the participant
+        passes the number the coordinator's COMMIT names. Same transaction as the keys, so a
+        crash leaves either both or neither.
+        """
         link_id, block_id = _check_link(link_id), _check_block(block_id)
         with self._tx("commit") as conn:
             state = self._block_state_in(conn, link_id, block_id)
+            row = conn.execute("SELECT refill_index FROM auth_refills WHERE link_id=? AND "
+                               "block_id=?", (link_id, block_id)).fetchone()
             if state == "committed":
-                return
+                return row[0] if row else None
             if state != "prepared":
                 raise BlockStateError(f"key store {self.path}: cannot commit block {block_id} "
                                       f"of link {link_id!r} in state {state or 'unknown'}")
@@ -587,8 +619,46 @@ class KeyStore:
                          "WHERE link_id=? AND block_id=?", (now, link_id, block_id))
             conn.execute("UPDATE keys SET state='committed' WHERE link_id=? AND block_id=?",
                          (link_id, block_id))
+            index = None
+            coordinator = conn.execute("SELECT role FROM blocks WHERE link_id=? AND block_id=?",
+                                       (link_id, block_id)).fetchone()[0] == "coordinator"
+            if row is not None and not coordinator and refill_index is None:
+                # the coordinator's block refills nothing: neither does this end's copy
+                conn.execute("DELETE FROM auth_refills WHERE link_id=? AND block_id=?",
+                             (link_id, block_id))
+            elif row is not None:
+                if coordinator:
+                    index = conn.execute("SELECT coalesce(max(refill_index) + 1, 0) FROM "
+                                         "auth_refills WHERE link_id=?", (link_id,)).fetchone()[0]
+                else:
+                    index = int(refill_index)
+                    taken = conn.execute("SELECT block_id FROM auth_refills WHERE link_id=? "
+                                         "AND refill_index=?", (link_id, index)).fetchone()
+                    if taken is not None:
+                        raise BlockStateError(f"key store {self.path}: refill {index} of link "
+                                              f"{link_id!r} belongs to block {taken[0]}, not "
+                                              f"{block_id}")
+                conn.execute("UPDATE auth_refills SET refill_index=? WHERE link_id=? AND "
+                             "block_id=?", (index, link_id, block_id))
             self._audit_where(conn, "committed", f"block {block_id}", now,
                               "link_id=? AND block_id=?", (link_id, block_id))
+        return index
+
+    def pending_auth_refills(self, link_id: str, start: int = 0) -> list[tuple[int, bytes]]:
+        """(refill index, packed bits) of committed refills from ``start`` on that the pool
+        may not hold yet, in index order (key material: the caller wipes what it copies)."""
+        return [(r[0], r[1]) for r in self._read(
+            "SELECT refill_index, bits FROM auth_refills WHERE link_id=? AND refill_index >= ? "
+            "AND bits IS NOT NULL ORDER BY refill_index", (_check_link(link_id), int(start)))]
+
+    def auth_refills_taken(self, link_id: str, below: int) -> None:
+        """The pool holds (durably) every refill numbered below ``below``: drop their bits.
+        No fsync of its own: lost in a crash, the drop is repeated by the next move (the pool
+        ignores a refill it holds)."""
+        with self._tx("auth refills taken", durable=False) as conn:
+            conn.execute("UPDATE auth_refills SET bits=NULL WHERE link_id=? AND "
+                         "refill_index < ? AND bits IS NOT NULL",
+                         (_check_link(link_id), int(below)))
 
     def discard(self, link_id: str, block_id: int) -> bool:
         """Erase a prepared block's keys and record the block as discarded.
@@ -613,6 +683,8 @@ class KeyStore:
             self._audit_where(conn, "discarded", f"block {block_id}", now,
                               "link_id=? AND block_id=?", (link_id, block_id))
             conn.execute("DELETE FROM keys WHERE link_id=? AND block_id=?", (link_id, block_id))
+            conn.execute("DELETE FROM auth_refills WHERE link_id=? AND block_id=?",
+                         (link_id, block_id))
             conn.execute("UPDATE blocks SET state='discarded', decided_ns=? "
                          "WHERE link_id=? AND block_id=?", (now, link_id, block_id))
         self._forget_counts(*gone)
@@ -640,8 +712,10 @@ class KeyStore:
         return rows[0][0] if rows else None
 
     def block_info(self, link_id: str, block_id: int) -> BlockInfo | None:
-        rows = self._read("SELECT link_id, block_id, role, state, key_size_bits, n_keys, "
-                          "commit_tag FROM blocks WHERE link_id=? AND block_id=?",
+        rows = self._read("SELECT b.link_id, b.block_id, role, state, key_size_bits, n_keys, "
+                          "commit_tag, r.refill_index FROM blocks b LEFT JOIN auth_refills r "
+                          "ON r.link_id = b.link_id AND r.block_id = b.block_id "
+                          "WHERE b.link_id=? AND b.block_id=?",
                           (_check_link(link_id), _check_block(block_id)))
         return BlockInfo(*rows[0]) if rows else None
 

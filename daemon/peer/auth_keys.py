@@ -1,8 +1,9 @@
 """The authentication key pool of one link: where Wegman-Carter hash keys and pads come from.
 
 Material starts as a pre-shared bootstrap file (``write_bootstrap`` makes it; both nodes get a
-copy of the same file) and grows by ``refill`` with fresh QKD key. Both nodes append the same
-bytes in the same order, so both see the same byte string, cut into 8-byte words that alternate
+copy of the same file) and grows by ``refill`` with fresh QKD key. Refills are numbered (the
+block's place in the coordinator's commit order, carried by COMMIT) and taken strictly in
+number order, each once, so both nodes append the same bytes in the same order, so both see the same byte string, cut into 8-byte words that alternate
 between two streams: even words authenticate Alice's messages, odd words Bob's. The two
 directions therefore never share a pad, and the pad of message ``seq`` in a stream is a fixed
 word of that stream, so both ends find it without talking (layout in docs/peer-protocol.md).
@@ -12,6 +13,11 @@ reserved in chunks (``chunk_messages``) by writing the chunk's end to ``state.js
 fsync before the first number of the chunk is used; a restarted node resumes at the reserved
 end and skips what was left of the chunk. The receive side keeps a floor the same way, so a
 restarted node never accepts a sequence number it may have accepted before.
+
+Threads: the channel takes sequence numbers on the event loop while the engine refills from
+its commit thread; one lock makes each change of the state and its write one step, so the file
+written last holds every change (two unserialised writes of ``state.json`` could put an older
+state in place after a newer one: a refill the store has already dropped would be lost).
 
 Pad and key bytes are never logged or put into messages; ``close`` wipes the in-memory copy.
 """
@@ -23,6 +29,7 @@ import json
 import os
 import secrets
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +166,7 @@ class AuthKeyPool:
         self.recv_stream = 1 - self.send_stream
         self.chunk_messages = chunk_messages
         self.low_water_messages = low_water_messages
+        self._state_lock = threading.Lock()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = os.open(self.directory / self.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -187,7 +195,7 @@ class AuthKeyPool:
             self._material = material
             self._state = {"version": 1, "pool_id": pool_id.hex(), "local_role": self.local_role,
                            "material_bytes": len(material), "send_reserved": 0,
-                           "recv_reserved": 0, "refills": []}
+                           "recv_reserved": 0, "next_refill": 0}
             self._save()
         else:
             try:
@@ -210,6 +218,8 @@ class AuthKeyPool:
                 self._material = bytearray(f.read())
             if len(self._material) != n:
                 raise AuthKeyError(f"pool material {material_path} is shorter than its state says")
+        self._state.setdefault("next_refill", 0)
+        self._state.pop("refills", None)     # the list of block ids of earlier versions
         self.send_next = self._state["send_reserved"]
         self.recv_floor = self._state["recv_reserved"]
 
@@ -272,12 +282,13 @@ class AuthKeyPool:
 
     def take_send_seq(self) -> int:
         """The next send sequence number, durably reserved (one fsync per chunk)."""
-        seq = self.send_next
-        if seq >= self._state["send_reserved"]:
-            self._state["send_reserved"] = self._round_up(seq + 1)
-            self._save()
-        self.send_next = seq + 1
-        return seq
+        with self._state_lock:
+            seq = self.send_next
+            if seq >= self._state["send_reserved"]:
+                self._state["send_reserved"] = self._round_up(seq + 1)
+                self._save()
+            self.send_next = seq + 1
+            return seq
 
     def skip_send_to(self, seq: int) -> None:
         """Never send below ``seq`` (the peer's receive floor announced in its hello)."""
@@ -292,36 +303,48 @@ class AuthKeyPool:
         """The peer's message ``seq`` verified: never accept ``seq`` or anything below again."""
         if seq < self.recv_floor:
             raise AuthKeyError(f"receive sequence number {seq} below the floor {self.recv_floor}")
-        self.recv_floor = seq + 1
-        if self.recv_floor > self._state["recv_reserved"]:
-            self._state["recv_reserved"] = self._round_up(self.recv_floor)
-            self._save()
+        with self._state_lock:
+            self.recv_floor = seq + 1
+            if self.recv_floor > self._state["recv_reserved"]:
+                self._state["recv_reserved"] = self._round_up(self.recv_floor)
+                self._save()
 
-    def refill(self, data, block_id: int | None = None) -> int:
-        """Append fresh QKD key (both nodes: same bytes, same order); returns the bytes taken.
+    @property
+    def next_refill(self) -> int:
+        """The number of the next refill this pool takes (refills are numbered from 0)."""
+        return self._state["next_refill"]
 
-        A whole number of 16-byte strides is taken and the rest left out (the same at both
-        ends). With ``block_id`` a repeated refill of the same block (after a crash) is ignored.
+    def refill(self, data, index: int) -> int:
+        """Append refill number ``index`` of fresh QKD key; returns the bytes taken.
+
+        Both nodes number the refills alike (the block's place in the coordinator's commit
+        order) and take them in that order, so both pools hold the same bytes. A refill taken
+        already (a repeat after a crash) is ignored; one out of order is refused, as taking it
+        would make this pool differ from the peer's. A whole number of 16-byte strides is
+        taken and the rest left out (the same at both ends). The bytes and the new count are
+        durable together: the state file, written last, says how much of the material is valid.
         """
-        refills = self._state["refills"]
-        if block_id is not None and any(b == block_id for b, _ in refills):
-            return 0
-        data = memoryview(data).cast("B")
-        n = len(data) - len(data) % STRIDE
-        if n == 0:
-            return 0
-        path = self.directory / self.MATERIAL
-        with open(path, "r+b") as f:
-            f.seek(self._state["material_bytes"])
-            f.write(data[:n])
-            f.flush()
-            os.fsync(f.fileno())
-        self._material += data[:n]
-        self._state["material_bytes"] = len(self._material)
-        refills.append([block_id, n])
-        del refills[:-256]
-        self._save()
-        return n
+        with self._state_lock:
+            nxt = self._state["next_refill"]
+            if index < nxt:
+                return 0
+            if index > nxt:
+                raise AuthKeyError(f"authentication key pool {self.directory}: refill {index} "
+                                   f"before refill {nxt}")
+            data = memoryview(data).cast("B")
+            n = len(data) - len(data) % STRIDE
+            if n:
+                path = self.directory / self.MATERIAL
+                with open(path, "r+b") as f:
+                    f.seek(self._state["material_bytes"])
+                    f.write(data[:n])
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._material += data[:n]
+            self._state["material_bytes"] = len(self._material)
+            self._state["next_refill"] = nxt + 1
+            self._save()
+            return n
 
     # -- figures -------------------------------------------------------------------------------
 

@@ -16,8 +16,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-import numpy as np
-
 from daemon.config import LinkConfig, NodeConfig
 from daemon.curve_keys import load_keypair, load_public_key
 from daemon.engine.messages import LINK_BLOCK_ID, EngineMessage
@@ -159,15 +157,11 @@ class ChannelPort:
         take = min(REFILL_MAX_BITS, int(key_bits) // 2)
         return take - take % (8 * STRIDE)
 
-    def refill_auth_key(self, link_id: str, block_id: int, key_bits: np.ndarray) -> int:
-        if key_bits.size == 0:
-            return 0
-        packed = np.packbits(key_bits)
-        try:
-            self.pool.refill(packed, block_id=block_id)
-        finally:
-            packed.fill(0)
-        return int(key_bits.size)
+    def next_auth_refill(self, link_id: str) -> int:
+        return self.pool.next_refill
+
+    def refill_auth_key(self, link_id: str, index: int, key_bytes) -> int:
+        return 8 * self.pool.refill(key_bytes, index)
 
     def status(self) -> dict:
         return self.channel.status()

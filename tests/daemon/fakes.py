@@ -48,7 +48,7 @@ class LoopbackChannel:
         self.sent: list[FakeEnvelope] = []
         self.auth_bits = auth_bits
         self.refill_bits = 64
-        self.refills: list[int] = []     # block ids in refill order
+        self.refills: list[tuple[int, bytes]] = []     # (refill number, bytes) as taken
         self.refill_delay_s = 0.0
         self.tamper = None          # callable(env) -> "drop" | "reject" | None, on the sender
         self.delay_s = 0.0
@@ -86,12 +86,18 @@ class LoopbackChannel:
     def auth_refill_bits(self, key_bits: int) -> int:
         return min(self.refill_bits, int(key_bits) // 2)
 
-    def refill_auth_key(self, link_id, block_id, key_bits) -> int:
+    def next_auth_refill(self, link_id) -> int:
+        return len(self.refills)
+
+    def refill_auth_key(self, link_id, index, key_bytes) -> int:
+        if index < len(self.refills):
+            return 0
+        assert index == len(self.refills), f"refill {index} taken before {len(self.refills)}"
         if self.refill_delay_s:       # a pool write of uneven length (durable consumption)
             time.sleep(self.refill_delay_s * (os.urandom(1)[0] / 255))
-        self.auth_bits += int(key_bits.size)
-        self.refills.append(block_id)
-        return int(key_bits.size)
+        self.auth_bits += 8 * len(key_bytes)
+        self.refills.append((index, bytes(key_bytes)))
+        return 8 * len(key_bytes)
 
 
 def loopback_channel_pair() -> tuple[LoopbackChannel, LoopbackChannel]:
@@ -112,7 +118,8 @@ class InMemoryKeyStore:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, int]] = []
 
-    def prepare(self, link_id, block_id, keys, *, coordinator, commit_tag=b"") -> None:
+    def prepare(self, link_id, block_id, keys, *, coordinator, commit_tag=b"",
+                auth_bits=None) -> None:
         with self.lock:
             if (link_id, block_id) in self.blocks:
                 raise BlockStateError(f"block {block_id} exists")
@@ -123,15 +130,38 @@ class InMemoryKeyStore:
             self.blocks[(link_id, block_id)] = {
                 "state": "prepared", "keys": [(k, bytes(v)) for k, v in keys],
                 "role": "coordinator" if coordinator else "participant",
-                "tag": bytes(commit_tag), "size": 8 * len(keys[0][1]) if keys else 0}
+                "tag": bytes(commit_tag), "size": 8 * len(keys[0][1]) if keys else 0,
+                "auth": None if auth_bits is None else bytes(auth_bits), "refill": None}
 
-    def commit(self, link_id, block_id) -> None:
+    def commit(self, link_id, block_id, *, refill_index=None):
         with self.lock:
             rec = self.blocks.get((link_id, block_id))
             if rec is None or rec["state"] == "discarded":
                 raise BlockStateError(f"cannot commit block {block_id}")
+            if rec["state"] == "committed":
+                return rec["refill"]
             self.calls.append(("commit", block_id))
             rec["state"] = "committed"
+            if rec["auth"] is not None:
+                if rec["role"] == "coordinator":
+                    rec["refill"] = 1 + max((r["refill"] for (lk, _), r in self.blocks.items()
+                                             if lk == link_id and r["refill"] is not None),
+                                            default=-1)
+                else:
+                    rec["refill"] = refill_index
+            return rec["refill"]
+
+    def pending_auth_refills(self, link_id, start=0):
+        with self.lock:
+            return sorted((r["refill"], r["auth"]) for (lk, _), r in self.blocks.items()
+                          if lk == link_id and r["refill"] is not None and r["refill"] >= start
+                          and r["auth"] is not None)
+
+    def auth_refills_taken(self, link_id, below):
+        with self.lock:
+            for (lk, _), r in self.blocks.items():
+                if lk == link_id and r["refill"] is not None and r["refill"] < below:
+                    r["auth"] = None
 
     def discard(self, link_id, block_id) -> bool:
         with self.lock:
@@ -141,7 +171,7 @@ class InMemoryKeyStore:
             if rec["state"] == "committed":
                 raise BlockStateError(f"cannot discard committed block {block_id}")
             self.calls.append(("discard", block_id))
-            rec["state"], rec["keys"] = "discarded", []
+            rec["state"], rec["keys"], rec["auth"] = "discarded", [], None
             return True
 
     def block_state(self, link_id, block_id):
@@ -153,7 +183,7 @@ class InMemoryKeyStore:
         if rec is None:
             return None
         return BlockInfo(link_id, block_id, rec["role"], rec["state"], rec["size"],
-                         len(rec["keys"]), rec["tag"])
+                         len(rec["keys"]), rec["tag"], rec["refill"])
 
     def in_doubt(self, link_id) -> list[int]:
         return sorted(b for (lk, b), r in self.blocks.items()
@@ -420,5 +450,8 @@ class FakeTcpChannel:
     def auth_refill_bits(self, key_bits: int) -> int:
         return 0
 
-    def refill_auth_key(self, link_id, block_id, key_bits) -> int:
+    def next_auth_refill(self, link_id) -> int:
+        return 0
+
+    def refill_auth_key(self, link_id, index, key_bytes) -> int:
         return 0

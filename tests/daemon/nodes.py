@@ -16,6 +16,7 @@ key services also allow the freight KMS's per-service SAEs (``launch.add_kms_cli
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -46,7 +47,8 @@ class NodePair:
                  protocol: str = "bb84-decoy", block_pulses: float = 2e9,
                  sim_args: tuple = (), policy: dict | None = None,
                  calibration: dict | None = None, seed: int | None = None,
-                 delay_s: float | None = None, keyservice: bool = False, kms: bool = False):
+                 delay_s: float | None = None, keyservice: bool = False, kms: bool = False,
+                 auth_bytes: int = 1 << 20):
         self.dir = Path(directory)
         self.fast = fast
         self.command = FAST_NODE if fast else REAL_NODE
@@ -65,7 +67,7 @@ class NodePair:
             devices = FAKE_DEVICES if fast else self._start_sim(seed, sim_args)
             keys = {n: launch.write_keypair(self.dir, n) for n in NODES}
             auth = self.dir / "alice-bob.auth"
-            write_bootstrap(auth, 1 << 20)
+            write_bootstrap(auth, auth_bytes)
             if keyservice:
                 self.services = launch.write_keyservice_files(self.dir)
                 if kms:
@@ -108,14 +110,18 @@ class NodePair:
 
     # -- processes ------------------------------------------------------------------------------
 
-    def start(self, *nodes: str) -> None:
+    def start(self, *nodes: str, env: dict | None = None, wait: bool = True) -> None:
+        """Start nodes; ``env`` adds environment variables (the fast node's test hooks);
+        ``wait``: until they answer on their admin sockets."""
         for node in nodes or NODES:
             with open(self.logs[node], "ab") as log:
                 self.procs[node] = subprocess.Popen(
                     [*self.command, "--config", str(self.configs[node])],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        self.wait(lambda: all(self.answers(n) for n in (nodes or NODES)), 60,
-                  "nodes answering on their admin sockets")
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    env=None if env is None else {**os.environ, **env})
+        if wait:
+            self.wait(lambda: all(self.answers(n) for n in (nodes or NODES)), 60,
+                      "nodes answering on their admin sockets")
 
     def kill(self, node: str, sig: int = signal.SIGKILL) -> int:
         proc = self.procs.pop(node)

@@ -469,8 +469,45 @@ def test_auth_key_refills_happen_in_the_same_block_order_at_both_ends(tmp_path):
     pair = run(main())
     pair.close()
     assert len(pair.ch_b.refills) == 12 and pair.ch_a.refills == pair.ch_b.refills
+    assert [i for i, _ in pair.ch_b.refills] == list(range(12))
     committed = {b for (_, b), r in pair.bob_store.blocks.items() if r["state"] == "committed"}
-    assert set(pair.ch_b.refills) == committed
+    assert len(committed) == 12
+    assert all(len(data) == 8 for _, data in pair.ch_b.refills)      # 64 bits each
+
+
+def test_a_lost_commit_resent_after_later_ones_changes_nothing_in_the_pools(tmp_path):
+    """Alice's first COMMIT of every other block is lost, so Bob commits later blocks first
+    and the lost ones on the resend; his pool still takes the refills in Alice's order (it
+    waits for the gap), so both pools hold the same bytes in the same order."""
+    seen: list[int] = []           # blocks in the order of their first COMMIT
+    dropped: set[int] = set()
+
+    def lose_first_commit(env):
+        if env.msg_type != CommitMsgType.COMMIT or env.block_id in seen:
+            return None
+        seen.append(env.block_id)
+        if len(seen) % 2:
+            dropped.add(env.block_id)
+            return "drop"
+        return None
+
+    async def main():
+        pair = Pair(tmp_path, max_blocks=10, blocks_in_flight=4)
+        pair.ch_a.tamper = lose_first_commit
+        pair.start()
+        await pair.until(lambda: pair.bob.figures.blocks_ok == 10
+                         and pair.alice.figures.blocks_ok == 10
+                         and len(pair.ch_b.refills) == 10)
+        await pair.stop()
+        return pair
+    pair = run(main())
+    pair.close()
+    assert len(dropped) == 5
+    order = {n: [b for op, b in store.calls if op == "commit"]
+             for n, store in (("alice", pair.alice_store), ("bob", pair.bob_store))}
+    assert sorted(order["alice"]) == sorted(order["bob"]) and order["alice"] != order["bob"]
+    assert pair.ch_a.refills == pair.ch_b.refills
+    assert [i for i, _ in pair.ch_b.refills] == list(range(10))
 
 
 def test_a_link_level_message_other_than_hello_is_rejected_and_counted(tmp_path):

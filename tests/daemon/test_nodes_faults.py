@@ -6,12 +6,15 @@ What each test shows: messages damaged by an attacker inside CurveZMQ are reject
 block aborted at both ends; garbage does not stop a node; a peer restart, a network cut and a
 broken connection heal by themselves with nothing half-stored; after every kill -9 of either
 node, at random instants, the restarted pair agrees: same key IDs with the same bits, nothing
-left in doubt, ``PRAGMA integrity_check`` ok; a bad config is one line and exit code 2; a peer
+left in doubt, ``PRAGMA integrity_check`` ok; kill -9s between a block's commit and its
+authentication refill, once a small bootstrap is used up, leave both pools equal and the link
+authenticating; a bad config is one line and exit code 2; a peer
 configured otherwise gets no block and an alarm, and both nodes keep serving.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -19,6 +22,7 @@ import time
 
 import pytest
 
+from daemon.peer.auth_keys import MIN_BOOTSTRAP_BYTES
 from tests.daemon.fakes import PING
 from tests.daemon.nodes import NODES, NodePair
 
@@ -36,6 +40,17 @@ def assert_agree(pair: NodePair) -> dict:
         assert d["alice"][k] == d["bob"][k], (k, d)
     pair.hold(False)
     return d
+
+
+def auth_pools(directory) -> dict[str, tuple[int, bytes, int]]:
+    """Each stopped node's authentication pool: (refills taken, material, send numbers
+    reserved)."""
+    pools = {}
+    for node in NODES:
+        (material,) = (directory / node).rglob("material.bin")
+        state = json.loads((material.parent / "state.json").read_text())
+        pools[node] = (state["next_refill"], material.read_bytes(), state["send_reserved"])
+    return pools
 
 
 def blocks_ok(pair: NodePair, node: str = "bob") -> int:
@@ -144,7 +159,42 @@ def test_kill_9_at_random_instants_leaves_both_stores_identical(tmp_path):
         for node in NODES:
             assert offline[node][0] == "ok" and offline[node][1] == []
         assert offline["alice"][2] == offline["bob"][2]
+        pools = auth_pools(tmp_path)
+        assert pools["alice"][:2] == pools["bob"][:2] and pools["alice"][0] > 0
 
+
+
+def test_kill_9_between_a_commit_and_its_refill_keeps_the_link_authenticating(tmp_path):
+    """A 1 KiB bootstrap (63 messages each way) is used up by the first blocks; from then on
+    every peer message is tagged with pads from refills. Six times, a node (each in turn) is
+    killed at a random instant and restarted with the hook that makes it kill itself right
+    after its store committed a block and before its pool took that block's refill. After each
+    restart the link stores blocks again (every message verified), and at the end both pools
+    hold the same bytes after the same number of refills, with no authentication alarm."""
+    hooks = {"QKD_FAST_AUTH_CHUNK": "8"}
+    with NodePair(tmp_path, fast=True, auth_bytes=MIN_BOOTSTRAP_BYTES) as pair:
+        pair.start(env=hooks)
+        pair.wait(lambda: blocks_ok(pair, "alice") >= 10, 60, "blocks flowing")
+        rng = random.SystemRandom()
+        for i in range(6):
+            victim = NODES[i % 2]
+            time.sleep(rng.uniform(0.1, 0.8))
+            assert pair.kill(victim) == -signal.SIGKILL
+            pair.start(victim, env={**hooks, "QKD_FAST_DIE_AT_REFILL": "3"}, wait=False)
+            assert pair.procs[victim].wait(60) == -signal.SIGKILL    # died between the two
+            pair.procs.pop(victim)
+            pair.start(victim, env=hooks)
+            ok = blocks_ok(pair, "alice")
+            pair.wait(lambda: blocks_ok(pair, "alice") >= ok + 5, 60, "blocks after restart")
+        assert_agree(pair)
+        for node in NODES:
+            assert "authentication" not in pair.status(node)["alarms"]
+        pair.close()
+        pools = auth_pools(tmp_path)
+        assert pools["alice"][:2] == pools["bob"][:2]
+        assert len(pools["alice"][1]) > 4 * MIN_BOOTSTRAP_BYTES
+        for node in NODES:           # both ends sent far past what the bootstrap covers
+            assert pools[node][2] > 2 * (MIN_BOOTSTRAP_BYTES // 16)
 
 
 def test_a_bad_config_is_one_line_and_exit_2(tmp_path):

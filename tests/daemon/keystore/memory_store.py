@@ -22,7 +22,7 @@ class MemoryStore:
     def live_keys(self) -> int:
         return sum(len(b[4]) for b in self.blocks.values())
 
-    def prepare(self, link_id, block_id, keys, *, coordinator, commit_tag=b""):
+    def prepare(self, link_id, block_id, keys, *, coordinator, commit_tag=b"", auth_bits=None):
         if not keys:
             raise ValueError("no keys")
         if self.max_keys is not None and self.live_keys() + len(keys) > self.max_keys:
@@ -37,7 +37,8 @@ class MemoryStore:
             "coordinator" if coordinator else "participant", "prepared", 8 * len(keys[0][1]),
             bytes(commit_tag), {k: bytes(b) for k, b in keys}]
 
-    def commit(self, link_id, block_id):
+    def commit(self, link_id, block_id, *, refill_index=None):
+        """(Authentication refills are not modelled: the protocol test is about key states.)"""
         b = self.blocks.get((link_id, block_id))
         if b is None or b[1] == "discarded":
             raise BlockStateError("cannot commit")

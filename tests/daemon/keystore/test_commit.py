@@ -79,6 +79,13 @@ def test_prepare_payload_layout():
     assert m.refused(5, Reason.STORE_FULL) == (0xC3, struct.pack("<QB", 5, 3))
     assert m.abort(5, Reason.TIMEOUT) == (0xC5, struct.pack("<QB", 5, 5))
     assert m.done(5, True) == (0xC6, struct.pack("<QB", 5, 1))
+    assert m.commit(5, b"x" * 32, 7) == (0xC4, struct.pack("<Q", 5) + b"x" * 32 +
+                                         bytes.fromhex("0700000000000000"))
+    assert m.commit(5, b"x" * 32)[1][40:] == b"\xff" * 8        # no refill
+    assert m.decode(*m.commit(5, b"x" * 32, 7))[1].refill_index == 7
+    assert m.decode(*m.commit(5, b"x" * 32))[1].refill_index is None
+    with pytest.raises(m.CommitMessageError, match="COMMIT of 40 bytes: expected 48"):
+        m.decode(0xC4, struct.pack("<Q", 5) + b"x" * 32)
 
 
 @given(st.integers(0, 255), st.binary(max_size=80))

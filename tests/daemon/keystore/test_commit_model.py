@@ -49,7 +49,8 @@ def clone_end(e: LinkCommit, store) -> LinkCommit:
     c._undecided = {b: list(v) for b, v in e._undecided.items()}
     c._unacked = {b: list(v) for b, v in e._unacked.items()}
     c._expected, c._held = dict(e._expected), dict(e._held)
-    c._pending = {b: [v[0].copy(), v[1]] for b, v in e._pending.items()}
+    c._pending = {b: [v[0].copy(), v[1], None if v[2] is None else bytearray(v[2])]
+                  for b, v in e._pending.items()}
     c._aborted = e._aborted.copy()
     c.counters = e.counters.copy()
     return c

@@ -145,6 +145,39 @@ def test_prepare_commit_discard_states(store):
     assert [e for _, e, _ in store.audit(keys[0][0])] == ["prepared", "committed"]
 
 
+def test_auth_refills_are_numbered_by_the_commit_and_dropped_once_taken(store, tmp_path):
+    """The coordinator's commits number the refills 0, 1, 2... in commit order (not block
+    order); the participant takes the number it is given; a discarded block refills nothing;
+    the bits leave the file once the pool holds them, the numbering goes on."""
+    refills = {b: os.urandom(64) for b in (5, 3, 8, 9)}
+    for b, auth in refills.items():
+        store.prepare(LINK, b, random_keys(2), coordinator=True, auth_bits=auth)
+    assert store.pending_auth_refills(LINK) == []          # nothing committed yet
+    assert store.commit(LINK, 8) == 0 and store.commit(LINK, 5) == 1
+    assert store.commit(LINK, 8) == 0                      # idempotent, same number
+    assert store.discard(LINK, 3)
+    assert store.block_info(LINK, 3).refill_index is None
+    assert store.pending_auth_refills(LINK) == [(0, refills[8]), (1, refills[5])]
+    assert store.pending_auth_refills(LINK, 1) == [(1, refills[5])]
+    store.auth_refills_taken(LINK, 1)
+    assert store.pending_auth_refills(LINK) == [(1, refills[5])]
+    assert store.commit(LINK, 9) == 2                      # counting goes on past taken ones
+    store.auth_refills_taken(LINK, 3)
+    store.checkpoint()
+    assert not any(v in _file_bytes(tmp_path / "keys.db") for v in refills.values())
+    assert store.block_info(LINK, 9).refill_index == 2
+
+    store.prepare("bob-carol", 1, random_keys(2), coordinator=False, auth_bits=b"a" * 16)
+    store.prepare("bob-carol", 2, random_keys(2), coordinator=False, auth_bits=b"b" * 16)
+    store.prepare("bob-carol", 3, random_keys(2), coordinator=False, auth_bits=b"c" * 16)
+    assert store.commit("bob-carol", 2, refill_index=0) == 0
+    with pytest.raises(BlockStateError, match="refill 0 .* belongs to block 2"):
+        store.commit("bob-carol", 1, refill_index=0)
+    assert store.block_state("bob-carol", 1) == "prepared"     # the whole commit rolled back
+    assert store.commit("bob-carol", 3) is None            # the coordinator's refills nothing
+    assert store.pending_auth_refills("bob-carol") == [(0, b"b" * 16)]
+
+
 def test_issuer_split_even_odd(store):
     keys = random_keys(6)
     store.prepare(LINK, 1, keys, coordinator=True)

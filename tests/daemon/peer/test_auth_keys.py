@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -78,13 +79,54 @@ def test_exhausted_pool_refuses_then_refill_extends_it_identically(tmp_path, boo
         alice.send_keys(n_msgs)
     assert bob.recv_keys(n_msgs) is None
     fresh = os.urandom(1000)                   # 62 strides and 8 bytes left out
-    assert alice.refill(fresh, block_id=1) == bob.refill(fresh, block_id=1) == 992
+    assert alice.refill(fresh, 0) == bob.refill(fresh, 0) == 992
     assert alice.send_keys(n_msgs) == bob.recv_keys(n_msgs)
     assert alice.status().send_messages_left == n_msgs + 62
-    assert alice.refill(fresh, block_id=1) == 0            # the same block again: ignored
+    assert alice.refill(fresh, 0) == 0                     # the same refill again: ignored
     alice.close()
     reopened = AuthKeyPool(tmp_path / "alice", local_role="alice")
     assert reopened.send_keys(n_msgs) == bob.recv_keys(n_msgs)
+    assert reopened.next_refill == 1 and reopened.refill(fresh, 0) == 0
+
+
+def test_refills_are_taken_in_number_order_only(tmp_path, boot):
+    """A refill numbered past the next one is refused (taking it would make this pool differ
+    from the peer's); the pool is unchanged and takes it once the gap is filled."""
+    alice, bob = pools(tmp_path, boot)
+    first, second = os.urandom(160), os.urandom(320)
+    before = alice.status().material_bytes
+    with pytest.raises(AuthKeyError, match="refill 1 before refill 0"):
+        alice.refill(second, 1)
+    assert alice.status().material_bytes == before and alice.next_refill == 0
+    assert alice.refill(first, 0) == 160 and alice.refill(second, 1) == 320
+    assert bob.refill(first, 0) == 160 and bob.refill(second, 1) == 320
+    last = alice.messages_left(0, 0) - 1
+    assert alice.send_keys(last) == bob.recv_keys(last)
+
+
+def test_refills_from_another_thread_never_lose_a_state_write(tmp_path, boot):
+    """The engine refills from its commit thread while the channel takes sequence numbers on
+    the event loop: every state write must hold both, or a restart finds an older state."""
+    alice, _ = pools(tmp_path, boot, chunk_messages=1)        # a state write per message
+    errors = []
+
+    def take():
+        try:
+            for _ in range(1500):
+                alice.take_send_seq()
+        except Exception as exc:                  # reported below, with its type
+            errors.append(exc)
+
+    sender = threading.Thread(target=take)
+    sender.start()
+    for i in range(150):
+        alice.refill(bytes(16), i)
+    sender.join()
+    assert errors == []
+    alice.close()
+    again = AuthKeyPool(tmp_path / "alice", local_role="alice")
+    assert again.next_refill == 150 and again.send_next == 1500
+    assert again.status().material_bytes == 64 * 1024 + 150 * 16
 
 
 def test_torn_refill_is_cut_off_at_restart(tmp_path, boot):
