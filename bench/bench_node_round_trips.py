@@ -6,29 +6,33 @@ only): ``PAIRS`` pairs of ``BLOCK_BITS`` bits whose copies differ at 2 % of the 
 (independent flips), standing in for the sifted key of a block after estimation.
 
 Channel: two real ``PeerChannel`` ends (CurveZMQ, ZAP-pinned keys, Wegman-Carter envelope with
-its sequence numbers) in this process, Bob connecting through ``PeerProxy`` (a TCP delay line
-below CurveZMQ, half the round trip each way). Over it, Bob and Alice run the block roles'
+its sequence numbers): Alice's in a process of her own, Bob's in this one, and between them
+``PeerProxy`` (a TCP delay line below CurveZMQ, half the round trip each way) in a third, so
+no end shares an interpreter lock with another. Over it, Bob and Alice run the block roles'
 reconciliation step as the link engine does: Cascade's two roles (``CascadeBob`` /
 ``CascadeAlice``) on the block cut into frames by the block roles' own ``_split_frames``, one
-asyncio task per block with its own inbox, the numba work in a thread pool, up to ``blocks``
-blocks at once (``policy.blocks_in_flight``). Both nodes' work shares this process and the
+asyncio task per block with its own inbox, the numba work in a thread pool (one hop per
+message), up to ``blocks`` blocks at once (``policy.blocks_in_flight``). The block id names
+the key pair (the stand-in for what sifting makes common). All three processes share the
 machine's cores.
 
 Figures per (RTT, frame_bits, blocks in flight): sifted Mbit/s reconciled (block bits over wall
 time from the first block's start to the last block's end), round trips per block, frames in
-flight (frames per block x blocks), peak memory of the process during the setting (VmHWM,
-reset before each setting) and ``ratio`` = that rate over the baseline. Baseline, same run:
-the same blocks reconciled in this process through encoded messages without any channel, one
+flight (frames per block x blocks), ``ms_per_round_trip`` (wall time per round of one block),
+CPU seconds per second of each end, Bob's peak memory during the setting (VmHWM, reset before
+it) and Alice's over the whole setting, and ``ratio`` = that rate over the baseline.
+Baseline, same run: the same blocks reconciled in this process through encoded messages without any channel, one
 block after the other on one thread (``inprocess``), and one block per worker in ``blocks``
 threads (``inprocess_parallel``: what the CPU alone allows at that concurrency).
 
 ``python -m bench.bench_node_round_trips [BLOCKS_PER_SETTING]`` (default 2 waves of blocks per
-setting; about 2 minutes).
+setting; about 3 minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
 import os
 import sys
 import tempfile
@@ -44,7 +48,8 @@ from postprocessing.block.roles import _split_frames
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup, ParityReply,
                                            ParityRequest)
 from postprocessing.block.messages import MessageType as M
-from tests.daemon.peer.helpers import channel_pair
+from daemon.peer.auth_keys import AuthKeyPool, write_bootstrap
+from tests.daemon.peer.helpers import Keys, channel
 from tests.daemon.peer_proxy import PeerProxy
 
 BENCH = "node_round_trips"
@@ -58,6 +63,10 @@ SCHEDULE = "yan"
 SETTINGS = ((None, 2), (DEFAULT_FRAME_BITS, 8))
 POOL_BYTES = 1 << 24          # Wegman-Carter bootstrap: far more tags than a run spends
 WORKERS = 2
+DEADLINE_S = 240.0            # per setting: a stalled block is an error, not a hang
+# production heartbeats (a busy receiver must not look like a dead link)
+STEADY = dict(heartbeat_s=1.0, heartbeat_timeout_s=10.0, reconnect_s=0.05,
+              reconnect_max_s=1.0, handshake_timeout_s=5.0)
 
 
 def key_pairs(n_pairs: int, n_bits: int, qber: float, seed: int = 8) -> list[tuple]:
@@ -147,13 +156,17 @@ async def _bob_block(side: _Side, block_id: int, pair, frame_bits, rounds: list)
     await send(M.CASCADE_SETUP, setup)
     await send(M.PARITY_REQUEST, first)
     n = 1
+    def on_reply(payload):  # one hop to the pool per message, as the engine's role.receive
+        nxt = bob.handle_reply(ParityReply.from_bytes(payload))
+        return None if nxt is None else nxt.to_bytes()
+
     while True:
         env = await box.get()
-        nxt = await side.run(lambda p: bob.handle_reply(ParityReply.from_bytes(p)), env.payload)
+        nxt = await side.run(on_reply, env.payload)
         if nxt is None:
             break
         n += 1
-        await send(M.PARITY_REQUEST, await side.run(nxt.to_bytes))
+        await send(M.PARITY_REQUEST, nxt)
     side.inboxes.pop(block_id)
     rounds.append(n)
 
@@ -176,50 +189,137 @@ async def _alice_block(side: _Side, block_id: int, box: asyncio.Queue, pairs, fr
         await side.channel.send(1, block_id, step, int(M.PARITY_REPLY), reply)
 
 
-async def through_channel(pairs, rtt_ms: float, frame_bits, blocks: int, n_blocks: int
-                          ) -> dict:
+def _alice_process(conn, directory: str, mine, bob_public: bytes, frame_bits,
+                   block_bits: int) -> None:
+    """Alice's node: binds, answers every block, reports her CPU and peak memory at the end."""
+    asyncio.run(_alice_serve(conn, Path(directory), mine, bob_public, frame_bits, block_bits))
+
+
+async def _alice_serve(conn, directory: Path, mine, bob_public: bytes, frame_bits,
+                       block_bits: int) -> None:
+    pairs = key_pairs(PAIRS, block_bits, QBER)
+    pool = AuthKeyPool(directory / "alice", local_role="alice",
+                       bootstrap=directory / "bootstrap.bin")
+    ch = channel(pool, mine, bob_public, "bind", "tcp://127.0.0.1:*", **STEADY)
+    await ch.start()
+    workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="alice")
+    side = _Side(ch, workers)
+    tasks = []
+    side.on_new = lambda bid, box: tasks.append(asyncio.create_task(
+        _alice_block(side, bid, box, pairs, frame_bits)))
+    reader = asyncio.create_task(side.read())
+    conn.send(ch.bound_endpoint)
+    await asyncio.get_running_loop().run_in_executor(None, conn.recv)     # "stop"
+    for t in [reader, *tasks]:
+        t.cancel()
+    await asyncio.gather(reader, *tasks, return_exceptions=True)
+    await ch.close()
+    pool.close()
+    workers.shutdown()
+    conn.send(peak_rss_mb())
+
+
+def _proxy_process(conn, port: int) -> None:
+    """The delay line: each message from the pipe is the new one-way delay, None ends it."""
+    with PeerProxy(port) as proxy:
+        conn.send(proxy.endpoint)
+        while (delay_s := conn.recv()) is not None:
+            proxy.delay_s = delay_s
+            conn.send("ok")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def through_channel(frame_bits, blocks: int, n_blocks: int) -> list[dict]:
+    """Bob here, Alice and the delay line each in a process of its own (as two nodes and a
+    network would be: no shared interpreter lock); one figure per RTT in ``RTTS_MS``."""
+    ctx = mp.get_context("spawn")
+    keys = Keys()
+    out = []
     with tempfile.TemporaryDirectory(prefix="bench-rtt-") as d:
-        def proxy(port):
-            p = PeerProxy(port)
-            p.delay_s = rtt_ms / 2000
-            return p
-        pools = [ThreadPoolExecutor(WORKERS, thread_name_prefix=n) for n in ("alice", "bob")]
-        async with channel_pair(Path(d), proxy_factory=proxy, pool_bytes=POOL_BYTES,
-                                alice_kw=dict(heartbeat_timeout_s=10.0),
-                                bob_kw=dict(heartbeat_timeout_s=10.0)) as (ca, cb, _):
-            alice, bob = _Side(ca, pools[0]), _Side(cb, pools[1])
-            alice_tasks = []
-            alice.on_new = lambda bid, box: alice_tasks.append(asyncio.create_task(
-                _alice_block(alice, bid, box, pairs, frame_bits)))
-            readers = [asyncio.create_task(s.read()) for s in (alice, bob)]
-            slots = asyncio.Semaphore(blocks)
-            rounds: list[int] = []
-            peak_live = 0
+        write_bootstrap(Path(d) / "bootstrap.bin", POOL_BYTES)
+        a_conn, a_child = ctx.Pipe()
+        alice = ctx.Process(target=_alice_process, args=(a_child, d, keys.alice, keys.bob[0],
+                                                         frame_bits, BLOCK_BITS), daemon=True)
+        alice.start()
+        p_conn, p_child = ctx.Pipe()
+        proxy = None
+        try:
+            alice_endpoint = a_conn.recv()
+            proxy = ctx.Process(target=_proxy_process, args=(
+                p_child, int(alice_endpoint.rsplit(":", 1)[1])), daemon=True)
+            proxy.start()
+            endpoint = p_conn.recv()
+            pairs = key_pairs(PAIRS, BLOCK_BITS, QBER)
+            pool = AuthKeyPool(Path(d) / "bob", local_role="bob",
+                               bootstrap=Path(d) / "bootstrap.bin")
+            cb = channel(pool, keys.bob, keys.alice[0], "connect", endpoint, **STEADY)
+            await cb.start()
+            await cb.wait_connected(30)
+            workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="bob")
+            bob = _Side(cb, workers)
+            reader = asyncio.create_task(bob.read())
+            next_id = 1
+            async with asyncio.timeout(DEADLINE_S):
+                await _bob_block(bob, next_id, pairs[0], frame_bits, [])   # warm-up
+            for rtt_ms in RTTS_MS:
+                progress(f"channel, {rtt_ms:g} ms RTT, frame_bits={frame_bits}, "
+                         f"{blocks} in flight")
+                p_conn.send(rtt_ms / 2000)
+                p_conn.recv()
+                slots = asyncio.Semaphore(blocks)
+                rounds: list[int] = []
+                live = peak_live = 0
 
-            async def one(i):
-                nonlocal peak_live
-                async with slots:
-                    peak_live = max(peak_live, blocks - slots._value)
-                    await _bob_block(bob, i, pairs[i % len(pairs)], frame_bits, rounds)
+                async def one(i):
+                    nonlocal live, peak_live
+                    async with slots:
+                        live += 1
+                        peak_live = max(peak_live, live)
+                        await _bob_block(bob, i, pairs[i % len(pairs)], frame_bits, rounds)
+                        live -= 1
 
-            reset_peak_rss()
-            t0 = time.perf_counter()
-            await asyncio.gather(*(one(i) for i in range(1, n_blocks + 1)))
-            dt = time.perf_counter() - t0
-            peak = peak_rss_mb()
-            for t in readers + alice_tasks:
-                t.cancel()
-            await asyncio.gather(*readers, *alice_tasks, return_exceptions=True)
-            sent = cb.session.sent + ca.session.sent
-        for p in pools:
-            p.shutdown()
-    n_frames = len(_split_frames(pairs[0][1], frame_bits, SCHEDULE, QBER))
-    return {"blocks": n_blocks, "seconds": round(dt, 2),
-            "sifted_mbit_s": round(n_blocks * BLOCK_BITS / dt / 1e6, 2),
-            "round_trips_per_block": round(float(np.mean(rounds)), 1),
-            "blocks_in_flight": peak_live, "frames_per_block": n_frames,
-            "frames_in_flight": peak_live * n_frames, "messages": sent,
-            "peak_rss_mb": round(peak, 1)}
+                ids = range(next_id + 1, next_id + 1 + n_blocks)
+                next_id += n_blocks
+                reset_peak_rss()
+                cpu0 = {"alice": cpu_seconds(alice.pid), "bob": cpu_seconds(os.getpid())}
+                t0 = time.perf_counter()
+                async with asyncio.timeout(DEADLINE_S):       # fail loudly, never hang
+                    await asyncio.gather(*(one(i) for i in ids))
+                dt = time.perf_counter() - t0
+                cpu = {"alice": round((cpu_seconds(alice.pid) - cpu0["alice"]) / dt, 2),
+                       "bob": round((cpu_seconds(os.getpid()) - cpu0["bob"]) / dt, 2)}
+                n_frames = len(_split_frames(pairs[0][1], frame_bits, SCHEDULE, QBER))
+                waves = n_blocks / blocks
+                out.append({"rtt_ms": rtt_ms, "blocks": n_blocks, "seconds": round(dt, 2),
+                            "sifted_mbit_s": round(n_blocks * BLOCK_BITS / dt / 1e6, 2),
+                            "round_trips_per_block": round(float(np.mean(rounds)), 1),
+                            "ms_per_round_trip": round(dt * 1000 / (np.mean(rounds) * waves),
+                                                       2),
+                            "blocks_in_flight": peak_live, "frames_per_block": n_frames,
+                            "frames_in_flight": peak_live * n_frames, "cpu_s_per_s": cpu,
+                            "peak_rss_mb_bob": round(peak_rss_mb(), 1)})
+            a_conn.send("stop")
+            alice_peak = a_conn.recv()
+            for r in out:
+                r["peak_rss_mb_alice_whole_run"] = round(alice_peak, 1)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await cb.close()
+            pool.close()
+            workers.shutdown()
+        finally:
+            if proxy is not None and proxy.is_alive():
+                p_conn.send(None)
+            for proc in (proxy, alice):
+                if proc is not None:
+                    proc.join(10)
+                    if proc.is_alive():
+                        proc.kill()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -233,16 +333,13 @@ def main(argv: list[str] | None = None) -> None:
         base = {"inprocess": round(baseline(pairs, frame_bits, n_blocks, 1), 2),
                 "inprocess_parallel": round(baseline(pairs, frame_bits, n_blocks,
                                                      min(blocks, os.cpu_count() or 1)), 2)}
-        for rtt_ms in RTTS_MS:
-            progress(f"channel, {rtt_ms:g} ms RTT, frame_bits={frame_bits}, {blocks} in flight")
-            r = asyncio.run(through_channel(pairs, rtt_ms, frame_bits, blocks, n_blocks))
-            emit(BENCH, figure="reconciliation", rtt_ms=rtt_ms, frame_bits=frame_bits,
+        for r in asyncio.run(through_channel(frame_bits, blocks, n_blocks)):
+            emit(BENCH, figure="reconciliation", frame_bits=frame_bits,
                  block_bits=BLOCK_BITS, qber=QBER, schedule=SCHEDULE, **r,
                  baseline_mbit_s=base,
                  baseline_what="same blocks, encoded messages, no channel, in this process",
                  ratio=round(r["sifted_mbit_s"] / base["inprocess"], 3),
                  target="sifted >= 20 Mbit/s at 1 ms")
-
 
 if __name__ == "__main__":
     main()
