@@ -21,12 +21,12 @@ time from the first block's start to the last block's end), round trips per bloc
 flight (frames per block x blocks), ``ms_per_round_trip`` (wall time per round of one block),
 CPU seconds per second of each end, Bob's peak memory during the setting (VmHWM, reset before
 it) and Alice's over the whole setting, and ``ratio`` = that rate over the baseline.
-Baseline, same run: the same blocks reconciled in this process through encoded messages without any channel, one
-block after the other on one thread (``inprocess``), and one block per worker in ``blocks``
-threads (``inprocess_parallel``: what the CPU alone allows at that concurrency).
+Baseline, same run: the same blocks reconciled in this process through encoded messages
+without any channel, one block after the other on one thread (``inprocess``), and one block
+per worker in up to 2 threads (``inprocess_parallel``).
 
-``python -m bench.bench_node_round_trips [BLOCKS_PER_SETTING]`` (default 2 waves of blocks per
-setting; about 3 minutes).
+``python -m bench.bench_node_round_trips [WAVES]`` (blocks per setting = WAVES x blocks in
+flight, default 2; about 4 minutes on a loaded machine).
 """
 
 from __future__ import annotations
