@@ -49,13 +49,6 @@ def test_block_params_follow_the_links_protocol_policy_and_the_board(tmp_path):
     assert b92.protocol == "b92" and b92.expected_conclusive_per_pulse == 4.1e-4
 
 
-def test_an_lt3_link_is_refused_by_the_role_factory(tmp_path):
-    conf = cfg.load(example_in(tmp_path))
-    conf = replace(conf, links=(replace(conf.links[0], protocol="lt3"),))
-    with pytest.raises(adapters.MissingComponent, match="protocol 'lt3' is not run"):
-        adapters.RoleFactory(conf)
-
-
 def test_the_key_services_types_are_allowed_on_the_link_and_overlap_no_other():
     from daemon.keyservice.reservations import MESSAGE_TYPES
     others = adapters.LINK_TYPES - MESSAGE_TYPES
