@@ -469,9 +469,13 @@ class LinkEngine:
                 # The commit holds Alice's PREPARE for this block until its key is ready.
                 await self._in_commit(self.commit.expect, blk.block_id)
                 opening = await self._in_thread(blk.role.start)
+                # The role has squashed the events into its announcement: let them go now, not
+                # when the next block is acquired (hundreds of MB a block at 10 km).
+                acquired = None
                 # Opened here, in block-id order: Alice refuses a block id below the last one.
                 self._blocks[blk.block_id] = blk
                 await self._send_all(blk, opening)
+                opening = None          # the announcement, likewise
                 blk.task = asyncio.create_task(self._run_block(blk),
                                                name=f"block-{blk.block_id}")
                 started = True

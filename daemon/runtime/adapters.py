@@ -30,6 +30,7 @@ from daemon.peer.channel import PeerChannel, PeerChannelError
 from daemon.runtime.wiring import Ports
 from postprocessing.block import (AliceBlock, BlockParams, BlockParamsError, BobBlock,
                                   MessageType)
+from postprocessing.block.params import DEFAULT_FRAME_BITS
 from postprocessing.randomness import ProtocolRandom
 
 log = logging.getLogger("qkd.adapters")
@@ -186,7 +187,8 @@ def block_params(link: LinkConfig, board: BoardParameters) -> BlockParams:
     p = link.policy
     common = dict(qber_tol=p.qber_tol, eps_sec=p.eps_sec, eps_cor=p.eps_cor,
                   schedule=p.schedule, qber_threshold=p.qber_threshold,
-                  sample_fraction=p.sample_fraction, min_sample_size=p.min_sample_size)
+                  sample_fraction=p.sample_fraction, min_sample_size=p.min_sample_size,
+                  frame_bits=DEFAULT_FRAME_BITS)
     if link.protocol == "bb84-decoy":
         return BlockParams(protocol="bb84", intensities=board.intensities,
                            intensity_probabilities=board.probabilities, **common)

@@ -11,6 +11,7 @@ from daemon import config as cfg
 from daemon.engine.ports import BoardParameters
 from daemon.peer.auth_keys import STRIDE
 from daemon.runtime import adapters
+from postprocessing.block.params import DEFAULT_FRAME_BITS
 from tests.daemon.configs import example_in
 
 BOARD = BoardParameters(1e9, 10_000, 77, (0.5, 0.1, 0.0), (0.8, 0.15, 0.05))
@@ -39,6 +40,8 @@ def test_block_params_follow_the_links_protocol_policy_and_the_board(tmp_path):
     assert decoy.intensity_probabilities == BOARD.probabilities
     assert (decoy.qber_tol, decoy.eps_sec, decoy.schedule) == (
         link.policy.qber_tol, link.policy.eps_sec, link.policy.schedule)
+    # a block's key is reconciled in frames (fewer round trips than one frame of the block)
+    assert decoy.frame_bits == DEFAULT_FRAME_BITS
     plain = adapters.block_params(replace(link, protocol="bb84"), BOARD)
     assert plain.protocol == "bb84" and not plain.decoy
     b92 = adapters.block_params(replace(link, protocol="b92", calibration=cfg.Calibration(
