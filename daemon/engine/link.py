@@ -77,6 +77,7 @@ class _Block:
     inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
     handed_over: bool = False       # the key went to the two-step commit: its business now
+    aborted: bool = False
     step: int = 0
     window: tuple[float, float] = (0.0, 0.0)   # Bob: monotonic time its events were detected
 
@@ -476,6 +477,9 @@ class LinkEngine:
                 self._blocks[blk.block_id] = blk
                 await self._send_all(blk, opening)
                 opening = None          # the announcement, likewise
+                if blk.aborted:         # the peer restarted meanwhile; _abort_block freed it
+                    started = True
+                    continue
                 blk.task = asyncio.create_task(self._run_block(blk),
                                                name=f"block-{blk.block_id}")
                 started = True
@@ -611,6 +615,12 @@ class LinkEngine:
             self.log.warning("block %d: %s after its key went to the commit; the commit "
                              "settles it", blk.block_id, reason)
             return
+        # The block leaves the books here, not only in its task's finally: a task cancelled
+        # before it first ran never runs that finally, and a block aborted while Bob was
+        # still sending its opening has no task yet (either kept it in flight until timeout).
+        blk.aborted = True
+        if self._blocks.pop(blk.block_id, None) is not None and self.is_bob:
+            self._slots.release()
         if blk.task is not None and blk.task is not asyncio.current_task():
             blk.task.cancel()
         if tell_peer:       # before the commit's refusal: the peer learns why first
