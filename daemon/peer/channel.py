@@ -39,7 +39,7 @@ _MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _FAILED_NAMES = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused by the server's ZAP (key not pinned)",
                  zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol or cryptographic error",
                  zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "connection closed during the handshake"}
-LOG_REPEAT_S = 10.0      # the same event kind is logged at most once per this many seconds
+LOG_REPEAT_S = 0.0      # the same event kind is logged at most once per this many seconds
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
@@ -98,6 +98,7 @@ class PeerChannel:
         self._tasks: list[asyncio.Task] = []
         self._send_lock = asyncio.Lock()
         self._connected = asyncio.Event()
+        self._up = asyncio.Event()        # our hello went out on the current connection
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._fd = None
@@ -177,15 +178,23 @@ class PeerChannel:
     async def send(self, link_id: int, block_id: int, step: int, msg_type: int,
                    payload: bytes) -> int:
         """Authenticate and send one block message; returns its sequence number. Waits while
-        the send high-water mark is reached or no peer is connected (backpressure)."""
+        the send high-water mark is reached or no peer is connected (backpressure).
+
+        After a disconnect it waits until our hello has gone out on the next connection: libzmq
+        reports the loss before it retires the dead connection's pipe, and a frame written in
+        that window would be dropped with the pipe although ``send`` had returned."""
         if link_id != self.link_id:
             raise PeerChannelError(f"link id {link_id} sent on the channel of link "
                                    f"{self.link_id}")
         self._check_open()
-        async with self._send_lock:
-            frame = self.session.encode(block_id, step, msg_type, payload)
-            await self._send_raw(frame)
-            return self.session.last_seq
+        while True:
+            await self._up.wait()
+            async with self._send_lock:
+                if not self._up.is_set():       # the link dropped while we waited for the lock
+                    continue
+                frame = self.session.encode(block_id, step, msg_type, payload)
+                await self._send_raw(frame)
+                return self.session.last_seq
 
     async def recv(self) -> Envelope:
         """The next authenticated envelope, in the order the peer sent them."""
@@ -319,6 +328,7 @@ class PeerChannel:
                 self._connected.set()
                 async with self._send_lock:
                     await self._send_raw(self.session.hello())
+                    self._up.set()
                 self._emit(PeerEvent(ss.EVENT_CONNECTED, f"connection up ({self.mode} "
                                      f"{self.endpoint})", link_id=self.link_id))
             elif event & _FAILED:
@@ -338,6 +348,7 @@ class PeerChannel:
                 self.connections -= 1
                 if self.connections == 0:
                     self._connected.clear()
+                    self._up.clear()
                     self.session.connection_lost()
                     self._emit(PeerEvent(ss.EVENT_DISCONNECTED, "connection lost: messages "
                                          "in flight may be lost", link_id=self.link_id))

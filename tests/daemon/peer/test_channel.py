@@ -186,6 +186,7 @@ def test_network_drop_and_outage_recover_without_operator(tmp_path):
             assert e.detail == "peer reconnected, same process"
             await b.send(1, 3, 0, 1, b"again")
             assert (await asyncio.wait_for(a.recv(), 5)).payload == b"again"
+            drain_events(b)       # b's events of the first drop: the wait below is for the outage
             proxy.unplug()
             await next_event_of(b, ss.EVENT_DISCONNECTED)
             send = asyncio.create_task(b.send(1, 4, 0, 1, b"queued while down"))
