@@ -48,7 +48,7 @@ class NodePair:
                  sim_args: tuple = (), policy: dict | None = None,
                  calibration: dict | None = None, seed: int | None = None,
                  delay_s: float | None = None, keyservice: bool = False, kms: bool = False,
-                 auth_bytes: int = 1 << 20):
+                 auth_bytes: int = 1 << 20, sim_fast: bool = True):
         self.dir = Path(directory)
         self.fast = fast
         self.command = FAST_NODE if fast else REAL_NODE
@@ -64,7 +64,8 @@ class NodePair:
         self.kms_nodes: Path | None = None
         seed = secrets.randbits(60) if seed is None else seed
         try:
-            devices = FAKE_DEVICES if fast else self._start_sim(seed, sim_args)
+            devices = FAKE_DEVICES if fast else self._start_sim(
+                seed, (("--fast",) if sim_fast else ()) + tuple(sim_args))
             keys = {n: launch.write_keypair(self.dir, n) for n in NODES}
             auth = self.dir / "alice-bob.auth"
             write_bootstrap(auth, auth_bytes)
@@ -101,7 +102,7 @@ class NodePair:
 
     def _start_sim(self, seed: int, sim_args: tuple) -> list[dict]:
         argv = [sys.executable, "-m", "daemon.cli", "sim", "serve", "--json", "--base-port",
-                "0", "--fast", "--seed", str(seed), *sim_args]
+                "0", "--seed", str(seed), *sim_args]
         self.sim = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=open(self.dir / "sim.log", "ab"),
                                     start_new_session=True)
