@@ -2,8 +2,9 @@
 
 Issue 8 §7 "round trips": the node's source (the simulator) bounds ``bench_node``'s delay-line
 figures, so here the source is taken away. Keys: PRE-GENERATED in this process (numpy, bench
-only): ``PAIRS`` pairs of ``BLOCK_BITS`` bits whose copies differ at 2 % of the positions
-(independent flips), standing in for the sifted key of a block after estimation.
+only): ``PAIRS`` pairs of ``BLOCK_BITS`` bits (in the last setting ``NODE_BLOCK_BITS``, what
+a node block at 10 km reconciles) whose copies differ at 2 % of the positions (independent
+flips), standing in for the sifted key of a block after estimation.
 
 Channel: two real ``PeerChannel`` ends (CurveZMQ, ZAP-pinned keys, Wegman-Carter envelope with
 its sequence numbers): Alice's in a process of her own, Bob's in this one, and between them
@@ -58,9 +59,14 @@ QBER = 0.02
 PAIRS = 3
 RTTS_MS = (0.0, 1.0, 10.0)
 SCHEDULE = "yan"
-# (frame_bits, blocks in flight): the daemon before this benchmark (one frame per block, the
-# demo's 2 blocks) and after (frames of DEFAULT_FRAME_BITS, 8 blocks)
-SETTINGS = ((None, 2), (DEFAULT_FRAME_BITS, 8))
+# what a node block at 10 km (GYS, 2e9 pulses, decoy BB84) hands to reconciliation: its
+# BlockStats.key_input_bits was 5 496 671 (half the 11.0 Mbit sifted goes to the sample)
+NODE_BLOCK_BITS = 5_500_000
+# (frame_bits, blocks in flight, block bits): the daemon before this benchmark (one frame per
+# block, the demo's 2 blocks), after (frames of DEFAULT_FRAME_BITS, 8 blocks), and the
+# node's own block size with its default 4 blocks in flight
+SETTINGS = ((None, 2, BLOCK_BITS), (DEFAULT_FRAME_BITS, 8, BLOCK_BITS),
+            (DEFAULT_FRAME_BITS, 4, NODE_BLOCK_BITS))
 POOL_BYTES = 1 << 24          # Wegman-Carter bootstrap: far more tags than a run spends
 WORKERS = 2
 DEADLINE_S = 240.0            # per setting: a stalled block is an error, not a hang
@@ -97,12 +103,13 @@ def reconcile_in_process(pair, frame_bits, seed: int) -> int:
 
 
 def baseline(pairs, frame_bits, n_blocks: int, threads: int) -> float:
+    block_bits = pairs[0][0].size
     reconcile_in_process(pairs[0], frame_bits, 1)          # warm the kernels and buffers
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda i: reconcile_in_process(pairs[i % len(pairs)], frame_bits, i + 2),
                       range(n_blocks)))
-    return n_blocks * BLOCK_BITS / (time.perf_counter() - t0) / 1e6
+    return n_blocks * block_bits / (time.perf_counter() - t0) / 1e6
 
 
 def reset_peak_rss() -> None:
@@ -233,7 +240,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def through_channel(frame_bits, blocks: int, n_blocks: int) -> list[dict]:
+async def through_channel(frame_bits, blocks: int, n_blocks: int,
+                          block_bits: int = BLOCK_BITS) -> list[dict]:
     """Bob here, Alice and the delay line each in a process of its own (as two nodes and a
     network would be: no shared interpreter lock); one figure per RTT in ``RTTS_MS``."""
     ctx = mp.get_context("spawn")
@@ -243,7 +251,7 @@ async def through_channel(frame_bits, blocks: int, n_blocks: int) -> list[dict]:
         write_bootstrap(Path(d) / "bootstrap.bin", POOL_BYTES)
         a_conn, a_child = ctx.Pipe()
         alice = ctx.Process(target=_alice_process, args=(a_child, d, keys.alice, keys.bob[0],
-                                                         frame_bits, BLOCK_BITS), daemon=True)
+                                                         frame_bits, block_bits), daemon=True)
         alice.start()
         p_conn, p_child = ctx.Pipe()
         proxy = None
@@ -253,7 +261,7 @@ async def through_channel(frame_bits, blocks: int, n_blocks: int) -> list[dict]:
                 p_child, int(alice_endpoint.rsplit(":", 1)[1])), daemon=True)
             proxy.start()
             endpoint = p_conn.recv()
-            pairs = key_pairs(PAIRS, BLOCK_BITS, QBER)
+            pairs = key_pairs(PAIRS, block_bits, QBER)
             pool = AuthKeyPool(Path(d) / "bob", local_role="bob",
                                bootstrap=Path(d) / "bootstrap.bin")
             cb = channel(pool, keys.bob, keys.alice[0], "connect", endpoint, **STEADY)
@@ -295,7 +303,7 @@ async def through_channel(frame_bits, blocks: int, n_blocks: int) -> list[dict]:
                 n_frames = len(_split_frames(pairs[0][1], frame_bits, SCHEDULE, QBER))
                 waves = n_blocks / blocks
                 out.append({"rtt_ms": rtt_ms, "blocks": n_blocks, "seconds": round(dt, 2),
-                            "sifted_mbit_s": round(n_blocks * BLOCK_BITS / dt / 1e6, 2),
+                            "sifted_mbit_s": round(n_blocks * block_bits / dt / 1e6, 2),
                             "round_trips_per_block": round(float(np.mean(rounds)), 1),
                             "ms_per_round_trip": round(dt * 1000 / (np.mean(rounds) * waves),
                                                        2),
@@ -325,17 +333,17 @@ async def through_channel(frame_bits, blocks: int, n_blocks: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     waves = int(argv[0]) if argv else 2
-    progress(f"pre-generating {PAIRS} key pairs of {BLOCK_BITS} bits at QBER {QBER:g}")
-    pairs = key_pairs(PAIRS, BLOCK_BITS, QBER)
-    for frame_bits, blocks in SETTINGS:
+    for frame_bits, blocks, block_bits in SETTINGS:
+        progress(f"pre-generating {PAIRS} key pairs of {block_bits} bits at QBER {QBER:g}")
+        pairs = key_pairs(PAIRS, block_bits, QBER)
         n_blocks = waves * blocks
         progress(f"in-process baseline, frame_bits={frame_bits}, {n_blocks} blocks")
         base = {"inprocess": round(baseline(pairs, frame_bits, n_blocks, 1), 2),
                 "inprocess_parallel": round(baseline(pairs, frame_bits, n_blocks,
                                                      min(blocks, os.cpu_count() or 1)), 2)}
-        for r in asyncio.run(through_channel(frame_bits, blocks, n_blocks)):
+        for r in asyncio.run(through_channel(frame_bits, blocks, n_blocks, block_bits)):
             emit(BENCH, figure="reconciliation", frame_bits=frame_bits,
-                 block_bits=BLOCK_BITS, qber=QBER, schedule=SCHEDULE, **r,
+                 block_bits=block_bits, qber=QBER, schedule=SCHEDULE, **r,
                  baseline_mbit_s=base,
                  baseline_what="same blocks, encoded messages, no channel, in this process",
                  ratio=round(r["sifted_mbit_s"] / base["inprocess"], 3),
