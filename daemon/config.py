@@ -441,7 +441,7 @@ def _control(link: _Table) -> ControlSettings:
         values[name] = c.boolean(name, getattr(defaults, name))
     try:
         return ControlSettings(**values)
-    except ControlConfigError as exc:       # a rule across settings (none today): one line
+    except ControlConfigError as exc:       # a rule across settings (the dither bounds)
         raise ConfigError(link.source, c.name, str(exc)) from None
 
 

@@ -27,6 +27,7 @@ RANGES: dict[str, tuple[float, float, bool, str]] = {
     "dark_confirm_s": (0.0, 3600.0, False, "s"),
     "reissue_threshold_deg": (0.0, 90.0, False, "deg"),
     "twist_dither_rad": (0.001, 0.5, False, "rad"),
+    "twist_dither_min_rad": (0.001, 0.5, False, "rad"),
 }
 BOOLEANS = ("steer_twist",)
 
@@ -44,7 +45,8 @@ class ControlSettings:
     dark_confirm_s: float = 5.0         # ... in every gate judged for this long: no_light
     reissue_threshold_deg: float = 2.0  # GP: re-lock the reference once it strays this far
     steer_twist: bool = True            # GP: steer the twist about the reference on X QBER
-    twist_dither_rad: float = 0.08      # GP: its dither
+    twist_dither_rad: float = 0.08      # GP: its largest dither (chosen per cycle from stats)
+    twist_dither_min_rad: float = 0.02  # GP: its smallest dither
 
     def __post_init__(self):
         for name, (lo, hi, integer, unit) in RANGES.items():
@@ -57,6 +59,10 @@ class ControlSettings:
             if not isinstance(getattr(self, name), bool):
                 raise ControlConfigError(f"{name} = {getattr(self, name)!r}: expected True or "
                                          f"False")
+        if self.twist_dither_min_rad > self.twist_dither_rad:
+            raise ControlConfigError(f"twist_dither_min_rad = {self.twist_dither_min_rad!r} "
+                                     f"must not exceed twist_dither_rad = "
+                                     f"{self.twist_dither_rad!r}")
 
 
 NAMES = tuple(f.name for f in fields(ControlSettings))

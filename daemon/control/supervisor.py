@@ -262,7 +262,8 @@ def _supervisor_for(link, devices: dict, settings: ControlSettings, clock, log,
         polarization = GpAdapter(f"{link.id}.polarization", pol, GpLoop(GpConfig(
             references=(H_REF,) if select_reference is None else GpConfig().references,
             reissue_threshold_deg=settings.reissue_threshold_deg,
-            steer_twist=settings.steer_twist, twist_dither_rad=settings.twist_dither_rad)),
+            steer_twist=settings.steer_twist, twist_dither_rad=settings.twist_dither_rad,
+            twist_dither_min_rad=settings.twist_dither_min_rad)),
             select_reference=select_reference, clock=clock)
     elif pol is not None and hasattr(pol, "voltages_mv"):
         polarization = OzAdapter(f"{link.id}.polarization", pol, clock=clock)

@@ -156,6 +156,8 @@ BAD = [
     ("link.0.control.twist_dither_rad", "small", "link[0].control.twist_dither_rad = 'small'",
      "a number in [0.001, 0.5]"),
     ("link.0.control.steer_twist", 1, "link[0].control.steer_twist = 1", "true or false"),
+    ("link.0.control.twist_dither_min_rad", 0.1, "link[0].control",
+     "twist_dither_min_rad = 0.1 must not exceed twist_dither_rad = 0.08"),
     ("keyservice.colour", "blue", "keyservice.colour", "unknown key"),
     ("keyservice.link", "alice-carol", "keyservice.link = 'alice-carol'", "'alice-bob'"),
     ("keyservice.endpoint", "7200", "keyservice.endpoint = '7200'", "tcp://HOST:PORT"),

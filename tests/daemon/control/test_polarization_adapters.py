@@ -5,7 +5,7 @@ import pytest
 
 from daemon.control.adapters import GpAdapter, OzAdapter
 from daemon.control.common import QberWindow
-from daemon.control.polarization import SetSop, SetVoltages, angle_deg
+from daemon.control.polarization import SetSop, SetVoltages, angle_deg, twist_dither_for
 from drivers import registry
 from sim_backend.controls import LinkControls
 from sim_backend.instruments.base import TcpServer
@@ -87,8 +87,8 @@ def test_gp_adapter_refuses_two_references_without_a_selector():
 
 
 def test_gp_adapter_with_one_reference_twists_the_simulated_controller_about_h():
-    """A node's GP loop: the first fresh block with X-basis bits asks for +dither; the
-    excursion's three locks, sent over TCP, leave the controller rotated about H by exactly
+    """A node's GP loop: the first fresh block with X-basis bits asks for +dither (sized from
+    that block's X-basis statistics); the excursion's three locks, sent over TCP, leave the controller rotated about H by exactly
     that much (H itself still locked), and a block begun before it is not charged to it."""
     from sim_backend.instruments.polarization_rotations import rotation_about as about
     controls = LinkControls()
@@ -100,7 +100,9 @@ def test_gp_adapter_with_one_reference_twists_the_simulated_controller_about_h()
             assert adapter.loop.config.twists          # the default without a selector
             block = QberWindow(0.0, 4.0, 8000, 200, 4000, 40, 4000, 160)
             action = adapter.tick(now[0], block)
-            d = adapter.loop.config.twist_dither_rad
+            cfg = adapter.loop.config
+            d = twist_dither_for(cfg, block.qber_x, block.sifted_x)
+            assert cfg.twist_dither_min_rad < d < cfg.twist_dither_rad   # 4 000 bits: between
             assert action.twist_rad == pytest.approx(d) and len(action.via) == 2
             # The driver sends 4 decimals: each waypoint is off by < 1e-4 rad, so is the twist.
             assert np.allclose(controls.controller_rotation, about(H, d), atol=3e-4)

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pytest
 
-from daemon.control.polarization import GpConfig
+from daemon.control.polarization import GpConfig, twist_dither_for
 from daemon.control.settings import ControlSettings
 from sim_backend.params import LinkParams
 
@@ -45,8 +45,9 @@ def twist_margin(cfg: GpConfig, x_bits_per_window: float, qber: float) -> float:
     from two blocks carries noise: q+ - q- has sigma sqrt(2) sigma_Q, sigma_Q = sqrt(Q (1-Q) /
     N_x), and a step is f (q+ - q-) / d, adding (f sqrt(2) sigma_Q / d)^2 per update, settling
     likewise. The dither itself keeps the twist d away from the centre in every block: d^2.
+    d is the loop's own choice for blocks of this size (``twist_dither_for``).
     """
-    f, d = cfg.twist_fraction, cfg.twist_dither_rad
+    f, d = cfg.twist_fraction, twist_dither_for(cfg, qber, round(x_bits_per_window))
     g = f * V
     shrink = 2 * g - g * g
     t_cycle = 2 * (1 + LATENCY) * WINDOW_S
@@ -76,7 +77,8 @@ def test_node_gp_loop_holds_both_bases_with_one_reference_and_without_it_they_le
     settings = ControlSettings(polarization_period_s=WINDOW_S)
     cfg = GpConfig(references=((1.0, 0.0, 0.0),),
                    reissue_threshold_deg=settings.reissue_threshold_deg,
-                   twist_dither_rad=settings.twist_dither_rad)
+                   twist_dither_rad=settings.twist_dither_rad,
+                   twist_dither_min_rad=settings.twist_dither_min_rad)
     assert cfg.twists                                   # what the supervisor builds (below)
     on = run_node_gp(PARAMS, True, N_WINDOWS, WINDOW_S, SAMPLE, seed=12, settings=settings,
                      latency_blocks=LATENCY)

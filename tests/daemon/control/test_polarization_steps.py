@@ -7,7 +7,7 @@ import pytest
 from daemon.control.common import ControlConfigError, QberWindow
 from daemon.control.polarization import (D_REF, H_REF, GpConfig, GpLoop, OzConfig, OzLoop,
                                          SetSop, SetVoltages, SopReading, angle_deg,
-                                         twist_excursion)
+                                         twist_dither_for, twist_excursion)
 
 ONE_REF = dict(references=(H_REF,))
 
@@ -207,7 +207,9 @@ def test_twist_excursion_refuses_a_quarter_turn_or_more():
 
 
 def test_gp_twist_dithers_plus_then_minus_then_moves_down_the_slope():
-    cfg = GpConfig(twist_dither_rad=0.08, twist_fraction=0.5, **ONE_REF)
+    # the dither pinned at 0.08 (smallest = largest): the cycle's arithmetic alone
+    cfg = GpConfig(twist_dither_rad=0.08, twist_dither_min_rad=0.08, twist_fraction=0.5,
+                   **ONE_REF)
     loop, d, on_h = GpLoop(cfg), 0.08, (1.0, 0.0, 0.0)
     st, act = loop.step(loop.initial_state(), SopReading(1.0, on_h, _x_window(0.0, 1.0, 0.05)))
     assert act.twist_rad == pytest.approx(d) and len(act.via) == 2 and act.target == H_REF
@@ -242,7 +244,33 @@ def test_gp_twist_newton_step_lands_on_a_quadratic_minimum():
         qx = q(centre + offset)
         st, act = loop.step(st, SopReading(t + 1, H_REF, _x_window(t, t + 1, qx, 10 ** 8)))
         t += 1
-    assert st.twist_rad - d == pytest.approx(best, abs=1e-6)
+    # the next cycle's +d' is sized from 10^8 X bits: the smallest dither
+    assert st.twist_dither_now == GpConfig().twist_dither_min_rad
+    assert st.twist_rad - st.twist_dither_now == pytest.approx(best, abs=1e-6)
+
+
+def test_gp_twist_dither_is_sized_from_the_blocks_statistics():
+    """d = 1.5 (2 f^2 Q (1 - Q) / (N (2 f - f^2)))^(1/4) between the configured bounds; a cycle keeps
+    its d for both of its blocks and the next one starts from centre - d to centre' + d'."""
+    cfg = GpConfig(twist_fraction=0.5, **ONE_REF)
+    f, q, n = 0.5, 0.03, 20_000
+    expect = 1.5 * (2 * f * f * q * (1 - q) / n / (2 * f - f * f)) ** 0.25
+    assert cfg.twist_dither_min_rad < expect < cfg.twist_dither_rad
+    assert twist_dither_for(cfg, q, n) == pytest.approx(expect, rel=1e-12)
+    assert twist_dither_for(cfg, q, 10) == cfg.twist_dither_rad          # thin: the largest
+    assert twist_dither_for(cfg, q, 10 ** 9) == cfg.twist_dither_min_rad  # thick: the smallest
+    loop, on_h = GpLoop(cfg), (1.0, 0.0, 0.0)
+    st, act = loop.step(loop.initial_state(), SopReading(1.0, on_h, _x_window(0, 1, q, 1000)))
+    d1 = st.twist_dither_now
+    assert d1 == pytest.approx(twist_dither_for(cfg, q, 1000)) and act.twist_rad == \
+        pytest.approx(d1)
+    st, act = loop.step(st, SopReading(2.0, on_h, _x_window(1, 2, q, n)))      # q+
+    assert act.twist_rad == pytest.approx(-2 * d1) and st.twist_dither_now == d1
+    st, act = loop.step(st, SopReading(3.0, on_h, _x_window(2, 3, q, n)))      # q- = q+
+    d2 = twist_dither_for(cfg, round(q * n) / n, n)
+    assert st.twist_dither_now == pytest.approx(d2) and d2 < d1
+    assert act.twist_rad == pytest.approx(d1 + d2)          # no slope: no move, only d + d'
+    assert loop.status(st)["twist_dither_rad"] == pytest.approx(d2)
 
 
 def test_gp_twist_skips_thin_blocks_and_is_off_when_asked_or_with_two_references():
