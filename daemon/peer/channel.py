@@ -152,6 +152,7 @@ class PeerChannel:
         if self._closed:
             return
         self._closed = True
+        self._up.set()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -189,6 +190,7 @@ class PeerChannel:
         self._check_open()
         while True:
             await self._up.wait()
+            self._check_open()                  # close() wakes the waiters to say so
             async with self._send_lock:
                 if not self._up.is_set():       # the link dropped while we waited for the lock
                     continue

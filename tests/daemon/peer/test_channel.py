@@ -200,6 +200,27 @@ def test_network_drop_and_outage_recover_without_operator(tmp_path):
     run(body())
 
 
+def test_a_send_waiting_for_a_peer_that_never_came_ends_when_the_channel_closes(tmp_path):
+    """No peer: the send waits for the hello of a connection; closing the channel ends that
+    wait with a clear error instead of leaving the sender hanging."""
+    async def body():
+        pa, pb = make_pools(tmp_path)
+        keys = Keys()
+        a = channel(pa, keys.alice, keys.bob[0], "connect", f"tcp://127.0.0.1:{free_port()}")
+        await a.start()
+        try:
+            send = asyncio.create_task(a.send(1, 1, 0, 1, b"to nobody"))
+            await asyncio.sleep(0.3)
+            assert not send.done()
+        finally:
+            await a.close()
+        with pytest.raises(PeerChannelError, match="not running"):
+            await asyncio.wait_for(send, 5)
+        pa.close()
+        pb.close()
+    run(body())
+
+
 @pytest.mark.parametrize("fault", ["tamper_next", "replay_next"])
 def test_tampering_below_curve_breaks_the_connection_which_recovers(tmp_path, fault):
     """Bytes altered or replayed on the wire never reach the envelope layer: CurveZMQ's
