@@ -23,6 +23,7 @@ class LinkFigures:
     blocks_aborted: int = 0
     abort_reasons: Counter = field(default_factory=Counter)
     in_flight: int = 0
+    in_flight_parts: dict = field(default_factory=dict)   # what in_flight counts, by kind
     in_flight_peak: int = 0
     last_qber: float = math.nan
     secret_bits: int = 0
@@ -82,6 +83,7 @@ class LinkFigures:
             "blocks_ok": self.blocks_ok, "blocks_aborted": self.blocks_aborted,
             "abort_reasons": dict(self.abort_reasons), "in_flight": self.in_flight,
             "in_flight_peak": self.in_flight_peak,
+            "in_flight_parts": dict(self.in_flight_parts),
             "qber": None if self.last_qber != self.last_qber else self.last_qber,
             "secret_bits": self.secret_bits, "sifted_bits": self.sifted_bits,
             "secret_bits_per_s": self.secret_bits_per_s(),

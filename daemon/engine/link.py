@@ -208,8 +208,10 @@ class LinkEngine:
     def status(self) -> dict:
         # A block counts until this end's store has decided it (the drain before a store
         # comparison waits for both ends).
-        self.figures.in_flight = (len(self._blocks) + self._opening + len(self._unsettled)
-                                  + len(self._in_doubt_at_start))
+        parts = {"blocks": len(self._blocks), "opening": self._opening,
+                 "unsettled": len(self._unsettled), "in_doubt": len(self._in_doubt_at_start)}
+        self.figures.in_flight_parts = parts
+        self.figures.in_flight = sum(parts.values())
         try:
             self.figures.auth_bits_left = self.channel.auth_key_bits_left()
         except Exception:        # status never fails because a port cannot say
@@ -275,6 +277,9 @@ class LinkEngine:
                                  len(self._blocks))
             for blk in list(self._blocks.values()):
                 await self._abort_block(blk, "peer_restarted", tell_peer=False)
+            if restarted and self.is_bob:     # keys waiting for a PREPARE that cannot come
+                await self._commit_step(self.commit.peer_restarted)
+                await self._note_settled()
             if self.is_bob:
                 try:
                     self.board_params = BoardParameters.from_dict(hello["board"])

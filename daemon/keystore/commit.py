@@ -79,6 +79,19 @@ class LinkCommit:
         self.counters["recovered"] += len(out)
         return out
 
+    def peer_restarted(self) -> None:
+        """Participant: the coordinator is a new process. Keys still waiting for their PREPARE
+        never get one: a coordinator prepares durably before it sends PREPARE and at restart
+        aborts what it had prepared (``recover``), so these blocks were live at its end and
+        died with it. Drop them now rather than after ``max_wait_ticks`` (the block timeout:
+        minutes in which they count as in flight); a stray PREPARE for one is refused."""
+        if self.coordinator:
+            return
+        for block_id in list(self._pending):
+            self._drop_pending(block_id)
+            self._remember_aborted(block_id)
+            self.counters["dropped_at_peer_restart"] += 1
+
     def expect(self, block_id: int) -> None:
         """Participant: a block role started; hold its PREPARE until the role finishes."""
         self._expected[block_id] = 0

@@ -190,11 +190,13 @@ class NodePair:
         lines = self.logs[node].read_text(errors="replace").strip().splitlines()
         return " | ".join(lines[-n:])
 
-    def wait(self, cond, timeout_s: float, what: str) -> None:
+    def wait(self, cond, timeout_s: float, what: str, detail=None) -> None:
         deadline = time.monotonic() + timeout_s
         while not cond():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; "
+                extra = f" ({detail()})" if detail is not None else ""
+                raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}"
+                                     f"{extra}; "
                                      f"alice: {self.log_tail('alice')}; "
                                      f"bob: {self.log_tail('bob')}")
             time.sleep(0.1)
@@ -207,7 +209,8 @@ class NodePair:
         """Hold the link and wait until neither end has a block unsettled."""
         self.hold(True)
         self.wait(lambda: all(self.status(n)["in_flight"] == 0 for n in NODES), timeout_s,
-                  "both ends drained")
+                  "both ends drained", detail=lambda: {n: self.status(n)["in_flight_parts"]
+                                                       for n in NODES})
 
     def digests(self) -> dict[str, dict]:
         nonce = secrets.token_bytes(32)

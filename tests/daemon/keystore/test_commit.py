@@ -172,3 +172,22 @@ def test_bad_and_misdirected_messages_are_counted(ends):
     assert A.receive(*m.prepare(1, 64, [uuid.uuid4()])) == []                # not for A
     assert A.counters["violation"] == 1
     assert B.receive(*m.commit(9, b"t" * 32)) == [] and B.counters["violation"] == 1
+
+
+def test_participant_drops_keys_waiting_for_a_prepare_when_the_coordinator_restarts(ends):
+    """A key waiting for its PREPARE when the coordinator restarts would count as in flight
+    for the whole block timeout, though a new coordinator never prepares what it had not
+    prepared before its crash: it is dropped (wiped) at once, and a stray PREPARE refused."""
+    A, B = ends
+    key = bits(64 * 3)
+    a_bits, b_bits = key.copy(), key.copy()
+    B.expect(7)
+    assert B.block_done(7, b_bits) == []              # no PREPARE yet: the key waits
+    assert B.in_progress(7) and b_bits.any()
+    A.peer_restarted()                                 # a coordinator ignores it
+    B.peer_restarted()
+    assert not B.in_progress(7) and B.settled(7) is None and not b_bits.any()
+    assert B.counters["dropped_at_peer_restart"] == 1
+    prep = A.block_done(7, a_bits)                     # the old coordinator's PREPARE, late
+    assert exchange(A, B, prep) == [m.refused(7, Reason.NO_KEY)]
+    assert B.store.block_info(LINK, 7) is None
