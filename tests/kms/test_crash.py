@@ -229,9 +229,14 @@ def test_kill9_during_use_accepts_each_record_once(platform, tmp_path):
                     return
 
         threads = [threading.Thread(target=use_loop, args=(t,)) for t in ts]
+        start = len(sent)
         for th in threads:
             th.start()
-        time.sleep(0.3 + 0.1 * cycle)
+        # kill once some records went through, while the rest are in use (a fixed sleep let
+        # a fast machine spend the whole charge before the first kill)
+        deadline = time.monotonic() + 30
+        while len(sent) < start + 20 + 10 * cycle and time.monotonic() < deadline:
+            time.sleep(0.001)
         platform.kill9()
         stop.set()
         for th in threads:
