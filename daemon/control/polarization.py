@@ -322,9 +322,9 @@ class GpLoop:
                            references=len(self.config.references),
                            reference=state.reference,
                            twist_rad=state.twist_rad if self.config.twists else None,
-                           twist_dither_rad=(state.twist_dither_now if self.config.twists
-                                             and state.twist_dither_now == state.twist_dither_now
-                                             else None),
+                           twist_dither_rad=(None if not self.config.twists
+                                             or math.isnan(state.twist_dither_now)
+                                             else state.twist_dither_now),
                            twist_updates=state.twist_updates)
 
 

@@ -39,7 +39,7 @@ _MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 _FAILED_NAMES = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused by the server's ZAP (key not pinned)",
                  zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol or cryptographic error",
                  zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "connection closed during the handshake"}
-LOG_REPEAT_S = 0.0      # the same event kind is logged at most once per this many seconds
+LOG_REPEAT_S = 10.0     # the same event kind is logged at most once per this many seconds
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
