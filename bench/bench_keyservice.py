@@ -34,6 +34,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from bench.common import emit, progress
 from daemon.keyservice.wire import encode_request
+from daemon.keystore.cutting import new_key_ids
 
 CLIENTS = (1, 4, 16)
 NUMBERS = (1, 32)
@@ -135,10 +136,12 @@ def _fill(store, block_id: int, n_keys: int, seed: int, coordinator: bool) -> No
     """The same ``n_keys`` keys (IDs and bits from ``seed``) in both nodes' stores, as the
     engine's two-step commit would leave them (bench data: numpy's generator is fine here)."""
     rng = np.random.default_rng(seed)
-    raw = rng.integers(0, 256, size=(n_keys, 16 + KEY_BITS // 8), dtype=np.uint8).tobytes()
-    step = 16 + KEY_BITS // 8
-    keys = [(uuid.UUID(bytes=raw[i * step:i * step + 16]),
-             raw[i * step + 16:(i + 1) * step]) for i in range(n_keys)]
+    raw = rng.integers(0, 256, size=(n_keys, KEY_BITS // 8), dtype=np.uint8).tobytes()
+    step = KEY_BITS // 8
+    # the engine's own ID layout, reproducible so that both stores get the same IDs
+    ids = new_key_ids(n_keys, now_ms=1_700_000_000_000 + block_id,
+                      entropy=rng.integers(0, 256, 6 * n_keys, dtype=np.uint8).tobytes())
+    keys = [(ids[i], raw[i * step:(i + 1) * step]) for i in range(n_keys)]
     store.prepare(LINK, block_id, keys, coordinator=coordinator)
     store.commit(LINK, block_id)
 
