@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("id", nargs="?")
     sp.add_argument("--reason", default="revoked by admin")
     sp.add_argument("--vehicle")
-    sp.add_argument("--public-key")
+    sp.add_argument("--public-key", metavar="Z85",
+                    help="the terminal's CURVE public key; write --public-key=KEY, since a Z85 "
+                         "key may begin with '-'")
     sp.add_argument("--limit", type=int, default=100)
     sp.add_argument("--offset", type=int, default=0)
     sp = add("terminal", cmd_terminal, "play a vehicle terminal against a platform",
@@ -247,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=("pubkey", "charge", "send", "login", "left"))
     sp.add_argument("--state", required=True, help="the terminal's state directory")
     sp.add_argument("--id", required=True, help="terminal ID")
-    sp.add_argument("--platform-key", help="the platform's public key (Z85)")
+    sp.add_argument("--platform-key", metavar="Z85",
+                    help="the platform's public key (Z85; write --platform-key=KEY, since a "
+                         "Z85 key may begin with '-')")
     sp.add_argument("--depot", help="depot endpoint, e.g. tcp://127.0.0.1:7301")
     sp.add_argument("--road", help="API endpoint, e.g. tcp://127.0.0.1:7300")
     sp.add_argument("--service")

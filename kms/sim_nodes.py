@@ -39,7 +39,7 @@ class _StandInPool:
     def __init__(self, link: _LinkMaterial):
         self.link = link
 
-    def stored_key_count(self, size_bits: int) -> int:
+    async def stored_key_count(self, size_bits: int) -> int:
         return self.link.left() // (size_bits // 8)
 
     async def issue(self, master, slaves, number, size_bits):

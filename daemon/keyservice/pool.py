@@ -61,6 +61,9 @@ REFILL_CHUNK = 1024
 """Keys per background RESERVE; several may be in flight, so a fast client never waits for
 the peer's fsync once the pool has warmed up."""
 REFILL_PAUSE_S = 1.0
+# how long a count of issuable keys is reused while none is taken here (new blocks committed
+# meanwhile show in the next count)
+COUNT_MAX_AGE_S = 0.25
 """After a refill fails (pool exhausted, peer away) the next starts no sooner than this."""
 
 
@@ -130,6 +133,9 @@ class NodeKeyPool(StreamKeys):
         self._grant_guard = threading.Lock()
         self._granted = None
         self._closing: set[asyncio.Future] = set()  # used-up leases being closed durably
+        self._count: tuple[float, int] | None = None   # (monotonic time, issuable units)
+        self._counting: asyncio.Future | None = None  # a count running in the store's thread
+        self._count_valid = True       # False: keys moved while the running count ran
         self._lease_lock = asyncio.Lock()
         self._store_lease_lock = asyncio.Lock()   # one settle or close of a lease at a time
         self._seq = itertools.count(1)
@@ -148,10 +154,42 @@ class NodeKeyPool(StreamKeys):
 
     # -- KeyPool ------------------------------------------------------------------------------
 
-    def stored_key_count(self, size_bits: int) -> int:
+    async def stored_key_count(self, size_bits: int) -> int:
+        """Keys of ``size_bits`` this end can still issue. Counted in the store's thread (a
+        count over the store's index costs tens of ms at a few 10^5 keys: on the event loop,
+        a client asking an exhausted pool again and again stalled every other client), and
+        reused for up to ``COUNT_MAX_AGE_S`` while no key leaves this end."""
+        if size_bits <= 0 or size_bits % self.key_size_bits:
+            return 0
+        return await self._counted_units() // (size_bits // self.key_size_bits)
+
+    def stored_key_count_now(self, size_bits: int) -> int:
+        """``stored_key_count`` counted here and now (the admin status: rare, not on the
+        client path)."""
         if size_bits <= 0 or size_bits % self.key_size_bits:
             return 0
         return self._stored_units() // (size_bits // self.key_size_bits)
+
+    async def _counted_units(self) -> int:
+        cached = self._count
+        if cached is not None and time.monotonic() - cached[0] < COUNT_MAX_AGE_S:
+            return cached[1]
+        if self._counting is None:
+            fut = self._counting = asyncio.ensure_future(self._store_call(self._stored_units))
+            fut.add_done_callback(self._counted)
+        return await asyncio.shield(self._counting)
+
+    def _counted(self, fut: asyncio.Future) -> None:
+        if self._counting is fut:
+            self._counting = None
+            if not fut.cancelled() and fut.exception() is None and self._count_valid:
+                self._count = (time.monotonic(), fut.result())
+        self._count_valid = True
+
+    def _count_changed(self) -> None:
+        """Keys left this end (or came back): the next count is made afresh."""
+        self._count = None
+        self._count_valid = self._counting is None
 
     def _stored_units(self) -> int:
         left = self._lease.remaining if self._lease is not None else 0
@@ -462,6 +500,7 @@ class NodeKeyPool(StreamKeys):
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
             keys = self._lease.take_units(number, units, master_sae=master, slave_sae=slave)
+            self._count_changed()
             if self._lease.remaining == 0:
                 self._close_later(self._lease)
                 self._lease = None

@@ -179,7 +179,7 @@ class KeyServiceRunner:
             "remote_saes": sorted(self.settings.remote_saes),
             "reservations": reservations,
             "pool": {"key_size": self._key_size_bits,
-                     "issuable": pool.stored_key_count(self._key_size_bits),
+                     "issuable": pool.stored_key_count_now(self._key_size_bits),
                      "leased_remaining": pool.leased_remaining,
                      "store_keys": fill.keys, "store_bits": fill.bits,
                      "max_keys": fill.max_keys, "max_bits": fill.max_bits},

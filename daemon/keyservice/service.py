@@ -79,7 +79,7 @@ def wipe_keys(keys) -> None:
 class KeyPool(Protocol):
     """What the service needs from the node: ``issue`` reserves at the peer before returning."""
 
-    def stored_key_count(self, size_bits: int) -> int: ...
+    async def stored_key_count(self, size_bits: int) -> int: ...
 
     async def issue(self, master: str, slaves: tuple[str, ...], number: int,
                     size_bits: int) -> list[IssuedKey]: ...
@@ -252,7 +252,7 @@ class KeyService:
         return {"source_KME_ID": lim.kme_id, "target_KME_ID": lim.peer_kme_id,
                 "master_SAE_ID": sae, "slave_SAE_ID": body.slave_SAE_ID,
                 "key_size": lim.key_size,
-                "stored_key_count": min(self.pool.stored_key_count(lim.key_size),
+                "stored_key_count": min(await self.pool.stored_key_count(lim.key_size),
                                         lim.max_key_count),
                 "max_key_count": lim.max_key_count,
                 "max_key_per_request": lim.max_key_per_request,
@@ -292,7 +292,8 @@ class KeyService:
         except PoolExhausted as exc:
             raise RequestError(503, "key pool exhausted: fewer stored keys than requested",
                                [{"requested": body.number, "size": size,
-                                 "stored_key_count": self.pool.stored_key_count(size)},
+                                 "stored_key_count":
+                                     await self.pool.stored_key_count(size)},
                                 str(exc)]) from None
         except PeerUnavailable as exc:
             raise RequestError(503, "peer KME unreachable: keys cannot be reserved there",

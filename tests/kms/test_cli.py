@@ -50,7 +50,7 @@ def test_admin_commands_with_json(cfg, capsys, tmp_path):
         "allow_classical"]
     pub = zmq.curve_keypair()[0].decode()
     assert run(capsys, "terminals", "register", "TRK-7", "--vehicle", "truck 7",
-               "--public-key", pub, "--config", cfg)[0] == 0
+               f"--public-key={pub}", "--config", cfg)[0] == 0
     code, out, _ = run(capsys, "terminals", "list", "--config", cfg, "--json")
     assert json.loads(out) == [{"terminal_id": "TRK-7", "vehicle": "truck 7", "revoked": False,
                                 "keys_used": 0, "keys_left": 0}]

@@ -186,7 +186,7 @@ def test_terminal_cli_plays_a_vehicle(site, tmp_path, capsys):
     assert main(["terminal", "pubkey", *common]) == 0
     pub = capsys.readouterr().out.strip()
     site.platform.register("T5", "truck 5", pub)
-    link = [*common, "--platform-key", site.public_key.decode(), "--depot",
+    link = [*common, f"--platform-key={site.public_key.decode()}", "--depot",
             site.depot.endpoint, "--road", site.road.endpoint, "--json"]
     assert main(["terminal", "charge", *link]) == 0
     assert json.loads(capsys.readouterr().out)["charged"] == sum(PLAN.values())

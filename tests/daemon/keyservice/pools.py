@@ -36,12 +36,12 @@ class MemoryPool:
     def __init__(self, link: SharedLink):
         self.link = link
 
-    def stored_key_count(self, size_bits: int) -> int:
+    async def stored_key_count(self, size_bits: int) -> int:
         return (len(self.link.material) - self.link.offset) // (size_bits // 8)
 
     async def issue(self, master, slaves, number, size_bits):
         async with self.link.lock:
-            if self.stored_key_count(size_bits) < number:
+            if await self.stored_key_count(size_bits) < number:
                 raise PoolExhausted("not enough")
             out = []
             for _ in range(number):

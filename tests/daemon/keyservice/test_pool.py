@@ -288,7 +288,7 @@ def test_a_lease_left_open_by_a_stop_is_voided_at_both_ends(tmp_path):
         assert kid not in a_store.key_states("L") and kid not in b_store.key_states("L")
     assert more.status == 200
     assert not undelivered & {uuid.UUID(k["key_ID"]) for k in more.body["keys"]}
-    assert sa2.pool.stored_key_count(KEY_BITS) == 0     # 32 = 3 delivered + 5 voided + 24
+    assert sa2.pool.stored_key_count_now(KEY_BITS) == 0     # 32 = 3 delivered + 5 voided + 24
 
 
 def test_a_peer_channel_that_blocks_its_send_gives_503_in_time(tmp_path):
@@ -337,7 +337,7 @@ def test_a_key_of_several_units_is_one_key_id_with_the_same_bytes_at_both_ends(t
         stolen = await call(sb, "Y2", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
         dec = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
         again = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
-        left = sa.pool.stored_key_count(4 * KEY_BITS)
+        left = await sa.pool.stored_key_count(4 * KEY_BITS)
         await sa.pool.settle()
         return st, enc, stolen, dec, again, left
 
@@ -389,3 +389,33 @@ def test_a_reservation_whose_size_is_not_its_units_is_refused(tmp_path):
 
     asyncio.run(run())
     assert replies == [(7, rv.RefusalReason.MALFORMED)]
+
+
+def test_an_exhausted_pool_asked_again_and_again_counts_once_off_the_event_loop(tmp_path):
+    """A client hammering an exhausted pool: each 503 names the stored key count; the count
+    (a scan of the store's index) runs in the store's thread, and once while no key moves."""
+    import threading
+    a_store, b_store = stores(tmp_path, n_keys=8)
+    sa, sb, _ = services(a_store, b_store)
+    counts, real = [], a_store.issuable_count
+
+    def counting(link_id):
+        counts.append(threading.get_ident())
+        return real(link_id)
+    a_store.issuable_count = counting
+
+    async def run():
+        loop_thread = threading.get_ident()
+        replies = [await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 5})
+                   for _ in range(50)]
+        after_50 = len(counts)
+        got = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 4})
+        left = await call(sa, "X", "status", {"slave_SAE_ID": "Y"})
+        return loop_thread, replies, after_50, got, left
+
+    loop_thread, replies, after_50, got, left = asyncio.run(run())
+    assert {r.status for r in replies} == {503}
+    assert {r.body["details"][0]["stored_key_count"] for r in replies} == {4}
+    assert after_50 == 1 and loop_thread not in counts
+    assert got.status == 200 and left.body["stored_key_count"] == 0   # counted again
+    assert len(counts) == 2

@@ -161,7 +161,7 @@ def test_bad_requests_get_an_error_naming_the_problem_and_consume_nothing(reques
     assert reply.status == status
     text = json.dumps(reply.body)
     assert fragment in text
-    assert a.pool.stored_key_count(256) == 4
+    assert asyncio.run(a.pool.stored_key_count(256)) == 4
 
 
 def test_many_clients_racing_never_share_a_key():
