@@ -29,6 +29,8 @@ import uuid
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from daemon.keystore.cutting import uuid_of
+
 
 class ReservationMsgType(enum.IntEnum):
     RESERVE = 0x60
@@ -154,7 +156,9 @@ def decode_reserve(payload: bytes) -> tuple[int, list[Reservation]]:
     data = bytes(payload)
     end = len(data)
     names: dict[bytes, str] = {}
-    unpack_rec, rec_size, make = _REC.unpack_from, _REC.size, uuid.UUID
+    unpack_rec, rec_size, make = _REC.unpack_from, _REC.size, uuid_of
+    tail = b""         # the SAE IDs' encoding of the record before, and what it decoded to
+    master, slaves = "", ()
     try:
         seq, count = _HEAD.unpack_from(data, 0)
         pos = _HEAD.size
@@ -168,23 +172,28 @@ def decode_reserve(payload: bytes) -> tuple[int, list[Reservation]]:
                 raise ReservationMessageError(f"{n_units} units in one reservation")
             if pos + 16 * n_units > end:
                 raise ReservationMessageError("truncated unit list")
-            kid = make(bytes=kid_raw)
+            kid = make(kid_raw)
             if n_units == 1 and data[pos:pos + 16] == kid_raw:
                 units = (kid,)
             else:
-                units = tuple(make(bytes=data[pos + 16 * i:pos + 16 * i + 16])
+                units = tuple(make(data[pos + 16 * i:pos + 16 * i + 16])
                               for i in range(n_units))
             pos += 16 * n_units
-            master, pos = _get_name(data, pos, names)
-            n_slaves = data[pos]
-            pos += 1
-            if not 0 < n_slaves <= MAX_SLAVES:
-                raise ReservationMessageError(f"{n_slaves} slaves in one reservation")
-            slaves = []
-            for _ in range(n_slaves):
-                name, pos = _get_name(data, pos, names)
-                slaves.append(name)
-            records.append(Reservation(kid, size_bits, units, master, tuple(slaves)))
+            if tail and data.startswith(tail, pos):     # the same SAEs as the record before
+                pos += len(tail)
+            else:
+                start = pos
+                master, pos = _get_name(data, pos, names)
+                n_slaves = data[pos]
+                pos += 1
+                if not 0 < n_slaves <= MAX_SLAVES:
+                    raise ReservationMessageError(f"{n_slaves} slaves in one reservation")
+                slave_list = []
+                for _ in range(n_slaves):
+                    name, pos = _get_name(data, pos, names)
+                    slave_list.append(name)
+                slaves, tail = tuple(slave_list), data[start:pos]
+            records.append(Reservation(kid, size_bits, units, master, slaves))
     except (struct.error, IndexError):
         raise ReservationMessageError("truncated RESERVE message") from None
     if pos != end:
@@ -233,7 +242,7 @@ def decode_void(payload: bytes) -> tuple[int, VoidScope, list[uuid.UUID]]:
         raise ReservationMessageError(f"unknown VOID scope {scope}") from None
     if not 0 < n <= MAX_VOID_KEYS or len(payload) != _VOID.size + 16 * n:
         raise ReservationMessageError(f"VOID of {n} keys in {len(payload)} bytes")
-    return seq, scope, [uuid.UUID(bytes=payload[_VOID.size + 16 * i:_VOID.size + 16 * i + 16])
+    return seq, scope, [uuid_of(payload[_VOID.size + 16 * i:_VOID.size + 16 * i + 16])
                         for i in range(n)]
 
 

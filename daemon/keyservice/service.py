@@ -13,7 +13,7 @@ while the first is still being served waits for it. Cached replies are wiped whe
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import logging
 import time
 import uuid
@@ -178,7 +178,7 @@ def _wipe(frames: list[bytearray]) -> None:
 
 
 def _b64(key: bytearray) -> str:
-    return base64.b64encode(key).decode("ascii")
+    return binascii.b2a_base64(key, newline=False).decode("ascii")
 
 
 class KeyService:

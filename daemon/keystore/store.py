@@ -35,6 +35,7 @@ import time
 import uuid
 from typing import Iterable, Iterator
 
+from daemon.keystore.cutting import uuid_of
 from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, KeyNotReserved,
                                     LeaseError, StoreCorrupt, StoreDiskFull, StoreError,
                                     StoreFull, StoreLocked, StorePermission, StoreSchemaError)
@@ -198,7 +199,7 @@ class Lease:
         self._ids = [k for _, _, _, k, _ in rows]
         self._bits = [bytearray(b) for _, _, _, _, b in rows]
         # made here, in the store's thread, not in ``take`` on the service's event loop
-        self.key_ids = tuple(uuid.UUID(bytes=k) for k in self._ids)
+        self.key_ids = tuple(map(uuid_of, self._ids))
         self._next = 0          # keys before this one are taken
         self._settled = 0       # keys before this one are erased in the file
         self._runs: list[list] = []    # [start, end, audit detail, (master, slave)] of taken
@@ -1127,7 +1128,7 @@ class KeyStore:
         total = self._read(f"SELECT COUNT(*) FROM keys WHERE link_id=? AND {_READY}",
                            (link_id,))[0][0]
         leased = self._read(f"SELECT COUNT(*) FROM lease_ranges r JOIN keys k ON "
-                            f"k.link_id = r.link_id AND k.block_id = r.block_id AND "
+                            "k.link_id = r.link_id AND k.block_id = r.block_id AND "
                             f"k.key_index BETWEEN r.lo AND r.hi WHERE r.link_id=? AND "
                             f"k.state='committed' AND k.issuer='local'", (link_id,))[0][0]
         return total - leased

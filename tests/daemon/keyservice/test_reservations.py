@@ -23,6 +23,19 @@ def test_reserve_round_trips(seq, records):
     assert rv.decode_reserve(payload) == (seq, records)
 
 
+few_saes = st.sampled_from(["X", "Y", "XY", "Y2"])
+repeating = st.builds(rv.Reservation, key_id=st.uuids(), size_bits=st.just(256),
+                      units=st.lists(st.uuids(), min_size=1, max_size=2).map(tuple),
+                      master=few_saes, slaves=st.lists(few_saes, min_size=1, max_size=2).map(tuple))
+
+
+@given(st.lists(repeating, min_size=1, max_size=12))
+def test_reserve_round_trips_when_records_repeat_their_saes(records):
+    """The decoder reuses the SAE IDs of the record before when their bytes repeat: a record
+    whose IDs differ only a little ("X" then "XY", one slave then two) must not be taken for it."""
+    assert rv.decode_reserve(rv.encode_reserve(7, records)[1]) == (7, records)
+
+
 @given(st.lists(record, min_size=1, max_size=3), st.data())
 def test_every_truncation_and_extension_is_a_typed_error(records, data):
     _, payload = rv.encode_reserve(1, records)

@@ -383,6 +383,17 @@ def test_new_key_ids_are_v7_in_key_order():
     assert len({k.int & (2**48 - 1) for k in ids}) == 1000
 
 
+def test_uuid_of_makes_what_the_constructor_makes():
+    import pickle
+    from daemon.keystore.cutting import uuid_of
+    for raw in (os.urandom(16), bytes(16), b"\xff" * 16, new_key_ids(1)[0].bytes):
+        made, real = uuid_of(raw), uuid.UUID(bytes=raw)
+        assert made == real and hash(made) == hash(real) and str(made) == str(real)
+        assert made.bytes == raw and made.version == real.version and made.is_safe == real.is_safe
+        assert pickle.loads(pickle.dumps(made)) == real and made < uuid.UUID(int=2**128 - 1) \
+            or raw == b"\xff" * 16
+
+
 def test_new_key_ids_past_the_counter_step_to_the_next_millisecond():
     import numpy as np
     from daemon.keystore.cutting import COUNTER_BITS, _v7_layout
