@@ -324,6 +324,9 @@ class KeyStore:
         self.max_keys, self.max_bits, self.max_key_age_s = max_keys, max_bits, max_key_age_s
         self.readonly = readonly
         self._lock = threading.RLock()
+        # the live key and bit counts: their own lock, so that reading them (status, the
+        # event loop) never waits behind a transaction holding ``_lock`` through its fsync
+        self._counts_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._conn: sqlite3.Connection | None = None
         try:
@@ -584,7 +587,7 @@ class KeyStore:
                                   f"{link_id!r} reuses a key ID seen before") from None
             self._audit_where(conn, "prepared", f"block {block_id}", now,
                               "link_id=? AND block_id=?", (link_id, block_id))
-        with self._lock:
+        with self._counts_lock:
             self._live_keys += n
             self._live_bits += n * size_bits
 
@@ -696,7 +699,7 @@ class KeyStore:
         self._forget_counts(len(rows), sum(r[1] for r in rows))
 
     def _forget_counts(self, n_keys: int, n_bits: float) -> None:
-        with self._lock:
+        with self._counts_lock:
             self._live_keys -= int(n_keys)
             self._live_bits -= int(n_bits)
 
@@ -734,7 +737,7 @@ class KeyStore:
 
     # ------------------------------------------------------------------ capacity and inspection
     def fill(self) -> Fill:
-        with self._lock:
+        with self._counts_lock:
             return Fill(self._live_keys, self._live_bits, self.max_keys, self.max_bits)
 
     @property

@@ -4,6 +4,7 @@ in-process peer link standing in for the authenticated peer channel."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import os
 import time
 import uuid
@@ -130,6 +131,16 @@ def test_keys_from_enc_keys_at_a_are_the_same_bytes_by_dec_keys_at_b(tmp_path):
             fetched = await y.dec_keys("X", [k.key_id for k in keys])
             admin_b_after = p.runners["B"].status()
             await asyncio.sleep(0.2)          # a settle tick
+            # the admin socket's view: the same figures, its store scans off the event loop
+            loop_thread, scans = threading.get_ident(), []
+            real = b_store.reservation_counts
+            b_store.reservation_counts = lambda link: scans.append(threading.get_ident()) \
+                or real(link)
+            view_b = await p.runners["B"].status_view()
+            b_store.reservation_counts = real
+            assert scans and loop_thread not in scans
+            assert view_b["reservations"] == admin_b_after["reservations"]
+            assert view_b["pool"] == admin_b_after["pool"]
             return keys, fetched, admin_b, admin_b_after, p.runners["A"].status()
         finally:
             await p.close()

@@ -555,3 +555,28 @@ def test_a_lease_left_open_by_a_schema_1_store_is_voided(store):
     assert set(voided[LINK]) == set(mine[:3])
     assert set(store.key_states(LINK)) == {k for k, _ in keys} - set(mine[:3])
     assert store.lease(LINK, 10).key_ids == (mine[3],)
+
+
+def test_fill_does_not_wait_behind_a_transaction(store):
+    """``fill`` is read on the event loop (status, capacity): a transaction holding the store
+    through its fsync in another thread must not stall it."""
+    import threading
+    import time
+    committed_block(store, 1, n=4)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with store._tx("test: a long transaction"):
+            inside.set()
+            release.wait(5)
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert inside.wait(5)
+        t0 = time.monotonic()
+        fill = store.fill()
+        waited = time.monotonic() - t0
+    finally:
+        release.set()
+        t.join(5)
+    assert fill.keys == 4 and waited < 1.0
