@@ -986,6 +986,9 @@ class KeyStore:
     def _reserve_in(self, conn, link_id: str, ids: list[bytes], slave_sae: str, master_sae: str,
                     until: int | None, groups: list[list[bytes]], now: int) -> list[uuid.UUID]:
         # set-based statements by ID: a thousand keys in tens of ms, not hundreds
+        if not groups and self._reserve_all_fresh(conn, link_id, ids, slave_sae, master_sae,
+                                                  until, now):
+            return []
         new: list[bytes] = []
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
@@ -1005,6 +1008,31 @@ class KeyStore:
             conn.executemany("INSERT OR IGNORE INTO composites VALUES (?, ?, ?)",
                              [(g[0], link_id, b"".join(g)) for g in groups])
         return [uuid.UUID(bytes=k) for k in missing if k not in again]
+
+    def _reserve_all_fresh(self, conn, link_id: str, ids: list[bytes], slave_sae: str,
+                           master_sae: str, until: int | None, now: int) -> bool:
+        """The usual case in one statement a chunk: every key committed here for the peer to
+        issue and none reserved yet. False, with nothing changed, if any is not (the general
+        path then sorts out which; a repeated RESERVE is the common reason)."""
+        conn.execute("SAVEPOINT reserve_fresh")
+        fresh = True
+        for chunk in _chunks(ids):
+            before = conn.total_changes
+            conn.execute(f"UPDATE keys SET state='reserved', slave_sae=?, master_sae=?, "
+                         f"reserved_until_ns=? WHERE key_id IN ({','.join('?' * len(chunk))}) "
+                         f"AND +link_id=? AND state='committed' AND issuer='peer'",
+                         (slave_sae, master_sae, until, *chunk, link_id))
+            # a key not found, not the peer's, already reserved, or named twice: fewer rows
+            if conn.total_changes - before != len(chunk):
+                fresh = False
+                break
+        if not fresh:
+            conn.execute("ROLLBACK TO reserve_fresh")
+            conn.execute("RELEASE reserve_fresh")
+            return False
+        conn.execute("RELEASE reserve_fresh")
+        self._audit(conn, ids, "reserved", f"{master_sae} -> {slave_sae}", now)
+        return True
 
     def deliver(self, key_ids: list[uuid.UUID], *,
                 sae_id: str) -> list[tuple[uuid.UUID, bytearray]]:

@@ -331,6 +331,24 @@ def test_reserve_and_deliver_to_the_named_slave_only(store):
     assert isinstance(results[0], KeyNotReserved) and isinstance(results[1], KeyNotFound)
 
 
+def test_reserve_in_one_statement_or_by_the_general_path_leaves_the_same(store):
+    """A RESERVE of only fresh keys takes the one-UPDATE path; one bad key anywhere (here
+    after the first 500-key chunk was already updated) undoes it and takes the general path:
+    the good keys reserved and audited once, the bad one reported."""
+    keys = committed_block(store, 1, n=2 * 1200, coordinator=False)
+    peer = [keys[i][0] for i in range(0, len(keys), 2)]          # 1200 keys the peer issues
+    assert store.reserve(LINK, peer[:600], slave_sae="Y", master_sae="X") == []
+    stranger = uuid.uuid4()
+    assert store.reserve(LINK, peer[600:] + [stranger], slave_sae="Y", master_sae="X") == \
+        [stranger]
+    states = store.key_states(LINK)
+    assert all(states[k] == "reserved" for k in peer)
+    assert all(states[keys[i][0]] == "committed" for i in range(1, len(keys), 2))
+    for k in (peer[0], peer[599], peer[600], peer[-1]):
+        assert [e for _, e, _ in store.audit(k)].count("reserved") == 1
+    assert store.reservation_counts(LINK) == {("X", "Y"): 1200}
+
+
 def test_void_peer_keys_spares_reservations(store):
     keys = committed_block(store, 1, n=6, coordinator=False)
     peer_ids = [keys[i][0] for i in (0, 2, 4)]
