@@ -272,7 +272,9 @@ async def through_channel(frame_bits, blocks: int, n_blocks: int,
             reader = asyncio.create_task(bob.read())
             next_id = 1
             async with asyncio.timeout(DEADLINE_S):
-                await _bob_block(bob, next_id, pairs[0], frame_bits, [])   # warm-up
+                # warm-up; Alice keys block i with pair i % PAIRS, and so must Bob (with
+                # another pair the two keys differ at half the positions)
+                await _bob_block(bob, next_id, pairs[next_id % len(pairs)], frame_bits, [])
             for rtt_ms in RTTS_MS:
                 progress(f"channel, {rtt_ms:g} ms RTT, frame_bits={frame_bits}, "
                          f"{blocks} in flight")

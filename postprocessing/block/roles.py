@@ -94,14 +94,17 @@ def _wipe(a, deep: bool = True) -> None:
 def _split_frames(bits: np.ndarray, frame_bits: int | None, schedule: str, qber: float
                   ) -> list[np.ndarray]:
     """Cascade frames (views of ``bits``): round(n / frame_bits) frames whose lengths differ by
-    at most one bit. The reconciliation roles give every frame of a batch the pass count of its
-    first length group, so if the two lengths get different layouts the key stays one frame.
-    Both ends call this with the same (schedule, qber): Bob's estimate, sent in CascadeSetup."""
+    at most one bit, the longer ones first (so each length is a run of consecutive frames, and
+    its part of every reconciliation message one slice). The reconciliation roles give every
+    frame of a batch the pass count of its first length group, so if the two lengths get
+    different layouts the key stays one frame. Both ends call this with the same
+    (schedule, qber): Bob's estimate, sent in CascadeSetup."""
     n = bits.size
     if frame_bits is None or n <= frame_bits:
         return [bits]
     n_frames = max(1, round(n / frame_bits))
-    cuts = np.linspace(0, n, n_frames + 1).round().astype(np.int64)
+    short, longer = divmod(n, n_frames)
+    cuts = np.concatenate(([0], np.cumsum([short + 1] * longer + [short] * (n_frames - longer))))
     lengths = set(np.diff(cuts).tolist())
     sched = get_schedule(schedule)
     if len({len(sched.layout(int(m), qber)[0]) for m in lengths}) > 1:

@@ -91,6 +91,21 @@ def _group_by_length(lengths) -> list[np.ndarray]:
     return [np.array(idx, dtype=np.int64) for idx in groups.values()]
 
 
+def _span(idx: np.ndarray) -> tuple[int, int] | None:
+    """(a, b) when a group's frames are the consecutive frames a..b-1, else None: its part of
+    every message is then one slice, not a gather (``block.roles`` cuts keys so that it is)."""
+    a, b = int(idx[0]), int(idx[-1]) + 1
+    return (a, b) if b - a == len(idx) else None
+
+
+def _part(flat: np.ndarray, offsets: np.ndarray, idx: np.ndarray, span, lengths: np.ndarray):
+    """The entries of the frames ``idx`` in a per-frame flat array (frame i at ``offsets[i]``,
+    ``lengths[i]`` long): a view for a span, a gathered copy otherwise."""
+    if span is not None:
+        return flat[offsets[span[0]]:offsets[span[1]]]
+    return flat[_ragged_index(offsets[idx], lengths[idx])]
+
+
 class CascadeBob:
     """Bob: owns the noisy frames, asks for parities, corrects (copies of) his bits."""
 
@@ -119,8 +134,8 @@ class CascadeBob:
             ctl[:, kernels.C_MAXQ] = check_max_questions(max_questions, self.schedule, n,
                                                          self.qber)
             ctl[:, kernels.C_OMIT] = int(self.schedule.omit_first_parity)
-            self._groups.append(dict(idx=idx, layout=layout, bits=bits, bp=bp, u8=u8,
-                                     node=node, st=st, ctl=ctl, queries=queries))
+            self._groups.append(dict(idx=idx, span=_span(idx), layout=layout, bits=bits,
+                                     bp=bp, u8=u8, node=node, st=st, ctl=ctl, queries=queries))
             for row, i in enumerate(idx):
                 self._where[int(i)] = (g, row)
         self._expect = np.zeros(len(frames), dtype=np.int64)  # answer bits due per frame
@@ -193,7 +208,8 @@ class CascadeBob:
             for g in self._groups:
                 idx = g["idx"]
                 lay = g["layout"]
-                mine = answers[_ragged_index(answer_offs[idx], self._expect[idx])]
+                mine = np.ascontiguousarray(_part(answers, answer_offs, idx, g["span"],
+                                                  self._expect))
                 expect = self._expect[idx]
                 nq = np.zeros(len(idx), dtype=np.int64)
                 npass = np.zeros(len(idx), dtype=np.int64)
@@ -210,7 +226,10 @@ class CascadeBob:
             ranges = np.empty((int(counts.sum()), 3), dtype=np.int64)
             starts = _offsets(counts)
             for g, rows in zip(self._groups, group_ranges):
-                ranges[_ragged_index(starts[g["idx"]], counts[g["idx"]])] = rows
+                if g["span"] is not None:
+                    ranges[starts[g["span"][0]]:starts[g["span"][1]]] = rows
+                else:
+                    ranges[_ragged_index(starts[g["idx"]], counts[g["idx"]])] = rows
         if self.done:
             return None
         self.round += 1
@@ -291,7 +310,8 @@ class CascadeAlice:
                 kernels.reorder_into(self._bits[i], layout.order, bits[row])
                 kernels.prefix_parities_into(bits[row], layout.perm, layout.pinfo, prefix[row])
                 kernels.label_parity(bits[row], layout.inv, layout.pinfo, actl[row])
-            groups.append(dict(idx=idx, layout=layout, bits=bits, prefix=prefix, actl=actl))
+            groups.append(dict(idx=idx, span=_span(idx), layout=layout, bits=bits,
+                               prefix=prefix, actl=actl))
         self._n_passes = len(groups[0]["layout"].sizes)
         self._omit = int(schedule.omit_first_parity)
         self._lengths = np.array(lengths, dtype=np.int64)
@@ -340,12 +360,15 @@ class CascadeAlice:
             for g in self._groups:
                 idx = g["idx"]
                 lay = g["layout"]
-                mine = np.ascontiguousarray(ranges[_ragged_index(range_starts[idx], counts[idx])])
-                answers = np.empty(int(n_answers[idx].sum()), dtype=np.uint8)
+                mine = np.ascontiguousarray(_part(ranges, range_starts, idx, g["span"], counts))
+                span = g["span"]
+                answers = out[answer_starts[span[0]]:answer_starts[span[1]]] if span else \
+                    np.empty(int(n_answers[idx].sum()), dtype=np.uint8)
                 kernels.alice_answer_frames(g["bits"], lay.perm, lay.pinfo, lay.sizes, lay.offs,
                                             g["prefix"], g["actl"], new_pass[idx], mine,
                                             counts[idx], answers)
-                out[_ragged_index(answer_starts[idx], n_answers[idx])] = answers
+                if span is None:
+                    out[_ragged_index(answer_starts[idx], n_answers[idx])] = answers
         self._disclosed += n_answers
         self._round = request.round
         return ParityReply(request.round, n_answers, out)

@@ -282,4 +282,13 @@ def test_frames_whose_lengths_get_different_cascade_layouts_stay_one_frame():
     bits = np.zeros(2 * split_l + 1, np.uint8)
     assert len(_split_frames(bits, split_l, "yan", q)) == 1
     frames = _split_frames(np.zeros(2 * same_l + 1, np.uint8), same_l, "yan", q)
-    assert sorted(f.size for f in frames) == [same_l, same_l + 1]
+    assert [f.size for f in frames] == [same_l + 1, same_l]     # the longer ones first
+
+
+def test_frames_cut_longer_first_cover_the_key_in_order():
+    from postprocessing.block.roles import _split_frames
+    bits = np.arange(1_000_003) % 2
+    frames = _split_frames(bits.astype(np.uint8), 200_000, "yan", 0.02)
+    sizes = [f.size for f in frames]
+    assert sizes == [200_001, 200_001, 200_001, 200_000, 200_000]
+    assert np.array_equal(np.concatenate(frames), bits)

@@ -181,9 +181,11 @@ def test_fused_and_two_role_paths_disclose_the_same_and_never_hide_an_error(
     assert np.count_nonzero(alice != bob) == len(set(positions))
 
 
-def test_batch_of_frames_matches_frame_by_frame_and_counts_leakage_per_frame():
+@pytest.mark.parametrize("lengths", [[3000, 5000, 3000, 1],    # a length's frames apart
+                                     [3000, 3000, 5000, 1]])   # each length consecutive
+def test_batch_of_frames_matches_frame_by_frame_and_counts_leakage_per_frame(lengths):
+    """Both ways a length group sits in the messages: gathered, or one slice (a span)."""
     rng = np.random.default_rng(3)
-    lengths = [3000, 5000, 3000, 1]
     alices = [rng.integers(0, 2, n, dtype=np.uint8) for n in lengths]
     bobs = [a ^ (rng.random(len(a)) < 0.04).astype(np.uint8) for a in alices]
     transcript = []
