@@ -139,8 +139,8 @@ def _fill(store, block_id: int, n_keys: int, seed: int, coordinator: bool) -> No
     raw = rng.integers(0, 256, size=(n_keys, KEY_BITS // 8), dtype=np.uint8).tobytes()
     step = KEY_BITS // 8
     # the engine's own ID layout, reproducible so that both stores get the same IDs
-    ids = new_key_ids(n_keys, now_ms=1_700_000_000_000 + block_id,
-                      entropy=rng.integers(0, 256, 6 * n_keys, dtype=np.uint8).tobytes())
+    ids = new_key_ids(n_keys, entropy=rng.integers(0, 256, 6 + 6 * n_keys,
+                                                   dtype=np.uint8).tobytes())
     keys = [(ids[i], raw[i * step:(i + 1) * step]) for i in range(n_keys)]
     store.prepare(LINK, block_id, keys, coordinator=coordinator)
     store.commit(LINK, block_id)

@@ -4,7 +4,8 @@ Rule (docs/keystore.md §2): the block key is a uint8 array of 0/1 bits, the sam
 after verification. It is cut into ``n = len(bits) // key_size_bits`` keys; key ``i`` is bits
 ``[i*S, (i+1)*S)``, packed most significant bit first (bit ``i*S`` is the top bit of the key's
 first byte). The ``len(bits) % S`` leftover bits are not stored. The coordinator (Alice's end)
-makes one UUID per key (version 7: its clock, the key's index, 48 bits from the OS CSPRNG) and
+makes one UUID per key (version 8: a random prefix per block, the key's index, 48 random bits,
+all from the OS CSPRNG) and
 sends them, in index order, in its PREPARE message; the participant cuts its own bits by the same rule and files them under
 those IDs. So an ID names the same bits at both ends by construction, and nothing derived from
 the key bits ever crosses the wire.
@@ -13,7 +14,6 @@ the key bits ever crosses the wire.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import numpy as np
@@ -38,32 +38,33 @@ def keys_in_block(n_bits: int, key_size_bits: int) -> int:
     return int(n_bits) // check_key_size(key_size_bits)
 
 
-# Key IDs: the UUIDv7 layout of RFC 9562 with a dedicated counter (its "method 1"). The key's
-# index in its block is the counter, so a block's keys sort together and in order: the store's
-# key-ID index then takes a lease's erase as a few page writes instead of one page per key
-# (with secure_delete every dirtied page is rewritten; random version-4 IDs made the erase five
-# times dearer). 48 random bits a key keep IDs of blocks made in the same millisecond (several
-# links) apart and unguessable beyond their time and position.
-COUNTER_BITS = 26          # keys per millisecond step; a longer block moves on to the next ms
+# Key IDs: RFC 9562 version 8 (custom), laid out like its version 7 with a dedicated counter,
+# but with a random 48-bit prefix per block where version 7 has the clock: an ID tells whoever
+# sees it (an application, the network between two applications) nothing about when its key
+# was made. The key's index in its block is the counter, so a block's keys sort together and in
+# order: the store's key-ID index then takes a lease's erase as a few page writes instead of one
+# page per key (with secure_delete every dirtied page is rewritten; random version-4 IDs made
+# the erase five times dearer). 48 random bits a key keep IDs unguessable beyond their block
+# and position, and apart even if two blocks drew the same prefix.
+COUNTER_BITS = 26          # keys per prefix; a longer block moves on to the next prefix
 _COUNTER_LOW_BITS = 14     # the counter's bits after the variant; the 12 above fill rand_a
 RANDOM_BITS = 48
+_PREFIX_MASK = (1 << 48) - 1
 
 
-def new_key_ids(n: int, *, now_ms: int | None = None, entropy: bytes | None = None
-                ) -> list[uuid.UUID]:
+def new_key_ids(n: int, *, entropy: bytes | None = None) -> list[uuid.UUID]:
     """``n`` fresh key IDs for one block, in key-index order (the coordinator's choice).
 
-    ``now_ms`` (Unix milliseconds, default now) and ``entropy`` (6 bytes a key, default
-    ``os.urandom``) are given only where IDs must be reproduced (tests, benchmarks)."""
+    ``entropy`` (6 bytes for the block's prefix, then 6 a key; default ``os.urandom``) is
+    given only where IDs must be reproduced (tests, benchmarks)."""
     if n < 0:
         raise ValueError(f"{n} key IDs: expected a non-negative number")
     if n == 0:
         return []
-    ts0 = time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
-    raw = os.urandom(6 * n) if entropy is None else bytes(entropy)
-    if len(raw) != 6 * n:
-        raise ValueError(f"{len(raw)} bytes of entropy for {n} key IDs: expected {6 * n}")
-    flat = _v7_layout(np.arange(n, dtype=np.uint64), ts0, raw)
+    raw = os.urandom(6 + 6 * n) if entropy is None else bytes(entropy)
+    if len(raw) != 6 + 6 * n:
+        raise ValueError(f"{len(raw)} bytes of entropy for {n} key IDs: expected {6 + 6 * n}")
+    flat = _layout(np.arange(n, dtype=np.uint64), int.from_bytes(raw[:6], "big"), raw[6:])
     return [uuid_of(flat[16 * k:16 * k + 16]) for k in range(n)]
 
 
@@ -80,15 +81,16 @@ def uuid_of(raw: bytes) -> uuid.UUID:
     return u
 
 
-def _v7_layout(index: np.ndarray, ts0: int, raw: bytes) -> bytes:
-    """16 bytes a key: time ``ts0`` + index // 2**26 ms, the counter, 6 bytes of ``raw``."""
+def _layout(index: np.ndarray, prefix: int, raw: bytes) -> bytes:
+    """16 bytes a key: the block's prefix (+ index // 2**26, mod 2**48), version 8, the
+    counter, the variant, 6 bytes of ``raw``."""
     n = len(index)
     ctr = index & np.uint64((1 << COUNTER_BITS) - 1)
-    ts = np.uint64(ts0) + (index >> np.uint64(COUNTER_BITS))
+    top = (np.uint64(prefix) + (index >> np.uint64(COUNTER_BITS))) & np.uint64(_PREFIX_MASK)
     rand = np.zeros((n, 8), np.uint8)
     rand[:, 2:] = np.frombuffer(raw, np.uint8).reshape(n, 6)
     both = np.empty((n, 2), ">u8")
-    both[:, 0] = (ts << np.uint64(16)) | np.uint64(0x7000) | (ctr >> np.uint64(_COUNTER_LOW_BITS))
+    both[:, 0] = (top << np.uint64(16)) | np.uint64(0x8000) | (ctr >> np.uint64(_COUNTER_LOW_BITS))
     both[:, 1] = (np.uint64(0b10 << 62)
                   | ((ctr & np.uint64((1 << _COUNTER_LOW_BITS) - 1)) << np.uint64(RANDOM_BITS))
                   | rand.view(">u8").ravel().astype(np.uint64))

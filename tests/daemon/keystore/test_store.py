@@ -387,13 +387,14 @@ def test_cut_rule_msb_first_and_leftover_dropped():
         cut_block_key(bits, 12, ids)
 
 
-def test_new_key_ids_are_v7_in_key_order():
-    """RFC 9562 version 7 and variant bits; IDs sort in key-index order (what keeps a lease's
-    erase local in the key-ID index); two blocks made in the same millisecond differ."""
+def test_new_key_ids_are_v8_in_key_order():
+    """RFC 9562 version 8 and variant bits; IDs of a block sort in key-index order (what keeps
+    a lease's erase local in the key-ID index); two blocks' prefixes differ."""
     ids = new_key_ids(1000)
     again = new_key_ids(1000)
-    assert {k.version for k in ids} == {7} and {k.variant for k in ids} == {uuid.RFC_4122}
+    assert {k.version for k in ids} == {8} and {k.variant for k in ids} == {uuid.RFC_4122}
     assert ids == sorted(ids) and len(set(ids) | set(again)) == 2000
+    assert len({k.int >> 80 for k in ids}) == 1 and ids[0].int >> 80 != again[0].int >> 80
     # the counter is the key's index: bits 64..75 and 48..61
     assert [((k.int >> 64) & 0xFFF) << 14 | ((k.int >> 48) & 0x3FFF) for k in ids] == \
         list(range(1000))
@@ -412,18 +413,20 @@ def test_uuid_of_makes_what_the_constructor_makes():
             or raw == b"\xff" * 16
 
 
-def test_new_key_ids_past_the_counter_step_to_the_next_millisecond():
+def test_new_key_ids_past_the_counter_step_to_the_next_prefix():
     import numpy as np
-    from daemon.keystore.cutting import COUNTER_BITS, _v7_layout
+    from daemon.keystore.cutting import COUNTER_BITS, _layout
     step = 1 << COUNTER_BITS
-    flat = _v7_layout(np.array([0, step - 1, step, step + 1], np.uint64), 1_000, bytes(24))
+    flat = _layout(np.array([0, step - 1, step, step + 1], np.uint64), 1_000, bytes(24))
     ids = [uuid.UUID(bytes=flat[16 * i:16 * i + 16]) for i in range(4)]
     assert [k.int >> 80 for k in ids] == [1_000, 1_000, 1_001, 1_001]
-    assert ids == sorted(ids) and {k.version for k in ids} == {7}
-    # the counter starts again at 0 in the next millisecond
+    assert ids == sorted(ids) and {k.version for k in ids} == {8}
+    # the counter starts again at 0 under the next prefix
     assert ids[2].int & (2**80 - 1) == ids[0].int & (2**80 - 1)
+    top = _layout(np.array([step], np.uint64), 2**48 - 1, bytes(6))   # the prefix wraps
+    assert uuid.UUID(bytes=top).int >> 80 == 0
     with pytest.raises(ValueError, match="entropy"):
-        new_key_ids(2, entropy=bytes(6))
+        new_key_ids(2, entropy=bytes(12))
 
 
 def test_readonly_open_sees_committed_keys(store, tmp_path):
