@@ -10,7 +10,9 @@ use it) against, in the same run:
   the peer channel's CURVE and tag), from the keys A reserves ahead per SAE pair.
 
 Each case emits one JSON line; ``vs_bare`` is the service's request rate over the bare loop's
-with the same number of clients; ``waited_for_peer`` counts requests that found too few keys
+with the same number of clients at the start of the run, ``vs_bare_paired`` over the bare
+loop's measured again just before the case (``bare_paired_requests_per_s``: on shared cores the
+machine's speed drifts by up to 2x within a run, so this is the ratio to read); ``waited_for_peer`` counts requests that found too few keys
 reserved ahead and waited for node B's fsync. Environment: QKD_BENCH_KS_AHEAD (keys node A
 reserves ahead per SAE pair, default 16384: about a second of keys at the rates measured here,
 so that a slow fsync at B does not empty it), QKD_BENCH_KS_SECONDS (per case, default 3),
@@ -277,7 +279,7 @@ def _serve_in_thread(server):
     return ready.result(), lambda: (loop.call_soon_threadsafe(stop.set), t.join(10))
 
 
-def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
+def _bench_service(keys, bare_rates: dict, tmp: str, bare: tuple[str, bytes]) -> None:
     clients = {pub: "X" for pub, _ in keys}
     parent, child = mp.get_context("fork").Pipe()
     a = _NodeA(os.path.join(tmp, "a.db"), clients, reserve_ahead=RESERVE_AHEAD)
@@ -307,6 +309,10 @@ def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
                             {"slave_SAE_ID": "Y", "number": number, "size": KEY_BITS},
                             seconds=0.3)
                 time.sleep(1.0)
+                # the bare loop again, seconds before the case: on shared cores the machine's
+                # speed drifts between the first baselines and this case, by up to 2x
+                paired = run_clients(*bare, keys[:n], "enc_keys",
+                                     {"slave_SAE_ID": "Y", "number": 1})["requests_per_s"]
                 progress(f"key service, {n} clients, number={number}")
                 waited = a.runner.pool.counters["reserved_on_request"]
                 fig = run_clients(endpoint, server_pub, keys[:n], "enc_keys",
@@ -317,6 +323,8 @@ def _bench_service(keys, bare_rates: dict, tmp: str) -> None:
                 emit("keyservice", case="node_service_durable_reserved", clients=n,
                      number=number, size_bits=KEY_BITS,
                      vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3),
+                     bare_paired_requests_per_s=paired,
+                     vs_bare_paired=round(fig["requests_per_s"] / paired, 3),
                      waited_for_peer=waited, **fig)
                 # what is left of this case's keys goes back before the next case is filled
                 a.call(a.runner.pool.close(void_wait_s=5.0))
@@ -340,10 +348,10 @@ def main() -> None:
                               {"slave_SAE_ID": "Y", "number": 1})
             bare_rates[n] = fig["requests_per_s"]
             emit("keyservice", case="bare_curve_router_baseline", clients=n, number=1, **fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            _bench_service(keys, bare_rates, tmp, (endpoint, server_pub))
     finally:
         stop()
-    with tempfile.TemporaryDirectory() as tmp:
-        _bench_service(keys, bare_rates, tmp)
 
 
 if __name__ == "__main__":
