@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import types
 
 import zmq
 import zmq.asyncio
@@ -25,6 +26,8 @@ from daemon.keyservice.wire import RequestError, encode_reply, peek_request_id
 log = logging.getLogger("qkd.keyservice")
 
 ZAP_DOMAIN = "qkd-keyservice"
+# requests answered in one go from the socket before the event loop gets a turn
+DRAIN_BATCH = 64
 
 
 def key_fingerprint(z85_public_key: bytes | str) -> str:
@@ -74,6 +77,7 @@ class KeyServer:
         self._auth = _AllowList(self._ctx, clients)
         self._sock: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
+        self._inflight: set[asyncio.Future] = set()
         self.handshake_failures = 0
 
     @property
@@ -110,13 +114,21 @@ class KeyServer:
             raise ServiceStartError(f"key service: cannot bind {self.endpoint}: {exc}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
-        self._tasks = [asyncio.create_task(self._serve()), asyncio.create_task(
-            self._watch(monitor))]
+        # requests are read and replies sent through the socket's plain API from a reader on
+        # its file descriptor: pyzmq's asyncio receive (a future, a callback and a poll per
+        # message) cost as much as the service's own work for a single-key request
+        self._plain = zmq.Socket.shadow(sock.underlying)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._plain.FD, self._drain)
+        self._loop.call_soon(self._drain)
+        self._tasks = [asyncio.create_task(self._watch(monitor))]
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        if self._sock is not None:
+            self._loop.remove_reader(self._plain.FD)
+        for t in [*self._tasks, *self._inflight]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._inflight, return_exceptions=True)
         if self._sock is not None:
             self._sock.disable_monitor()
             self._sock.close(linger=0)
@@ -135,16 +147,36 @@ class KeyServer:
         finally:
             monitor.close(linger=0)
 
-    async def _serve(self) -> None:
-        sock = self._sock
-        inflight: set[asyncio.Task] = set()
-        while True:
-            msg = await sock.recv_multipart(copy=False)
-            sae = msg[-1].get("User-Id")
-            task = asyncio.create_task(self._answer(msg[0].bytes, sae,
-                                                    [f.bytes for f in msg[1:]]))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
+    def _drain(self) -> None:
+        """Every request queued on the socket, each answered at once when the service needs
+        no wait (keys reserved ahead), else by a task. The descriptor of a ZeroMQ socket
+        signals edges: it is read until the socket says it holds nothing more."""
+        plain = self._plain
+        try:
+            for _ in range(DRAIN_BATCH):
+                if not plain.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
+                msg = plain.recv_multipart(zmq.NOBLOCK, copy=False)
+                self._start(self._answer(msg[0].bytes, msg[-1].get("User-Id"),
+                                         [f.bytes for f in msg[1:]]))
+            self._loop.call_soon(self._drain)   # a long burst: let the loop's other work in
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as exc:     # the socket closed under us (stop)
+            log.debug("key service: socket read ended: %s", exc)
+
+    def _start(self, coro) -> None:
+        """Run ``coro`` until its first wait; only a request that waits becomes a task."""
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            log.exception("key service: answering a request failed")
+            return
+        task = asyncio.ensure_future(_resumed(coro, waiting_on))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _answer(self, identity: bytes, sae: str, frames: list[bytes]) -> None:
         if sae not in self._auth.clients.values():
@@ -154,7 +186,34 @@ class KeyServer:
         else:
             reply = await self.service.handle(sae, frames)
         try:
-            await self._sock.send_multipart([identity, *reply])
+            # A ROUTER does not block a send: to a peer gone or over its queue limit the
+            # reply is dropped, and the client's retry with the same request id gets it
+            # from the reply cache. (Never the asyncio socket's send here: its reader on the
+            # same descriptor would replace ours.)
+            self._plain.send_multipart([identity, *reply], zmq.NOBLOCK)
+            # a send can take the descriptor's edge for requests that came meanwhile
+            self._loop.call_soon(self._drain)
+        except zmq.ZMQError as exc:
+            log.info("key service: a reply was not sent (%s); the client's retry gets it", exc)
         finally:
             for f in reply:
                 f[:] = bytes(len(f))
+
+
+@types.coroutine
+def _resumed(coro, waiting_on):
+    """The rest of a coroutine that ``KeyServer._start`` ran until it first waited on
+    ``waiting_on``, as something a Task can drive (what Python 3.12's eager tasks do)."""
+    while True:
+        try:
+            yield waiting_on
+        except BaseException as exc:     # cancelled: the coroutine sees it where it waits
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waiting_on = coro.send(None)
+            except StopIteration as done:
+                return done.value

@@ -100,3 +100,57 @@ def test_a_client_removed_from_the_allow_list_is_refused_at_once():
 
     err = asyncio.run(scenario())
     assert err.status == 401
+
+
+class _GatedPool(MemoryPool):
+    """Keys for ``X`` wait until ``gate`` opens (a reservation waiting on the peer);
+    everyone else's come at once."""
+
+    def __init__(self, link):
+        super().__init__(link)
+        self.gate = asyncio.Event()
+
+    async def issue(self, master, slaves, number, size_bits):
+        if master == "X":
+            await self.gate.wait()
+        return await super().issue(master, slaves, number, size_bits)
+
+
+def test_a_request_that_waits_holds_up_no_other_and_a_burst_is_answered_whole():
+    """Requests are answered from the socket's reader, at once when the service needs no
+    wait: one that waits (here on a gate) goes on as a task while others are answered, and
+    a burst larger than one reader turn (``DRAIN_BATCH``) is answered in full."""
+    from daemon.keyservice.server import DRAIN_BATCH
+    sa = keypair()
+    x, z = keypair(), keypair()
+    limits = svc.KmeLimits(**{**LIMITS_A.__dict__, "local_saes": frozenset({"X", "Z"})})
+
+    async def scenario():
+        pool = _GatedPool(SharedLink(1 << 16))
+        a = KeyServer(svc.KeyService(limits, pool), "tcp://127.0.0.1:*", public_key=sa[0],
+                      secret_key=sa[1], clients={x[0]: "X", z[0]: "Z"})
+        await a.start()
+        ctx = zmq.asyncio.Context()
+        try:
+            cx = AsyncKeyClient(a.endpoint, server_public_key=sa[0], public_key=x[0],
+                                secret_key=x[1], context=ctx, timeout_s=5.0, retries=1)
+            waiting = asyncio.create_task(cx.enc_keys("Y", number=1))
+            await asyncio.sleep(0.2)
+            zs = [AsyncKeyClient(a.endpoint, server_public_key=sa[0], public_key=z[0],
+                                 secret_key=z[1], context=ctx, timeout_s=5.0, retries=1)
+                  for _ in range(3 * DRAIN_BATCH)]
+            burst = await asyncio.gather(*(c.enc_keys("Y", number=1) for c in zs))
+            held = waiting.done()
+            pool.gate.set()
+            got = await waiting
+            for c in (cx, *zs):
+                c.close()
+            return burst, held, got
+        finally:
+            await a.stop()
+            ctx.term()
+
+    burst, held, got = asyncio.run(scenario())
+    ids = [k.key_id for keys in burst for k in keys]
+    assert len(ids) == 3 * DRAIN_BATCH and len(set(ids)) == len(ids)
+    assert not held and len(got) == 1 and got[0].key_id not in ids
