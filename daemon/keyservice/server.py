@@ -135,7 +135,9 @@ class KeyServer:
         self._auth.stop()
         self.service.close()
         if self._own_ctx:
-            self._ctx.term()
+            # destroy, not term: term waits forever for any socket of the context still open
+            # (a monitor whose reader never ran), and the node's shutdown with it
+            self._ctx.destroy(linger=0)
 
     async def _watch(self, monitor) -> None:
         try:

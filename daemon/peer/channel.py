@@ -166,7 +166,7 @@ class PeerChannel:
         if self._auth is not None:
             self._auth.stop()
         if self._ctx is not None:
-            self._ctx.term()
+            self._ctx.destroy(linger=0)     # term would wait on any socket left open
 
     async def __aenter__(self):
         return await self.start()
