@@ -183,6 +183,17 @@ class Decoder:
                     stats.bytes_discarded += 1
                     pos += 1
                     continue
+                if length == _CHECKED_HEADER_BYTES and body[:len(SYNC_WORD)] == SYNC_WORD:
+                    # A frame cut right after its header check, followed by the next frame:
+                    # its declared 16 payload bytes are the next header, whose own check is
+                    # then a valid payload check (the two checks are not bound to each other).
+                    # Taken as the cut frame it is; the next frame starts here. A real 16-byte
+                    # payload starting with the sync word would be lost (~2**-32 by chance).
+                    body.release()
+                    stats.frames_corrupt += 1
+                    stats.bytes_discarded += HEADER_SIZE
+                    pos += HEADER_SIZE
+                    continue
                 out.append(self._interpret(version, msg_type, seq, body))
                 body.release()
                 pos = end

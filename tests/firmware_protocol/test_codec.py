@@ -246,3 +246,15 @@ def test_encoder_refuses_a_frame_the_receiver_would_drop():
     too_big = PatternRequest(2, np.zeros(MAX_PAYLOAD_BYTES // 8 + 1, dtype=np.uint64))
     with pytest.raises(ValueError, match="frame limit"):
         enc.encode(too_big)
+
+
+def test_a_frame_cut_after_its_header_check_does_not_swallow_the_next_header():
+    """Found by hypothesis: a cut frame declaring a 16-byte payload, followed by any frame —
+    the next frame's header is exactly 16 bytes and its header check their CRC, so it passed
+    as the cut frame's payload and the good frame was lost."""
+    enc = fp.Encoder()
+    cut = enc.encode(fp.PatternRequest(0, np.array([0], np.uint64)))[:fp.HEADER_SIZE]
+    dec = fp.Decoder()
+    out = dec.feed(cut + enc.encode(fp.IdentifyRequest()) + enc.encode(fp.Heartbeat(5)))
+    assert out == [fp.IdentifyRequest(), fp.Heartbeat(5)]
+    assert dec.stats.bytes_discarded == fp.HEADER_SIZE and dec.stats.frames_corrupt == 1
