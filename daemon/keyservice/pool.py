@@ -61,10 +61,10 @@ REFILL_CHUNK = 1024
 """Keys per background RESERVE; several may be in flight, so a fast client never waits for
 the peer's fsync once the pool has warmed up."""
 REFILL_PAUSE_S = 1.0
-# how long a count of issuable keys is reused while none is taken here (new blocks committed
-# meanwhile show in the next count)
-COUNT_MAX_AGE_S = 0.25
 """After a refill fails (pool exhausted, peer away) the next starts no sooner than this."""
+COUNT_MAX_AGE_S = 0.25
+"""How long a count of issuable keys is reused while none is taken here (new blocks committed
+meanwhile show in the next count)."""
 
 
 class _Batcher:
@@ -159,16 +159,20 @@ class NodeKeyPool(StreamKeys):
         count over the store's index costs tens of ms at a few 10^5 keys: on the event loop,
         a client asking an exhausted pool again and again stalled every other client), and
         reused for up to ``COUNT_MAX_AGE_S`` while no key leaves this end."""
-        if size_bits <= 0 or size_bits % self.key_size_bits:
-            return 0
-        return await self._counted_units() // (size_bits // self.key_size_bits)
+        units = self._units_per_key(size_bits)
+        return await self._counted_units() // units if units else 0
 
     def stored_key_count_now(self, size_bits: int) -> int:
         """``stored_key_count`` counted here and now (the admin status: rare, not on the
         client path)."""
+        units = self._units_per_key(size_bits)
+        return self._stored_units() // units if units else 0
+
+    def _units_per_key(self, size_bits: int) -> int:
+        """Stored keys that make one key of ``size_bits``; 0 for a size they cannot make."""
         if size_bits <= 0 or size_bits % self.key_size_bits:
             return 0
-        return self._stored_units() // (size_bits // self.key_size_bits)
+        return size_bits // self.key_size_bits
 
     async def _counted_units(self) -> int:
         cached = self._count
