@@ -5,7 +5,10 @@ store's ``issuer`` column), so the two nodes never hand one key to two masters. 
 1. take keys from a durable lease (``KeyStore.lease`` grants them in batches, one fsync per
    batch rather than per request);
 2. RESERVE them at the peer for the slave SAE and wait for RESERVED — the peer has then stored
-   the reservation durably, so the slave can fetch the keys there whatever happens next;
+   the reservation durably, so the slave can fetch the keys there whatever happens next (keys
+   of one stored unit go as RESERVE_RANGES, the lease's index ranges they came from: one row
+   at the peer per range instead of a write to each key; keys of several units and stream
+   keys as RESERVE records with their IDs);
 3. return them; they are wiped from the lease's memory at once and erased from the file when
    the lease is settled (``settle``, which the node calls every few seconds) or closed.
 A crash between 1 and 3 leaves the lease open; at restart ``void_open_leases`` erases all its
@@ -222,15 +225,15 @@ class NodeKeyPool(StreamKeys):
             # one key of several stored units: reserved at the peer with its unit IDs, so the
             # slave's one key ID finds them all there (never from the keys reserved ahead,
             # which the peer holds as single units)
-            taken, unit_ids = await self._take_units(number, units, *pair)
+            taken, unit_ids, _ = await self._take_units(number, units, *pair)
             await self._reserve_at_peer(
                 [rv.Reservation(k.key_id, size_bits, u, master, (slaves[0],))
                  for k, u in zip(taken, unit_ids)], taken)
             self.counters["issued"] += len(taken)
             return taken
         if not self._reserve_ahead:
-            taken = await self._take(number, *pair)
-            await self._reserve_at_peer(self._records(pair, taken), taken)
+            taken, ranges = await self._take_ranged(number, *pair)
+            await self._reserve_ranges_at_peer(pair, ranges, taken)
             self.counters["issued"] += len(taken)
             return taken
         queue = self._ahead.setdefault(pair, collections.deque())
@@ -239,8 +242,8 @@ class NodeKeyPool(StreamKeys):
             # peer (concurrent ones share the peer's fsync: it batches RESERVEs)
             self._top_up(pair)
             self.counters["reserved_on_request"] += 1
-            taken = await self._take(number, *pair)
-            await self._reserve_at_peer(self._records(pair, taken), taken)
+            taken, ranges = await self._take_ranged(number, *pair)
+            await self._reserve_ranges_at_peer(pair, ranges, taken)
             self.counters["issued"] += number
             return taken
         out = [queue.popleft() for _ in range(number)]
@@ -260,16 +263,12 @@ class NodeKeyPool(StreamKeys):
             missing -= chunk
             self._spawn(self._refill(pair, chunk))
 
-    def _records(self, pair: tuple[str, str], keys: list[IssuedKey]) -> list[rv.Reservation]:
-        return [rv.Reservation(k.key_id, self.key_size_bits, (k.key_id,), pair[0], (pair[1],))
-                for k in keys]
-
     async def _fill(self, pair: tuple[str, str], number: int, at_least: int | None = None
                     ) -> None:
         """Take up to ``number`` keys (at least ``at_least``, by default all), reserve them at
         the peer for the pair's slave and queue them for the pair's master."""
-        taken = await self._take(number, *pair, at_least=at_least)
-        await self._reserve_at_peer(self._records(pair, taken), taken)
+        taken, ranges = await self._take_ranged(number, *pair, at_least=at_least)
+        await self._reserve_ranges_at_peer(pair, ranges, taken)
         self._ahead[pair].extend(taken)
 
     async def _refill(self, pair: tuple[str, str], chunk: int) -> None:
@@ -372,10 +371,17 @@ class NodeKeyPool(StreamKeys):
     async def _reserve_at_peer(self, records: list[rv.Reservation],
                                taken: list[IssuedKey]) -> None:
         """RESERVE ``records`` at the peer; on any doubt burn ``taken`` and raise."""
+        await self._reserve_with(lambda seq: rv.encode_reserve(seq, records), taken)
+
+    async def _reserve_ranges_at_peer(self, pair: tuple[str, str], ranges, taken) -> None:
+        """RESERVE_RANGES of single-unit keys taken from the lease; as ``_reserve_at_peer``."""
+        await self._reserve_with(lambda seq: rv.encode_reserve_ranges(seq, *pair, ranges),
+                                 taken)
+
+    async def _reserve_with(self, encode, taken: list[IssuedKey]) -> None:
         seq = next(self._seq) & 0xFFFFFFFF
         try:
-            refusal = await self._ask_peer(rv.encode_reserve(seq, records), seq,
-                                           self._reserve_timeout_s)
+            refusal = await self._ask_peer(encode(seq), seq, self._reserve_timeout_s)
         except (asyncio.TimeoutError, ConnectionError, OSError) as exc:
             self.counters["reserve_timeouts"] += 1
             _burn(taken)
@@ -439,7 +445,9 @@ class NodeKeyPool(StreamKeys):
         peer's own answer and so runs as a task: a receive loop that awaits this never
         deadlocks."""
         try:
-            if msg_type == rv.ReservationMsgType.RESERVE:
+            if msg_type == rv.ReservationMsgType.RESERVE_RANGES:
+                await self._on_reserve_ranges(rv.decode_reserve_ranges(payload))
+            elif msg_type == rv.ReservationMsgType.RESERVE:
                 await self._on_reserve(*rv.decode_reserve(payload))
             elif msg_type == rv.ReservationMsgType.VOID:
                 await self._on_void(*rv.decode_void(payload))
@@ -464,6 +472,12 @@ class NodeKeyPool(StreamKeys):
                     self._stream_units[r.key_id] = (time.monotonic(), r.units[0])
         await self._send_quietly(rv.encode_reply(seq, reason))
 
+    async def _on_reserve_ranges(self, message: rv.RangeReservation) -> None:
+        reason = await self._reserver.submit(message)
+        if reason is None:
+            self.counters["reserved_for_peer"] += sum(r.n_keys for r in message.ranges)
+        await self._send_quietly(rv.encode_reply(message.seq, reason))
+
     # -- store work (executor) ----------------------------------------------------------------
 
     async def _store_call(self, fn, *args):
@@ -474,13 +488,20 @@ class NodeKeyPool(StreamKeys):
         """Up to ``number`` keys (never fewer than ``at_least``, by default ``number``) taken
         from the current lease: each once; a taken key is erased when the lease is settled or
         closed, or at restart with the whole lease."""
-        keys, _ = await self._take_units(number, 1, master, slave, at_least)
+        keys, _, _ = await self._take_units(number, 1, master, slave, at_least)
         return keys
 
+    async def _take_ranged(self, number: int, master: str, slave: str,
+                           at_least: int | None = None):
+        """``_take`` and the keys taken as ``KeyRange``s of the lease, for RESERVE_RANGES."""
+        keys, _, ranges = await self._take_units(number, 1, master, slave, at_least,
+                                                 ranges=True)
+        return keys, ranges
+
     async def _take_units(self, number: int, units: int, master: str, slave: str,
-                          at_least: int | None = None
-                          ) -> tuple[list[IssuedKey], list[tuple[uuid.UUID, ...]]]:
-        """``_take`` of keys made of ``units`` stored keys each; also returns the unit IDs."""
+                          at_least: int | None = None, *, ranges: bool = False):
+        """``_take`` of keys made of ``units`` stored keys each; also returns the unit IDs and,
+        with ``ranges``, the stored keys taken as the lease's ``KeyRange``s (else None)."""
         need = units * (number if at_least is None else at_least)
         number_units = units * number
         async with self._lease_lock:
@@ -503,7 +524,10 @@ class NodeKeyPool(StreamKeys):
                 if self._lease is None or self._lease.remaining < need:
                     have = 0 if self._lease is None else self._lease.remaining
                     raise PoolExhausted(f"{have} keys ready to issue")
-            keys = self._lease.take_units(number, units, master_sae=master, slave_sae=slave)
+            lease = self._lease
+            start = lease.taken
+            keys = lease.take_units(number, units, master_sae=master, slave_sae=slave)
+            key_ranges = lease.key_ranges(start, lease.taken) if ranges and keys else None
             self._count_changed()
             if self._lease.remaining == 0:
                 self._close_later(self._lease)
@@ -513,7 +537,8 @@ class NodeKeyPool(StreamKeys):
             if self._spare is None and (self._lease is None or self._lease.remaining
                                         < self._lease_batch // 2):
                 self._spare = asyncio.ensure_future(self._store_call(self._grant_spare))
-            return [IssuedKey(k, b) for k, b, _ in keys], [u for _, _, u in keys]
+            return ([IssuedKey(k, b) for k, b, _ in keys], [u for _, _, u in keys],
+                    key_ranges)
 
     def _close_later(self, lease) -> None:
         """Close a used-up lease durably in the background (its taken keys are erased, the
@@ -526,13 +551,21 @@ class NodeKeyPool(StreamKeys):
     def _deliver_batch(self, requests):
         return self.store.deliver_many(requests)
 
-    def _reserve_batch(self, batches: list[list[rv.Reservation]]):
-        """All RESERVE messages queued meanwhile in one durable transaction (group commit):
-        one reservation per (master, slave, kind) of each message."""
+    def _reserve_batch(self, batches: list):
+        """All RESERVE and RESERVE_RANGES messages queued meanwhile in one durable transaction
+        (group commit): one reservation per (master, slave, kind) of each RESERVE."""
         out: list[rv.RefusalReason | None] = []
         requests: list[tuple] = []
         owner: list[int] = []          # request -> index of its message in ``out``
+        by_range: list[tuple] = []
+        range_owner: list[int] = []
         for records in batches:
+            if isinstance(records, rv.RangeReservation):
+                out.append(None)
+                by_range.append((records.ranges, records.slave, records.master,
+                                 self._reservation_ttl_s))
+                range_owner.append(len(out) - 1)
+                continue
             groups: dict[tuple[str, str, bool], list[uuid.UUID]] = {}
             composites: dict[tuple[str, str, bool], list[tuple[uuid.UUID, ...]]] = {}
             reason = None
@@ -551,14 +584,17 @@ class NodeKeyPool(StreamKeys):
                                  STREAM_RESERVATION_TTL_S if stream else self._reservation_ttl_s,
                                  composites.get((master, slave, stream), ())))
                 owner.append(len(out) - 1)
-        if requests:
+        if requests or by_range:
             try:
-                bad = self.store.reserve_many(self.link_id, requests)
+                bad, done = self.store.reserve_batch(self.link_id, requests, by_range)
             except StoreError as exc:
                 log.error("key service: cannot store a reservation: %s", exc)
                 return [rv.RefusalReason.STORE_ERROR if r is None else r for r in out]
             for i, missing in zip(owner, bad):
                 if missing and out[i] is None:
+                    out[i] = rv.RefusalReason.UNKNOWN_KEY
+            for i, ok in zip(range_owner, done):
+                if not ok:
                     out[i] = rv.RefusalReason.UNKNOWN_KEY
         return out
 

@@ -6,9 +6,11 @@ from daemon.keystore.cutting import DEFAULT_KEY_SIZE_BITS, cut_block_key, new_ke
 from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, KeyNotReserved,
                                     LeaseError, StoreCorrupt, StoreDiskFull, StoreError,
                                     StoreFull, StoreLocked, StorePermission, StoreSchemaError)
+from daemon.keystore.ranges import KeyRange
 from daemon.keystore.store import BlockInfo, Fill, KeyStore, Lease
 
 __all__ = ["LinkCommit", "DEFAULT_KEY_SIZE_BITS", "cut_block_key", "new_key_ids",
            "BlockStateError", "KeyIdReused", "KeyNotFound", "KeyNotReserved", "LeaseError",
            "StoreCorrupt", "StoreDiskFull", "StoreError", "StoreFull", "StoreLocked",
-           "StorePermission", "StoreSchemaError", "BlockInfo", "Fill", "KeyStore", "Lease"]
+           "StorePermission", "StoreSchemaError", "BlockInfo", "Fill", "KeyRange", "KeyStore",
+           "Lease"]

@@ -71,6 +71,9 @@ def test_enc_at_a_dec_at_b_same_bytes_erased_at_both_ends(tmp_path):
         st = await call(sa, "X", "status", {"slave_SAE_ID": "Y"})
         enc = await call(sa, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 5})
         ids = [{"key_ID": k["key_ID"]} for k in enc.body["keys"]]
+        # B learnt of them as a range of the block (RESERVE_RANGES), not key by key
+        assert b_store._conn.execute("SELECT block_id, n_keys, slave_sae, master_sae FROM "
+                                     "reserved_ranges").fetchall() == [(1, 5, "Y", "X")]
         stolen = await call(sb, "Y2", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
         dec = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})
         again = await call(sb, "Y", "dec_keys", {"master_SAE_ID": "X", "key_IDs": ids})

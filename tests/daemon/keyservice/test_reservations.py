@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from daemon.keyservice import reservations as rv
+from daemon.keystore.ranges import KeyRange
 
 sae = st.text(alphabet="abcXYZ019._-", min_size=1, max_size=20)
 record = st.builds(rv.Reservation, key_id=st.uuids(), size_bits=st.integers(8, 1 << 20),
@@ -38,12 +39,16 @@ def test_reserve_round_trips_when_records_repeat_their_saes(records):
 
 @given(st.lists(record, min_size=1, max_size=3), st.data())
 def test_every_truncation_and_extension_is_a_typed_error(records, data):
-    _, payload = rv.encode_reserve(1, records)
+    _assert_cuts_and_extensions_refused(rv.encode_reserve(1, records)[1], rv.decode_reserve,
+                                        data)
+
+
+def _assert_cuts_and_extensions_refused(payload, decode, data):
     cut = data.draw(st.integers(0, len(payload) - 1))
     with pytest.raises(rv.ReservationMessageError):
-        rv.decode_reserve(payload[:cut])
+        decode(payload[:cut])
     with pytest.raises(rv.ReservationMessageError):
-        rv.decode_reserve(payload + b"\x00")
+        decode(payload + b"\x00")
 
 
 def test_layout_is_as_documented():
@@ -51,6 +56,38 @@ def test_layout_is_as_documented():
     _, payload = rv.encode_reserve(7, [rv.Reservation(kid, 256, (unit,), "X", ("Y",))])
     assert payload == (struct.pack("<IH", 7, 1) + kid.bytes + struct.pack("<IH", 256, 1)
                        + unit.bytes + b"\x01X" + b"\x01" + b"\x01Y")
+
+
+key_range = st.builds(
+    lambda block, lo, span, n, digest: KeyRange(block, lo, lo + span, min(n, span + 1), digest),
+    st.integers(0, 2**63 - 1), st.integers(0, 2**31), st.integers(0, 2**31 - 1),
+    st.integers(1, 2**20), st.binary(min_size=KeyRange.DIGEST_BYTES,
+                                     max_size=KeyRange.DIGEST_BYTES))
+
+
+@given(st.integers(0, 2**32 - 1), sae, sae, st.lists(key_range, min_size=1, max_size=6),
+       st.data())
+def test_reserve_ranges_round_trips_and_every_truncation_is_typed(seq, master, slave, ranges,
+                                                                 data):
+    kind, payload = rv.encode_reserve_ranges(seq, master, slave, ranges)
+    assert kind == rv.ReservationMsgType.RESERVE_RANGES
+    assert rv.decode_reserve_ranges(payload) == rv.RangeReservation(seq, master, slave,
+                                                                    tuple(ranges))
+    _assert_cuts_and_extensions_refused(payload, rv.decode_reserve_ranges, data)
+
+
+def test_reserve_ranges_layout_and_bad_ranges():
+    digest = bytes(range(KeyRange.DIGEST_BYTES))
+    _, payload = rv.encode_reserve_ranges(7, "X", "Y", [KeyRange(3, 10, 20, 6, digest)])
+    assert payload == (struct.pack("<IH", 7, 1) + b"\x01X" + b"\x01Y"
+                       + struct.pack("<QIII", 3, 10, 20, 6) + digest)
+    for lo, hi, n in ((20, 10, 1), (10, 20, 12), (10, 20, 0)):   # reversed, too many, none
+        bad = bytearray(payload)
+        bad[-20:-8] = struct.pack("<III", lo, hi, n)
+        with pytest.raises(rv.ReservationMessageError, match="not a valid range"):
+            rv.decode_reserve_ranges(bytes(bad))
+        with pytest.raises(ValueError):
+            rv.encode_reserve_ranges(7, "X", "Y", [KeyRange(3, lo, hi, n, digest)])
 
 
 def test_replies():

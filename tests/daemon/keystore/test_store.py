@@ -14,6 +14,7 @@ from daemon.keystore.cutting import cut_block_key, keys_in_block, new_key_ids
 from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, KeyNotReserved,
                                     LeaseError, StoreCorrupt, StoreDiskFull, StoreFull,
                                     StoreLocked, StorePermission, StoreSchemaError)
+from daemon.keystore.ranges import KeyRange
 from daemon.keystore.store import KeyStore
 
 LINK = "alice-bob"
@@ -355,6 +356,65 @@ def test_void_peer_keys_spares_reservations(store):
     store.reserve(LINK, peer_ids[:1], slave_sae="Y", master_sae="X")
     assert store.void_peer_keys(LINK, peer_ids + [keys[1][0]]) == 2
     assert set(store.key_states()) == {peer_ids[0], keys[1][0], keys[3][0], keys[5][0]}
+
+
+def _range(block, lo, hi, ids):
+    return KeyRange(block, lo, hi, len(ids), KeyRange.digest_of([k.bytes for k in ids]))
+
+
+def test_reserved_ranges_hold_exactly_the_named_keys(store):
+    """RESERVE_RANGES at the holder: the peer's keys of a block by index range, with a count
+    and a digest; all reserved or none; overlaps refused; the same range again is no change."""
+    keys = committed_block(store, 1, n=20, coordinator=False)   # the peer issues 0, 2, ... 18
+    peer = [keys[i][0] for i in range(0, 20, 2)]
+    own = [keys[i][0] for i in range(1, 20, 2)]
+    first = _range(1, 0, 8, peer[:5])
+    assert store.reserve_ranges(LINK, [first], slave_sae="Y", master_sae="X", ttl_s=60)
+    assert store.reserve_ranges(LINK, [first], slave_sae="Y", master_sae="X")   # repeated
+    assert not store.reserve_ranges(LINK, [first], slave_sae="Z", master_sae="X")
+    assert not store.reserve_ranges(LINK, [_range(1, 8, 12, peer[4:7])], slave_sae="Y",
+                                    master_sae="X")                         # overlaps
+    wrong = KeyRange(1, 10, 14, 3, KeyRange.digest_of([k.bytes for k in peer[5:7] + own[:1]]))
+    later = _range(1, 16, 18, peer[8:])
+    assert not store.reserve_ranges(LINK, [later, wrong], slave_sae="Y", master_sae="X")
+    assert not store.reserve_ranges(LINK, [_range(1, 10, 14, peer[5:7])], slave_sae="Y",
+                                    master_sae="X")                         # count is 3
+    states = store.key_states(LINK)
+    assert {k for k, s in states.items() if s == "reserved"} == set(peer[:5])   # all or none
+    assert store.reservation_counts(LINK) == {("X", "Y"): 5}
+    assert store.reserve(LINK, [peer[0]], slave_sae="Z", master_sae="X") == [peer[0]]
+    with pytest.raises(KeyNotReserved):
+        store.deliver([peer[1]], sae_id="Z")
+    got = store.deliver(peer[1:3], sae_id="Y")
+    assert [bytes(b) for _, b in got] == [dict(keys)[k] for k in peer[1:3]]
+    with pytest.raises(KeyNotFound):
+        store.deliver([peer[1]], sae_id="Y")                                # once
+    assert store.void_peer_keys(LINK, peer) == 5                 # spares the reserved ones
+    assert store.void_reserved(LINK, [peer[3]]) == 1
+    assert [e for _, e, _ in store.audit(peer[0])] == ["prepared", "committed", "reserved"]
+    assert {k for k, s in store.key_states(LINK).items() if s == "reserved"} == \
+        {peer[0], peer[4]}
+    with pytest.raises(ValueError):
+        store.reserve_ranges(LINK, [KeyRange(1, 5, 4, 1, first.digest)], slave_sae="Y",
+                             master_sae="X")
+
+
+def test_reserved_ranges_expire_and_keep_keys_from_age_expiry(tmp_path):
+    with KeyStore(tmp_path / "k.db", max_key_age_s=100) as s:
+        keys = committed_block(s, 1, n=8, coordinator=False)
+        peer = [keys[i][0] for i in range(0, 8, 2)]
+        t0 = store_mod._now_ns()
+        assert s.reserve_ranges(LINK, [_range(1, 0, 2, peer[:2])], slave_sae="Y",
+                                master_sae="X", ttl_s=10, now_ns=t0)
+        assert s.reserve_ranges(LINK, [_range(1, 4, 6, peer[2:])], slave_sae="Y",
+                                master_sae="X", now_ns=t0)          # no time limit
+        assert s.expire(now_ns=t0 + 5 * 10**9) == 0
+        assert s.expire(now_ns=t0 + 15 * 10**9) == 2                # the first range's keys
+        assert s.expire(now_ns=t0 + 200 * 10**9) == 4               # the own keys, by age
+        assert set(s.key_states(LINK)) == set(peer[2:])             # reserved: never by age
+        s.deliver(peer[2:], sae_id="Y")
+        s.expire()
+        assert s._conn.execute("SELECT count(*) FROM reserved_ranges").fetchone()[0] == 0
 
 
 def test_expiry(tmp_path):

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from daemon.keystore import store as store_mod
 from daemon.keystore.errors import (BlockStateError, KeyIdReused, KeyNotFound, KeyNotReserved,
                                     StoreFull)
+from daemon.keystore.ranges import KeyRange
 from daemon.keystore.store import KeyStore
 
 LINK = "L"
@@ -38,6 +39,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.leases: dict[int, object] = {}              # lease id -> Lease
         self.untaken: dict[int, list[uuid.UUID]] = {}     # lease id -> keys not yet taken
         self.delivered: set[uuid.UUID] = set()
+        # block, lo, hi, keys, digest, slave
+        self.ranges: list[tuple[int, int, int, int, bytes, str]] = []
         self.next_block = 0
         self.next_id = 1
 
@@ -168,6 +171,42 @@ class StoreMachine(RuleBasedStateMachine):
             self.state[k] = "reserved"
             self.reserved_for[k] = sae
 
+    @precondition(lambda self: any(s == "committed" for s, _ in self.blocks.values()))
+    @rule(data=st.data(), sae=st.sampled_from(["Y", "Z"]), honest=st.booleans())
+    def reserve_range(self, data, sae, honest):
+        """RESERVE_RANGES: all of a range's keys reserved, or none — a wrong digest, a range
+        overlapping another, or one naming no key refused; the same range again is no change."""
+        block = data.draw(st.sampled_from(sorted(b for b, (s, _) in self.blocks.items()
+                                                 if s == "committed")))
+        ids = self.blocks[block][1]
+        lo = data.draw(st.integers(0, len(ids) - 1))
+        hi = data.draw(st.integers(lo, len(ids) - 1))
+        named = [k for k in ids[lo:hi + 1] if self.state.get(k) == "committed"
+                 and self.issuer[k] == "peer"]
+        repeat = [r for r in self.ranges if r[0] == block and r[1] == lo and r[2] == hi]
+        if repeat:           # the same range again, as sent before
+            _, _, _, n, digest, first = repeat[0]
+            rng = KeyRange(block, lo, hi, n, digest)
+            assert self.store.reserve_ranges(LINK, [rng], slave_sae=first, master_sae="X")
+            assert self.store.reserve_ranges(LINK, [rng], slave_sae=first, master_sae="X2") \
+                is False                                       # not the same reservation
+            return
+        if not named:
+            return
+        digest = KeyRange.digest_of([k.bytes for k in named]
+                                    + ([] if honest else [uuid.UUID(int=0).bytes]))
+        overlaps = any(r[0] == block and r[1] <= hi and r[2] >= lo for r in self.ranges)
+        before = self.store.fill().keys
+        ok = self.store.reserve_ranges(LINK, [KeyRange(block, lo, hi, len(named), digest)],
+                                       slave_sae=sae, master_sae="X")
+        assert ok == (honest and not overlaps)
+        assert self.store.fill().keys == before
+        if ok:
+            self.ranges.append((block, lo, hi, len(named), digest, sae))
+            for k in named:
+                self.state[k] = "reserved"
+                self.reserved_for[k] = sae
+
     @precondition(lambda self: self.bits_of)
     @rule(data=st.data(), sae=st.sampled_from(["Y", "Z"]))
     def deliver(self, data, sae):
@@ -212,7 +251,8 @@ class StoreMachine(RuleBasedStateMachine):
         # committed: a lease is recorded as ranges, not on each key)
         rows = self.store._conn.execute(
             f"SELECT key_id, CASE WHEN {store_mod._READY} AND {store_mod._IN_OPEN_LEASE} "
-            f"THEN 'leased' ELSE state END, bits FROM keys").fetchall()
+            f"THEN 'leased' WHEN {store_mod._IN_RANGE} THEN 'reserved' ELSE state END, bits "
+            f"FROM keys").fetchall()
         live = {uuid.UUID(bytes=k): (s, bits) for k, s, bits in rows}
         assert {k: s for k, (s, _) in live.items()} == self.state
         for k, (_, bits) in live.items():
