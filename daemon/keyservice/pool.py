@@ -135,7 +135,9 @@ class NodeKeyPool(StreamKeys):
         # the store but not yet seen by the event loop).
         self._grant_guard = threading.Lock()
         self._granted = None
-        self._closing: set[asyncio.Future] = set()  # used-up leases being closed durably
+        # leases used up (or set aside for the spare): closed durably together, with the
+        # settle of the open lease, at the next ``settle`` (one fsync for all of them)
+        self._used: list = []
         self._count: tuple[float, int] | None = None   # (monotonic time, issuable units)
         self._counting: asyncio.Future | None = None  # a count running in the store's thread
         self._count_valid = True       # False: keys moved while the running count ran
@@ -291,23 +293,41 @@ class NodeKeyPool(StreamKeys):
         return {f"{m} -> {s}": len(q) for (m, s), q in self._ahead.items()}
 
     async def settle(self) -> int:
-        """Durably erase the keys handed out from the open lease so far; returns how many.
+        """Durably erase the keys handed out from the open lease so far, and close the leases
+        used up since the last settle, in one transaction; returns how many keys of the open
+        lease were erased.
 
         Runs beside ``take`` (no lock held while the store works: a take appends to the
         lease's list of taken keys, the settle erases the ones it saw); a lease closed
         meanwhile was settled by its close."""
-        lease = self._lease
-        if lease is None:
-            return 0
         async with self._store_lease_lock:
-            try:
-                return await self._store_call(self.store.settle_lease, lease)
-            except LeaseError:
+            lease = self._lease
+            used, self._used = self._used, []
+            if lease in used or (lease is not None and lease.closed):
+                lease = None
+            if lease is None and not used:
                 return 0
+            try:
+                done = await self._store_call(self.store.close_leases, used, lease)
+            except BaseException as exc:
+                # closed at the next settle (the store passes over any this one did close:
+                # a cancelled call may still have run to its end in the store's thread)
+                self._used = used + self._used
+                if isinstance(exc, LeaseError):    # the open lease was closed meanwhile
+                    return 0
+                raise
+            return done[-1] if lease is not None else 0
 
-    async def _close_lease(self, lease) -> int:
+    async def _close_leases(self, leases) -> None:
+        """Close ``leases`` and every used-up lease now, durably, in one transaction."""
         async with self._store_lease_lock:
-            return await self._store_call(self.store.close_lease, lease)
+            used, self._used = self._used, []
+            try:
+                await self._store_call(self.store.close_leases,
+                                       used + [x for x in leases if x is not None])
+            except BaseException:
+                self._used = used + self._used
+                raise
 
     async def close(self, void_wait_s: float = 1.0) -> None:
         """End the open lease durably (taken keys erased, the rest back in the pool), wipe the
@@ -335,10 +355,7 @@ class NodeKeyPool(StreamKeys):
             if spare is not None:
                 spare = await _quietly(spare)
                 self._granted = None
-            for one in (lease, spare):
-                if one is not None:
-                    await self._close_lease(one)
-        await asyncio.gather(*self._closing, return_exceptions=True)
+            await self._close_leases([lease, spare])
 
     async def fetch(self, caller: str, master: str,
                     key_ids: list[uuid.UUID]) -> list[IssuedKey]:
@@ -516,9 +533,7 @@ class NodeKeyPool(StreamKeys):
                     if old is not None:
                         self._close_later(old)
                 else:    # close first, so that what they hold counts for the new lease
-                    for one in (old, spare):
-                        if one is not None:
-                            await self._close_lease(one)
+                    await self._close_leases([old, spare])
                     self._lease = await self._store_call(
                         self.store.lease, self.link_id, max(self._lease_batch, number_units))
                 if self._lease is None or self._lease.remaining < need:
@@ -541,12 +556,9 @@ class NodeKeyPool(StreamKeys):
                     key_ranges)
 
     def _close_later(self, lease) -> None:
-        """Close a used-up lease durably in the background (its taken keys are erased, the
-        rest go back to the pool); ``close`` waits for these."""
-        fut = asyncio.ensure_future(self._close_lease(lease))
-        self._closing.add(fut)
-        fut.add_done_callback(self._closing.discard)
-        fut.add_done_callback(_log_failure)
+        """Close a used-up lease durably at the next ``settle`` (its taken keys are erased,
+        the rest go back to the pool), with the others used up meanwhile: one fsync for all."""
+        self._used.append(lease)
 
     def _deliver_batch(self, requests):
         return self.store.deliver_many(requests)
@@ -606,11 +618,6 @@ async def _quietly(fut):
     except StoreError as exc:
         log.error("key service: a background lease failed: %s", exc)
         return None
-
-
-def _log_failure(fut) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.error("key service: closing a lease failed: %s", fut.exception())
 
 
 def _burn(keys: list[IssuedKey]) -> None:

@@ -182,6 +182,7 @@ _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
 _SQLITE_CONSTRAINT, _SQLITE_NOTADB = 19, 26
 
 _CHUNK = 500          # bound parameters per IN (...) list
+ISSUER_STRIDE = 2     # which end issues a key alternates with its index in the block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,14 +308,19 @@ class Lease:
 
     def key_ranges(self, start: int, end: int) -> list[KeyRange]:
         """Keys ``start:end`` of the lease as ``KeyRange``s, how the peer is told which of its
-        keys to reserve without a record per key."""
+        keys to reserve without a record per key. A range holds every key this end issues
+        between its bounds (no index skipped), so the peer never finds in it a key it holds
+        for another reason: one taken earlier (reserved there, or in doubt) lies outside."""
         out = []
+        pos, ids = self._pos, self._ids
         i = start
-        for blk, lo, hi in self._ranges(start, end):
-            j = i
-            while j < end and self._pos[j][1] == blk and self._pos[j][2] <= hi:
+        while i < end:
+            j = i + 1
+            while (j < end and pos[j][1] == pos[i][1]
+                   and pos[j][2] == pos[j - 1][2] + ISSUER_STRIDE):
                 j += 1
-            out.append(KeyRange(blk, lo, hi, j - i, KeyRange.digest_of(self._ids[i:j])))
+            out.append(KeyRange(pos[i][1], pos[i][2], pos[j - 1][2], j - i,
+                                KeyRange.digest_of(ids[i:j])))
             i = j
         return out
 
@@ -625,12 +631,13 @@ class KeyStore:
             if auth_bits is not None:
                 conn.execute("INSERT INTO auth_refills VALUES (?, ?, NULL, ?)",
                              (link_id, block_id, bytes(auth_bits)))
-            own_parity = 0 if coordinator else 1
+            own_parity = 0 if coordinator else 1      # index % ISSUER_STRIDE
             conn.executemany(
                 "INSERT INTO keys (key_id, link_id, block_id, key_index, size_bits, created_ns,"
                 " state, issuer, bits) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                 [(ids[i], link_id, block_id, i, size_bits, now,
-                  "local" if i % 2 == own_parity else "peer", keys[i][1]) for i in range(n)])
+                  "local" if i % ISSUER_STRIDE == own_parity else "peer", keys[i][1])
+                 for i in range(n)])
             try:
                 conn.executemany("INSERT INTO key_ids_seen VALUES (?)", [(k,) for k in ids])
             except sqlite3.IntegrityError:
@@ -927,37 +934,69 @@ class KeyStore:
         also covers every earlier write). Returns how many keys went back."""
         return self._settle(lease, close=True)
 
+    def close_leases(self, leases: list[Lease], settle: Lease | None = None) -> list[int]:
+        """``close_lease`` of each of ``leases`` and then ``settle_lease`` of ``settle``, in one
+        transaction and one fsync (the key service closes its used-up leases together on its
+        settle timer). Returns what each of those calls would, in that order; a lease of
+        ``leases`` that is over already (closed, or voided by expiry) is left as it is, 0."""
+        work = [(lease, True) for lease in leases]
+        if settle is not None:
+            work.append((settle, False))
+        if len({id(lease) for lease, _ in work}) != len(work):
+            raise ValueError("a lease is named twice")
+        return self._settle_all(work, skip_ended=True)
+
     def _settle(self, lease: Lease, close: bool) -> int:
-        if lease.closed:
-            raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is closed")
-        settled, upto, runs = lease._taken_runs()
-        with self._tx("close lease" if close else "settle lease") as conn:
-            row = conn.execute("SELECT state FROM leases WHERE lease_id=?",
-                               (lease.lease_id,)).fetchone()
-            if row is None or row[0] != "open":
-                raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is "
-                                 f"{'unknown' if row is None else row[0]}")
+        return self._settle_all([(lease, close)])[0]
+
+    def _settle_all(self, work: list[tuple[Lease, bool]], skip_ended: bool = False
+                    ) -> list[int]:
+        """Per (lease, close): keys returned to the pool (close) or erased (settle)."""
+        if not skip_ended:
+            for lease, _ in work:
+                if lease.closed:
+                    raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is "
+                                     f"closed")
+        closing = any(close for _, close in work)
+        with self._tx("close lease" if closing else "settle lease") as conn:
             now = _now_ns()
-            for a, e, detail in runs:
-                self._audit(conn, lease._ids[a:e], "delivered", detail, now)
-            # the taken keys are the lease's first ones: erased by key-index range
-            conn.executemany(f"DELETE FROM keys WHERE link_id=? AND block_id=? AND key_index "
-                             f"BETWEEN ? AND ? AND {_READY}",
-                             [(lease.link_id, *r) for r in lease._ranges(settled, upto)])
-            back = 0
+            live = []
+            for lease, close in work:
+                row = conn.execute("SELECT state FROM leases WHERE lease_id=?",
+                                   (lease.lease_id,)).fetchone()
+                if skip_ended and close and (lease.closed or (row is not None
+                                                               and row[0] != "open")):
+                    continue
+                if row is None or row[0] != "open":
+                    raise LeaseError(f"key store {self.path}: lease {lease.lease_id} is "
+                                     f"{'unknown' if row is None else row[0]}")
+                live.append((lease, close))
+            taken = [lease._taken_runs() for lease, _ in live]
+            for (lease, close), (settled, upto, runs) in zip(live, taken):
+                for a, e, detail in runs:
+                    self._audit(conn, lease._ids[a:e], "delivered", detail, now)
+                # the taken keys are the lease's first ones: erased by key-index range
+                conn.executemany(f"DELETE FROM keys WHERE link_id=? AND block_id=? AND "
+                                 f"key_index BETWEEN ? AND ? AND {_READY}",
+                                 [(lease.link_id, *r) for r in lease._ranges(settled, upto)])
+                if close:
+                    self._audit(conn, lease._ids[upto:], "returned", f"lease {lease.lease_id}",
+                                now)
+                    conn.execute("DELETE FROM lease_ranges WHERE lease_id=?", (lease.lease_id,))
+                    conn.execute("UPDATE leases SET state='closed' WHERE lease_id=?",
+                                 (lease.lease_id,))
+        done = {}
+        for (lease, close), (settled, upto, _) in zip(live, taken):
+            lease._mark_settled(upto)
+            self._forget_counts(upto - settled,
+                                sum(8 * len(b) for b in lease._bits[settled:upto]))
             if close:
-                back = len(lease._ids) - upto
-                self._audit(conn, lease._ids[upto:], "returned", f"lease {lease.lease_id}", now)
-                conn.execute("DELETE FROM lease_ranges WHERE lease_id=?", (lease.lease_id,))
-                conn.execute("UPDATE leases SET state='closed' WHERE lease_id=?",
-                             (lease.lease_id,))
-        lease._mark_settled(upto)
-        self._forget_counts(upto - settled, sum(8 * len(b) for b in lease._bits[settled:upto]))
-        if close:
-            lease.closed = True
-            lease.wipe()
-            return back
-        return upto - settled
+                lease.closed = True
+                lease.wipe()
+                done[id(lease)] = len(lease._ids) - upto
+            else:
+                done[id(lease)] = upto - settled
+        return [done.get(id(lease), 0) for lease, _ in work]
 
     def open_leases(self) -> list[int]:
         return [r[0] for r in self._read("SELECT lease_id FROM leases WHERE state='open'")]

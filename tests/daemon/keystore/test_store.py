@@ -399,6 +399,23 @@ def test_reserved_ranges_hold_exactly_the_named_keys(store):
                              master_sae="X")
 
 
+def test_a_leases_key_ranges_never_span_a_key_it_does_not_hold(store):
+    """Keys returned by two leases meet in a later one with a taken key between them: the
+    ranges the peer is told must leave that key out (the peer holds it reserved, or in doubt),
+    so they split there and name every index they span."""
+    keys = committed_block(store, 1, n=20)                  # this end issues 0, 2, 4, ...
+    first = store.lease(LINK, 3)                             # 0, 2, 4
+    first.take(2, master_sae="X", slave_sae="Y")
+    second = store.lease(LINK, 3)                            # 6, 8, 10
+    second.take(1, master_sae="X", slave_sae="Y")           # 6 taken
+    store.close_leases([second, first])                      # 8, 10 and 4 come back
+    third = store.lease(LINK, 4)
+    assert third.key_ids == tuple(keys[i][0] for i in (4, 8, 10, 12))
+    ranges = third.key_ranges(0, 4)
+    assert [(r.block_id, r.lo, r.hi, r.n_keys) for r in ranges] == [(1, 4, 4, 1), (1, 8, 12, 3)]
+    assert ranges[1].digest == KeyRange.digest_of([keys[i][0].bytes for i in (8, 10, 12)])
+
+
 def test_reserved_ranges_expire_and_keep_keys_from_age_expiry(tmp_path):
     with KeyStore(tmp_path / "k.db", max_key_age_s=100) as s:
         keys = committed_block(s, 1, n=8, coordinator=False)
