@@ -52,8 +52,9 @@ class RequestError(Exception):
         return out
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
+    """A validated request (a Struct: built in C, once per request)."""
+
     op: str
     request_id: bytes
     body: msgspec.Struct
@@ -84,7 +85,7 @@ def decode_request(frames: list[bytes]) -> Request:
     if len(frames) != 4:
         raise RequestError(400, f"a request has 4 frames [protocol, op, request_id, body], "
                                 f"got {len(frames)}")
-    proto, op, rid, body = (bytes(f) for f in frames)
+    proto, op, rid, body = map(bytes, frames)   # no copy of frames that are bytes already
     if proto != PROTOCOL:
         raise RequestError(400, f"unknown protocol {_printable(proto)!r}, expected "
                                 f"{PROTOCOL.decode()!r}")
