@@ -144,13 +144,21 @@ class _ReplyCache:
         self.max_entries = max_entries
         self._done: OrderedDict[tuple[str, bytes], tuple[float, list[bytearray]]] = OrderedDict()
         self._pending: dict[tuple[str, bytes], asyncio.Future] = {}
+        # the time of the oldest entry (first in ``_done``): one comparison per request tells
+        # whether anything is due for eviction
+        self._oldest = 0.0
 
     def _evict(self, now: float) -> None:
-        while self._done:
-            key, (t, frames) = next(iter(self._done.items()))
-            if now - t < self.ttl_s and len(self._done) <= self.max_entries:
+        done = self._done
+        if not done or (now - self._oldest < self.ttl_s and len(done) <= self.max_entries):
+            return
+        while done:
+            key = next(iter(done))
+            t, frames = done[key]
+            if now - t < self.ttl_s and len(done) <= self.max_entries:
+                self._oldest = t
                 break
-            del self._done[key]
+            del done[key]
             _wipe(frames)
 
     def get(self, key, now: float):
@@ -159,6 +167,8 @@ class _ReplyCache:
         return None if hit is None else hit[1]
 
     def put(self, key, frames: list[bytearray], now: float) -> None:
+        if not self._done:
+            self._oldest = now
         self._done[key] = (now, frames)
         self._evict(now)
 

@@ -112,6 +112,25 @@ def test_evicted_replies_are_wiped():
     assert all(not any(f) for f in cached)
 
 
+def test_the_reply_cache_evicts_by_age_and_by_count_and_wipes_what_it_evicts():
+    cache = svc._ReplyCache(ttl_s=10, max_entries=3)
+    frames = [[bytearray(b"key %d" % i)] for i in range(5)]
+    key = [("X", b"r%d" % i) for i in range(5)]
+    for i in range(4):
+        cache.put(key[i], frames[i], float(i))
+    assert len(cache) == 3 and cache.get(key[0], 4.0) is None     # over the count
+    assert not any(frames[0][0])
+    assert cache.get(key[1], 10.5) is frames[1]
+    assert cache.get(key[2], 11.0) is frames[2] and cache.get(key[1], 11.0) is None
+    assert not any(frames[1][0]) and any(frames[2][0])
+    assert cache.get(key[3], 12.0) is frames[3] and cache.get(key[2], 12.0) is None
+    assert cache.get(key[3], 13.0) is None and len(cache) == 0     # all too old
+    assert not any(any(f[0]) for f in frames[:4])
+    cache.put(key[4], frames[4], 100.0)     # an emptied cache ages its next entry afresh
+    assert cache.get(key[4], 109.9) is frames[4]
+    assert cache.get(key[4], 110.0) is None and not any(frames[4][0])
+
+
 def test_exhausted_pool_is_503_and_takes_nothing():
     a, _ = pair(n_bytes=64)
     r = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 3})
