@@ -143,7 +143,7 @@ class _ReplyCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._done: OrderedDict[tuple[str, bytes], tuple[float, list[bytearray]]] = OrderedDict()
-        self._pending: dict[tuple[str, bytes], asyncio.Future] = {}
+        self._pending: dict[tuple[str, bytes], asyncio.Future | None] = {}
         # the time of the oldest entry (first in ``_done``): one comparison per request tells
         # whether anything is due for eviction
         self._oldest = 0.0
@@ -211,25 +211,32 @@ class KeyService:
             op, rid = peek_request_id(frames)
             return self._error(op.decode(), rid, err)
         key = (client_sae, request.request_id)
-        cached = self._cache.get(key, self._clock())
+        cache = self._cache
+        cached = cache.get(key, self._clock())
         if cached is not None:
             self.counters["retries_served"] += 1
             return [bytearray(f) for f in cached]
-        pending = self._cache._pending.get(key)
-        if pending is not None:
+        # A request being served has an entry in _pending; the future its retries wait on is
+        # made by the first retry (most requests are served without one arriving, many
+        # without waiting at all)
+        pending = cache._pending
+        if key in pending:
             self.counters["retries_served"] += 1
-            return [bytearray(f) for f in await asyncio.shield(pending)]
-        fut = asyncio.get_running_loop().create_future()
-        self._cache._pending[key] = fut
+            fut = pending[key]
+            if fut is None:
+                fut = pending[key] = asyncio.get_running_loop().create_future()
+            return [bytearray(f) for f in await asyncio.shield(fut)]
+        pending[key] = None
         try:
             reply = await self._serve(client_sae, request)
         except Exception:   # a bug or a store failure: answer 503, never drop the client
             log.exception("key service: %s from %s failed", request.op, client_sae)
             reply = self._error(request.op, request.request_id,
                                 RequestError(503, "internal error of the key service"))
-        self._cache._pending.pop(key, None)
-        self._cache.put(key, reply, self._clock())
-        fut.set_result(reply)
+        fut = pending.pop(key, None)
+        cache.put(key, reply, self._clock())
+        if fut is not None:
+            fut.set_result(reply)
         return [bytearray(f) for f in reply]
 
     def close(self) -> None:

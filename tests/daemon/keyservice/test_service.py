@@ -91,6 +91,33 @@ def test_retry_with_the_same_request_id_returns_the_same_keys_new_id_new_keys():
     assert a.counters["retries_served"] == 1
 
 
+def test_retries_arriving_while_the_request_is_served_wait_for_its_keys():
+    link = SharedLink(1 << 12)
+    gate = asyncio.Event()
+
+    class Gated(MemoryPool):
+        async def issue(self, master, slaves, number, size_bits):
+            await gate.wait()
+            return await super().issue(master, slaves, number, size_bits)
+
+    a = svc.KeyService(LIMITS_A, Gated(link))
+    frames = encode_request("enc_keys", b"slow", {"slave_SAE_ID": "Y", "number": 2})
+
+    async def run():
+        first = asyncio.create_task(a.handle("X", frames))
+        await asyncio.sleep(0)
+        retries = [asyncio.create_task(a.handle("X", frames)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert not first.done() and not any(r.done() for r in retries)
+        gate.set()
+        return [decode_reply(r) for r in await asyncio.gather(first, *retries)]
+
+    replies = asyncio.run(run())
+    assert all(r.status == 200 and r.body == replies[0].body for r in replies)
+    assert len(replies[0].body["keys"]) == 2 and link.offset == 2 * 32
+    assert a.counters["retries_served"] == 3 and not a._cache._pending
+
+
 def test_the_same_request_id_from_another_client_is_a_new_request():
     a, _ = pair()
     one = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"}, rid=b"same")
