@@ -250,7 +250,11 @@ class KeyService:
             body = await getattr(self, "_op_" + req.op)(sae, req.body)
         except RequestError as err:
             return self._error(req.op, req.request_id, err)
-        return encode_reply(req.op, req.request_id, 200, body)
+        try:
+            return encode_reply(req.op, req.request_id, 200, body)
+        finally:
+            for entry in body.get("keys", ()):     # the key buffers of a _container
+                entry["key"][:] = bytes(len(entry["key"]))
 
     def _error(self, op: str, rid: bytes, err: RequestError) -> list[bytearray]:
         self.counters["errors"] += 1
@@ -332,12 +336,11 @@ class KeyService:
         return self._container(keys)
 
     def _container(self, keys: list[IssuedKey]) -> dict:
-        try:
-            self.counters["keys_delivered"] += len(keys)
-            return {"keys": [{"key_ID": str(k.key_id), "key": _b64(k.key)} for k in keys]}
-        finally:
-            for k in keys:
-                k.key[:] = bytes(len(k.key))
+        """The ETSI key container of ``keys``. It holds their key buffers themselves, which the
+        encoder writes in base64 straight into the reply (no str copy of a key is made) and
+        ``_serve`` wipes once the reply is encoded; the encoder writes the UUIDs as str(uuid)."""
+        self.counters["keys_delivered"] += len(keys)
+        return {"keys": [{"key_ID": k.key_id, "key": k.key} for k in keys]}
 
     async def _op_open_connect(self, sae: str, body: schemas.OpenConnectRequest) -> dict:
         if sae not in (body.source, body.destination):

@@ -60,6 +60,35 @@ def test_enc_keys_then_dec_keys_at_the_other_node_give_the_same_bytes():
     assert again.status == 400 and again.body["message"] == svc.MSG_NOT_FOUND
 
 
+@pytest.mark.parametrize("op", ["enc_keys", "dec_keys"])
+def test_delivered_keys_are_written_as_etsi_strings_and_their_buffers_wiped(op):
+    link = SharedLink(1 << 12)
+    handed: list[svc.IssuedKey] = []
+
+    class Recording(MemoryPool):
+        async def issue(self, master, slaves, number, size_bits):
+            handed.extend(await super().issue(master, slaves, number, size_bits))
+            return handed[-number:]
+
+        async def fetch(self, caller, master, key_ids):
+            handed.extend(await super().fetch(caller, master, key_ids))
+            return handed[-len(key_ids):]
+
+    a = svc.KeyService(LIMITS_A, Recording(link))
+    b = svc.KeyService(LIMITS_B, Recording(link))
+    material = bytes(link.material[:5 * 40])       # what the next keys will be
+    enc = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 5, "size": 320})
+    reply = enc if op == "enc_keys" else call(
+        b, "Y", "dec_keys", {"master_SAE_ID": "X",
+                             "key_IDs": [{"key_ID": k["key_ID"]} for k in enc.body["keys"]]})
+    assert reply.status == 200
+    got = reply.body["keys"]
+    assert [k["key"] for k in got] == [base64.b64encode(material[i * 40:(i + 1) * 40]).decode()
+                                       for i in range(5)]
+    assert [k["key_ID"] for k in got] == [str(k.key_id) for k in handed[-5:]]
+    assert handed and all(not any(k.key) for k in handed)
+
+
 def test_dec_keys_by_another_sae_is_401_and_consumes_nothing():
     a, b = pair()
     enc = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"})
