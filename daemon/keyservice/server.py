@@ -29,6 +29,14 @@ ZAP_DOMAIN = "qkd-keyservice"
 # requests answered in one go from the socket before the event loop gets a turn
 DRAIN_BATCH = 64
 
+# The request path calls libzmq through pyzmq's compiled socket methods with plain ints: the
+# Python layer of ``send_multipart``/``recv_multipart`` and arithmetic on the enum flags cost
+# more than the service's own work for a single-key request.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+
 
 def key_fingerprint(z85_public_key: bytes | str) -> str:
     """A short, stable name for a public key in logs (never a secret)."""
@@ -44,6 +52,7 @@ class _AllowList(AsyncioAuthenticator):
     def __init__(self, context, clients: dict[bytes, str]):
         super().__init__(context)
         self.clients = dict(clients)
+        self.saes = frozenset(self.clients.values())   # checked on every request
         self.rejected = 0
 
     def callback(self, domain: str, z85_key: bytes) -> bool:
@@ -78,6 +87,7 @@ class KeyServer:
         self._sock: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Future] = set()
+        self._draining = False      # inside _drain: it looks at the socket after each reply
         self.handshake_failures = 0
 
     @property
@@ -89,6 +99,7 @@ class KeyServer:
             raise ServiceStartError("key service: an empty allow-list would lock every client "
                                     "out; keeping the current one")
         self._auth.clients = dict(clients)
+        self._auth.saes = frozenset(clients.values())
         log.info("key service: allow-list now has %d clients", len(clients))
 
     async def start(self) -> None:
@@ -117,7 +128,9 @@ class KeyServer:
         # requests are read and replies sent through the socket's plain API from a reader on
         # its file descriptor: pyzmq's asyncio receive (a future, a callback and a poll per
         # message) cost as much as the service's own work for a single-key request
-        self._plain = zmq.Socket.shadow(sock.underlying)
+        self._plain = plain = zmq.Socket.shadow(sock.underlying)
+        base = super(zmq.Socket, plain)      # the compiled methods, without the sugar layer
+        self._get, self._recv, self._send = base.get, base.recv, base.send
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._plain.FD, self._drain)
         self._loop.call_soon(self._drain)
@@ -153,19 +166,27 @@ class KeyServer:
         """Every request queued on the socket, each answered at once when the service needs
         no wait (keys reserved ahead), else by a task. The descriptor of a ZeroMQ socket
         signals edges: it is read until the socket says it holds nothing more."""
-        plain = self._plain
+        get, recv = self._get, self._recv
+        self._draining = True
         try:
             for _ in range(DRAIN_BATCH):
-                if not plain.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not get(_EVENTS) & _POLLIN:
                     return
-                msg = plain.recv_multipart(zmq.NOBLOCK, copy=False)
-                self._start(self._answer(msg[0].bytes, msg[-1].get("User-Id"),
-                                         [f.bytes for f in msg[1:]]))
+                # the identity frame carries the message's metadata (the ZAP User-Id) and,
+                # like every frame received without copying, whether more frames follow
+                head = frame = recv(_NOBLOCK, False)
+                frames = []
+                while frame.more:
+                    frame = recv(_NOBLOCK, False)
+                    frames.append(frame.bytes)
+                self._start(self._answer(head.bytes, head.get("User-Id"), frames))
             self._loop.call_soon(self._drain)   # a long burst: let the loop's other work in
         except zmq.Again:
             pass
         except zmq.ZMQError as exc:     # the socket closed under us (stop)
             log.debug("key service: socket read ended: %s", exc)
+        finally:
+            self._draining = False
 
     def _start(self, coro) -> None:
         """Run ``coro`` until its first wait; only a request that waits becomes a task."""
@@ -181,7 +202,7 @@ class KeyServer:
         task.add_done_callback(self._inflight.discard)
 
     async def _answer(self, identity: bytes, sae: str, frames: list[bytes]) -> None:
-        if sae not in self._auth.clients.values():
+        if sae not in self._auth.saes:
             op, rid = peek_request_id(frames)
             reply = encode_reply(op.decode(), rid, 401, RequestError(
                 401, "unauthorized: this client was removed from the allow-list").body())
@@ -192,9 +213,17 @@ class KeyServer:
             # reply is dropped, and the client's retry with the same request id gets it
             # from the reply cache. (Never the asyncio socket's send here: its reader on the
             # same descriptor would replace ours.)
-            self._plain.send_multipart([identity, *reply], zmq.NOBLOCK)
-            # a send can take the descriptor's edge for requests that came meanwhile
-            self._loop.call_soon(self._drain)
+            send = self._send
+            send(identity, _SNDMORE_NOBLOCK)
+            last = len(reply) - 1
+            for i, f in enumerate(reply):
+                send(f, _NOBLOCK if i == last else _SNDMORE_NOBLOCK)
+            # A send can take the descriptor's edge for requests that came meanwhile. Inside
+            # ``_drain`` its next look at the socket (EVENTS, or a recv that finds nothing)
+            # processes those commands after this send; a reply sent later, by a request
+            # that waited, needs a drain of its own.
+            if not self._draining:
+                self._loop.call_soon(self._drain)
         except zmq.ZMQError as exc:
             log.info("key service: a reply was not sent (%s); the client's retry gets it", exc)
         finally:

@@ -143,14 +143,22 @@ class _ReplyCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._done: OrderedDict[tuple[str, bytes], tuple[float, list[bytearray]]] = OrderedDict()
-        self._pending: dict[tuple[str, bytes], asyncio.Future] = {}
+        self._pending: dict[tuple[str, bytes], asyncio.Future | None] = {}
+        # the time of the oldest entry (first in ``_done``): one comparison per request tells
+        # whether anything is due for eviction
+        self._oldest = 0.0
 
     def _evict(self, now: float) -> None:
-        while self._done:
-            key, (t, frames) = next(iter(self._done.items()))
-            if now - t < self.ttl_s and len(self._done) <= self.max_entries:
+        done = self._done
+        if not done or (now - self._oldest < self.ttl_s and len(done) <= self.max_entries):
+            return
+        while done:
+            key = next(iter(done))
+            t, frames = done[key]
+            if now - t < self.ttl_s and len(done) <= self.max_entries:
+                self._oldest = t
                 break
-            del self._done[key]
+            del done[key]
             _wipe(frames)
 
     def get(self, key, now: float):
@@ -159,6 +167,8 @@ class _ReplyCache:
         return None if hit is None else hit[1]
 
     def put(self, key, frames: list[bytearray], now: float) -> None:
+        if not self._done:
+            self._oldest = now
         self._done[key] = (now, frames)
         self._evict(now)
 
@@ -201,25 +211,32 @@ class KeyService:
             op, rid = peek_request_id(frames)
             return self._error(op.decode(), rid, err)
         key = (client_sae, request.request_id)
-        cached = self._cache.get(key, self._clock())
+        cache = self._cache
+        cached = cache.get(key, self._clock())
         if cached is not None:
             self.counters["retries_served"] += 1
             return [bytearray(f) for f in cached]
-        pending = self._cache._pending.get(key)
-        if pending is not None:
+        # A request being served has an entry in _pending; the future its retries wait on is
+        # made by the first retry (most requests are served without one arriving, many
+        # without waiting at all)
+        pending = cache._pending
+        if key in pending:
             self.counters["retries_served"] += 1
-            return [bytearray(f) for f in await asyncio.shield(pending)]
-        fut = asyncio.get_running_loop().create_future()
-        self._cache._pending[key] = fut
+            fut = pending[key]
+            if fut is None:
+                fut = pending[key] = asyncio.get_running_loop().create_future()
+            return [bytearray(f) for f in await asyncio.shield(fut)]
+        pending[key] = None
         try:
             reply = await self._serve(client_sae, request)
         except Exception:   # a bug or a store failure: answer 503, never drop the client
             log.exception("key service: %s from %s failed", request.op, client_sae)
             reply = self._error(request.op, request.request_id,
                                 RequestError(503, "internal error of the key service"))
-        self._cache._pending.pop(key, None)
-        self._cache.put(key, reply, self._clock())
-        fut.set_result(reply)
+        fut = pending.pop(key, None)
+        cache.put(key, reply, self._clock())
+        if fut is not None:
+            fut.set_result(reply)
         return [bytearray(f) for f in reply]
 
     def close(self) -> None:
@@ -233,7 +250,11 @@ class KeyService:
             body = await getattr(self, "_op_" + req.op)(sae, req.body)
         except RequestError as err:
             return self._error(req.op, req.request_id, err)
-        return encode_reply(req.op, req.request_id, 200, body)
+        try:
+            return encode_reply(req.op, req.request_id, 200, body)
+        finally:
+            for entry in body.get("keys", ()):     # the key buffers of a _container
+                entry["key"][:] = bytes(len(entry["key"]))
 
     def _error(self, op: str, rid: bytes, err: RequestError) -> list[bytearray]:
         self.counters["errors"] += 1
@@ -315,12 +336,11 @@ class KeyService:
         return self._container(keys)
 
     def _container(self, keys: list[IssuedKey]) -> dict:
-        try:
-            self.counters["keys_delivered"] += len(keys)
-            return {"keys": [{"key_ID": str(k.key_id), "key": _b64(k.key)} for k in keys]}
-        finally:
-            for k in keys:
-                k.key[:] = bytes(len(k.key))
+        """The ETSI key container of ``keys``. It holds their key buffers themselves, which the
+        encoder writes in base64 straight into the reply (no str copy of a key is made) and
+        ``_serve`` wipes once the reply is encoded; the encoder writes the UUIDs as str(uuid)."""
+        self.counters["keys_delivered"] += len(keys)
+        return {"keys": [{"key_ID": k.key_id, "key": k.key} for k in keys]}
 
     async def _op_open_connect(self, sae: str, body: schemas.OpenConnectRequest) -> dict:
         if sae not in (body.source, body.destination):

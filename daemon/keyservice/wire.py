@@ -33,6 +33,7 @@ OPERATIONS: dict[bytes, type[msgspec.Struct]] = {
 }
 
 _ENCODER = msgspec.json.Encoder()
+_REPLY_BODY_BYTES = 256
 _DECODERS = {op: msgspec.json.Decoder(kind) for op, kind in OPERATIONS.items()}
 
 
@@ -52,8 +53,9 @@ class RequestError(Exception):
         return out
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
+    """A validated request (a Struct: built in C, once per request)."""
+
     op: str
     request_id: bytes
     body: msgspec.Struct
@@ -84,7 +86,7 @@ def decode_request(frames: list[bytes]) -> Request:
     if len(frames) != 4:
         raise RequestError(400, f"a request has 4 frames [protocol, op, request_id, body], "
                                 f"got {len(frames)}")
-    proto, op, rid, body = (bytes(f) for f in frames)
+    proto, op, rid, body = map(bytes, frames)   # no copy of frames that are bytes already
     if proto != PROTOCOL:
         raise RequestError(400, f"unknown protocol {_printable(proto)!r}, expected "
                                 f"{PROTOCOL.decode()!r}")
@@ -111,9 +113,15 @@ def encode_request(op: str, request_id: bytes, body: Any) -> list[bytes]:
 
 
 def encode_reply(op: str, request_id: bytes, status: int, body: Any) -> list[bytearray]:
-    """Reply frames; bytearrays so that a reply carrying keys can be wiped after sending."""
+    """Reply frames; bytearrays so that a reply carrying keys can be wiped after sending.
+
+    The body is encoded into its bytearray (no bytes copy of it is left behind unwiped); the
+    buffer starts large enough for a reply of one key of up to 1024 bits, which is then not
+    reallocated while it is written either."""
+    out = bytearray(_REPLY_BODY_BYTES)
+    _ENCODER.encode_into(body, out)
     return [bytearray(PROTOCOL), bytearray(op.encode()), bytearray(request_id),
-            bytearray(str(status).encode()), bytearray(_ENCODER.encode(body))]
+            bytearray(str(status).encode()), out]
 
 
 def decode_reply(frames: list[bytes]) -> Reply:

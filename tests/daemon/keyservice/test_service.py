@@ -60,6 +60,35 @@ def test_enc_keys_then_dec_keys_at_the_other_node_give_the_same_bytes():
     assert again.status == 400 and again.body["message"] == svc.MSG_NOT_FOUND
 
 
+@pytest.mark.parametrize("op", ["enc_keys", "dec_keys"])
+def test_delivered_keys_are_written_as_etsi_strings_and_their_buffers_wiped(op):
+    link = SharedLink(1 << 12)
+    handed: list[svc.IssuedKey] = []
+
+    class Recording(MemoryPool):
+        async def issue(self, master, slaves, number, size_bits):
+            handed.extend(await super().issue(master, slaves, number, size_bits))
+            return handed[-number:]
+
+        async def fetch(self, caller, master, key_ids):
+            handed.extend(await super().fetch(caller, master, key_ids))
+            return handed[-len(key_ids):]
+
+    a = svc.KeyService(LIMITS_A, Recording(link))
+    b = svc.KeyService(LIMITS_B, Recording(link))
+    material = bytes(link.material[:5 * 40])       # what the next keys will be
+    enc = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y", "number": 5, "size": 320})
+    reply = enc if op == "enc_keys" else call(
+        b, "Y", "dec_keys", {"master_SAE_ID": "X",
+                             "key_IDs": [{"key_ID": k["key_ID"]} for k in enc.body["keys"]]})
+    assert reply.status == 200
+    got = reply.body["keys"]
+    assert [k["key"] for k in got] == [base64.b64encode(material[i * 40:(i + 1) * 40]).decode()
+                                       for i in range(5)]
+    assert [k["key_ID"] for k in got] == [str(k.key_id) for k in handed[-5:]]
+    assert handed and all(not any(k.key) for k in handed)
+
+
 def test_dec_keys_by_another_sae_is_401_and_consumes_nothing():
     a, b = pair()
     enc = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"})
@@ -91,6 +120,33 @@ def test_retry_with_the_same_request_id_returns_the_same_keys_new_id_new_keys():
     assert a.counters["retries_served"] == 1
 
 
+def test_retries_arriving_while_the_request_is_served_wait_for_its_keys():
+    link = SharedLink(1 << 12)
+    gate = asyncio.Event()
+
+    class Gated(MemoryPool):
+        async def issue(self, master, slaves, number, size_bits):
+            await gate.wait()
+            return await super().issue(master, slaves, number, size_bits)
+
+    a = svc.KeyService(LIMITS_A, Gated(link))
+    frames = encode_request("enc_keys", b"slow", {"slave_SAE_ID": "Y", "number": 2})
+
+    async def run():
+        first = asyncio.create_task(a.handle("X", frames))
+        await asyncio.sleep(0)
+        retries = [asyncio.create_task(a.handle("X", frames)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert not first.done() and not any(r.done() for r in retries)
+        gate.set()
+        return [decode_reply(r) for r in await asyncio.gather(first, *retries)]
+
+    replies = asyncio.run(run())
+    assert all(r.status == 200 and r.body == replies[0].body for r in replies)
+    assert len(replies[0].body["keys"]) == 2 and link.offset == 2 * 32
+    assert a.counters["retries_served"] == 3 and not a._cache._pending
+
+
 def test_the_same_request_id_from_another_client_is_a_new_request():
     a, _ = pair()
     one = call(a, "X", "enc_keys", {"slave_SAE_ID": "Y"}, rid=b"same")
@@ -110,6 +166,25 @@ def test_evicted_replies_are_wiped():
     asyncio.run(a.handle("X", encode_request("status", b"r2", {"slave_SAE_ID": "Y"})))
     assert ("X", b"r1") not in a._cache._done
     assert all(not any(f) for f in cached)
+
+
+def test_the_reply_cache_evicts_by_age_and_by_count_and_wipes_what_it_evicts():
+    cache = svc._ReplyCache(ttl_s=10, max_entries=3)
+    frames = [[bytearray(b"key %d" % i)] for i in range(5)]
+    key = [("X", b"r%d" % i) for i in range(5)]
+    for i in range(4):
+        cache.put(key[i], frames[i], float(i))
+    assert len(cache) == 3 and cache.get(key[0], 4.0) is None     # over the count
+    assert not any(frames[0][0])
+    assert cache.get(key[1], 10.5) is frames[1]
+    assert cache.get(key[2], 11.0) is frames[2] and cache.get(key[1], 11.0) is None
+    assert not any(frames[1][0]) and any(frames[2][0])
+    assert cache.get(key[3], 12.0) is frames[3] and cache.get(key[2], 12.0) is None
+    assert cache.get(key[3], 13.0) is None and len(cache) == 0     # all too old
+    assert not any(any(f[0]) for f in frames[:4])
+    cache.put(key[4], frames[4], 100.0)     # an emptied cache ages its next entry afresh
+    assert cache.get(key[4], 109.9) is frames[4]
+    assert cache.get(key[4], 110.0) is None and not any(frames[4][0])
 
 
 def test_exhausted_pool_is_503_and_takes_nothing():
