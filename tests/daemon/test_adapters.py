@@ -52,7 +52,7 @@ def test_block_params_follow_the_links_protocol_policy_and_the_board(tmp_path):
 def test_the_key_services_types_are_allowed_on_the_link_and_overlap_no_other():
     from daemon.keyservice.reservations import MESSAGE_TYPES
     others = adapters.LINK_TYPES - MESSAGE_TYPES
-    assert MESSAGE_TYPES == frozenset(range(0x60, 0x66)) and MESSAGE_TYPES <= adapters.LINK_TYPES
+    assert MESSAGE_TYPES == frozenset(range(0x60, 0x67)) and MESSAGE_TYPES <= adapters.LINK_TYPES
     assert len(others) + len(MESSAGE_TYPES) == len(adapters.LINK_TYPES)
     assert all(t < 0x60 or t >= 0xC0 for t in others)
 
