@@ -280,6 +280,10 @@ class NodeKeyPool(StreamKeys):
             self._paused_until[pair] = time.monotonic() + REFILL_PAUSE_S
             log.info("key service: reserving ahead for %s -> %s paused for %g s: %s", *pair,
                      REFILL_PAUSE_S, exc)
+        except StoreError as exc:    # the store failed (disk full, I/O error): say so, retry
+            self._paused_until[pair] = time.monotonic() + REFILL_PAUSE_S
+            log.error("key service: reserving ahead for %s -> %s paused for %g s: %s", *pair,
+                      REFILL_PAUSE_S, exc)
         finally:
             self._inflight[pair] -= chunk
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import uuid
 
@@ -12,6 +13,7 @@ from daemon.keyservice import reservations as rv
 from daemon.keyservice import service as svc
 from daemon.keyservice.pool import NodeKeyPool
 from daemon.keyservice.wire import decode_reply, encode_request
+from daemon.keystore.errors import StoreDiskFull
 from daemon.keystore.store import KeyStore
 from tests.daemon.keyservice.test_service import LIMITS_A, LIMITS_B
 
@@ -148,6 +150,27 @@ def test_used_up_leases_are_closed_together_at_the_next_settle(tmp_path):
     assert len(a_store.open_leases()) <= 1                # at most the spare is left open
     assert not ids & set(a_store.key_states("L"))         # erased at A
     assert a_store.fill().keys == 64 - 24
+
+
+def test_a_store_failure_while_reserving_ahead_pauses_the_refill_and_says_why(tmp_path, caplog):
+    a_store, b_store = stores(tmp_path)
+    sa, _, _ = services(a_store, b_store, reserve_ahead=16)
+
+    def full(*_a, **_k):
+        raise StoreDiskFull("key store a.db (lease): disk full")
+
+    a_store.lease = full
+    pool = sa.pool
+
+    async def run():
+        pool._ahead[("X", "Y")] = collections.deque()
+        pool._inflight[("X", "Y")] = 8
+        await pool._refill(("X", "Y"), 8)            # no exception escapes the task
+        return pool._inflight[("X", "Y")], pool._paused_until.get(("X", "Y"), 0.0)
+
+    inflight, paused = asyncio.run(run())
+    assert inflight == 0 and paused > 0
+    assert any(r.levelname == "ERROR" and "disk full" in r.getMessage() for r in caplog.records)
 
 
 def test_concurrent_requests_at_both_nodes_never_share_a_key(tmp_path):
