@@ -13,7 +13,6 @@ while the first is still being served waits for it. Cached replies are wiped whe
 from __future__ import annotations
 
 import asyncio
-import binascii
 import logging
 import time
 import uuid
@@ -187,10 +186,6 @@ def _wipe(frames: list[bytearray]) -> None:
             f[:] = bytes(len(f))
 
 
-def _b64(key: bytearray) -> str:
-    return binascii.b2a_base64(key, newline=False).decode("ascii")
-
-
 class KeyService:
     """Request frames + the client's authenticated SAE ID -> reply frames. Never raises."""
 
@@ -255,6 +250,9 @@ class KeyService:
         finally:
             for entry in body.get("keys", ()):     # the key buffers of a _container
                 entry["key"][:] = bytes(len(entry["key"]))
+            buffer = body.get("key_buffer")        # ETSI 004's key
+            if buffer is not None:
+                buffer[:] = bytes(len(buffer))
 
     def _error(self, op: str, rid: bytes, err: RequestError) -> list[bytearray]:
         self.counters["errors"] += 1
@@ -408,11 +406,10 @@ class KeyService:
         except KeysNotFound as exc:
             raise RequestError(400, f"index {body.index} of this stream was already "
                                     f"delivered here or expired", [str(exc)]) from None
-        try:
-            return {"status": SUCCESSFUL, "index": body.index, "key_ID": str(key.key_id),
-                    "key_buffer": _b64(key.key), "metadata": {}}
-        finally:
-            key.key[:] = bytes(len(key.key))
+        # the key buffer itself: the encoder writes it in base64 into the reply, ``_serve``
+        # wipes it (no str copy of the key is made)
+        return {"status": SUCCESSFUL, "index": body.index, "key_ID": key.key_id,
+                "key_buffer": key.key, "metadata": {}}
 
     async def _op_close(self, sae: str, body: schemas.CloseRequest) -> dict:
         stream = self.streams.get(body.key_stream_id)

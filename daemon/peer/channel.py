@@ -29,6 +29,7 @@ from daemon.peer import session as ss
 from daemon.peer.auth_keys import AuthKeyPool
 from daemon.peer.envelope import Envelope
 from daemon.peer.session import PeerEvent, PeerSession
+from daemon.waiting import wait_at_most
 
 log = logging.getLogger("qkd.peer")
 
@@ -281,11 +282,8 @@ class PeerChannel:
 
     async def _wait(self, ready: asyncio.Event) -> None:
         self._poke()
-        if not ready.is_set():
-            try:        # the timeout only guards against a lost edge; it never busy-loops
-                await asyncio.wait_for(ready.wait(), 0.1)
-            except asyncio.TimeoutError:
-                pass
+        if not ready.is_set():   # the time limit only guards against a lost edge
+            await wait_at_most(ready, 0.1)
 
     async def _send_raw(self, frame: bytes) -> None:
         while True:

@@ -19,6 +19,8 @@ import os
 import socket
 from typing import Callable, Mapping
 
+from daemon.waiting import wait_at_most
+
 
 class NotifyError(ValueError):
     """A malformed notify setting (one line naming the variable and what is accepted)."""
@@ -135,10 +137,7 @@ class Watchdog:
             return
         while not stop.is_set():
             self.tick()
-            try:
-                await asyncio.wait_for(stop.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
+            await wait_at_most(stop, self.interval_s)
 
 
 async def serve(stop: asyncio.Event, healthy: Callable[[], bool],
@@ -161,10 +160,7 @@ async def serve(stop: asyncio.Event, healthy: Callable[[], bool],
                 last = text
             if watchdog.interval_s is not None:
                 watchdog.tick()
-            try:
-                await asyncio.wait_for(stop.wait(), period)
-            except asyncio.TimeoutError:
-                pass
+            await wait_at_most(stop, period)
     finally:
         notifier.stopping("stopping")
     return watchdog

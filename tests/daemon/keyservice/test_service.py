@@ -283,10 +283,21 @@ def test_etsi004_both_ends_get_the_same_key_for_the_same_index():
     # node B learns the stream over the peer channel; here both services share the link
     b.streams[ksid] = svc.KeyStream(ksid, "X", "Y", a.streams[ksid].qos)
     b.streams[ksid].opened_by.add("Y")
+    handed = []
+    for service in (a, b):                  # record the key buffers the pools hand over
+        take = service.pool.stream_key
+
+        async def recorded(*args, _take=take):
+            handed.append(await _take(*args))
+            return handed[-1]
+        service.pool.stream_key = recorded
     ka = call(a, "X", "get_key", {"key_stream_id": ksid, "index": 7})
     kb = call(b, "Y", "get_key", {"key_stream_id": ksid, "index": 7})
     assert ka.body["status"] == kb.body["status"] == svc.SUCCESSFUL
     assert ka.body["key_buffer"] == kb.body["key_buffer"]
+    assert len(base64.b64decode(ka.body["key_buffer"])) == 32
+    assert ka.body["key_ID"] == str(handed[0].key_id)
+    assert len(handed) == 2 and all(not any(k.key) for k in handed)   # wiped once encoded
     assert call(a, "X", "get_key", {"key_stream_id": ksid, "index": 7}).status == 400
     assert call(a, "X", "close", {"key_stream_id": ksid}).body["status"] == svc.SUCCESSFUL
     assert call(a, "X", "get_key", {"key_stream_id": ksid, "index": 8}).status == 400
