@@ -306,32 +306,32 @@ class NodeKeyPool(StreamKeys):
         meanwhile was settled by its close."""
         async with self._store_lease_lock:
             lease = self._lease
-            used, self._used = self._used, []
-            if lease in used or (lease is not None and lease.closed):
+            if lease is not None and (lease in self._used or lease.closed):
                 lease = None
-            if lease is None and not used:
-                return 0
             try:
-                done = await self._store_call(self.store.close_leases, used, lease)
-            except BaseException as exc:
-                # closed at the next settle (the store passes over any this one did close:
-                # a cancelled call may still have run to its end in the store's thread)
-                self._used = used + self._used
-                if isinstance(exc, LeaseError):    # the open lease was closed meanwhile
-                    return 0
-                raise
+                done = await self._close_used([], settle=lease)
+            except LeaseError:          # the open lease was closed meanwhile
+                return 0
             return done[-1] if lease is not None else 0
 
     async def _close_leases(self, leases) -> None:
         """Close ``leases`` and every used-up lease now, durably, in one transaction."""
         async with self._store_lease_lock:
-            used, self._used = self._used, []
-            try:
-                await self._store_call(self.store.close_leases,
-                                       used + [x for x in leases if x is not None])
-            except BaseException:
-                self._used = used + self._used
-                raise
+            await self._close_used([x for x in leases if x is not None])
+
+    async def _close_used(self, leases: list, settle=None) -> list[int]:
+        """``KeyStore.close_leases`` of the used-up leases and ``leases`` (and the settle of
+        ``settle``); the caller holds ``_store_lease_lock``. On failure the used-up ones stay
+        for the next try (the store passes over any this one did close: a cancelled call may
+        still have run to its end in the store's thread)."""
+        used, self._used = self._used, []
+        if not used and not leases and settle is None:
+            return []
+        try:
+            return await self._store_call(self.store.close_leases, used + leases, settle)
+        except BaseException:
+            self._used = used + self._used
+            raise
 
     async def close(self, void_wait_s: float = 1.0) -> None:
         """End the open lease durably (taken keys erased, the rest back in the pool), wipe the
