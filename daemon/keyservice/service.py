@@ -186,6 +186,12 @@ def _wipe(frames: list[bytearray]) -> None:
             f[:] = bytes(len(f))
 
 
+def reply_capacity(keys: list[bytearray]) -> int:
+    """Bytes enough for a reply body carrying ``keys``: base64 takes 4 bytes per 3, and each
+    key's entry (its ID and the field names) under 96 more."""
+    return 256 + sum(2 * len(k) + 96 for k in keys)
+
+
 class KeyService:
     """Request frames + the client's authenticated SAE ID -> reply frames. Never raises."""
 
@@ -245,13 +251,14 @@ class KeyService:
             body = await getattr(self, "_op_" + req.op)(sae, req.body)
         except RequestError as err:
             return self._error(req.op, req.request_id, err)
+        buffers = [entry["key"] for entry in body.get("keys", ())]   # of a _container
+        if body.get("key_buffer") is not None:                        # ETSI 004's key
+            buffers.append(body["key_buffer"])
         try:
-            return encode_reply(req.op, req.request_id, 200, body)
+            return encode_reply(req.op, req.request_id, 200, body,
+                                capacity=reply_capacity(buffers))
         finally:
-            for entry in body.get("keys", ()):     # the key buffers of a _container
-                entry["key"][:] = bytes(len(entry["key"]))
-            buffer = body.get("key_buffer")        # ETSI 004's key
-            if buffer is not None:
+            for buffer in buffers:
                 buffer[:] = bytes(len(buffer))
 
     def _error(self, op: str, rid: bytes, err: RequestError) -> list[bytearray]:

@@ -112,13 +112,14 @@ def encode_request(op: str, request_id: bytes, body: Any) -> list[bytes]:
     return [PROTOCOL, op.encode(), request_id, _ENCODER.encode(body)]
 
 
-def encode_reply(op: str, request_id: bytes, status: int, body: Any) -> list[bytearray]:
+def encode_reply(op: str, request_id: bytes, status: int, body: Any, *,
+                 capacity: int = _REPLY_BODY_BYTES) -> list[bytearray]:
     """Reply frames; bytearrays so that a reply carrying keys can be wiped after sending.
 
-    The body is encoded into its bytearray (no bytes copy of it is left behind unwiped); the
-    buffer starts large enough for a reply of one key of up to 1024 bits, which is then not
-    reallocated while it is written either."""
-    out = bytearray(_REPLY_BODY_BYTES)
+    The body is encoded into its bytearray (no bytes copy of it is left behind unwiped). Give
+    ``capacity`` at least the encoded size of a body carrying keys: a buffer that has to grow
+    while it is written is moved, and the memory it leaves holds key bytes nobody wipes."""
+    out = bytearray(capacity)
     _ENCODER.encode_into(body, out)
     return [bytearray(PROTOCOL), bytearray(op.encode()), bytearray(request_id),
             bytearray(str(status).encode()), out]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from daemon.keyservice import service as svc
-from daemon.keyservice.wire import PROTOCOL, decode_reply, encode_request
+from daemon.keyservice.wire import PROTOCOL, decode_reply, encode_reply, encode_request
 from tests.daemon.keyservice.pools import MemoryPool, SharedLink
 
 LIMITS_A = svc.KmeLimits(kme_id="KME-A", peer_kme_id="KME-B", local_saes=frozenset({"X", "X2"}),
@@ -87,6 +87,24 @@ def test_delivered_keys_are_written_as_etsi_strings_and_their_buffers_wiped(op):
                                        for i in range(5)]
     assert [k["key_ID"] for k in got] == [str(k.key_id) for k in handed[-5:]]
     assert handed and all(not any(k.key) for k in handed)
+
+
+@pytest.mark.parametrize("n_keys", [1, 7, 128])
+@pytest.mark.parametrize("key_bytes", [8, 32, 1024])
+def test_a_reply_carrying_keys_is_encoded_into_a_buffer_that_never_has_to_grow(n_keys,
+                                                                              key_bytes):
+    """A buffer that grows while written is moved, leaving key bytes in memory nobody wipes:
+    the capacity the service gives covers the whole body, for key containers and for ETSI
+    004's key_buffer (with the longest request id and stream index)."""
+    keys = [bytearray(b"\xff" * key_bytes) for _ in range(n_keys)]
+    container = {"keys": [{"key_ID": uuid.uuid4(), "key": k} for k in keys]}
+    stream = {"status": svc.SUCCESSFUL, "index": 2**63 - 1, "key_ID": uuid.uuid4(),
+              "key_buffer": keys[0], "metadata": {}}
+    for body, buffers in ((container, keys), (stream, keys[:1])):
+        frames = encode_reply("enc_keys", b"r" * 64, 200, body,
+                              capacity=svc.reply_capacity(buffers))
+        assert len(frames[4]) <= svc.reply_capacity(buffers)
+        assert decode_reply(frames).status == 200
 
 
 def test_dec_keys_by_another_sae_is_401_and_consumes_nothing():
