@@ -175,6 +175,10 @@ async def _bob_block(side: _Side, block_id: int, pair, frame_bits, rounds: list)
         n += 1
         await send(M.PARITY_REQUEST, nxt)
     side.inboxes.pop(block_id)
+    del bob
+    # the engine's next message (verification) ends Alice's Cascade role and frees its state;
+    # without it every block of hers would stay in memory and the next one fault in fresh pages
+    await send(M.VERIFY_TAGS, b"")
     rounds.append(n)
 
 
@@ -189,11 +193,12 @@ async def _alice_block(side: _Side, block_id: int, box: asyncio.Queue, pairs, fr
             await side.run(lambda p: alice.handle_setup(CascadeSetup.from_bytes(p)), env.payload)
             continue
         if env.msg_type != M.PARITY_REQUEST:
-            break
+            break               # VERIFY_TAGS: Cascade is over, as in the engine's _on_tags
         reply = await side.run(
             lambda p: alice.handle_request(ParityRequest.from_bytes(p)).to_bytes(), env.payload)
         step += 1
         await side.channel.send(1, block_id, step, int(M.PARITY_REPLY), reply)
+    side.inboxes.pop(block_id, None)
 
 
 def _alice_process(conn, directory: str, mine, bob_public: bytes, frame_bits,
