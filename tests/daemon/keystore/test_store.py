@@ -567,6 +567,56 @@ def test_a_lease_skips_keys_of_open_leases_and_reuses_returned_ones(store):
     assert store.issuable_count(LINK) == 1
 
 
+def _lease_keys(store, n_keys, sizes=(32, 16, 64)):
+    """Blocks of keys of several sizes (with NUL and non-UTF-8 bytes); a lease in the middle
+    leaves two segments. Returns {key_id: bits} of the keys this end issues, and the middle
+    lease."""
+    expect = {}
+    for block_id, size in enumerate(sizes, start=1):
+        keys = random_keys(12, size)
+        keys[0] = (keys[0][0], bytes(size))                     # all NUL
+        keys[2] = (keys[2][0], b"\xff\xc3\x28" + bytes(size - 3))  # not UTF-8
+        store.prepare(LINK, block_id, keys, coordinator=True)
+        store.commit(LINK, block_id)
+        expect.update({k: b for i, (k, b) in enumerate(keys) if i % 2 == 0})
+    middle = store.lease(LINK, n_keys)
+    return expect, middle
+
+
+def test_a_lease_reads_every_key_id_and_its_bits_in_key_order(store, monkeypatch):
+    expect, first = _lease_keys(store, 8)                  # block 1 and 2 keys of block 2
+    second = store.lease(LINK, 4)
+    store.close_lease(first)                               # a gap before `second`
+    blobs = []
+    real_wipe = store_mod.wipe_bytes
+    monkeypatch.setattr(store_mod, "wipe_bytes",
+                        lambda b: (real_wipe(b), blobs.append(b)))
+    lease = store.lease(LINK, 100)                         # the gap, then past `second`
+    order = [k for k in expect if k not in second.key_ids]
+    assert lease.key_ids == tuple(order)
+    assert lease.size_bits == tuple(8 * len(expect[k]) for k in order)
+    got = lease.take(100, master_sae="m", slave_sae="s")
+    assert [(k, bytes(b)) for k, b in got] == [(k, expect[k]) for k in order]
+    # one joined read per segment, each wiped once split into the lease's own copies
+    assert len(blobs) == 2 and sum(map(len, blobs)) == sum(len(expect[k]) for k in order)
+    assert all(b == bytes(len(b)) for b in blobs)
+
+
+def test_a_lease_is_in_key_order_whatever_order_sqlite_joins_rows_in(store, monkeypatch):
+    # group_concat's order is undocumented: a run read backwards must still come out in order
+    monkeypatch.setattr(store_mod, "_RUN_SQL",
+                        store_mod._RUN_SQL.replace("ORDER BY block_id, key_index LIMIT ?",
+                                                   "ORDER BY block_id DESC, key_index DESC"
+                                                   " LIMIT -1 OFFSET 0) WHERE ? > 0 AND (1"))
+    expect, lease = _lease_keys(store, 18)
+    assert lease.key_ids == tuple(expect)
+    got = lease.take(18, master_sae="m", slave_sae="s")
+    assert [bytes(b) for _, b in got] == list(expect.values())
+    assert lease.key_ranges(0, 18) == [
+        KeyRange(b, 0, 10, 6, KeyRange.digest_of([k.bytes for k in lease.key_ids[i:i + 6]]))
+        for i, b in ((0, 1), (6, 2), (12, 3))]
+
+
 def test_voiding_an_open_lease_erases_only_its_keys(tmp_path):
     s = KeyStore(tmp_path / "k.db")
     keys = committed_block(s, 1, n=16)
