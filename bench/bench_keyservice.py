@@ -13,7 +13,8 @@ Each case emits one JSON line; ``vs_bare`` is the service's request rate over th
 with the same number of clients at the start of the run, ``vs_bare_paired`` over the bare
 loop's measured again just before the case (``bare_paired_requests_per_s``: on shared cores the
 machine's speed drifts by up to 2x within a run, so this is the ratio to read); ``waited_for_peer`` counts requests that found too few keys
-reserved ahead and waited for node B's fsync. Environment: QKD_BENCH_KS_AHEAD (keys node A
+reserved ahead and waited for node B's fsync; ``cpu_ms_per_request`` and ``cpu_us_per_key`` are
+each node's CPU over the case (all its threads) per request and per key. Environment: QKD_BENCH_KS_AHEAD (keys node A
 reserves ahead per SAE pair, default 16384: about a second of keys at the rates measured here,
 so that a slow fsync at B does not empty it), QKD_BENCH_KS_SECONDS (per case, default 3),
 QKD_BENCH_KS_MAX_KEYS (keys one case may take, default 150000: the stores are filled per case,
@@ -33,7 +34,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from bench.common import emit, progress
+from bench.common import cpu_seconds, emit, progress
 from daemon.keyservice.wire import encode_request
 from daemon.keystore.cutting import new_key_ids
 
@@ -315,17 +316,27 @@ def _bench_service(keys, bare_rates: dict, tmp: str, bare: tuple[str, bytes]) ->
                                      {"slave_SAE_ID": "Y", "number": 1})["requests_per_s"]
                 progress(f"key service, {n} clients, number={number}")
                 waited = a.runner.pool.counters["reserved_on_request"]
+                cpu0 = cpu_seconds(), cpu_seconds(b.pid)
                 fig = run_clients(endpoint, server_pub, keys[:n], "enc_keys",
                                   {"slave_SAE_ID": "Y", "number": number, "size": KEY_BITS},
                                   max_requests=budget // number // n)
                 # requests that found too few keys reserved ahead and waited for the peer
                 waited = a.runner.pool.counters["reserved_on_request"] - waited
+                # CPU per request of each node (A: this process, where only A's threads work
+                # during a case), a figure the machine's drifting speed moves less than rates
+                cpu = cpu_seconds() - cpu0[0], cpu_seconds(b.pid) - cpu0[1]
+                n_req = max(1, fig["requests"])
                 emit("keyservice", case="node_service_durable_reserved", clients=n,
                      number=number, size_bits=KEY_BITS,
                      vs_bare=round(fig["requests_per_s"] / bare_rates[n], 3),
                      bare_paired_requests_per_s=paired,
                      vs_bare_paired=round(fig["requests_per_s"] / paired, 3),
-                     waited_for_peer=waited, **fig)
+                     waited_for_peer=waited,
+                     cpu_ms_per_request={"A": round(1e3 * cpu[0] / n_req, 3),
+                                         "B": round(1e3 * cpu[1] / n_req, 3)},
+                     cpu_us_per_key={"A": round(1e6 * cpu[0] / (n_req * number), 2),
+                                     "B": round(1e6 * cpu[1] / (n_req * number), 2)},
+                     **fig)
                 # what is left of this case's keys goes back before the next case is filled
                 a.call(a.runner.pool.close(void_wait_s=5.0))
     finally:

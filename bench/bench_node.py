@@ -41,13 +41,12 @@ all; ``realtime``: the baseline and the real-time figure only).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import emit, progress
+from bench.common import cpu_seconds, emit, peak_rss_mb, progress
 from daemon.engine.acquisition import BobAcquisition, PatternSource, read_board_parameters
 from drivers import registry
 from postprocessing.block import AliceBlock, BlockParams, BobBlock
@@ -75,19 +74,6 @@ SIM_CLOCK_HZ = LinkParams.preset("gys").clock_hz     # the link's clock in --fas
 REALTIME_CLOCK_HZ = 1e9
 KEEPS_REAL_TIME = 0.9    # pulses per wall second over the clock, to count as keeping up
 QBER_TOL = 0.06          # launch.DEMO_POLICY, which NodePair's configs use
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_pair(seconds: float, misalignment: float, clock_hz: float | None = None) -> dict:

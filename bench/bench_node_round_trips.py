@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import emit, progress
+from bench.common import cpu_seconds, emit, peak_rss_mb, progress
 from postprocessing.block.params import DEFAULT_FRAME_BITS
 from postprocessing.block.roles import _split_frames
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup, ParityReply,
@@ -114,13 +114,6 @@ def baseline(pairs, frame_bits, n_blocks: int, threads: int) -> float:
 
 def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class _Side:
@@ -238,11 +231,6 @@ def _proxy_process(conn, port: int) -> None:
         while (delay_s := conn.recv()) is not None:
             proxy.delay_s = delay_s
             conn.send("ok")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def through_channel(frame_bits, blocks: int, n_blocks: int,

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable
+
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def emit(bench: str, **fields) -> None:
     """Print one figure as a JSON object on its own line."""
     print(json.dumps({"bench": bench, **fields}, sort_keys=False), flush=True)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of process ``pid`` (this one if None), all its threads."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory (VmHWM) of process ``pid`` (this one if None), in MB."""
+    for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, min_time_s: float = 0.0) -> float:
