@@ -13,8 +13,9 @@ no end shares an interpreter lock with another. Over it, Bob and Alice run the b
 reconciliation step as the link engine does: Cascade's two roles (``CascadeBob`` /
 ``CascadeAlice``) on the block cut into frames by the block roles' own ``_split_frames``, one
 asyncio task per block with its own inbox, the numba work in a thread pool (one hop per
-message), up to ``blocks`` blocks at once (``policy.blocks_in_flight``). The block id names
-the key pair (the stand-in for what sifting makes common). All three processes share the
+message, except Alice's answers to small requests, which run on the loop as the engine runs
+every step ``is_light_step`` calls light), up to ``blocks`` blocks at once
+(``policy.blocks_in_flight``). The block id names the key pair (the stand-in for what sifting makes common). All three processes share the
 machine's cores.
 
 Figures per (RTT, frame_bits, blocks in flight): sifted Mbit/s reconciled (block bits over wall
@@ -49,6 +50,7 @@ from postprocessing.block.roles import _split_frames
 from postprocessing.reconciliation import (CascadeAlice, CascadeBob, CascadeSetup, ParityReply,
                                            ParityRequest)
 from postprocessing.block.messages import MessageType as M
+from postprocessing.block.messages import is_light_step
 from daemon.peer.auth_keys import AuthKeyPool, write_bootstrap
 from tests.daemon.peer.helpers import Keys, channel
 from tests.daemon.peer_proxy import PeerProxy
@@ -137,6 +139,13 @@ class _Side:
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
+    async def step(self, env, fn):
+        """``fn(payload)`` where the engine's ``_role_step`` would run it: on the loop for a
+        light step (``is_light_step``), else in the pool."""
+        if is_light_step(env.msg_type, len(env.payload)):
+            return fn(env.payload)
+        return await self.run(fn, env.payload)
+
 
 async def _bob_block(side: _Side, block_id: int, pair, frame_bits, rounds: list) -> None:
     box = side.inboxes[block_id] = asyncio.Queue()
@@ -187,8 +196,8 @@ async def _alice_block(side: _Side, block_id: int, box: asyncio.Queue, pairs, fr
             continue
         if env.msg_type != M.PARITY_REQUEST:
             break               # VERIFY_TAGS: Cascade is over, as in the engine's _on_tags
-        reply = await side.run(
-            lambda p: alice.handle_request(ParityRequest.from_bytes(p)).to_bytes(), env.payload)
+        reply = await side.step(env, lambda p: alice.handle_request(
+            ParityRequest.from_bytes(p)).to_bytes())
         step += 1
         await side.channel.send(1, block_id, step, int(M.PARITY_REPLY), reply)
     side.inboxes.pop(block_id, None)

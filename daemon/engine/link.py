@@ -1,7 +1,9 @@
 """One link's pipeline: hello, blocks in flight, the two-step commit, figures.
 
 The event loop owns all state here; the role objects' work (numba kernels) runs in the compute
-pool, the board's blocking I/O in a one-thread I/O pool and the two-step commit (store writes)
+pool, except steps the role factory calls light (Alice's answer to a small Cascade request:
+tens of microseconds, less than the thread hops would add to each round trip), the board's
+blocking I/O in a one-thread I/O pool and the two-step commit (store writes)
 in a one-thread commit pool, so the node keeps answering status and its peer while it
 distills. Each block has its own task and inbox: its messages are handled in order, blocks run
 side by side up to ``policy.blocks_in_flight`` (round trips, not CPU, bound a block on a real
@@ -570,8 +572,12 @@ class LinkEngine:
         if blk.role is None:     # Alice: the first message of the block creates her role
             blk.role = await self._in_thread(self.roles.alice, self.link, self.board_params,
                                              self._pattern)
-        await self._send_all(blk, await self._in_thread(blk.role.receive,
-                                                        (env.msg_type, env.payload)))
+        msg = (env.msg_type, env.payload)
+        if self.roles.is_light_step(env.msg_type, len(env.payload)):
+            out = blk.role.receive(msg)      # cheaper than the two thread hops around it
+        else:
+            out = await self._in_thread(blk.role.receive, msg)
+        await self._send_all(blk, out)
 
     async def _send_all(self, blk: _Block, out) -> None:
         for msg_type, payload in out:

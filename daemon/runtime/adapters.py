@@ -30,6 +30,7 @@ from daemon.peer.channel import PeerChannel, PeerChannelError
 from daemon.runtime.wiring import Ports
 from postprocessing.block import (AliceBlock, BlockParams, BlockParamsError, BobBlock,
                                   MessageType)
+from postprocessing.block.messages import is_light_step
 from postprocessing.block.params import DEFAULT_FRAME_BITS
 from postprocessing.randomness import ProtocolRandom
 
@@ -252,6 +253,10 @@ class RoleFactory:
     def bob(self, link: LinkConfig, board: BoardParameters, block: AcquiredBlock) -> BobBlock:
         return BobBlock(self.params(link, board), block.slots, block.channels, block.valid,
                         block.n_pulses, ProtocolRandom())
+
+    @staticmethod
+    def is_light_step(msg_type: int, payload_bytes: int) -> bool:
+        return is_light_step(msg_type, payload_bytes)
 
 
 def build_ports() -> Ports:

@@ -34,6 +34,20 @@ class MessageType(enum.IntEnum):
     ABORT = 15           # both  Abort (reason codes, text)
 
 
+# Alice's answer to a Cascade request this small is tens of microseconds of work (measured at
+# a 5.5 Mbit node block in frames of 200,000 bits: 799 of 845 requests, mean 86 us, longest
+# 0.5 ms): less than the two thread hops a node would spend handing it to its compute pool and
+# back, which on a loaded machine add a scheduling delay to every round trip. A node runs such
+# steps on its event loop. Bob's steps are never light by size: a small reply can make him open
+# the next Cascade pass (up to 26 ms measured), and requests of a new pass run to 500 kB.
+LIGHT_STEP_BYTES = 16 * 1024
+
+
+def is_light_step(msg_type: int, payload_bytes: int) -> bool:
+    """Whether receiving this message is cheap enough to run where it arrived (see above)."""
+    return msg_type == MessageType.PARITY_REQUEST and payload_bytes < LIGHT_STEP_BYTES
+
+
 class BlockMessageError(ValueError):
     """A block message payload that cannot be decoded."""
 

@@ -302,8 +302,9 @@ class FakeRoleFactory:
 
     def __init__(self, key_bits: int = 1000, qber: float = 0.02, abort_every: int = 0,
                  abort_qber: float = 0.25, stall: bool = False, role_delay_s: float = 0.0,
-                 rounds: int = 1):
+                 rounds: int = 1, light_types: tuple = ()):
         self.rounds = rounds
+        self.light_types = light_types       # message types ``is_light_step`` calls light
         self.key_bits, self.qber, self.abort_every = key_bits, qber, abort_every
         self.abort_qber, self.stall, self.role_delay_s = abort_qber, stall, role_delay_s
         self.alice_blocks = 0
@@ -318,6 +319,9 @@ class FakeRoleFactory:
     def bob(self, link, board, block):
         self.boards_seen.append(board)
         return FakeBobBlock(self)
+
+    def is_light_step(self, msg_type, payload_bytes):
+        return msg_type in self.light_types
 
 
 # -- hardware -----------------------------------------------------------------------------------

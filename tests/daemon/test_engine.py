@@ -5,8 +5,9 @@ in doubt after lost messages and restarts."""
 from __future__ import annotations
 
 import asyncio
-import json
 import functools
+import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -19,8 +20,8 @@ from daemon.engine.link import LinkEngine
 from daemon.engine.messages import EngineMessage
 from daemon.keystore.messages import CommitMsgType
 from tests.daemon.configs import example_in
-from tests.daemon.fakes import FakeAcquisition, FakeBoard, FakeRoleFactory, InMemoryKeyStore, \
-    loopback_channel_pair
+from tests.daemon.fakes import NONCE, PING, FakeAcquisition, FakeBoard, FakeRoleFactory, \
+    InMemoryKeyStore, loopback_channel_pair
 
 KEY_BITS = 1000          # fake block key; the channel takes 64 bits for authentication
 KEYS_PER_BLOCK = (KEY_BITS - 64) // 256
@@ -117,6 +118,43 @@ def test_blocks_flow_and_both_stores_hold_the_same_keys(tmp_path):
     assert pair.alice.status()["blocks_aborted"] == 0
     # Alice's public board parameters reached Bob's role factory through the hello
     assert pair.bob_roles.boards_seen[0].sync_key == 1234
+
+
+class _ThreadRecordingRoles(FakeRoleFactory):
+    """Alice's roles note, per message type, the thread each ``receive`` ran in."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.threads = {}
+
+    def alice(self, link, board, pattern_of):
+        role = super().alice(link, board, pattern_of)
+        receive = role.receive
+
+        def recording(msg):
+            self.threads.setdefault(msg[0], set()).add(threading.get_ident())
+            return receive(msg)
+        role.receive = recording
+        return role
+
+
+def test_light_steps_run_on_the_event_loop_and_the_rest_in_the_compute_pool(tmp_path):
+    async def main():
+        pair = Pair(tmp_path, max_blocks=3,
+                    alice_roles=_ThreadRecordingRoles(KEY_BITS, rounds=3, light_types=(PING,)),
+                    bob_roles=FakeRoleFactory(KEY_BITS, rounds=3))
+        pair.start()
+        await pair.until(lambda: pair.alice.figures.blocks_ok == 3
+                         and pair.bob.figures.blocks_ok == 3)
+        await pair.stop()
+        return pair, threading.get_ident()
+    pair, loop_thread = run(main())
+    pair.close()
+    seen = pair.alice_roles.threads
+    assert seen[PING] == {loop_thread}                      # 2 light rounds per block
+    assert loop_thread not in seen[NONCE]                   # the first step: the pool's
+    a, b = (s.committed("alice-bob") for s in (pair.alice_store, pair.bob_store))
+    assert len(a) == 3 * KEYS_PER_BLOCK and a == b
 
 
 def test_an_abort_at_one_end_aborts_the_block_at_both(tmp_path):

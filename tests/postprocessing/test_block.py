@@ -292,3 +292,14 @@ def test_frames_cut_longer_first_cover_the_key_in_order():
     sizes = [f.size for f in frames]
     assert sizes == [200_001, 200_001, 200_001, 200_000, 200_000]
     assert np.array_equal(np.concatenate(frames), bits)
+
+
+def test_only_small_cascade_requests_are_light_steps():
+    from postprocessing.block.messages import LIGHT_STEP_BYTES, MessageType, is_light_step
+    assert is_light_step(MessageType.PARITY_REQUEST, 0)
+    assert is_light_step(MessageType.PARITY_REQUEST, LIGHT_STEP_BYTES - 1)
+    assert not is_light_step(MessageType.PARITY_REQUEST, LIGHT_STEP_BYTES)
+    # Bob's steps (a small reply may open the next pass) and every other step keep the pool
+    for t in MessageType:
+        if t != MessageType.PARITY_REQUEST:
+            assert not is_light_step(t, 10)
