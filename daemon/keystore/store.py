@@ -239,6 +239,8 @@ class Lease:
         self._pos = pos
         self._ids = ids
         self._bits = bits
+        # bits of the keys before each position: a settle's count without a pass over keys
+        self._bits_before = list(itertools.accumulate((8 * len(b) for b in bits), initial=0))
         # made here, in the store's thread, not in ``take`` on the service's event loop
         self.key_ids = tuple(map(uuid_of, self._ids))
         self._next = 0          # keys before this one are taken
@@ -351,7 +353,8 @@ class Lease:
         return out
 
     def wipe(self) -> None:
-        for b in self._bits:
+        """Zero the keys not taken (``take`` zeroed the others as it handed them out)."""
+        for b in self._bits[self._next:]:
             b[:] = bytes(len(b))
 
 
@@ -1040,7 +1043,7 @@ class KeyStore:
         for (lease, close), (settled, upto, _) in zip(live, taken):
             lease._mark_settled(upto)
             self._forget_counts(upto - settled,
-                                sum(8 * len(b) for b in lease._bits[settled:upto]))
+                                lease._bits_before[upto] - lease._bits_before[settled])
             if close:
                 lease.closed = True
                 lease.wipe()

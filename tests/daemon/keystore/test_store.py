@@ -275,7 +275,10 @@ def test_lease_take_close(store):
     assert store.settle_lease(lease) == 0
     got2 = lease.take(1, master_sae="m", slave_sae="s")
     assert got2[0][0] == lease.key_ids[1]                  # never the same key twice
+    copies = list(lease._bits)
+    assert any(copies[2])                                  # untaken: still its bits here
     assert store.close_lease(lease) == 1                   # the untaken one goes back
+    assert not any(map(any, copies))                       # ... and this copy is wiped
     with pytest.raises(LeaseError, match="closed"):
         lease.take(1, master_sae="m", slave_sae="s")
     with pytest.raises(LeaseError, match="closed"):
