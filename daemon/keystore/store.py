@@ -230,17 +230,18 @@ class Lease:
     """
 
     def __init__(self, lease_id: int, link_id: str, pos: list[tuple[int, int, int]],
-                 ids: list[bytes], bits: list[bytearray]):
-        """Per key, in key order: ``pos`` (segment, block_id, key_index), its 16-byte ID and its
-        bits (this lease's own copy, wiped as taken); a segment is a run of keys with no other
-        lease's key between them."""
+                 ids: list[bytes], bits: bytearray, offsets: list[int]):
+        """Per key, in key order: ``pos`` (segment, block_id, key_index) and its 16-byte ID; a
+        segment is a run of keys with no other lease's key between them. ``bits``: every key's
+        bytes end to end (this lease's own copy, zeroed as taken), key i at
+        ``offsets[i]:offsets[i + 1]``. One buffer, not an object per key: the store's thread
+        builds a lease while holding the GIL the event loop is waiting for."""
         self.lease_id = lease_id
         self.link_id = link_id
         self._pos = pos
         self._ids = ids
         self._bits = bits
-        # bits of the keys before each position: a settle's count without a pass over keys
-        self._bits_before = list(itertools.accumulate((8 * len(b) for b in bits), initial=0))
+        self._offs = offsets
         # made here, in the store's thread, not in ``take`` on the service's event loop
         self.key_ids = tuple(map(uuid_of, self._ids))
         self._next = 0          # keys before this one are taken
@@ -252,7 +253,8 @@ class Lease:
 
     @property
     def size_bits(self) -> tuple[int, ...]:
-        return tuple(8 * len(b) for b in self._bits)
+        o = self._offs
+        return tuple(8 * (o[i + 1] - o[i]) for i in range(len(self._ids)))
 
     @property
     def remaining(self) -> int:
@@ -273,11 +275,9 @@ class Lease:
             raise ValueError(f"take of {n!r} keys: expected a non-negative integer")
         start = self._next
         end = min(start + n, len(self._ids))
-        out = []
-        for i in range(start, end):
-            b = self._bits[i]
-            out.append((self.key_ids[i], bytearray(b)))
-            b[:] = bytes(len(b))
+        o, buf, ids = self._offs, self._bits, self.key_ids
+        out = [(ids[i], buf[o[i]:o[i + 1]]) for i in range(start, end)]
+        buf[o[start]:o[end]] = bytes(o[end] - o[start])
         if end > start:
             with self._runs_lock:
                 last = self._runs[-1] if self._runs else None
@@ -354,8 +354,8 @@ class Lease:
 
     def wipe(self) -> None:
         """Zero the keys not taken (``take`` zeroed the others as it handed them out)."""
-        for b in self._bits[self._next:]:
-            b[:] = bytes(len(b))
+        at = self._offs[self._next]
+        self._bits[at:] = bytes(len(self._bits) - at)
 
 
 def _now_ns() -> int:
@@ -375,35 +375,55 @@ _RUN_SQL = ("SELECT count(*), group_concat(block_id), group_concat(key_index), "
 
 
 def _read_run(conn: sqlite3.Connection, where: str, params: tuple, seg: int,
-              pos: list, ids: list, bits: list) -> None:
-    """Append the keys matching ``where`` (LIMIT the last parameter) in key order to ``pos``
-    (as segment ``seg``), ``ids`` and ``bits``; the joined bits are wiped once split."""
+              pos: list, ids: list, parts: list) -> None:
+    """Append the keys matching ``where`` (LIMIT the last parameter), in key order, to ``pos``
+    (as segment ``seg``) and ``ids``, and (joined bits, each key's length, order or None) to
+    ``parts``: ``_join_bits`` copies those into the lease's buffer and zeroes them."""
     n, blocks, indexes, id_blob, bit_blob, sizes = conn.execute(
         _RUN_SQL.format(where), params).fetchone()
     if not n:
         return
     try:
         keys = list(zip(map(int, blocks.split(",")), map(int, indexes.split(","))))
-        order = None
-        if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
-            # SQLite documents no order for group_concat; in key order it is, or this sorts
-            order = sorted(range(n), key=keys.__getitem__)
-        run = [(seg, b, i) for b, i in keys]
         lengths = list(map(int, sizes.split(",")))
-        offs = list(itertools.accumulate(lengths, initial=0))
-        view = memoryview(bit_blob)
-        got_bits = [bytearray(view[offs[k]:offs[k + 1]]) for k in range(n)]
-        got_ids = [id_blob[16 * k:16 * k + 16] for k in range(n)]
-        view.release()
-        if order is not None:
-            run = [run[k] for k in order]
-            got_ids = [got_ids[k] for k in order]
-            got_bits = [got_bits[k] for k in order]
-        pos += run
-        ids += got_ids
-        bits += got_bits
-    finally:
+    except BaseException:
         wipe_bytes(bit_blob)
+        raise
+    order = None
+    if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
+        # SQLite documents no order for group_concat; in key order it is, or this sorts
+        order = sorted(range(n), key=keys.__getitem__)
+        keys = [keys[k] for k in order]
+        ids += [id_blob[16 * k:16 * k + 16] for k in order]
+    else:
+        ids += [id_blob[k:k + 16] for k in range(0, 16 * n, 16)]
+    pos += [(seg, b, i) for b, i in keys]
+    parts.append((bit_blob, lengths, order))
+
+
+def _join_bits(parts: list) -> tuple[bytearray, list[int]]:
+    """The bits of ``_read_run``'s parts in key order in one buffer sized once (a bytearray
+    that grows is moved, leaving key bytes behind in freed memory), with each key's offset;
+    every part's joined bits are zeroed, whatever happens."""
+    try:
+        buf = bytearray(sum(len(blob) for blob, _, _ in parts))
+        offs, at = [0], 0
+        for blob, lengths, order in parts:
+            if order is None:
+                buf[at:at + len(blob)] = blob
+                offs += itertools.islice(itertools.accumulate(lengths, initial=at), 1, None)
+                at += len(blob)
+                continue
+            starts = list(itertools.accumulate(lengths, initial=0))
+            with memoryview(blob) as view:
+                for k in order:
+                    buf[at:at + lengths[k]] = view[starts[k]:starts[k + 1]]
+                    at += lengths[k]
+                    offs.append(at)
+        return buf, offs
+    finally:
+        for blob, _, _ in parts:
+            wipe_bytes(blob)
 
 
 def _ids(key_ids: Iterable[uuid.UUID]) -> list[bytes]:
@@ -945,34 +965,43 @@ class KeyStore:
             raise ValueError(f"lease of {n_keys!r} keys: expected a positive integer")
         now = _now_ns() if now_ns is None else now_ns
         expires = None if ttl_s is None else now + int(ttl_s * 1e9)
-        with self._tx("lease") as conn:
-            taken = conn.execute("SELECT block_id, lo, hi FROM lease_ranges WHERE link_id=? "
-                                 "ORDER BY block_id, lo", (link_id,)).fetchall()
-            pos: list[tuple[int, int, int]] = []
-            ids: list[bytes] = []
-            bits: list[bytearray] = []
-            start = (-1, -1)
-            # the gaps between open leases' ranges, in key order, until n_keys are found
-            for seg, stop in enumerate([*taken, None]):
-                need = n_keys - len(ids)
-                if need <= 0:
-                    break
-                where = f"link_id=? AND {_READY} AND (block_id, key_index) > (?, ?)"
-                params: tuple = (link_id, *start)
-                if stop is not None:
-                    where += " AND (block_id, key_index) < (?, ?)"
-                    params += (stop[0], stop[1])
-                    start = (stop[0], stop[2])
-                _read_run(conn, where, (*params, need), seg, pos, ids, bits)
-            if not ids:
-                return None
-            lease_id = conn.execute(
-                "INSERT INTO leases (link_id, state, created_ns, expires_ns) "
-                "VALUES (?, 'open', ?, ?)", (link_id, now, expires)).lastrowid
-            lease = Lease(lease_id, link_id, pos, ids, bits)
-            conn.executemany("INSERT INTO lease_ranges VALUES (?, ?, ?, ?, ?)",
-                             [(lease_id, link_id, *r) for r in lease._ranges(0, len(ids))])
-            self._audit(conn, lease._ids, "leased", f"lease {lease_id}", now)
+        pos: list[tuple[int, int, int]] = []
+        ids: list[bytes] = []
+        parts: list[tuple] = []
+        bits = bytearray()
+        try:
+            with self._tx("lease") as conn:
+                taken = conn.execute("SELECT block_id, lo, hi FROM lease_ranges WHERE link_id=? "
+                                     "ORDER BY block_id, lo", (link_id,)).fetchall()
+                start = (-1, -1)
+                # the gaps between open leases' ranges, in key order, until n_keys are found
+                for seg, stop in enumerate([*taken, None]):
+                    need = n_keys - len(ids)
+                    if need <= 0:
+                        break
+                    where = f"link_id=? AND {_READY} AND (block_id, key_index) > (?, ?)"
+                    params: tuple = (link_id, *start)
+                    if stop is not None:
+                        where += " AND (block_id, key_index) < (?, ?)"
+                        params += (stop[0], stop[1])
+                        start = (stop[0], stop[2])
+                    _read_run(conn, where, (*params, need), seg, pos, ids, parts)
+                bits, offsets = _join_bits(parts)
+                if not ids:
+                    return None
+                lease_id = conn.execute(
+                    "INSERT INTO leases (link_id, state, created_ns, expires_ns) "
+                    "VALUES (?, 'open', ?, ?)", (link_id, now, expires)).lastrowid
+                lease = Lease(lease_id, link_id, pos, ids, bits, offsets)
+                conn.executemany("INSERT INTO lease_ranges VALUES (?, ?, ?, ?, ?)",
+                                 [(lease_id, link_id, *r) for r in lease._ranges(0, len(ids))])
+                self._audit(conn, lease._ids, "leased", f"lease {lease_id}", now)
+        except BaseException:
+            # not granted: no key bytes stay behind in this lease's buffers
+            for blob, _, _ in parts:
+                wipe_bytes(blob)
+            bits[:] = bytes(len(bits))
+            raise
         return lease
 
     def settle_lease(self, lease: Lease) -> int:
@@ -1042,8 +1071,7 @@ class KeyStore:
         done = {}
         for (lease, close), (settled, upto, _) in zip(live, taken):
             lease._mark_settled(upto)
-            self._forget_counts(upto - settled,
-                                lease._bits_before[upto] - lease._bits_before[settled])
+            self._forget_counts(upto - settled, 8 * (lease._offs[upto] - lease._offs[settled]))
             if close:
                 lease.closed = True
                 lease.wipe()

@@ -245,7 +245,7 @@ def test_delivered_key_bytes_leave_the_file(store, tmp_path):
     assert all(secret[k] in before for k in lease.key_ids)      # the test can see key bytes
     got = lease.take(5, master_sae="m", slave_sae="s")
     assert [bytes(b) for _, b in got] == [secret[k] for k in lease.key_ids]
-    assert not any(lease._bits[0]) and not any(lease._bits[1])   # the lease's copies wiped
+    assert not any(lease._bits)                                  # the lease's copies wiped
     assert store.settle_lease(lease) == 2
     store.checkpoint()
     after = _file_bytes(tmp_path / "keys.db")
@@ -275,10 +275,10 @@ def test_lease_take_close(store):
     assert store.settle_lease(lease) == 0
     got2 = lease.take(1, master_sae="m", slave_sae="s")
     assert got2[0][0] == lease.key_ids[1]                  # never the same key twice
-    copies = list(lease._bits)
-    assert any(copies[2])                                  # untaken: still its bits here
+    copies = lease._bits
+    assert any(copies[64:96])                              # untaken: still its bits here
     assert store.close_lease(lease) == 1                   # the untaken one goes back
-    assert not any(map(any, copies))                       # ... and this copy is wiped
+    assert not any(copies)                                 # ... and this copy is wiped
     with pytest.raises(LeaseError, match="closed"):
         lease.take(1, master_sae="m", slave_sae="s")
     with pytest.raises(LeaseError, match="closed"):
@@ -618,6 +618,26 @@ def test_a_lease_is_in_key_order_whatever_order_sqlite_joins_rows_in(store, monk
     assert lease.key_ranges(0, 18) == [
         KeyRange(b, 0, 10, 6, KeyRange.digest_of([k.bytes for k in lease.key_ids[i:i + 6]]))
         for i, b in ((0, 1), (6, 2), (12, 3))]
+
+
+def test_a_grant_that_fails_leaves_no_key_bytes_in_its_buffers(store, monkeypatch):
+    expect, first = _lease_keys(store, 2)
+    store.close_lease(first)
+    blobs, buffers = [], []
+    real_wipe, real_join = store_mod.wipe_bytes, store_mod._join_bits
+    monkeypatch.setattr(store_mod, "wipe_bytes", lambda b: (blobs.append(b), real_wipe(b)))
+    monkeypatch.setattr(store_mod, "_join_bits",
+                        lambda parts: (got := real_join(parts), buffers.append(got[0]))[0])
+
+    def fail(*args):
+        raise OSError("disk gone")
+    monkeypatch.setattr(KeyStore, "_audit", staticmethod(fail))
+    with pytest.raises(OSError):
+        store.lease(LINK, 100)
+    assert blobs and all(b == bytes(len(b)) for b in blobs)
+    assert len(buffers[0]) == sum(map(len, expect.values())) and not any(buffers[0])
+    monkeypatch.undo()
+    assert len(store.lease(LINK, 100).key_ids) == len(expect)   # nothing was granted
 
 
 def test_voiding_an_open_lease_erases_only_its_keys(tmp_path):
