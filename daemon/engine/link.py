@@ -3,11 +3,10 @@
 The event loop owns all state here; the role objects' work (numba kernels) runs in the compute
 pool, except steps the role factory calls light (Alice's answer to a small Cascade request:
 tens of microseconds, less than the thread hops would add to each round trip), the board's
-blocking I/O in a one-thread I/O pool and the two-step commit (store writes)
-in a one-thread commit pool, so the node keeps answering status and its peer while it
-distills. Each block has its own task and inbox: its messages are handled in order, blocks run
-side by side up to ``policy.blocks_in_flight`` (round trips, not CPU, bound a block on a real
-network).
+blocking I/O in a one-thread I/O pool and the two-step commit (store writes) in a one-thread
+commit pool, so the node keeps answering status and its peer while it distills. Each block
+has its own task and inbox: its messages are handled in order, blocks run side by side up to
+``policy.blocks_in_flight`` (round trips, not CPU, bound a block on a real network).
 
 Roles: Bob opens blocks (acquisition, ``BobBlock.start``); Alice answers. When a block's roles
 end with a key, the key goes to the key store's two-step commit (``daemon.keystore.commit.

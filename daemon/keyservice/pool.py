@@ -51,7 +51,7 @@ from typing import Awaitable, Callable
 
 from daemon.keyservice import reservations as rv
 from daemon.keyservice.service import (IssuedKey, KeysNotFound, NotAuthorized, PeerUnavailable,
-                                       PoolExhausted)
+                                       PoolExhausted, wipe_keys)
 from daemon.keyservice.streams import STREAM_RESERVATION_TTL_S, StreamKeys
 from daemon.keystore.errors import KeyNotFound, KeyNotReserved, LeaseError, StoreError
 
@@ -627,5 +627,4 @@ async def _quietly(fut):
 def _burn(keys: list[IssuedKey]) -> None:
     """Keys whose reservation is in doubt: the peer may hold them for the slave, so they are
     never handed out here (taken from the lease, they are erased with it)."""
-    for k in keys:
-        k.key[:] = bytes(len(k.key))
+    wipe_keys(keys)

@@ -20,7 +20,7 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from daemon.keyservice.service import KeyService
+from daemon.keyservice.service import KeyService, wipe_buffers
 from daemon.keyservice.wire import RequestError, encode_reply, peek_request_id
 
 log = logging.getLogger("qkd.keyservice")
@@ -227,8 +227,7 @@ class KeyServer:
         except zmq.ZMQError as exc:
             log.info("key service: a reply was not sent (%s); the client's retry gets it", exc)
         finally:
-            for f in reply:
-                f[:] = bytes(len(f))
+            wipe_buffers(reply)
 
 
 @types.coroutine

@@ -158,7 +158,7 @@ class _ReplyCache:
                 self._oldest = t
                 break
             del done[key]
-            _wipe(frames)
+            wipe_buffers(frames)
 
     def get(self, key, now: float):
         self._evict(now)
@@ -173,14 +173,16 @@ class _ReplyCache:
 
     def clear(self) -> None:
         for _t, frames in self._done.values():
-            _wipe(frames)
+            wipe_buffers(frames)
         self._done.clear()
 
     def __len__(self) -> int:
         return len(self._done)
 
 
-def _wipe(frames: list[bytearray]) -> None:
+def wipe_buffers(frames) -> None:
+    """Zero every bytearray of ``frames`` (reply frames, key buffers) once it is no longer
+    needed; ``bytes`` frames hold no key and are left as they are."""
     for f in frames:
         if isinstance(f, bytearray):
             f[:] = bytes(len(f))
@@ -258,8 +260,7 @@ class KeyService:
             return encode_reply(req.op, req.request_id, 200, body,
                                 capacity=reply_capacity(buffers))
         finally:
-            for buffer in buffers:
-                buffer[:] = bytes(len(buffer))
+            wipe_buffers(buffers)
 
     def _error(self, op: str, rid: bytes, err: RequestError) -> list[bytearray]:
         self.counters["errors"] += 1

@@ -2,8 +2,8 @@
 
 The sqlite3 module hands a BLOB out as ``bytes``, which Python cannot change: freed, its key
 bits would stay in the heap until the memory is reused. The store reads a lease's keys as one
-BLOB (``store._read_run``), copies each key into a bytearray it wipes later, and then zeroes the
-BLOB in place with this.
+BLOB per run of keys (``store._read_run``), copies them into the lease's buffer, which it wipes
+as keys are taken, and then zeroes the BLOB in place with this.
 
 Only for an object the caller made and alone holds: CPython shares the empty and one-byte
 ``bytes`` objects (so they are left alone here), and anyone else holding the object would see
